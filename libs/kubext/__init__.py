@@ -1,0 +1,1 @@
+"""Shared code for every kubext service: logging, config, health/metrics, Kubernetes client, quantities."""

@@ -1,0 +1,34 @@
+"""Kubernetes client configuration: in-cluster when running in a pod, else a kubeconfig."""
+
+from __future__ import annotations
+
+import os
+
+from kubernetes import client, config
+
+
+class KubeConfigError(Exception):
+    """No usable cluster credentials."""
+
+
+def in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(
+        "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    )
+
+
+def api_client(*, kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
+    """An ApiClient for the in-cluster service account, or ``kubeconfig`` ($KUBECONFIG, ~/.kube/config)."""
+    cfg = client.Configuration()
+    try:
+        if kubeconfig is None and in_cluster():
+            config.load_incluster_config(client_configuration=cfg)
+        else:
+            config.load_kube_config(
+                config_file=kubeconfig or os.environ.get("KUBECONFIG") or None,
+                context=context,
+                client_configuration=cfg,
+            )
+    except (config.ConfigException, OSError) as exc:
+        raise KubeConfigError(f"no Kubernetes credentials: {exc}") from None
+    return client.ApiClient(configuration=cfg)

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Builds the real upstream components (control plane, kwok, helm, csi-sanity,
+# cnitool, reference CNI plugins) from the Go module proxy, cached by version
+# under ${KUBEXT_CACHE:-~/.cache/kubext}. Rebuilds only what is missing.
+# Usage: rig/build.sh [component ...]   (default: all)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+cache=${KUBEXT_CACHE:-$HOME/.cache/kubext}
+export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
+export GOMODCACHE=${GOMODCACHE:-$(go env GOMODCACHE)} GOCACHE=${GOCACHE:-$(go env GOCACHE)}
+mkdir -p "$cache/bin" "$cache/src"
+
+log() { printf '[rig-build %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# step NAME DIR BIN... -- CMD...: run CMD unless every BIN exists in DIR; report time.
+step() {
+  local name=$1 dir=$2; shift 2
+  local bins=() missing=0
+  while [ "$1" != "--" ]; do bins+=("$1"); shift; done; shift
+  for b in "${bins[@]}"; do [ -x "$dir/$b" ] || missing=1; done
+  if [ $missing = 0 ]; then log "$name: cached in $dir"; return; fi
+  log "$name: building (${bins[*]}) ..."
+  local t0=$SECONDS tmp="$dir.tmp.$$"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  if ! (OUTDIR=$tmp "$@"); then rm -rf "$tmp"; log "$name: FAILED"; return 1; fi
+  mkdir -p "$dir"; for b in "${bins[@]}"; do mv -f "$tmp/$b" "$dir/$b"; done; rm -rf "$tmp"
+  log "$name: done in $((SECONDS - t0)) s"
+}
+
+wrapper_module() { # DIR MODULE GOVERSION: a throwaway module to build upstream mains from
+  rm -rf "$1"; mkdir -p "$1"; cd "$1"
+  printf 'module local/kubext-%s\n\ngo %s\n' "$(basename "$1")" "$3" > go.mod
+}
+
+build_etcd() {
+  wrapper_module "$cache/src/etcd" etcd 1.25.0
+  go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null
+  go build -trimpath -o "$OUTDIR/etcd" go.etcd.io/etcd/server/v3
+}
+
+build_kubernetes() {
+  local v=${KUBERNETES_VERSION#v} minor patch major=1
+  minor=$(echo "$v" | cut -d. -f2); patch=$(echo "$v" | cut -d. -f3)
+  wrapper_module "$cache/src/kubernetes" kubernetes 1.25.0
+  printf 'godebug default=go1.25\n' >> go.mod
+  local staging="api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider
+    cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api
+    cri-client csi-translation-lib dynamic-resource-allocation endpointslice externaljwt kms
+    kube-aggregator kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics
+    mount-utils pod-security-admission sample-apiserver"
+  for m in $staging; do
+    printf 'replace k8s.io/%s => k8s.io/%s v0.%s.%s\n' "$m" "$m" "$minor" "$patch" >> go.mod
+  done
+  printf 'package tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kube-controller-manager"\n\t_ "k8s.io/kubernetes/cmd/kube-scheduler"\n\t_ "k8s.io/kubernetes/cmd/kubectl"\n)\n' > tools.go
+  log "kubernetes: resolving modules (k8s.io/kubernetes@$KUBERNETES_VERSION)"
+  go get "k8s.io/kubernetes@$KUBERNETES_VERSION" >/dev/null
+  go mod tidy >/dev/null 2>&1 || true
+  local ld="" pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld="$ld -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    ld="$ld -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  log "kubernetes: compiling kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (the long step)"
+  go build -trimpath -tags=selinux,notest -ldflags "-s -w $ld" -o "$OUTDIR/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+}
+
+build_kwok() {
+  GOBIN=$OUTDIR go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  # Stage objects ship in the module, not the binary: keep a copy beside it.
+  local stages="$GOMODCACHE/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
+  mkdir -p "$cache/kwok-stages-$KWOK_VERSION"
+  cp -f "$stages/node/fast/node-initialize.yaml" "$stages/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" \
+    "$stages/pod/fast/pod-ready.yaml" "$stages/pod/fast/pod-complete.yaml" "$stages/pod/fast/pod-delete.yaml" \
+    "$cache/kwok-stages-$KWOK_VERSION/"
+}
+
+build_helm() {
+  local minor; minor=$(echo "${KUBERNETES_VERSION#v}" | cut -d. -f2)
+  GOBIN=$OUTDIR go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+}
+
+build_csi_sanity() {
+  GOBIN=$OUTDIR go install -trimpath -ldflags "-s -w" "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$CSI_TEST_VERSION"
+}
+
+build_cnitool() {
+  GOBIN=$OUTDIR go install -trimpath -ldflags "-s -w" "github.com/containernetworking/cni/cnitool@$CNI_VERSION"
+}
+
+build_cni_plugins() {
+  local p m=github.com/containernetworking/plugins/plugins
+  GOBIN=$OUTDIR go install -trimpath -ldflags "-s -w" \
+    "$m/main/bridge@$CNI_PLUGINS_VERSION" "$m/ipam/host-local@$CNI_PLUGINS_VERSION" \
+    "$m/meta/portmap@$CNI_PLUGINS_VERSION" "$m/main/loopback@$CNI_PLUGINS_VERSION"
+}
+
+want=("$@"); [ ${#want[@]} -gt 0 ] || want=(etcd kwok helm csi-sanity cnitool cni-plugins kubernetes)
+t_all=$SECONDS
+for c in "${want[@]}"; do
+  case $c in
+    etcd) step etcd "$cache/bin/etcd-$ETCD_VERSION" etcd -- build_etcd ;;
+    kubernetes) step kubernetes "$cache/bin/kubernetes-$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- build_kubernetes ;;
+    kwok) step kwok "$cache/bin/kwok-$KWOK_VERSION" kwok -- build_kwok ;;
+    helm) step helm "$cache/bin/helm-$HELM_VERSION" helm -- build_helm ;;
+    csi-sanity) step csi-sanity "$cache/bin/csi-test-$CSI_TEST_VERSION" csi-sanity -- build_csi_sanity ;;
+    cnitool) step cnitool "$cache/bin/cni-$CNI_VERSION" cnitool -- build_cnitool ;;
+    cni-plugins) step cni-plugins "$cache/bin/cni-plugins-$CNI_PLUGINS_VERSION" bridge host-local portmap loopback -- build_cni_plugins ;;
+    *) log "unknown component $c"; exit 2 ;;
+  esac
+done
+log "all requested components ready in $((SECONDS - t_all)) s (cache: $cache/bin)"

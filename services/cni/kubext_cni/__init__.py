@@ -1,0 +1,1 @@
+"""kubext cni: CNI bridge plugin (veth, bridge, IPAM delegation, masquerade)."""

@@ -1,0 +1,1 @@
+"""kubext csi: CSI driver with real local volumes over gRPC on a unix socket."""

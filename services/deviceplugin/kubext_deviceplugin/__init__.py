@@ -1,0 +1,1 @@
+"""kubext deviceplugin: kubelet device plugin (v1beta1) over gRPC."""

@@ -1,0 +1,1 @@
+"""kubext operator: kopf operator for the WebApp and Database CRDs."""

@@ -1,0 +1,1 @@
+"""kubext webhooks: validating, mutating and CRD conversion admission webhooks."""
