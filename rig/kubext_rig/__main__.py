@@ -1,0 +1,46 @@
+"""``python -m kubext_rig up|down|status|build``: the local control plane for tests and the main job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from kubext_rig import cluster, tools
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kubext-rig", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_up = sub.add_parser("up", help="start the cluster (reuses a healthy one)")
+    p_up.add_argument("--nodes", type=int, default=3, help="kwok fake nodes (default 3)")
+    p_up.add_argument("--fresh", action="store_true", help="wipe etcd data first")
+    p_down = sub.add_parser("down", help="stop every process the rig started")
+    p_down.add_argument("--keep-data", action="store_true", help="keep etcd data for the next up")
+    sub.add_parser("status", help="each component's state, as JSON")
+    p_build = sub.add_parser("build", help="build the pinned upstream binaries (cached)")
+    p_build.add_argument("components", nargs="*")
+    sub.add_parser("kubeconfig", help="print the admin kubeconfig path")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "up":
+            info = cluster.up(nodes=args.nodes, fresh=args.fresh)
+            print(f"export KUBECONFIG={info.kubeconfig}")
+        elif args.cmd == "down":
+            cluster.down(wipe=not args.keep_data)
+        elif args.cmd == "status":
+            st = cluster.status()
+            print(json.dumps(st, indent=2))
+            return 0 if all(s == "healthy" for s in st.values()) else 3
+        elif args.cmd == "build":
+            tools.ensure_built(args.components)
+        elif args.cmd == "kubeconfig":
+            print(cluster.ClusterInfo(cluster.state_dir()).kubeconfig)
+    except cluster.RigError as exc:
+        print(f"kubext-rig: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,446 @@
+"""A secure local control plane on 127.0.0.1: etcd, kube-apiserver, controller-manager, scheduler, kwok.
+
+Every process is started by us, logs to ``<state>/logs/<name>.log``, and is stopped by the PID we
+recorded. ``up`` is idempotent: a healthy cluster is reused as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from kubext_rig import pki, tools
+
+ETCD_PORT = 12379
+ETCD_PEER_PORT = 12380
+APISERVER_PORT = 16443
+CONTROLLER_MANAGER_PORT = 17257
+SCHEDULER_PORT = 17259
+KWOK_PORT = 17247
+SERVICE_CIDR = "10.0.0.0/24"
+NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+
+class RigError(Exception):
+    """The cluster cannot be brought up or reached; the message says why."""
+
+
+def say(msg: str) -> None:
+    print(f"[rig {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("KUBEXT_RIG_DIR") or tools.cache_dir() / "cluster")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterInfo:
+    """What a client needs: the kubeconfig, the server URL, and the pinned binaries."""
+
+    root: Path
+
+    @property
+    def kubeconfig(self) -> str:
+        return str(self.root / "admin.kubeconfig")
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{APISERVER_PORT}"
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    def bin(self, name: str) -> str:
+        return str(tools.binary(name))
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    name: str
+    argv: list[str]
+    health: str  # URL checked for 200 (https ones with the admin client cert)
+
+
+def _components(root: Path, nodes_cidr: str) -> list[Component]:
+    p = root / "pki"
+    kc = root / "{}.kubeconfig"
+    etcd_url = f"http://127.0.0.1:{ETCD_PORT}"
+    stages = tools.kwok_stages_dir()
+    return [
+        Component(
+            "etcd",
+            [
+                str(tools.binary("etcd")),
+                "--name=kubext",
+                f"--data-dir={root / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
+                f"--initial-cluster=kubext=http://127.0.0.1:{ETCD_PEER_PORT}",
+                "--unsafe-no-fsync",  # a throwaway test cluster: speed over durability
+                "--quota-backend-bytes=4294967296",
+                "--log-level=warn",
+            ],
+            f"{etcd_url}/health",
+        ),
+        Component(
+            "kube-apiserver",
+            [
+                str(tools.binary("kube-apiserver")),
+                f"--etcd-servers={etcd_url}",
+                f"--secure-port={APISERVER_PORT}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--tls-cert-file={p / 'apiserver.crt'}",
+                f"--tls-private-key-file={p / 'apiserver.key'}",
+                f"--client-ca-file={p / 'ca.crt'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--allow-privileged=true",
+                "--authorization-mode=Node,RBAC",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={p / 'sa.pub'}",
+                f"--service-account-signing-key-file={p / 'sa.key'}",
+                "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,DefaultStorageClass,"
+                "ResourceQuota,LimitRanger,MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
+                "--disable-admission-plugins=StorageObjectInUseProtection",
+                "--profiling=false",
+                "--max-requests-inflight=800",
+                "--max-mutating-requests-inflight=400",
+            ],
+            f"https://127.0.0.1:{APISERVER_PORT}/readyz",
+        ),
+        Component(
+            "kube-controller-manager",
+            [
+                str(tools.binary("kube-controller-manager")),
+                f"--kubeconfig={str(kc).format('controller-manager')}",
+                f"--authentication-kubeconfig={str(kc).format('controller-manager')}",
+                f"--authorization-kubeconfig={str(kc).format('controller-manager')}",
+                f"--service-account-private-key-file={p / 'sa.key'}",
+                f"--root-ca-file={p / 'ca.crt'}",
+                "--use-service-account-credentials=true",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={CONTROLLER_MANAGER_PORT}",
+                f"--cluster-cidr={nodes_cidr}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
+                "--concurrent-deployment-syncs=20",
+                "--concurrent-replicaset-syncs=20",
+                "--concurrent-gc-syncs=40",
+            ],
+            f"https://127.0.0.1:{CONTROLLER_MANAGER_PORT}/healthz",
+        ),
+        Component(
+            "kube-scheduler",
+            [
+                str(tools.binary("kube-scheduler")),
+                f"--kubeconfig={str(kc).format('scheduler')}",
+                f"--authentication-kubeconfig={str(kc).format('scheduler')}",
+                f"--authorization-kubeconfig={str(kc).format('scheduler')}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={SCHEDULER_PORT}",
+            ],
+            f"https://127.0.0.1:{SCHEDULER_PORT}/healthz",
+        ),
+        Component(
+            "kwok",
+            [
+                str(tools.binary("kwok")),
+                f"--kubeconfig={str(kc).format('kwok')}",
+                f"--config={stages / 'stages.yaml'}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
+                f"--cidr={nodes_cidr}",
+                "--node-ip=127.0.0.1",
+                "--node-lease-duration-seconds=40",
+                f"--server-address=127.0.0.1:{KWOK_PORT}",
+            ],
+            f"http://127.0.0.1:{KWOK_PORT}/healthz",
+        ),
+    ]
+
+
+# --- process management -------------------------------------------------------------------
+
+
+def _pid_file(root: Path, name: str) -> Path:
+    return root / "pids" / f"{name}.pid"
+
+
+def _running_pid(root: Path, name: str) -> int | None:
+    """The PID we recorded for ``name`` if that process is still that binary."""
+    try:
+        pid = int(_pid_file(root, name).read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    return pid if Path(cmdline.decode()).name == name else None
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _ssl_context(root: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(root / "pki" / "ca.crt"))
+    ctx.load_cert_chain(str(root / "pki" / "admin.crt"), str(root / "pki" / "admin.key"))
+    return ctx
+
+
+def _healthy(root: Path, url: str) -> bool:
+    try:
+        ctx = _ssl_context(root) if url.startswith("https") else None
+        if ctx is not None and "/17" in url.replace(":", "/"):
+            # controller-manager and scheduler serve self-signed certs of their own.
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        with urllib.request.urlopen(url, timeout=2, context=ctx) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError, ssl.SSLError):
+        return False
+
+
+def _start(root: Path, comp: Component) -> int:
+    log_path = root / "logs" / f"{comp.name}.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            comp.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # outlives the test process that started it; stopped by PID
+            cwd=root,
+        )
+    _pid_file(root, comp.name).write_text(str(proc.pid))
+    return proc.pid
+
+
+def _wait_healthy(root: Path, comp: Component, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _healthy(root, comp.health):
+            return
+        if _running_pid(root, comp.name) is None:
+            tail = (root / "logs" / f"{comp.name}.log").read_text(errors="replace")[-2000:]
+            raise RigError(f"{comp.name} exited during start; last log lines:\n{tail}")
+        time.sleep(0.3)
+    raise RigError(f"{comp.name} not healthy after {timeout:.0f} s ({comp.health}); see {root}/logs")
+
+
+@contextlib.contextmanager
+def _lock(root: Path) -> Iterator[None]:
+    """Serialises up/down across processes (parallel test files share one cluster)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# --- public API ---------------------------------------------------------------------------
+
+
+def status(root: Path | None = None) -> dict[str, str]:
+    """Each component's state: healthy, unhealthy (running but failing checks) or stopped."""
+    root = root or state_dir()
+    out = {}
+    for comp in _components(root, "10.244.0.0/16"):
+        if _running_pid(root, comp.name) is None:
+            out[comp.name] = "stopped"
+        else:
+            out[comp.name] = "healthy" if _healthy(root, comp.health) else "unhealthy"
+    return out
+
+
+def _write_stages() -> None:
+    stages = tools.kwok_stages_dir()
+    files = ["node-initialize.yaml", "node-heartbeat-with-lease.yaml", "pod-ready.yaml",
+             "pod-complete.yaml", "pod-delete.yaml"]
+    text = "\n---\n".join((stages / f).read_text().strip().removeprefix("---").strip() for f in files)
+    (stages / "stages.yaml").write_text(text + "\n")
+
+
+def up(*, nodes: int = 3, root: Path | None = None, fresh: bool = False) -> ClusterInfo:
+    """Bring the cluster up (or reuse a healthy one) with ``nodes`` kwok nodes; wait until ready."""
+    root = root or state_dir()
+    with _lock(root):
+        t0 = time.monotonic()
+        if fresh:
+            _down_locked(root, wipe=True)
+        current = status(root)
+        if all(s == "healthy" for s in current.values()):
+            info = ClusterInfo(root)
+            ensure_nodes(info, nodes)
+            say(f"cluster already up ({root}); {nodes} kwok nodes ensured")
+            return info
+        if any(s != "stopped" for s in current.values()):
+            say(f"cluster partly up ({current}); restarting it")
+            _down_locked(root, wipe=False)
+        tools.ensure_built(["etcd", "kubernetes", "kwok"])
+        _write_stages()
+        comps = _components(root, "10.244.0.0/16")
+        busy = [
+            port
+            for port in (ETCD_PORT, ETCD_PEER_PORT, APISERVER_PORT, CONTROLLER_MANAGER_PORT,
+                         SCHEDULER_PORT, KWOK_PORT)
+            if not _port_free(port)
+        ]
+        if busy:
+            raise RigError(
+                f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 already in use by another "
+                "process; stop it (ss -ltnp) and retry"
+            )
+        for sub in ("logs", "pids"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        if not (root / "pki" / "ca.crt").exists():
+            say("creating certificates")
+            pki.create(root / "pki")
+        server = f"https://127.0.0.1:{APISERVER_PORT}"
+        for user in ("admin", "controller-manager", "scheduler", "kwok"):
+            (root / f"{user}.kubeconfig").write_text(
+                pki.kubeconfig(server=server, pki=root / "pki", user=user)
+            )
+        for comp in comps:
+            t = time.monotonic()
+            pid = _start(root, comp)
+            _wait_healthy(root, comp, timeout=90)
+            say(f"{comp.name} healthy (pid {pid}, {time.monotonic() - t:.1f} s)")
+        info = ClusterInfo(root)
+        ensure_nodes(info, nodes)
+        _wait_default_service_account(info)
+        say(f"cluster up in {time.monotonic() - t0:.1f} s; export KUBECONFIG={info.kubeconfig}")
+        return info
+
+
+def _kubectl(info: ClusterInfo, *args: str, stdin: str | None = None) -> str:
+    res = subprocess.run(
+        [info.bin("kubectl"), f"--kubeconfig={info.kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if res.returncode != 0:
+        raise RigError(f"kubectl {' '.join(args)} failed: {res.stderr.strip()}")
+    return res.stdout
+
+
+def node_manifest(name: str) -> dict[str, object]:
+    """A fake Node that kwok manages: generous capacity, no taints."""
+    capacity = {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "1Ti"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+            },
+        },
+        "status": {"capacity": capacity, "allocatable": capacity},
+    }
+
+
+def ensure_nodes(info: ClusterInfo, count: int, *, timeout: float = 120) -> None:
+    """At least ``count`` kwok nodes named kwok-node-<i>, all Ready."""
+    existing = set(_kubectl(info, "get", "nodes", "-o", "name").split())
+    missing = [f"kwok-node-{i}" for i in range(count) if f"node/kwok-node-{i}" not in existing]
+    for start in range(0, len(missing), 200):
+        docs = {"apiVersion": "v1", "kind": "List",
+                "items": [node_manifest(n) for n in missing[start:start + 200]]}
+        _kubectl(info, "create", "-f", "-", stdin=json.dumps(docs))
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = json.loads(_kubectl(info, "get", "nodes", "-l", "type=kwok", "-o", "json"))["items"]
+        ready = sum(
+            1
+            for n in nodes
+            if any(c["type"] == "Ready" and c["status"] == "True"
+                   for c in n.get("status", {}).get("conditions", []))
+        )
+        if ready >= count:
+            return
+        if time.monotonic() > deadline:
+            raise RigError(f"only {ready}/{count} kwok nodes Ready after {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def _wait_default_service_account(info: ClusterInfo, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(RigError):
+            _kubectl(info, "get", "serviceaccount", "default", "-n", "default")
+            return
+        time.sleep(0.5)
+    raise RigError("the default ServiceAccount never appeared (controller-manager not working?)")
+
+
+def _stop_pid(pid: int, name: str, timeout: float = 15) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            return
+        time.sleep(0.1)
+    say(f"{name} (pid {pid}) ignored SIGTERM; killing it")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _down_locked(root: Path, *, wipe: bool) -> None:
+    for comp in reversed(_components(root, "10.244.0.0/16")):
+        pid = _running_pid(root, comp.name)
+        if pid is not None:
+            _stop_pid(pid, comp.name)
+            say(f"stopped {comp.name} (pid {pid})")
+        _pid_file(root, comp.name).unlink(missing_ok=True)
+    if wipe:
+        for sub in ("etcd", "pids"):
+            shutil.rmtree(root / sub, ignore_errors=True)
+
+
+def down(*, root: Path | None = None, wipe: bool = True) -> None:
+    """Stop every process we started (by PID); ``wipe`` also deletes the etcd data."""
+    root = root or state_dir()
+    with _lock(root):
+        _down_locked(root, wipe=wipe)

@@ -1,0 +1,72 @@
+"""Where the rig's pinned upstream binaries live, and building the missing ones (rig/build.sh)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+RIG_DIR = Path(__file__).resolve().parent.parent
+# Which component (and versions.env key) ships each binary, as laid out by build.sh.
+_COMPONENTS = {
+    "etcd": ("etcd", "ETCD_VERSION", "etcd"),
+    "kube-apiserver": ("kubernetes", "KUBERNETES_VERSION", "kubernetes"),
+    "kube-controller-manager": ("kubernetes", "KUBERNETES_VERSION", "kubernetes"),
+    "kube-scheduler": ("kubernetes", "KUBERNETES_VERSION", "kubernetes"),
+    "kubectl": ("kubernetes", "KUBERNETES_VERSION", "kubernetes"),
+    "kwok": ("kwok", "KWOK_VERSION", "kwok"),
+    "helm": ("helm", "HELM_VERSION", "helm"),
+    "csi-sanity": ("csi-test", "CSI_TEST_VERSION", "csi-sanity"),
+    "cnitool": ("cni", "CNI_VERSION", "cnitool"),
+    "bridge": ("cni-plugins", "CNI_PLUGINS_VERSION", "cni-plugins"),
+    "host-local": ("cni-plugins", "CNI_PLUGINS_VERSION", "cni-plugins"),
+    "portmap": ("cni-plugins", "CNI_PLUGINS_VERSION", "cni-plugins"),
+    "loopback": ("cni-plugins", "CNI_PLUGINS_VERSION", "cni-plugins"),
+}
+
+
+def _repo_rig_dir() -> Path:
+    # Inside a Pants sandbox the package is copied without build.sh; find the checkout's rig/.
+    for candidate in (RIG_DIR, Path(os.environ.get("KUBEXT_REPO", "")) / "rig", Path.cwd() / "rig"):
+        if (candidate / "versions.env").is_file():
+            return candidate
+    raise FileNotFoundError("rig/versions.env not found; set KUBEXT_REPO to the repository root")
+
+
+def versions() -> dict[str, str]:
+    """The pins of rig/versions.env."""
+    out = {}
+    for line in (_repo_rig_dir() / "versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            out[key] = value
+    return out
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("KUBEXT_CACHE") or Path.home() / ".cache" / "kubext")
+
+
+def binary_dir(name: str) -> Path:
+    prefix, version_key, _ = _COMPONENTS[name]
+    return cache_dir() / "bin" / f"{prefix}-{versions()[version_key]}"
+
+
+def binary(name: str, *, build: bool = True) -> Path:
+    """The path of an upstream binary; builds its component first when missing and ``build``."""
+    path = binary_dir(name) / name
+    if not path.exists() and build:
+        ensure_built([_COMPONENTS[name][2]])
+    if not path.exists():
+        raise FileNotFoundError(f"{name} is not built: run rig/build.sh {_COMPONENTS[name][2]}")
+    return path
+
+
+def kwok_stages_dir() -> Path:
+    return cache_dir() / f"kwok-stages-{versions()['KWOK_VERSION']}"
+
+
+def ensure_built(components: list[str] | None = None) -> None:
+    """Run rig/build.sh (cached: builds only what is missing), streaming its progress."""
+    subprocess.run(["bash", str(_repo_rig_dir() / "build.sh"), *(components or [])], check=True)
