@@ -36,7 +36,9 @@ def _read_file(path: Path) -> dict[str, Any]:
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
-        raise ConfigError(f"{path}: not valid YAML/JSON{line}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(
+            f"{path}: not valid YAML/JSON{line}: {getattr(exc, 'problem', exc)}"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

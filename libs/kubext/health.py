@@ -29,7 +29,7 @@ class HealthServer:
         checks = {"/healthz": live or (lambda: True), "/readyz": ready or (lambda: True)}
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:  # - http.server's naming
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     body = prometheus_client.generate_latest(registry)
@@ -56,7 +56,9 @@ class HealthServer:
 
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="health", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="health", daemon=True
+        )
 
     @property
     def port(self) -> int:

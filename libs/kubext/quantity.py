@@ -108,7 +108,11 @@ def parse_quantity(text: str | int | float) -> Quantity:
 
 def _round_up_nano(value: Decimal) -> Decimal:
     # Kubernetes keeps at most nano precision and rounds up (resource.Quantity.RoundUp(Nano)).
-    return value.quantize(Decimal("1e-9"), rounding=ROUND_CEILING) if value.as_tuple().exponent < -9 else value
+    return (
+        value.quantize(Decimal("1e-9"), rounding=ROUND_CEILING)
+        if value.as_tuple().exponent < -9
+        else value
+    )
 
 
 def format_quantity(value: Decimal | int, fmt: Format = Format.DECIMAL_SI) -> str:

@@ -250,7 +250,9 @@ def _wait_healthy(root: Path, comp: Component, timeout: float) -> None:
             tail = (root / "logs" / f"{comp.name}.log").read_text(errors="replace")[-2000:]
             raise RigError(f"{comp.name} exited during start; last log lines:\n{tail}")
         time.sleep(0.3)
-    raise RigError(f"{comp.name} not healthy after {timeout:.0f} s ({comp.health}); see {root}/logs")
+    raise RigError(
+        f"{comp.name} not healthy after {timeout:.0f} s ({comp.health}); see {root}/logs"
+    )
 
 
 @contextlib.contextmanager
@@ -282,9 +284,16 @@ def status(root: Path | None = None) -> dict[str, str]:
 
 def _write_stages() -> None:
     stages = tools.kwok_stages_dir()
-    files = ["node-initialize.yaml", "node-heartbeat-with-lease.yaml", "pod-ready.yaml",
-             "pod-complete.yaml", "pod-delete.yaml"]
-    text = "\n---\n".join((stages / f).read_text().strip().removeprefix("---").strip() for f in files)
+    files = [
+        "node-initialize.yaml",
+        "node-heartbeat-with-lease.yaml",
+        "pod-ready.yaml",
+        "pod-complete.yaml",
+        "pod-delete.yaml",
+    ]
+    text = "\n---\n".join(
+        (stages / f).read_text().strip().removeprefix("---").strip() for f in files
+    )
     (stages / "stages.yaml").write_text(text + "\n")
 
 
@@ -309,8 +318,14 @@ def up(*, nodes: int = 3, root: Path | None = None, fresh: bool = False) -> Clus
         comps = _components(root, "10.244.0.0/16")
         busy = [
             port
-            for port in (ETCD_PORT, ETCD_PEER_PORT, APISERVER_PORT, CONTROLLER_MANAGER_PORT,
-                         SCHEDULER_PORT, KWOK_PORT)
+            for port in (
+                ETCD_PORT,
+                ETCD_PEER_PORT,
+                APISERVER_PORT,
+                CONTROLLER_MANAGER_PORT,
+                SCHEDULER_PORT,
+                KWOK_PORT,
+            )
             if not _port_free(port)
         ]
         if busy:
@@ -378,8 +393,11 @@ def ensure_nodes(info: ClusterInfo, count: int, *, timeout: float = 120) -> None
     existing = set(_kubectl(info, "get", "nodes", "-o", "name").split())
     missing = [f"kwok-node-{i}" for i in range(count) if f"node/kwok-node-{i}" not in existing]
     for start in range(0, len(missing), 200):
-        docs = {"apiVersion": "v1", "kind": "List",
-                "items": [node_manifest(n) for n in missing[start:start + 200]]}
+        docs = {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [node_manifest(n) for n in missing[start : start + 200]],
+        }
         _kubectl(info, "create", "-f", "-", stdin=json.dumps(docs))
     deadline = time.monotonic() + timeout
     while True:
@@ -387,8 +405,10 @@ def ensure_nodes(info: ClusterInfo, count: int, *, timeout: float = 120) -> None
         ready = sum(
             1
             for n in nodes
-            if any(c["type"] == "Ready" and c["status"] == "True"
-                   for c in n.get("status", {}).get("conditions", []))
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in n.get("status", {}).get("conditions", [])
+            )
         )
         if ready >= count:
             return

@@ -39,7 +39,7 @@ def _write_cert(cert: x509.Certificate, path: Path) -> None:
 def create(pki: Path) -> None:
     """Write ca, apiserver, admin, controller-manager, scheduler certs and the SA key pair."""
     pki.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
         x509.CertificateBuilder()
@@ -51,7 +51,8 @@ def create(pki: Path) -> None:
         .not_valid_after(now + _VALID)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
         )
         .sign(ca_key, hashes.SHA256())
     )

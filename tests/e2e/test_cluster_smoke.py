@@ -13,7 +13,9 @@ from kubernetes import client
 from kubext_rig import cluster, tools
 
 
-def wait_for(predicate: Callable[[], bool], *, timeout: float = 60, what: str = "condition") -> None:
+def wait_for(
+    predicate: Callable[[], bool], *, timeout: float = 60, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -23,7 +25,9 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float = 60, what: str = 
 
 
 def pod_spec(app: str) -> client.V1PodSpec:
-    return client.V1PodSpec(containers=[client.V1Container(name="app", image=f"registry.local/{app}:1")])
+    return client.V1PodSpec(
+        containers=[client.V1Container(name="app", image=f"registry.local/{app}:1")]
+    )
 
 
 def test_deployment_becomes_available(kube_api: client.ApiClient, namespace: str) -> None:
@@ -82,15 +86,28 @@ def test_daemonset_gets_one_pod_per_node(kube_api: client.ApiClient, namespace: 
 
 def test_kubectl_reports_the_pinned_server_version(kube_cluster: cluster.ClusterInfo) -> None:
     out = subprocess.run(
-        [kube_cluster.bin("kubectl"), f"--kubeconfig={kube_cluster.kubeconfig}", "version", "-o", "json"],
-        capture_output=True, text=True, check=True, timeout=30,
+        [
+            kube_cluster.bin("kubectl"),
+            f"--kubeconfig={kube_cluster.kubeconfig}",
+            "version",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     ).stdout
     assert json.loads(out)["serverVersion"]["gitVersion"] == tools.versions()["KUBERNETES_VERSION"]
 
 
-def test_rbac_denies_an_unprivileged_service_account(kube_api: client.ApiClient, namespace: str) -> None:
+def test_rbac_denies_an_unprivileged_service_account(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
     core = client.CoreV1Api(kube_api)
-    core.create_namespaced_service_account(namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="nobody")))
+    core.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="nobody"))
+    )
     review = client.AuthorizationV1Api(kube_api).create_subject_access_review(
         client.V1SubjectAccessReview(
             spec=client.V1SubjectAccessReviewSpec(
@@ -104,16 +121,17 @@ def test_rbac_denies_an_unprivileged_service_account(kube_api: client.ApiClient,
     assert review.status.allowed is False
     # And for real: a token for that account is refused by the API server.
     token = core.create_namespaced_service_account_token(
-        "nobody", namespace, client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[]))
+        "nobody",
+        namespace,
+        client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[])),
     ).status.token
     cfg = client.Configuration()
     cfg.host = kube_api.configuration.host
     cfg.ssl_ca_cert = kube_api.configuration.ssl_ca_cert
     cfg.api_key = {"BearerToken": token}
     cfg.api_key_prefix = {"BearerToken": "Bearer"}
-    with client.ApiClient(cfg) as api:
-        with pytest.raises(client.ApiException) as exc:
-            client.CoreV1Api(api).list_namespaced_secret(namespace)
+    with client.ApiClient(cfg) as api, pytest.raises(client.ApiException) as exc:
+        client.CoreV1Api(api).list_namespaced_secret(namespace)
     assert exc.value.status == 403
 
 
@@ -123,7 +141,9 @@ def test_up_twice_is_safe(kube_cluster: cluster.ClusterInfo) -> None:
     assert set(cluster.status().values()) == {"healthy"}
 
 
-def test_second_cluster_on_taken_ports_is_a_clear_error(kube_cluster: cluster.ClusterInfo, tmp_path) -> None:
+def test_second_cluster_on_taken_ports_is_a_clear_error(
+    kube_cluster: cluster.ClusterInfo, tmp_path
+) -> None:
     # The shared cluster holds every port, so a second state dir cannot start.
     with pytest.raises(cluster.RigError, match=r"port\(s\) 12379, 12380, 16443.* already in use"):
         cluster.up(root=tmp_path / "other")

@@ -22,7 +22,9 @@ class Model(config.StrictModel):
 def test_defaults_file_then_environment(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
     f.write_text("level: debug\nnested:\n  port: 5\n")
-    cfg = config.load(Model, path=f, env_prefix="T_", environ={"T_NESTED__NAME": "env", "OTHER": "1"})
+    cfg = config.load(
+        Model, path=f, env_prefix="T_", environ={"T_NESTED__NAME": "env", "OTHER": "1"}
+    )
     assert (cfg.level, cfg.nested.port, cfg.nested.name) == ("debug", 5, "env")
 
 
@@ -35,8 +37,14 @@ def test_environment_values_are_typed(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         pytest.param("nope: 1\n", "c.yaml: nope: unknown key", id="unknown-top"),
-        pytest.param("nested: {porrt: 2}\n", "c.yaml: nested.porrt: unknown key", id="unknown-nested"),
-        pytest.param("nested: {port: many}\n", "c.yaml: nested.port: Input should be a valid integer", id="type"),
+        pytest.param(
+            "nested: {porrt: 2}\n", "c.yaml: nested.porrt: unknown key", id="unknown-nested"
+        ),
+        pytest.param(
+            "nested: {port: many}\n",
+            "c.yaml: nested.port: Input should be a valid integer",
+            id="type",
+        ),
         pytest.param("- a\n- b\n", "c.yaml: the top level must be a mapping, not list", id="list"),
         pytest.param("a: [1,\n", "c.yaml: not valid YAML/JSON", id="syntax"),
     ],

@@ -32,7 +32,9 @@ def test_kubeconfig_is_loaded(tmp_path: Path) -> None:
     assert api.configuration.auth_settings()["BearerToken"]["value"] == "Bearer abc"
 
 
-def test_missing_kubeconfig_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_kubeconfig_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(kubeclient.KubeConfigError, match="no Kubernetes credentials"):
         kubeclient.api_client(kubeconfig=str(tmp_path / "missing"))

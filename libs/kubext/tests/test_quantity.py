@@ -42,7 +42,8 @@ def test_parse_and_format(text: str, value: Decimal, canonical: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "Gi", "1 Gi", "1Ki1", "1KiB", "1K", "abc", "1.5.5", "--1", "1e", "0x10", "1Mi ", "e3"]
+    "bad",
+    ["", "Gi", "1 Gi", "1Ki1", "1KiB", "1K", "abc", "1.5.5", "--1", "1e", "0x10", "1Mi ", "e3"],
 )
 def test_malformed_is_rejected_with_the_input_named(bad: str) -> None:
     with pytest.raises(quantity.QuantityError) as exc:
