@@ -25,12 +25,15 @@ from pathlib import Path
 
 from kubext_rig import pki, tools
 
-ETCD_PORT = 12379
-ETCD_PEER_PORT = 12380
-APISERVER_PORT = 16443
-CONTROLLER_MANAGER_PORT = 17257
-SCHEDULER_PORT = 17259
-KWOK_PORT = 17247
+# Every port moves by KUBEXT_RIG_PORT_OFFSET, so a second cluster (a benchmark's) can run beside
+# the shared test cluster with its own KUBEXT_RIG_DIR.
+_OFFSET = int(os.environ.get("KUBEXT_RIG_PORT_OFFSET", "0"))
+ETCD_PORT = 12379 + _OFFSET
+ETCD_PEER_PORT = 12380 + _OFFSET
+APISERVER_PORT = 16443 + _OFFSET
+CONTROLLER_MANAGER_PORT = 17257 + _OFFSET
+SCHEDULER_PORT = 17259 + _OFFSET
+KWOK_PORT = 17247 + _OFFSET
 SERVICE_CIDR = "10.0.0.0/24"
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
@@ -216,7 +219,9 @@ def _ssl_context(root: Path) -> ssl.SSLContext:
 def _healthy(root: Path, url: str) -> bool:
     try:
         ctx = _ssl_context(root) if url.startswith("https") else None
-        if ctx is not None and "/17" in url.replace(":", "/"):
+        if ctx is not None and (
+            f":{CONTROLLER_MANAGER_PORT}/" in url or f":{SCHEDULER_PORT}/" in url
+        ):
             # controller-manager and scheduler serve self-signed certs of their own.
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE

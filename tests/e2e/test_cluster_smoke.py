@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -145,6 +148,41 @@ def test_second_cluster_on_taken_ports_is_a_clear_error(
     kube_cluster: cluster.ClusterInfo, tmp_path
 ) -> None:
     # The shared cluster holds every port, so a second state dir cannot start.
-    with pytest.raises(cluster.RigError, match=r"port\(s\) 12379, 12380, 16443.* already in use"):
+    with pytest.raises(
+        cluster.RigError,
+        match=rf"port\(s\) {cluster.ETCD_PORT}, {cluster.ETCD_PEER_PORT}, {cluster.APISERVER_PORT}.* already in use",
+    ):
         cluster.up(root=tmp_path / "other")
     assert not (tmp_path / "other" / "pids").exists()
+
+
+def test_a_second_cluster_starts_and_down_leaves_nothing_behind(
+    kube_cluster: cluster.ClusterInfo, tmp_path
+) -> None:
+    env = {
+        **os.environ,
+        "KUBEXT_RIG_DIR": str(tmp_path / "second"),
+        "KUBEXT_RIG_PORT_OFFSET": "200",
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+
+    def rig(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "kubext_rig", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    started = rig("up", "--nodes", "1")
+    assert started.returncode == 0, started.stderr
+    pids = [int(p.read_text()) for p in (tmp_path / "second" / "pids").glob("*.pid")]
+    assert len(pids) == 5 and all(Path(f"/proc/{pid}").exists() for pid in pids)
+    assert rig("status").returncode == 0
+    stopped = rig("down")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not any(Path(f"/proc/{pid}").exists() and not cluster._is_zombie(pid) for pid in pids)
+    assert rig("status").returncode == 3  # every component reported stopped
+    for port in (12379, 12380, 16443, 17257, 17259, 17247):
+        assert cluster._port_free(port + 200), f"port {port + 200} still bound after down"
