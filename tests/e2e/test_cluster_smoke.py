@@ -176,11 +176,13 @@ def test_a_second_cluster_starts_and_down_leaves_nothing_behind(
         )
 
     started = rig("up", "--nodes", "1")
-    assert started.returncode == 0, started.stderr
-    pids = [int(p.read_text()) for p in (tmp_path / "second" / "pids").glob("*.pid")]
-    assert len(pids) == 5 and all(Path(f"/proc/{pid}").exists() for pid in pids)
-    assert rig("status").returncode == 0
-    stopped = rig("down")
+    try:
+        assert started.returncode == 0, started.stderr
+        pids = [int(p.read_text()) for p in (tmp_path / "second" / "pids").glob("*.pid")]
+        assert len(pids) == 5 and all(Path(f"/proc/{pid}").exists() for pid in pids)
+        assert rig("status").returncode == 0
+    finally:
+        stopped = rig("down")
     assert stopped.returncode == 0, stopped.stderr
     assert not any(Path(f"/proc/{pid}").exists() and not cluster._is_zombie(pid) for pid in pids)
     assert rig("status").returncode == 3  # every component reported stopped
