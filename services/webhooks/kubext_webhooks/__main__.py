@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 
-from kubext import cli, health
-from kubext_webhooks import config
-
-log = logging.getLogger("kubext_webhooks")
-
-
-def serve(cfg: config.Config) -> int:
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    server = health.HealthServer(host=cfg.health.host, port=cfg.health.port).start()
-    log.info("health server listening", extra={"port": server.port})
-    stop.wait()
-    server.stop()
-    return 0
+from kubext import cli
+from kubext_webhooks import config, server
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,7 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         package="kubext_webhooks",
         description="kubext webhooks: validating, mutating and CRD conversion admission webhooks.",
         model=config.Config,
-        main=serve,
+        main=server.main,
         argv=argv,
     )
 

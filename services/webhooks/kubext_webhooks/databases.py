@@ -1,0 +1,259 @@
+"""Database admission: the rules the CRD schema cannot express, and defaults for omitted fields.
+
+Pure. The API server sends v1 (``matchPolicy: Equivalent`` converts v1beta1 requests through
+``/convert`` first); a v1beta1 object that arrives anyway is converted here before judging.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import statistics
+from typing import Any
+
+import croniter
+import pydantic
+
+from kubext import config, quantity
+from kubext.crds import database
+from kubext_webhooks import conversion, mutation, review
+
+# A fixed start makes the schedule analysis deterministic (same answer on every replica).
+_ANALYSIS_START = dt.datetime(2025, 1, 6, tzinfo=dt.UTC)
+_SAMPLE_RUNS = 60
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+_DESCRIPTOR_CRON = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
+class DatabaseSettings(config.StrictModel):
+    # "MAJOR.MINOR" (or "MAJOR") entries; spec.version must equal one or extend it with ".N".
+    supported_versions: dict[str, list[str]] = {
+        "mysql": ["5.7", "8.0", "8.4"],
+        "postgresql": ["13", "14", "15", "16", "17"],
+        "mongodb": ["6.0", "7.0", "8.0"],
+    }
+    # A dump more often than this overlaps the previous one on any real database.
+    min_backup_interval_seconds: float = 3600
+    # retention x interval: the history the kept dumps cover, between these bounds.
+    min_backup_history_seconds: float = 86400
+    max_backup_history_seconds: float = 5 * 366 * 86400
+
+
+def _field(path: str, message: str) -> str:
+    return f"{path}: {message}"
+
+
+def schedule_intervals(schedule: str) -> list[float]:
+    """Seconds between consecutive runs of a CronJob schedule (validated beforehand)."""
+    text = schedule.strip()
+    every = re.fullmatch(r"@every (.+)", text)
+    if every:
+        seconds = sum(
+            float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(every.group(1))
+        )
+        return [seconds]
+    expression = _DESCRIPTOR_CRON.get(text, text)
+    runs = croniter.croniter(expression, _ANALYSIS_START)
+    times = [runs.get_next(float) for _ in range(_SAMPLE_RUNS)]
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            value = seconds / size
+            return f"{value:.0f}{unit}" if value == int(value) else f"{value:.1f}{unit}"
+    return f"{seconds:g}s"
+
+
+def _backup_problems(backup: dict[str, Any], settings: DatabaseSettings) -> list[str]:
+    if not backup.get("enabled") or backup.get("schedule") is None:
+        return []
+    schedule = backup["schedule"]
+    problem = database.schedule_problem(schedule)
+    if problem:
+        return [_field("spec.backup.schedule", problem)]
+    intervals = schedule_intervals(schedule)
+    shortest = min(intervals)
+    out = []
+    if shortest < settings.min_backup_interval_seconds:
+        out.append(
+            _field(
+                "spec.backup.schedule",
+                f"schedule {schedule!r} runs a dump every {_human(shortest)}; "
+                f"the shortest allowed interval is {_human(settings.min_backup_interval_seconds)}",
+            )
+        )
+    retention = backup.get("retention", 7)
+    history = retention * statistics.fmean(intervals)
+    if history < settings.min_backup_history_seconds:
+        out.append(
+            _field(
+                "spec.backup.retention",
+                f"keeping {retention} dumps of schedule {schedule!r} covers only "
+                f"{_human(history)} of history; keep at least "
+                f"{_human(settings.min_backup_history_seconds)}",
+            )
+        )
+    elif history > settings.max_backup_history_seconds:
+        out.append(
+            _field(
+                "spec.backup.retention",
+                f"keeping {retention} dumps of schedule {schedule!r} covers {_human(history)}; "
+                f"the most allowed is {_human(settings.max_backup_history_seconds)}",
+            )
+        )
+    return out
+
+
+def _version_problem(spec: dict[str, Any], settings: DatabaseSettings) -> str | None:
+    engine, version = spec["type"], spec["version"]
+    supported = settings.supported_versions.get(engine, [])
+    if any(version == entry or version.startswith(entry + ".") for entry in supported):
+        return None
+    listed = ", ".join(supported) if supported else "none"
+    return _field(
+        "spec.version", f"{engine} {version} is not supported (supported: {listed})"
+    )
+
+
+def _schema_problems(exc: pydantic.ValidationError) -> list[str]:
+    out = []
+    for error in exc.errors():
+        path = ".".join(["spec", *(str(p) for p in error["loc"])])
+        message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+        out.append(_field(path, message.removeprefix("Value error, ")))
+    return out
+
+
+def _as_v1(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict) and obj.get("apiVersion") == conversion.V1BETA1:
+        return conversion.convert(obj, conversion.V1)
+    return obj
+
+
+def problems(
+    spec: Any, old_spec: Any, settings: DatabaseSettings
+) -> list[str]:
+    """Every reason to refuse a v1 Database spec (``old_spec`` on UPDATE, else None)."""
+    if not isinstance(spec, dict):
+        return ["spec: a Database needs a spec object"]
+    try:
+        database.DatabaseSpec.model_validate(spec)
+    except pydantic.ValidationError as exc:
+        return _schema_problems(exc)
+    out = []
+    version_problem = _version_problem(spec, settings)
+    if version_problem:
+        out.append(version_problem)
+    out += _backup_problems(spec.get("backup") or {}, settings)
+    if isinstance(old_spec, dict):
+        if "type" in old_spec and old_spec["type"] != spec["type"]:
+            out.append(
+                _field(
+                    "spec.type",
+                    f"the database type is immutable (was {old_spec['type']!r}, "
+                    f"now {spec['type']!r}); create a new Database and migrate the data",
+                )
+            )
+        old_size = (old_spec.get("storage") or {}).get("size")
+        if old_size is not None:
+            try:
+                before = quantity.to_bytes(old_size)
+            except quantity.QuantityError:
+                before = None
+            after = quantity.to_bytes(spec["storage"]["size"])
+            if before is not None and after < before:
+                out.append(
+                    _field(
+                        "spec.storage.size",
+                        f"storage cannot shrink (from {old_size} to {spec['storage']['size']}); "
+                        "volumes only grow",
+                    )
+                )
+    return out
+
+
+def _kind_problem(request: review.AdmissionRequest) -> str | None:
+    if request.kind != database.KIND or request.group != database.GROUP:
+        return f"this webhook handles {database.GROUP} Databases, got {request.group}/{request.kind}"
+    return None
+
+
+def validate(request: review.AdmissionRequest, settings: DatabaseSettings) -> review.Decision:
+    if request.operation not in ("CREATE", "UPDATE"):
+        return review.Decision.allow()
+    problem = _kind_problem(request)
+    if problem:
+        return review.Decision.invalid(problem)
+    try:
+        obj = _as_v1(request.object)
+        old = _as_v1(request.old_object) if request.operation == "UPDATE" else None
+    except conversion.ConversionError as exc:
+        return review.Decision.invalid(str(exc))
+    if not isinstance(obj, dict):
+        return review.Decision.invalid("the request carries no Database object")
+    if isinstance(obj.get("metadata"), dict) and obj["metadata"].get("deletionTimestamp"):
+        return review.Decision.allow()  # let finalizers be removed from a Database being deleted
+    old_spec = old.get("spec") if isinstance(old, dict) else None
+    found = problems(obj.get("spec"), old_spec, settings)
+    if not found:
+        return review.Decision.allow()
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    name = request.name or metadata.get("name") or "(new)"
+    namespace = request.namespace or metadata.get("namespace") or ""
+    return review.Decision.deny(
+        f"Database {namespace}/{name} is invalid: " + "; ".join(found), code=422, reason="Invalid"
+    )
+
+
+def defaults_patch(spec: dict[str, Any]) -> list[mutation.Op]:
+    """Operations that make the model's defaults explicit; [] for a spec that does not validate.
+
+    An invalid spec gets no defaults: the validating webhook explains what is wrong with it.
+    """
+    try:
+        model = database.DatabaseSpec.model_validate(spec)
+    except pydantic.ValidationError:
+        return []
+    wanted = model.to_dict()
+    monitoring = wanted.get("monitoring")
+    if monitoring and monitoring.get("enabled") and "metrics" not in monitoring:
+        monitoring["metrics"] = list(database.METRICS)  # "default: all", written down
+    ops: list[mutation.Op] = []
+    for key, value in wanted.items():
+        if key not in spec:
+            ops.append({"op": "add", "path": f"/spec/{mutation.escape(key)}", "value": value})
+        elif isinstance(value, dict) and isinstance(spec[key], dict):
+            for sub, sub_value in value.items():
+                if sub not in spec[key]:
+                    path = f"/spec/{mutation.escape(key)}/{mutation.escape(sub)}"
+                    ops.append({"op": "add", "path": path, "value": sub_value})
+    return ops
+
+
+def mutate(request: review.AdmissionRequest) -> review.Decision:
+    if request.operation not in ("CREATE", "UPDATE"):
+        return review.Decision.allow()
+    problem = _kind_problem(request)
+    if problem:
+        return review.Decision.invalid(problem)
+    obj = request.object
+    if not isinstance(obj, dict) or obj.get("apiVersion") != conversion.V1:
+        # Patches must fit the object as sent; only v1 is registered, so anything else is left
+        # for the validating webhook to judge.
+        return review.Decision.allow()
+    spec = obj.get("spec")
+    decision = review.Decision.allow()
+    if isinstance(spec, dict):
+        decision.patch = defaults_patch(spec)
+    return decision

@@ -1,0 +1,181 @@
+"""Checks that the parts of a Pod the webhooks read have the JSON types Kubernetes gives them.
+
+The API server only sends well-formed Pods, but the endpoint answers anyone: a Pod whose
+``spec.containers`` is a string must get a precise denial, not a ``TypeError``. After
+:func:`check` passes, the rules can index the fields without defensive checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+Checker = Callable[[Any, str], "str | None"]
+
+CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+
+
+def _type_name(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def _scalar(kind: str, test: Callable[[Any], bool]) -> Checker:
+    def check(value: Any, path: str) -> str | None:
+        if value is None or test(value):
+            return None
+        return f"{path}: expected {kind}, got {_type_name(value)}"
+
+    return check
+
+
+STRING = _scalar("a string", lambda v: isinstance(v, str))
+BOOLEAN = _scalar("a boolean", lambda v: isinstance(v, bool))
+INTEGER = _scalar("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool))
+QUANTITY = _scalar(
+    "a quantity (string or number)",
+    lambda v: isinstance(v, str | int | float) and not isinstance(v, bool),
+)
+
+
+def ANY(value: Any, path: str) -> str | None:  # noqa: N802 - reads like the other checkers
+    return None
+
+
+def obj(fields: dict[str, Checker]) -> Checker:
+    """An object (or null) whose listed fields pass their checkers; other fields are free."""
+
+    def check(value: Any, path: str) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            return f"{path or '(object)'}: expected an object, got {_type_name(value)}"
+        for key, sub in fields.items():
+            if key in value:
+                error = sub(value[key], f"{path}.{key}" if path else key)
+                if error:
+                    return error
+        return None
+
+    return check
+
+
+def mapping(values: Checker) -> Checker:
+    """An object (or null) with arbitrary keys whose values all pass ``values``."""
+
+    def check(value: Any, path: str) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            return f"{path}: expected an object, got {_type_name(value)}"
+        for key, item in value.items():
+            error = values(item, f"{path}[{key!r}]")
+            if error:
+                return error
+        return None
+
+    return check
+
+
+def array(items: Checker) -> Checker:
+    def check(value: Any, path: str) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            return f"{path}: expected an array, got {_type_name(value)}"
+        for index, item in enumerate(value):
+            if item is None:
+                return f"{path}[{index}]: expected an object, got null"
+            error = items(item, f"{path}[{index}]")
+            if error:
+                return error
+        return None
+
+    return check
+
+
+SECURITY_CONTEXT = obj(
+    {
+        "privileged": BOOLEAN,
+        "runAsNonRoot": BOOLEAN,
+        "runAsUser": INTEGER,
+        "allowPrivilegeEscalation": BOOLEAN,
+    }
+)
+CONTAINER = obj(
+    {
+        "name": STRING,
+        "image": STRING,
+        "securityContext": SECURITY_CONTEXT,
+        "resources": obj({"requests": mapping(QUANTITY), "limits": mapping(QUANTITY)}),
+        "volumeMounts": array(obj({"name": STRING, "mountPath": STRING})),
+    }
+)
+POD = obj(
+    {
+        "metadata": obj(
+            {
+                "name": STRING,
+                "generateName": STRING,
+                "namespace": STRING,
+                "labels": mapping(STRING),
+                "annotations": mapping(STRING),
+            }
+        ),
+        "spec": obj(
+            {
+                "containers": array(CONTAINER),
+                "initContainers": array(CONTAINER),
+                "ephemeralContainers": array(CONTAINER),
+                "securityContext": obj({"runAsNonRoot": BOOLEAN, "runAsUser": INTEGER}),
+                "hostNetwork": BOOLEAN,
+                "hostPID": BOOLEAN,
+                "hostIPC": BOOLEAN,
+                "volumes": array(obj({"name": STRING})),
+            }
+        ),
+    }
+)
+
+
+def check(pod: Any) -> str | None:
+    """None if ``pod`` is shaped like a Pod where the webhooks look, else the first problem."""
+    if not isinstance(pod, dict):
+        return f"expected a Pod object, got {_type_name(pod)}"
+    return POD(pod, "")
+
+
+@dataclass(frozen=True)
+class ContainerRef:
+    """One container of a pod, with the field path Kubernetes would report for it."""
+
+    list_name: str
+    index: int
+    body: dict[str, Any]
+
+    @property
+    def path(self) -> str:
+        return f"spec.{self.list_name}[{self.index}]"
+
+    @property
+    def name(self) -> str:
+        return self.body.get("name") or f"#{self.index}"
+
+
+def containers(pod: dict[str, Any], lists: tuple[str, ...] = CONTAINER_LISTS) -> Iterator[ContainerRef]:
+    spec = pod.get("spec") or {}
+    for list_name in lists:
+        for index, body in enumerate(spec.get(list_name) or ()):
+            yield ContainerRef(list_name, index, body)
+
+
+def meta(pod: dict[str, Any]) -> dict[str, Any]:
+    return pod.get("metadata") or {}
+
+
+def display_name(pod: dict[str, Any], namespace: str) -> str:
+    """``ns/name`` (or ``ns/generateName*`` before the name is generated)."""
+    metadata = meta(pod)
+    name = metadata.get("name") or ((metadata.get("generateName") or "") + "*")
+    return f"{namespace}/{name}" if namespace else name

@@ -1,0 +1,234 @@
+"""The declarative pod policy: its schema, loading with precise errors, and hot reload from disk.
+
+A policy file is a Kubernetes-style document::
+
+    apiVersion: webhooks.kubext.io/v1alpha1
+    kind: PodPolicy
+    metadata: {name: default}
+    spec:
+      mode: Enforce                       # or Audit: allow, but answer with warnings
+      rules:
+        allowedRegistries: {registries: [docker.io, gcr.io]}
+        requiredLabels: {labels: [app, version, environment]}
+        noPrivileged: {enabled: true}
+      namespaces:                         # first entry whose names match wins
+        - names: ["legacy-*"]
+          exemptRules: [allowedRegistries]  # or ["*"] for every rule
+          mode: Audit
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic.alias_generators import to_camel
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "webhooks.kubext.io/v1alpha1"
+# The registries of the seed's validating webhook (12.4.1); 12.9.1's single registry is a policy
+# value: `allowedRegistries: {registries: [registry.company.com]}`.
+DEFAULT_REGISTRIES = ["docker.io", "gcr.io", "quay.io", "registry.k8s.io", "your-private-registry.com"]
+
+
+class PolicyError(Exception):
+    """A policy file that cannot be used; the message names the file and the key."""
+
+
+class Mode(str, Enum):
+    ENFORCE = "Enforce"
+    AUDIT = "Audit"
+
+
+class _Model(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class Toggle(_Model):
+    enabled: bool = True
+
+
+class RegistriesRule(Toggle):
+    registries: list[str] = list(DEFAULT_REGISTRIES)
+
+    @pydantic.field_validator("registries")
+    @classmethod
+    def _registries(cls, value: list[str]) -> list[str]:
+        out = []
+        for entry in value:
+            cleaned = entry.strip().rstrip("/").lower()
+            if not cleaned or "://" in cleaned or " " in cleaned:
+                raise ValueError(f"{entry!r} is not a registry host (optionally host/path)")
+            out.append(cleaned)
+        return out
+
+
+class ResourcesRule(Toggle):
+    resources: list[str] = ["cpu", "memory"]
+
+    @pydantic.field_validator("resources")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        if any(not name.strip() for name in value):
+            raise ValueError("resource names must be non-empty")
+        return value
+
+
+class LabelsRule(Toggle):
+    labels: list[str] = ["app", "version", "environment"]
+
+
+class Rules(_Model):
+    allowed_registries: RegistriesRule = RegistriesRule()
+    no_privileged: Toggle = Toggle()
+    no_run_as_root: Toggle = Toggle()
+    no_host_namespaces: Toggle = Toggle()
+    resources: ResourcesRule = ResourcesRule()
+    required_labels: LabelsRule = LabelsRule()
+
+
+RULE_NAMES = tuple(to_camel(name) for name in Rules.model_fields)
+
+
+class NamespaceOverride(_Model):
+    names: list[str] = pydantic.Field(min_length=1)
+    exempt_rules: list[str] = []
+    mode: Mode | None = None
+
+    @pydantic.field_validator("exempt_rules")
+    @classmethod
+    def _known_rules(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name != "*" and name not in RULE_NAMES:
+                raise ValueError(f"unknown rule {name!r}; rules are {', '.join(RULE_NAMES)} or '*'")
+        return value
+
+
+class Spec(_Model):
+    mode: Mode = Mode.ENFORCE
+    rules: Rules = Rules()
+    namespaces: list[NamespaceOverride] = []
+
+
+class Metadata(_Model):
+    name: str = "default"
+
+
+class PodPolicy(_Model):
+    api_version: Literal["webhooks.kubext.io/v1alpha1"] = API_VERSION
+    kind: Literal["PodPolicy"] = "PodPolicy"
+    metadata: Metadata = Metadata()
+    spec: Spec = Spec()
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    def for_namespace(self, namespace: str) -> tuple[Mode, frozenset[str]]:
+        """The mode and the exempt rule names for ``namespace`` (first matching entry wins)."""
+        for entry in self.spec.namespaces:
+            if any(fnmatch.fnmatchcase(namespace, pattern) for pattern in entry.names):
+                exempt = frozenset(RULE_NAMES if "*" in entry.exempt_rules else entry.exempt_rules)
+                return entry.mode or self.spec.mode, exempt
+        return self.spec.mode, frozenset()
+
+
+def parse_policy(text: str, *, source: str) -> PodPolicy:
+    """Parse and validate a policy document; :class:`PolicyError` names ``source`` and the key."""
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise PolicyError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: a policy must be a mapping, got {type(data).__name__}")
+    try:
+        return PodPolicy.model_validate(data)
+    except pydantic.ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+            msg = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+            msg = msg.removeprefix("Value error, ")
+            problems.append(f"{key}: {msg}")
+        raise PolicyError(f"{source}: " + "; ".join(problems)) from None
+
+
+@dataclass
+class PolicyStore:
+    """The current policy; :meth:`maybe_reload` swaps in a changed file if it is valid.
+
+    An invalid new file never replaces a working policy: the old one stays, the error is logged
+    and counted. Change detection hashes the content, so Secret/ConfigMap symlink swaps count.
+    """
+
+    path: str | None
+    policy: PodPolicy
+    digest: str = ""
+    on_reload: Callable[[str], None] | None = None
+
+    @classmethod
+    def open(cls, path: str | None, *, on_reload: Callable[[str], None] | None = None) -> PolicyStore:
+        """Load ``path`` (or the built-in default policy); raises PolicyError when invalid."""
+        if path is None:
+            return cls(path=None, policy=PodPolicy(), on_reload=on_reload)
+        text = _read(path)
+        return cls(
+            path=path,
+            policy=parse_policy(text, source=path),
+            digest=_digest(text),
+            on_reload=on_reload,
+        )
+
+    def maybe_reload(self) -> bool:
+        """Reload if the file's content changed; True when a new policy took effect."""
+        if self.path is None:
+            return False
+        try:
+            text = _read(self.path)
+        except PolicyError as exc:
+            log.error("policy reload failed; keeping the current policy", extra={"error": str(exc)})
+            self._count("error")
+            return False
+        digest = _digest(text)
+        if digest == self.digest:
+            return False
+        try:
+            policy = parse_policy(text, source=self.path)
+        except PolicyError as exc:
+            log.error("policy reload failed; keeping the current policy", extra={"error": str(exc)})
+            self.digest = digest  # report a bad file once, not on every poll
+            self._count("error")
+            return False
+        self.policy, self.digest = policy, digest
+        log.info("policy reloaded", extra={"policy": policy.name, "path": self.path})
+        self._count("success")
+        return True
+
+    def _count(self, result: str) -> None:
+        if self.on_reload is not None:
+            self.on_reload(result)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read policy file: {exc.strerror or exc}") from None
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

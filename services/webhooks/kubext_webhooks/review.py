@@ -1,0 +1,238 @@
+"""AdmissionReview and ConversionReview envelopes: decode untrusted bytes, encode responses.
+
+Pure functions over bytes and dicts. Anything wrong with the envelope itself raises
+:class:`BadRequest` (answered as an HTTP 4xx with a plain message); anything wrong with the
+object inside a well-formed review is answered as a review denial by the caller.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+ADMISSION_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+CONVERSION_VERSIONS = ("apiextensions.k8s.io/v1",)
+JSON_TYPES = ("application/json",)
+
+
+class BadRequest(Exception):
+    """The request is not a review we can answer; ``status`` is the HTTP code to reply with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class AdmissionRequest:
+    """The fields of ``AdmissionReview.request`` the webhooks use, checked for type."""
+
+    api_version: str
+    uid: str
+    operation: str
+    group: str
+    version: str
+    kind: str
+    namespace: str
+    name: str
+    sub_resource: str
+    object: Any
+    old_object: Any
+    dry_run: bool
+    username: str
+
+
+@dataclass
+class Decision:
+    """What a webhook decided. ``patch`` is a list of RFC 6902 operations (mutating only)."""
+
+    allowed: bool
+    message: str = ""
+    code: int = 200
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+    patch: list[dict[str, Any]] | None = None
+    audit_annotations: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def allow(cls, *, warnings: list[str] | None = None) -> Decision:
+        return cls(allowed=True, warnings=warnings or [])
+
+    @classmethod
+    def deny(cls, message: str, *, code: int = 403, reason: str = "Forbidden") -> Decision:
+        return cls(allowed=False, message=message, code=code, reason=reason)
+
+    @classmethod
+    def invalid(cls, message: str) -> Decision:
+        """The object in the review cannot be judged (wrong kind, malformed fields)."""
+        return cls(allowed=False, message=message, code=400, reason="BadRequest")
+
+    @property
+    def label(self) -> str:
+        """``allowed``, ``patched``, ``warned``, ``denied`` or ``invalid``: the metrics label."""
+        if not self.allowed:
+            return "invalid" if self.code == 400 else "denied"
+        if self.patch:
+            return "patched"
+        return "warned" if self.warnings else "allowed"
+
+
+def check_content_type(content_type: str | None) -> None:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media not in JSON_TYPES:
+        shown = content_type if content_type else "none"
+        raise BadRequest(415, f"unsupported Content-Type {shown!r}, expected application/json")
+
+
+def decode_json(body: bytes) -> dict[str, Any]:
+    """Parse a review body; must be a non-empty JSON object."""
+    if not body or not body.strip():
+        raise BadRequest(400, "empty request body, expected a JSON review")
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise BadRequest(400, "request body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(
+            400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise BadRequest(400, "request body nests too deeply") from None
+    if not isinstance(data, dict):
+        raise BadRequest(400, f"request body must be a JSON object, got {_json_type(data)}")
+    return data
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def _envelope(data: dict[str, Any], *, kind: str, versions: tuple[str, ...]) -> str:
+    api_version = data.get("apiVersion")
+    if data.get("kind") != kind:
+        raise BadRequest(400, f"expected kind {kind}, got {data.get('kind')!r}")
+    if api_version not in versions:
+        raise BadRequest(
+            400, f"unsupported {kind} apiVersion {api_version!r}, expected one of {list(versions)}"
+        )
+    return str(api_version)
+
+
+def _opt_str(req: dict[str, Any], key: str, where: str) -> str:
+    value = req.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(400, f"{where}.{key} must be a string, got {_json_type(value)}")
+    return value
+
+
+def _opt_dict(req: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = req.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(400, f"{where}.{key} must be an object, got {_json_type(value)}")
+    return value
+
+
+def parse_admission(data: dict[str, Any]) -> AdmissionRequest:
+    """Check the AdmissionReview envelope and extract its request."""
+    api_version = _envelope(data, kind="AdmissionReview", versions=ADMISSION_VERSIONS)
+    req = data.get("request")
+    if req is None:
+        raise BadRequest(400, "AdmissionReview has no request")
+    if not isinstance(req, dict):
+        raise BadRequest(400, f"AdmissionReview request must be an object, got {_json_type(req)}")
+    uid = req.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise BadRequest(400, "AdmissionReview request.uid must be a non-empty string")
+    kind = _opt_dict(req, "kind", "request")
+    for key in ("group", "version", "kind"):
+        _opt_str(kind, key, "request.kind")
+    user = _opt_dict(req, "userInfo", "request")
+    dry_run = req.get("dryRun")
+    return AdmissionRequest(
+        api_version=api_version,
+        uid=uid,
+        operation=_opt_str(req, "operation", "request"),
+        group=kind.get("group") or "",
+        version=kind.get("version") or "",
+        kind=kind.get("kind") or "",
+        namespace=_opt_str(req, "namespace", "request"),
+        name=_opt_str(req, "name", "request"),
+        sub_resource=_opt_str(req, "subResource", "request"),
+        object=req.get("object"),
+        old_object=req.get("oldObject"),
+        dry_run=dry_run is True,
+        username=_opt_str(user, "username", "request.userInfo"),
+    )
+
+
+def encode_admission(request: AdmissionRequest, decision: Decision) -> bytes:
+    """The AdmissionReview response: apiVersion echoed, uid copied, patch base64-encoded."""
+    response: dict[str, Any] = {"uid": request.uid, "allowed": decision.allowed}
+    if not decision.allowed:
+        status: dict[str, Any] = {"code": decision.code, "message": decision.message}
+        if decision.reason:
+            status["reason"] = decision.reason
+        response["status"] = status
+    if decision.warnings:
+        response["warnings"] = decision.warnings
+    if decision.audit_annotations:
+        response["auditAnnotations"] = decision.audit_annotations
+    if decision.allowed and decision.patch:
+        raw = json.dumps(decision.patch, separators=(",", ":")).encode()
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(raw).decode("ascii")
+    review = {"apiVersion": request.api_version, "kind": "AdmissionReview", "response": response}
+    return json.dumps(review, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class ConversionRequest:
+    api_version: str
+    uid: str
+    desired_api_version: str
+    objects: list[Any]
+
+
+def parse_conversion(data: dict[str, Any]) -> ConversionRequest:
+    """Check the ConversionReview envelope and extract its request."""
+    api_version = _envelope(data, kind="ConversionReview", versions=CONVERSION_VERSIONS)
+    req = data.get("request")
+    if req is None:
+        raise BadRequest(400, "ConversionReview has no request")
+    if not isinstance(req, dict):
+        raise BadRequest(400, f"ConversionReview request must be an object, got {_json_type(req)}")
+    uid = req.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise BadRequest(400, "ConversionReview request.uid must be a non-empty string")
+    desired = req.get("desiredAPIVersion")
+    if not isinstance(desired, str) or not desired:
+        raise BadRequest(400, "ConversionReview request.desiredAPIVersion must be a non-empty string")
+    objects = req.get("objects")
+    if objects is None:
+        objects = []
+    if not isinstance(objects, list):
+        raise BadRequest(400, f"ConversionReview request.objects must be an array, got {_json_type(objects)}")
+    return ConversionRequest(api_version, uid, desired, objects)
+
+
+def encode_conversion(
+    request: ConversionRequest, *, converted: list[dict[str, Any]] | None, error: str = ""
+) -> bytes:
+    """A ConversionReview response; on ``error`` no objects and result status Failure."""
+    response: dict[str, Any] = {"uid": request.uid}
+    if error:
+        response["convertedObjects"] = []
+        response["result"] = {"status": "Failure", "message": error}
+    else:
+        response["convertedObjects"] = converted or []
+        response["result"] = {"status": "Success"}
+    review = {"apiVersion": request.api_version, "kind": "ConversionReview", "response": response}
+    return json.dumps(review, separators=(",", ":")).encode()
