@@ -3,25 +3,77 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from kubext import cli, health
-from kubext_csi import config
+from kubext_csi import config, driver, server, system
 
 log = logging.getLogger("kubext_csi")
 
 
+def settings_from(cfg: config.Config, environ: Mapping[str, str]) -> driver.Settings:
+    """Driver settings; node id and endpoint fall back to the CSI sidecars' variables."""
+    node_id = (
+        cfg.node_id
+        or environ.get("NODE_ID")
+        or environ.get("KUBE_NODE_NAME")
+        or socket.gethostname()
+    )
+    return driver.Settings(
+        name=cfg.driver_name,
+        version=cli.read_version("kubext_csi"),
+        node_id=node_id,
+        topology_key=cfg.topology_key,
+        state_dir=Path(cfg.state_dir),
+        pool_bytes=cfg.pool_size,
+        max_volume_bytes=cfg.max_volume_size or cfg.pool_size,
+        default_volume_bytes=cfg.default_volume_size,
+        max_volumes_per_node=cfg.max_volumes_per_node,
+        path_roots=tuple(cfg.path_roots),
+    )
+
+
 def serve(cfg: config.Config) -> int:
+    endpoint = cfg.endpoint or os.environ.get("CSI_ENDPOINT", "")
+    if not endpoint:
+        print(
+            "kubext-csi: no endpoint: set endpoint in the config or CSI_ENDPOINT", file=sys.stderr
+        )
+        return 2
+    missing = system.missing_tools()
+    if missing:
+        print(
+            f"kubext-csi: missing tools {', '.join(missing)} "
+            "(install util-linux, mount, e2fsprogs; see scripts/ensure-tools.sh)",
+            file=sys.stderr,
+        )
+        return 2
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    server = health.HealthServer(host=cfg.health.host, port=cfg.health.port).start()
-    log.info("health server listening", extra={"port": server.port})
-    stop.wait()
-    server.stop()
+    the_driver = driver.Driver(settings_from(cfg, os.environ))
+    try:
+        the_driver.recover()
+        grpc_server = server.build(the_driver, endpoint)
+        health_server = health.HealthServer(
+            host=cfg.health.host,
+            port=cfg.health.port,
+            ready=lambda: not system.missing_tools(),
+        ).start()
+        log.info("health server listening", extra={"port": health_server.port})
+        stop.wait()
+        log.info("stopping")
+        grpc_server.stop(grace=5).wait(10)
+        health_server.stop()
+        system.remove(server.socket_path(endpoint))
+    finally:
+        the_driver.close()
     return 0
 
 
