@@ -79,6 +79,9 @@ class _StatusInterceptor(grpc.ServerInterceptor):
                 return inner(request, context)
             except errors.CsiError as exc:
                 code, message = exc.code, exc.message
+            except NotImplementedError:  # the generated base class: an RPC we do not offer
+                code = grpc.StatusCode.UNIMPLEMENTED
+                message = f"{method} is not offered by this driver (see its capabilities)"
             except Exception as exc:  # a bug or an unexpected system error: say what it was
                 log.exception("%s failed unexpectedly", method)
                 code, message = grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"

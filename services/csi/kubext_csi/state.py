@@ -154,12 +154,16 @@ class Store:
         with self._lock:
             return [_decode(cls, row) for row in self._db.execute(sql, args).fetchall()]
 
-    def _upsert(self, table: str, record: Any) -> None:
+    def _upsert(self, table: str, key: str, record: Any) -> None:
+        # A real upsert on the key only: a clash on another UNIQUE column (a volume name)
+        # raises instead of silently replacing the other row, as INSERT OR REPLACE would.
         row = _encode(record)
         cols = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)
+        updates = ", ".join(f"{k} = excluded.{k}" for k in row if k != key)
+        sql = f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT({key}) DO UPDATE SET {updates}"
         with self.transaction():
-            self._db.execute(f"INSERT OR REPLACE INTO {table} ({cols}) VALUES ({marks})", row)
+            self._db.execute(sql, row)
 
     def _delete(self, table: str, key: str, value: str) -> None:
         with self.transaction():
@@ -182,7 +186,7 @@ class Store:
         return self._all(Volume, "SELECT * FROM volumes ORDER BY created_ns, id")
 
     def put_volume(self, volume: Volume) -> None:
-        self._upsert("volumes", volume)
+        self._upsert("volumes", "id", volume)
 
     def delete_volume(self, volume_id: str) -> None:
         self._delete("volumes", "id", volume_id)
@@ -204,7 +208,7 @@ class Store:
         return self._all(Snapshot, "SELECT * FROM snapshots ORDER BY created_ns, id")
 
     def put_snapshot(self, snapshot: Snapshot) -> None:
-        self._upsert("snapshots", snapshot)
+        self._upsert("snapshots", "id", snapshot)
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         self._delete("snapshots", "id", snapshot_id)
@@ -217,7 +221,7 @@ class Store:
         return self._all(Stage, "SELECT * FROM stages ORDER BY volume_id")
 
     def put_stage(self, stage: Stage) -> None:
-        self._upsert("stages", stage)
+        self._upsert("stages", "volume_id", stage)
 
     def delete_stage(self, volume_id: str) -> None:
         self._delete("stages", "volume_id", volume_id)
@@ -232,7 +236,7 @@ class Store:
         return self._all(Publish, sql, volume_id)
 
     def put_publish(self, publish: Publish) -> None:
-        self._upsert("publishes", publish)
+        self._upsert("publishes", "target_path", publish)
 
     def delete_publish(self, target_path: str) -> None:
         self._delete("publishes", "target_path", target_path)

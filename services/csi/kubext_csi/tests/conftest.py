@@ -9,8 +9,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,3 +112,51 @@ def running(tools: None, workdir: Path) -> Iterator[Running]:
         yield run
     finally:
         run.stop()
+
+
+@dataclasses.dataclass
+class Process:
+    """The real entry point (python -m kubext_csi) serving on root/csi.sock."""
+
+    proc: subprocess.Popen
+    endpoint: str
+    log: Path
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        return self.proc.returncode
+
+
+def start_process(root: Path, *, pool: str = "200Gi", timeout_s: float = 20) -> Process:
+    config = root / "csi.yaml"
+    config.write_text(
+        f"endpoint: unix://{root}/csi.sock\n"
+        f"state_dir: {root}/state\n"
+        f"pool_size: {pool}\n"
+        f"path_roots: [{root}]\n"
+        "node_id: node-a\n"
+        "health: {host: 127.0.0.1, port: 0}\n"
+    )
+    log = root / "driver.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kubext_csi", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    socket_file = root / "csi.sock"
+    deadline = time.monotonic() + timeout_s
+    while not socket_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"driver did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.05)
+    return Process(proc, f"unix://{socket_file}", log)
