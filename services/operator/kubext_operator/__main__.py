@@ -2,34 +2,24 @@
 
 from __future__ import annotations
 
-import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 
-from kubext import cli, health
+from kubext import cli
 from kubext_operator import config
-
-log = logging.getLogger("kubext_operator")
 
 
 def serve(cfg: config.Config) -> int:
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    server = health.HealthServer(host=cfg.health.host, port=cfg.health.port).start()
-    log.info("health server listening", extra={"port": server.port})
-    stop.wait()
-    server.stop()
-    return 0
+    from kubext_operator import app  # kopf and aiohttp load only when the operator runs
+
+    return app.serve(cfg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     return cli.run(
         name="operator",
         package="kubext_operator",
-        description="kubext operator: kopf operator for the WebApp and Database CRDs.",
+        description="kubext operator: reconciles WebApp and Database custom resources.",
         model=config.Config,
         main=serve,
         argv=argv,

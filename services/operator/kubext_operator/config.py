@@ -2,8 +2,63 @@
 
 from __future__ import annotations
 
-from kubext import cli
+import pydantic
+
+from kubext import cli, config
+
+
+class LeaderElection(config.StrictModel):
+    """A coordination.k8s.io Lease decides which replica acts (client-go's timings)."""
+
+    enabled: bool = True
+    namespace: str = "kubext-system"
+    name: str = "kubext-operator"
+    lease_duration_seconds: float = pydantic.Field(15.0, gt=0)
+    renew_deadline_seconds: float = pydantic.Field(10.0, gt=0)
+    retry_period_seconds: float = pydantic.Field(2.0, gt=0)
+
+
+class Watching(config.StrictModel):
+    """kopf watch-stream timeouts: without them a dead stream stalls silently."""
+
+    server_timeout_seconds: int = pydantic.Field(300, gt=0)
+    client_timeout_seconds: int = pydantic.Field(330, gt=0)
+    connect_timeout_seconds: int = pydantic.Field(10, gt=0)
+
+
+class Client(config.StrictModel):
+    qps: float = pydantic.Field(100.0, gt=0)
+    burst: int = pydantic.Field(200, gt=0)
+    timeout_seconds: float = pydantic.Field(30.0, gt=0)
+
+
+class WebAppDefaults(config.StrictModel):
+    cpu: str = "100m"
+    memory: str = "128Mi"
+
+
+class DatabaseSettings(config.StrictModel):
+    image_registry: str = ""
 
 
 class Config(cli.ServiceConfig):
     """Every key the operator service accepts; unknown keys are errors."""
+
+    kubeconfig: str | None = None
+    namespaces: list[str] = []
+    workers: int = pydantic.Field(8, ge=1, le=128)
+    resync_period_seconds: float = pydantic.Field(600.0, ge=0)
+    leader_election: LeaderElection = LeaderElection()
+    watching: Watching = Watching()
+    client: Client = Client()
+    webapp_defaults: WebAppDefaults = WebAppDefaults()
+    database: DatabaseSettings = DatabaseSettings()
+
+    @pydantic.model_validator(mode="after")
+    def _leases_make_sense(self) -> Config:
+        le = self.leader_election
+        if not le.retry_period_seconds < le.renew_deadline_seconds < le.lease_duration_seconds:
+            raise ValueError(
+                "leader_election: retry_period < renew_deadline < lease_duration must hold"
+            )
+        return self

@@ -19,9 +19,7 @@ def _db(**over: Any) -> dict[str, Any]:
 
 
 def test_seed_webapp_example_is_valid() -> None:
-    spec = webapp.WebAppSpec.model_validate(
-        _webapp(resources={"cpu": "500m", "memory": "512Mi"})
-    )
+    spec = webapp.WebAppSpec.model_validate(_webapp(resources={"cpu": "500m", "memory": "512Mi"}))
     assert spec.resources is not None and spec.resources.memory == "512Mi"
 
 
@@ -48,7 +46,10 @@ def test_seed_database_example_is_valid() -> None:
     body = _db(
         storage={"size": "100Gi", "storageClass": "fast-ssd"},
         backup={"enabled": True, "schedule": "0 2 * * *", "retention": 30},
-        monitoring={"enabled": True, "metrics": ["cpu", "memory", "disk", "connections", "queries"]},
+        monitoring={
+            "enabled": True,
+            "metrics": ["cpu", "memory", "disk", "connections", "queries"],
+        },
     )
     spec = database.DatabaseSpec.model_validate(body)
     assert spec.storage.storage_class == "fast-ssd"

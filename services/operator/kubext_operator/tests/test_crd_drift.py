@@ -11,9 +11,9 @@ CRD_DIR = Path(__file__).resolve().parents[2] / "deploy" / "crds"
 
 def test_committed_crds_match_the_models() -> None:
     stale = manifests.drift(CRD_DIR)
-    assert stale == [], (
-        f"{stale} differ from the models: run `python -m kubext.crds write {CRD_DIR}` and commit"
-    )
+    assert (
+        stale == []
+    ), f"{stale} differ from the models: run `python -m kubext.crds write {CRD_DIR}` and commit"
 
 
 def test_every_committed_manifest_is_generated() -> None:

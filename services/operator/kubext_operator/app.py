@@ -1,0 +1,207 @@
+"""Wiring: credentials, API adapter, leader election, kopf, workers, health server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+
+import kopf
+
+from kubext import health
+from kubext_operator import config, controller, handlers, kube, leader, reconciler, store
+from kubext_operator.planning import database as db_plan
+from kubext_operator.planning import webapp as wa_plan
+
+log = logging.getLogger("kubext_operator")
+
+
+def identity() -> str:
+    """Unique per process: a restarted pod must not look like its dead predecessor."""
+    host = os.environ.get("POD_NAME") or socket.gethostname()
+    return f"{host}_{uuid.uuid4().hex[:8]}"
+
+
+def connection(cfg: config.Config) -> kopf.ConnectionInfo:
+    """In-cluster service account, else the kubeconfig (``kubeconfig`` key or $KUBECONFIG)."""
+    settings = kopf.OperatorSettings()
+    if cfg.kubeconfig is None:
+        info = kopf.login_with_service_account(settings=settings)
+        if info is not None:
+            return info
+    if cfg.kubeconfig is not None:
+        os.environ["KUBECONFIG"] = cfg.kubeconfig
+    info = kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError("no credentials: not in a pod, and no kubeconfig found")
+    return info
+
+
+class Heartbeat:
+    """Liveness: the event loop still turns (a wedged loop fails /healthz)."""
+
+    def __init__(self, limit: float = 30.0) -> None:
+        self.limit, self.beat = limit, time.monotonic()
+
+    async def run(self) -> None:
+        while True:
+            self.beat = time.monotonic()
+            await asyncio.sleep(1.0)
+
+    def alive(self) -> bool:
+        return time.monotonic() - self.beat < self.limit
+
+
+async def run(cfg: config.Config, *, ready: threading.Event, stop: asyncio.Event) -> int:
+    info = connection(cfg)
+    api = kube.Api(
+        info, qps=cfg.client.qps, burst=cfg.client.burst, timeout=cfg.client.timeout_seconds
+    )
+    me = identity()
+    cache = store.Store()
+    reconcile = reconciler.Reconciler(
+        api=api,
+        cache=cache,
+        webapp_defaults=wa_plan.Defaults(
+            cpu=cfg.webapp_defaults.cpu, memory=cfg.webapp_defaults.memory
+        ),
+        database_settings=db_plan.Settings(registry=cfg.database.image_registry),
+        identity=me,
+    )
+    work = controller.Controller(cache=cache, reconcile=reconcile, workers=cfg.workers)
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, work)
+
+    @kopf.on.login(registry=registry)
+    def login(**_: object) -> kopf.ConnectionInfo:
+        return info
+
+    settings = kopf.OperatorSettings()
+    handlers.configure(
+        settings,
+        server_timeout=cfg.watching.server_timeout_seconds,
+        client_timeout=cfg.watching.client_timeout_seconds,
+        connect_timeout=cfg.watching.connect_timeout_seconds,
+    )
+    elector = None
+    background: list[asyncio.Task[None]] = []
+    try:
+        if cfg.leader_election.enabled:
+            le = cfg.leader_election
+            elector = leader.LeaderElector(
+                api=api,
+                namespace=le.namespace,
+                name=le.name,
+                identity=me,
+                timing=leader.Timing(
+                    le.lease_duration_seconds, le.renew_deadline_seconds, le.retry_period_seconds
+                ),
+            )
+            ready.set()  # a standby is ready: it serves probes and waits its turn
+            acquiring = asyncio.create_task(elector.acquire())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                acquiring.cancel()
+                return 0
+            stopping.cancel()
+        work.start()
+        if cfg.resync_period_seconds > 0:
+            background.append(asyncio.create_task(work.resync(cfg.resync_period_seconds)))
+        lost = asyncio.Event()
+        if elector is not None:
+
+            async def keep() -> None:
+                await elector.keep()
+                lost.set()
+
+            background.append(asyncio.create_task(keep()))
+        kopf_ready = asyncio.Event()
+
+        async def stop_flag() -> None:
+            await asyncio.wait(
+                {asyncio.create_task(stop.wait()), asyncio.create_task(lost.wait())},
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+
+        flag: asyncio.Future[None] = asyncio.ensure_future(stop_flag())
+        ready_watch = asyncio.create_task(_mark_ready(kopf_ready, ready))
+        background.append(ready_watch)
+        await kopf.operator(
+            registry=registry,
+            settings=settings,
+            standalone=True,
+            clusterwide=not cfg.namespaces,
+            namespaces=cfg.namespaces,
+            stop_flag=flag,
+            ready_flag=kopf_ready,
+        )
+        if lost.is_set():
+            log.error("leadership lost; exiting so that a fresh process competes again")
+            return 1
+        return 0
+    finally:
+        for task in background:
+            task.cancel()
+        await work.stop()
+        if elector is not None:
+            with contextlib.suppress(Exception):
+                await elector.release()
+        await api.close()
+
+
+async def _mark_ready(kopf_ready: asyncio.Event, ready: threading.Event) -> None:
+    await kopf_ready.wait()
+    ready.set()
+
+
+class _KopfExtras(logging.Filter):
+    """kopf attaches its settings and object references to records; keep the JSON lines small."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for attr in ("settings", "k8s_skip", "k8s_ref"):
+            record.__dict__.pop(attr, None)
+        return True
+
+
+def quiet_kopf(level: str) -> None:
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_KopfExtras())
+    if level != "debug":
+        # One line per watch event ("Handler ... succeeded") is noise at 1,000 objects.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+
+
+def serve(cfg: config.Config) -> int:
+    """Run until SIGTERM/SIGINT; /healthz, /readyz and /metrics on ``health.host:port``."""
+    quiet_kopf(cfg.log_level)
+    ready = threading.Event()
+    heartbeat = Heartbeat()
+    server = health.HealthServer(
+        host=cfg.health.host, port=cfg.health.port, live=heartbeat.alive, ready=ready.is_set
+    ).start()
+    log.info("health server listening", extra={"port": server.port})
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        beat = asyncio.create_task(heartbeat.run())
+        try:
+            return await run(cfg, ready=ready, stop=stop)
+        finally:
+            beat.cancel()
+
+    try:
+        code = asyncio.run(main())
+        log.info("stopped", extra={"exit_code": code})
+        return code
+    finally:
+        server.stop()

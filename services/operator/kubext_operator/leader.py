@@ -1,0 +1,171 @@
+"""Leader election on a coordination.k8s.io/v1 Lease, as client-go's leaderelection does it.
+
+A candidate takes the Lease when it is free or its holder let it expire: expiry is judged by
+this process's own clock from when it last saw the record change, never by comparing clocks.
+The leader renews every retry period; if it cannot renew within the renew deadline it has lost
+and must stop acting (the process exits and restarts as a candidate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kubext_operator import kube, metrics
+
+log = logging.getLogger("kubext_operator.leader")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Timing:
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+
+def _micro_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclasses.dataclass
+class Observation:
+    """The last Lease record seen, and when (by the local monotonic clock) it last changed."""
+
+    holder: str | None = None
+    record: tuple[Any, ...] = ()
+    changed_at: float = 0.0
+
+
+def decide(
+    *, me: str, spec: dict[str, Any], seen: Observation, now: float, duration: float
+) -> bool:
+    """Whether ``me`` may write itself into a Lease whose spec is ``spec`` (pure)."""
+    record = (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("leaseTransitions"))
+    if record != seen.record:
+        seen.record, seen.holder, seen.changed_at = record, spec.get("holderIdentity"), now
+    holder = spec.get("holderIdentity")
+    if not holder or holder == me:
+        return True
+    lease = float(spec.get("leaseDurationSeconds") or duration)
+    return now - seen.changed_at > lease
+
+
+class LeaderElector:
+    def __init__(
+        self,
+        *,
+        api: kube.Api,
+        namespace: str,
+        name: str,
+        identity: str,
+        timing: Timing,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.api, self.namespace, self.name, self.identity = api, namespace, name, identity
+        self.timing, self.clock = timing, clock
+        self._seen = Observation()
+        self._renewed_at = 0.0
+        self.leading = False
+
+    async def _try(self) -> bool:
+        try:
+            lease = await self.api.get("Lease", self.namespace, self.name)
+        except kube.ApiError as exc:
+            if not exc.not_found:
+                log.warning("cannot read lease", extra={"error": str(exc)})
+                return False
+            return await self._create()
+        spec = lease.get("spec") or {}
+        if not decide(
+            me=self.identity,
+            spec=spec,
+            seen=self._seen,
+            now=self.clock(),
+            duration=self.timing.lease_duration,
+        ):
+            return False
+        transitions = int(spec.get("leaseTransitions") or 0)
+        taking = spec.get("holderIdentity") != self.identity
+        now = _micro_now()
+        lease["spec"] = {
+            **spec,
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": int(self.timing.lease_duration),
+            "renewTime": now,
+            "acquireTime": now if taking else spec.get("acquireTime", now),
+            "leaseTransitions": transitions + 1 if taking else transitions,
+        }
+        try:
+            await self.api.request(
+                "PUT", kube.KINDS["Lease"].path(self.namespace, self.name), body=lease
+            )
+        except kube.ApiError as exc:
+            log.info("lease update lost a race", extra={"error": exc.reason})
+            return False
+        return True
+
+    async def _create(self) -> bool:
+        now = _micro_now()
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": {
+                "holderIdentity": self.identity,
+                "leaseDurationSeconds": int(self.timing.lease_duration),
+                "acquireTime": now,
+                "renewTime": now,
+                "leaseTransitions": 0,
+            },
+        }
+        try:
+            await self.api.create(body)
+        except kube.ApiError as exc:
+            log.info("lease creation lost a race", extra={"error": exc.reason})
+            return False
+        return True
+
+    async def acquire(self) -> None:
+        """Block until this process holds the Lease."""
+        log.info("waiting for leadership", extra={"lease": f"{self.namespace}/{self.name}"})
+        metrics.LEADER.labels(self.name).set(0)
+        while not await self._try():
+            await asyncio.sleep(self.timing.retry_period)
+        self._renewed_at = self.clock()
+        self.leading = True
+        metrics.LEADER.labels(self.name).set(1)
+        log.info("became leader", extra={"identity": self.identity})
+
+    async def keep(self) -> None:
+        """Renew until renewal fails for longer than the renew deadline; then return (lost)."""
+        while True:
+            await asyncio.sleep(self.timing.retry_period)
+            if await self._try():
+                self._renewed_at = self.clock()
+            elif self.clock() - self._renewed_at > self.timing.renew_deadline:
+                self.leading = False
+                metrics.LEADER.labels(self.name).set(0)
+                log.error("lost leadership", extra={"identity": self.identity})
+                return
+
+    async def release(self) -> None:
+        """Hand the Lease over on a clean shutdown, so a standby takes over at once."""
+        if not self.leading:
+            return
+        try:
+            lease = await self.api.get("Lease", self.namespace, self.name)
+            if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+                return
+            lease["spec"]["holderIdentity"] = None
+            lease["spec"]["leaseDurationSeconds"] = 1
+            await self.api.request(
+                "PUT", kube.KINDS["Lease"].path(self.namespace, self.name), body=lease
+            )
+        except kube.ApiError as exc:
+            log.warning("lease not released", extra={"error": str(exc)})
+        self.leading = False

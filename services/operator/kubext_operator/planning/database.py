@@ -1,0 +1,420 @@
+"""Database -> Secret, StatefulSet, Services, backup volume and CronJob; status from them.
+
+Children, for a Database named N:
+- Secret ``N-credentials`` (username, password): created once, never rewritten.
+- StatefulSet ``N`` with a ``data`` volumeClaimTemplate per replica; ordinal 0 is the primary.
+- Services ``N-headless`` (governing), ``N-rw`` (the primary pod), ``N-ro`` (the replicas; the
+  primary when there is only one instance).
+- When backups are on: PVC ``N-backup`` (created once) and CronJob ``N-backup``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import croniter
+
+from kubext.crds import database
+from kubext_operator.planning import backup, common, engines, monitoring
+
+APP = "database"
+FINALIZER = "database.db.example.com/finalizer"
+DATA_VOLUME = "data"
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+ROLE_LABEL = "db.example.com/role"
+# Children a changed spec may make unnecessary; volumes and credentials are never pruned.
+PRUNABLE_KINDS = ("StatefulSet", "Service", "CronJob")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    registry: str = ""
+    """Prefix for the engine images (a mirror); empty uses Docker Hub names."""
+
+
+def secret_name(name: str) -> str:
+    return f"{name}-credentials"
+
+
+def selector(name: str) -> dict[str, str]:
+    return {common.LABEL_NAME: APP, common.LABEL_INSTANCE: name}
+
+
+def endpoints(owner: common.Owner, spec: database.DatabaseSpec) -> dict[str, Any]:
+    port = engines.ENGINES[spec.type].port
+    host = f"{owner.namespace}.svc"
+    return {
+        "primary": f"{owner.name}-rw.{host}:{port}",
+        "readonly": [f"{owner.name}-ro.{host}:{port}"],
+    }
+
+
+def secret(owner: common.Owner, spec: database.DatabaseSpec, *, password: str) -> common.Desired:
+    """Credentials; ``password`` comes from the caller's random source (used only on create)."""
+    return common.child(
+        api_version="v1",
+        kind="Secret",
+        name=secret_name(owner.name),
+        owner=owner,
+        labels=common.labels(app=APP, instance=owner.name, component="credentials"),
+        body={
+            "type": "kubernetes.io/basic-auth",
+            "stringData": {"username": engines.ENGINES[spec.type].username, "password": password},
+        },
+        create_only=True,
+    )
+
+
+def _database_container(spec: database.DatabaseSpec, settings: Settings, secret: str) -> dict:
+    engine = engines.ENGINES[spec.type]
+    return {
+        "name": APP,
+        "image": engine.image(spec.version, registry=settings.registry),
+        "env": engines.env(engine, secret=secret),
+        "ports": [{"name": "db", "containerPort": engine.port, "protocol": "TCP"}],
+        "volumeMounts": [{"name": DATA_VOLUME, "mountPath": engine.data_dir}],
+        "readinessProbe": {
+            "exec": {"command": list(engine.probe)},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+        },
+    }
+
+
+def statefulset(
+    owner: common.Owner, spec: database.DatabaseSpec, settings: Settings
+) -> common.Desired:
+    name = owner.name
+    labels = common.labels(app=APP, instance=name, component="database")
+    containers = [_database_container(spec, settings, secret_name(name))]
+    pod_annotations: dict[str, str] = {}
+    if spec.monitoring and spec.monitoring.enabled:
+        exporter = monitoring.sidecar(spec.type, spec.monitoring.metrics, secret=secret_name(name))
+        if exporter is not None:
+            containers.append(exporter)
+            pod_annotations = {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(exporter["ports"][0]["containerPort"]),
+            }
+    claim_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": spec.storage.size}},
+    }
+    if spec.storage.storage_class:
+        claim_spec["storageClassName"] = spec.storage.storage_class
+    template_meta: dict[str, Any] = {"labels": labels}
+    if pod_annotations:
+        template_meta["annotations"] = pod_annotations
+    return common.child(
+        api_version="apps/v1",
+        kind="StatefulSet",
+        name=name,
+        owner=owner,
+        labels=labels,
+        body={
+            "spec": {
+                "serviceName": f"{name}-headless",
+                "replicas": spec.replicas,
+                "selector": {"matchLabels": selector(name)},
+                "podManagementPolicy": "OrderedReady",
+                "updateStrategy": {"type": "RollingUpdate"},
+                "persistentVolumeClaimRetentionPolicy": {
+                    "whenDeleted": spec.deletion_policy,
+                    "whenScaled": "Retain",
+                },
+                "template": {
+                    "metadata": template_meta,
+                    "spec": {"containers": containers, "terminationGracePeriodSeconds": 30},
+                },
+                "volumeClaimTemplates": [
+                    {"metadata": {"name": DATA_VOLUME}, "spec": claim_spec},
+                ],
+            }
+        },
+    )
+
+
+def services(owner: common.Owner, spec: database.DatabaseSpec) -> list[common.Desired]:
+    name = owner.name
+    port = engines.ENGINES[spec.type].port
+    ports = [{"name": "db", "port": port, "targetPort": port, "protocol": "TCP"}]
+    readonly = dict(selector(name))
+    if spec.replicas > 1:
+        readonly[ROLE_LABEL] = "replica"
+    shapes = {
+        "headless": ({"clusterIP": "None", "publishNotReadyAddresses": True}, selector(name)),
+        "rw": ({"type": "ClusterIP"}, {**selector(name), POD_NAME_LABEL: f"{name}-0"}),
+        "ro": ({"type": "ClusterIP"}, readonly),
+    }
+    return [
+        common.child(
+            api_version="v1",
+            kind="Service",
+            name=f"{name}-{suffix}",
+            owner=owner,
+            labels=common.labels(app=APP, instance=name, component=suffix),
+            body={"spec": {**extra, "selector": match, "ports": ports}},
+        )
+        for suffix, (extra, match) in shapes.items()
+    ]
+
+
+def backup_children(
+    owner: common.Owner, spec: database.DatabaseSpec, settings: Settings
+) -> list[common.Desired]:
+    if not (spec.backup and spec.backup.enabled and spec.backup.schedule):
+        return []
+    name = owner.name
+    engine = engines.ENGINES[spec.type]
+    labels = common.labels(app=APP, instance=name, component="backup")
+    claim: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": spec.storage.size}},
+    }
+    if spec.storage.storage_class:
+        claim["storageClassName"] = spec.storage.storage_class
+    volume = common.child(
+        api_version="v1",
+        kind="PersistentVolumeClaim",
+        name=f"{name}-backup",
+        owner=owner,
+        labels=labels,
+        body={"spec": claim},
+        create_only=True,
+    )
+    secret = secret_name(name)
+    env = [
+        {"name": "DB_HOST", "value": f"{name}-rw"},
+        {"name": "DB_NAME", "value": name},
+        {"name": "DB_USER", "valueFrom": {"secretKeyRef": {"name": secret, "key": "username"}}},
+        {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}},
+        {"name": "BACKUP_DIR", "value": backup.BACKUP_DIR},
+        {"name": "RETENTION", "value": str(spec.backup.retention)},
+    ]
+    job_pod = {
+        "metadata": {"labels": labels},
+        "spec": {
+            "restartPolicy": "OnFailure",
+            "containers": [
+                {
+                    "name": "backup",
+                    "image": engine.image(spec.version, registry=settings.registry),
+                    "command": ["bash", "-c", backup.script(engine.dump)],
+                    "env": env,
+                    "volumeMounts": [{"name": "backup", "mountPath": backup.BACKUP_DIR}],
+                }
+            ],
+            "volumes": [
+                {"name": "backup", "persistentVolumeClaim": {"claimName": f"{name}-backup"}}
+            ],
+        },
+    }
+    cronjob = common.child(
+        api_version="batch/v1",
+        kind="CronJob",
+        name=f"{name}-backup",
+        owner=owner,
+        labels=labels,
+        body={
+            "spec": {
+                "schedule": spec.backup.schedule,
+                "timeZone": "Etc/UTC",
+                "concurrencyPolicy": "Forbid",
+                "startingDeadlineSeconds": 300,
+                "successfulJobsHistoryLimit": 3,
+                "failedJobsHistoryLimit": 3,
+                "jobTemplate": {"spec": {"backoffLimit": 2, "template": job_pod}},
+            }
+        },
+    )
+    return [volume, cronjob]
+
+
+def plan_children(
+    owner: common.Owner, spec: database.DatabaseSpec, settings: Settings, *, password: str
+) -> list[common.Desired]:
+    return [
+        secret(owner, spec, password=password),
+        statefulset(owner, spec, settings),
+        *services(owner, spec),
+        *backup_children(owner, spec, settings),
+    ]
+
+
+def pod_roles(name: str, pods: Mapping[str, str | None]) -> dict[str, str]:
+    """Pod name -> the role label it should get, for pods whose label is wrong or missing."""
+    out = {}
+    for pod, current in pods.items():
+        match = re.fullmatch(rf"{re.escape(name)}-(\d+)", pod)
+        if match is None:
+            continue
+        role = "primary" if match.group(1) == "0" else "replica"
+        if current != role:
+            out[pod] = role
+    return out
+
+
+_EVERY = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def _parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def format_time(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def next_run(schedule: str, *, now: str, since: str) -> str:
+    """When the CronJob (time zone UTC) runs next after ``now``. ``@every`` counts from ``since``
+    (the last scheduled run, else the Database's creation), as the CronJob controller does."""
+    moment = _parse_time(now)
+    if schedule.startswith("@every "):
+        seconds = sum(float(n) * _UNIT[u] for n, u in _EVERY.findall(schedule[7:]))
+        start = _parse_time(since)
+        periods = max(0, int((moment - start).total_seconds() // seconds)) + 1
+        return format_time(start + dt.timedelta(seconds=seconds * periods))
+    expression = "0 0 * * *" if schedule == "@midnight" else schedule
+    return format_time(croniter.croniter(expression, moment).get_next(dt.datetime))
+
+
+def _phase(*, ready: bool, observed: bool, previous: str | None) -> str:
+    if ready:
+        return "Running"
+    if previous in ("Running", "Updating"):
+        return "Updating"
+    return "Creating" if observed else "Pending"
+
+
+def status(
+    *,
+    owner: common.Owner,
+    spec: database.DatabaseSpec,
+    statefulset: Mapping[str, Any] | None,
+    statefulset_current: bool,
+    cronjob: Mapping[str, Any] | None,
+    previous: Mapping[str, Any],
+    created: str,
+    now: str,
+) -> dict[str, Any]:
+    """Phase, conditions, endpoints and backup status from the observed StatefulSet and CronJob."""
+    facts = statefulset or {}
+    ready_count, updated = int(facts.get("ready", 0)), int(facts.get("updated", 0))
+    ready = (
+        statefulset is not None
+        and statefulset_current
+        and ready_count >= spec.replicas
+        and updated >= spec.replicas
+        and bool(facts.get("revisions_match", True))
+    )
+    phase = _phase(ready=ready, observed=statefulset is not None, previous=previous.get("phase"))
+    if ready:
+        reason, message = "AllReplicasReady", f"{ready_count}/{spec.replicas} replicas ready"
+    elif phase == "Updating":
+        reason = "RollingUpdate"
+        message = f"{updated}/{spec.replicas} replicas updated, {ready_count} ready"
+    else:
+        reason, message = "ReplicasNotReady", f"{ready_count}/{spec.replicas} replicas ready"
+    conditions = common.set_condition(
+        previous.get("conditions"),
+        type_="Ready",
+        status="True" if ready else "False",
+        reason=reason,
+        message=message,
+        generation=owner.generation,
+        now=now,
+    )
+    out: dict[str, Any] = {
+        "phase": phase,
+        "replicas": int(facts.get("replicas", 0)),
+        "readyReplicas": ready_count,
+        "selector": common.selector_string(selector(owner.name)),
+        "observedGeneration": owner.generation,
+        "endpoints": endpoints(owner, spec),
+        "credentialsSecret": secret_name(owner.name),
+    }
+    if spec.backup and spec.backup.enabled and spec.backup.schedule:
+        job = cronjob or {}
+        before = previous.get("backupStatus") or {}
+        last = job.get("last_success") or before.get("lastBackup")
+        count = int(before.get("backupCount") or 0)
+        if job.get("last_success") and job.get("last_success") != before.get("lastBackup"):
+            count += 1
+        backup_status: dict[str, Any] = {
+            "nextBackup": next_run(
+                spec.backup.schedule, now=now, since=job.get("last_schedule") or created
+            ),
+            "backupCount": count,
+        }
+        if last:
+            backup_status["lastBackup"] = last
+        out["backupStatus"] = backup_status
+        conditions = common.set_condition(
+            conditions, **_backup_condition(job), generation=owner.generation, now=now
+        )
+    else:
+        conditions = common.drop_condition(conditions, "LastBackupSucceeded")
+    out["conditions"] = conditions
+    return out
+
+
+def _backup_condition(job: Mapping[str, Any]) -> dict[str, str]:
+    scheduled, succeeded = job.get("last_schedule"), job.get("last_success")
+    base = {"type_": "LastBackupSucceeded"}
+    if not scheduled:
+        return {**base, "status": "Unknown", "reason": "NoBackupYet", "message": "no run yet"}
+    if succeeded and _parse_time(succeeded) >= _parse_time(scheduled):
+        return {**base, "status": "True", "reason": "Succeeded", "message": f"at {succeeded}"}
+    if job.get("active"):
+        return {**base, "status": "Unknown", "reason": "Running", "message": f"since {scheduled}"}
+    return {
+        **base,
+        "status": "False",
+        "reason": "Failed",
+        "message": f"the run scheduled at {scheduled} did not succeed",
+    }
+
+
+def failed_status(
+    *,
+    owner: common.Owner,
+    reason: str,
+    problem: str,
+    previous: Mapping[str, Any],
+    now: str,
+) -> dict[str, Any]:
+    """Failed with a reason: a spec the operator cannot act on, or a child the API refused."""
+    out = {k: v for k, v in previous.items() if k != "conditions"}
+    out["phase"] = "Failed"
+    out["observedGeneration"] = owner.generation
+    out["selector"] = common.selector_string(selector(owner.name))
+    out["conditions"] = common.set_condition(
+        previous.get("conditions"),
+        type_="Ready",
+        status="False",
+        reason=reason,
+        message=problem,
+        generation=owner.generation,
+        now=now,
+    )
+    return out
+
+
+def deleting_status(*, owner: common.Owner, previous: Mapping[str, Any], now: str) -> dict:
+    out = {k: v for k, v in previous.items() if k != "conditions"}
+    out["phase"] = "Deleting"
+    out["conditions"] = common.set_condition(
+        previous.get("conditions"),
+        type_="Ready",
+        status="False",
+        reason="Deleting",
+        message="the Database is being deleted",
+        generation=owner.generation,
+        now=now,
+    )
+    return out

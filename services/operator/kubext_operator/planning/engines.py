@@ -1,0 +1,92 @@
+"""What differs between postgresql, mysql and mongodb: images, ports, credentials, probes, dumps."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Engine:
+    repository: str
+    port: int
+    data_dir: str
+    username: str
+    env: tuple[tuple[str, str | None, str | None], ...]
+    """(name, Secret key or None, literal value or None) for the database container."""
+    probe: tuple[str, ...]
+    dump: str
+    """Shell command writing a logical dump of everything to stdout (reads DB_* variables)."""
+
+    def image(self, version: str, *, registry: str = "") -> str:
+        return f"{registry.rstrip('/') + '/' if registry else ''}{self.repository}:{tag(self, version)}"
+
+
+def tag(engine: Engine, version: str) -> str:
+    """The image tag of ``MAJOR.MINOR.PATCH``: PostgreSQL 10+ versions have two parts only."""
+    major, minor, patch = (int(part) for part in version.split("."))
+    if engine.repository == "postgres" and major >= 10:
+        return f"{major}.{minor}"
+    return f"{major}.{minor}.{patch}"
+
+
+def version_problem(type_: str, version: str) -> str | None:
+    """A version the engine never released in that form (so no image exists), or None."""
+    major, _minor, patch = (int(part) for part in version.split("."))
+    if type_ == "postgresql" and major >= 10 and patch != 0:
+        return (
+            f"version {version!r}: PostgreSQL {major} versions are MAJOR.MINOR; "
+            f"write {major}.{version.split('.')[1]}.0"
+        )
+    return None
+
+
+ENGINES: dict[str, Engine] = {
+    "postgresql": Engine(
+        repository="postgres",
+        port=5432,
+        data_dir="/var/lib/postgresql/data",
+        username="postgres",
+        env=(
+            ("POSTGRES_USER", "username", None),
+            ("POSTGRES_PASSWORD", "password", None),
+            # A subdirectory: the volume's root may hold lost+found, which initdb refuses.
+            ("PGDATA", None, "/var/lib/postgresql/data/pgdata"),
+        ),
+        probe=("pg_isready", "-h", "127.0.0.1", "-U", "postgres"),
+        dump='PGPASSWORD="$DB_PASSWORD" pg_dumpall -h "$DB_HOST" -U "$DB_USER"',
+    ),
+    "mysql": Engine(
+        repository="mysql",
+        port=3306,
+        data_dir="/var/lib/mysql",
+        username="root",
+        env=(("MYSQL_ROOT_PASSWORD", "password", None),),
+        probe=("sh", "-c", 'mysqladmin ping -h 127.0.0.1 -uroot -p"$MYSQL_ROOT_PASSWORD"'),
+        dump='mysqldump -h "$DB_HOST" -u"$DB_USER" -p"$DB_PASSWORD" --all-databases '
+        "--single-transaction --routines --events",
+    ),
+    "mongodb": Engine(
+        repository="mongo",
+        port=27017,
+        data_dir="/data/db",
+        username="root",
+        env=(
+            ("MONGO_INITDB_ROOT_USERNAME", "username", None),
+            ("MONGO_INITDB_ROOT_PASSWORD", "password", None),
+        ),
+        probe=("mongosh", "--quiet", "--eval", "db.adminCommand('ping')"),
+        dump='mongodump --host "$DB_HOST" -u "$DB_USER" -p "$DB_PASSWORD" '
+        "--authenticationDatabase admin --archive",
+    ),
+}
+
+
+def env(engine: Engine, *, secret: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for name, key, value in engine.env:
+        if key is not None:
+            out.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+        else:
+            out.append({"name": name, "value": value})
+    return out

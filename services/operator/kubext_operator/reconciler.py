@@ -1,0 +1,444 @@
+"""Reconcile one WebApp or Database: plan (pure), then write only what differs.
+
+Level-based, like controller-runtime: every call looks at the whole object and its children,
+whatever event caused it. Writes are skipped when the cache (or this process's own last write,
+which the cache may not show yet) already matches the plan: no re-patching of identical
+children, no status churn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pydantic
+
+from kubext.crds import database as db_crd
+from kubext.crds import webapp as wa_crd
+from kubext_operator import kube, store, views
+from kubext_operator.planning import common, engines
+from kubext_operator.planning import database as db_plan
+from kubext_operator.planning import webapp as wa_plan
+
+log = logging.getLogger("kubext_operator.reconciler")
+
+API_VERSIONS = {"WebApp": wa_crd.API_VERSION, "Database": db_crd.API_VERSION}
+CONFLICT_RETRIES = 5
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Result:
+    requeue_after: float | None = None
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _problem(exc: pydantic.ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"spec.{where}: {first['msg']}" if where else f"spec: {first['msg']}"
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        api: kube.Api,
+        cache: store.Store,
+        webapp_defaults: wa_plan.Defaults,
+        database_settings: db_plan.Settings,
+        identity: str,
+        now: Callable[[], str] = utc_now,
+        password: Callable[[], str] = lambda: secrets.token_urlsafe(24),
+    ) -> None:
+        self.api, self.cache = api, cache
+        self.webapp_defaults, self.database_settings = webapp_defaults, database_settings
+        self.identity, self.now, self.password = identity, now, password
+        # What this process wrote last, which the watch cache may not show yet.
+        self._applied: dict[store.Key, tuple[str, int]] = {}
+        self._status: dict[str, dict[str, Any]] = {}
+        self._finalizer_added: set[str] = set()
+        self._cleaned: set[str] = set()
+
+    # -- cache notifications -------------------------------------------------------------
+
+    def forget_child(self, key: store.Key) -> None:
+        """The child is gone: the next reconcile must create it again."""
+        self._applied.pop(key, None)
+
+    def forget_owner(self, uid: str) -> None:
+        self._status.pop(uid, None)
+        self._finalizer_added.discard(uid)
+        self._cleaned.discard(uid)
+
+    # -- entry point -----------------------------------------------------------------------
+
+    async def reconcile(self, key: store.Key) -> Result:
+        view = self.cache.owner(key)
+        if view is None:
+            return Result()  # deleted; garbage collection removes the children
+        if view.kind == "WebApp":
+            return await self._webapp(view)
+        return await self._database(view)
+
+    @staticmethod
+    def _owner(view: views.OwnerView) -> common.Owner:
+        return common.Owner(
+            API_VERSIONS[view.kind], view.kind, view.name, view.namespace, view.uid, view.generation
+        )
+
+    # -- WebApp ----------------------------------------------------------------------------
+
+    async def _webapp(self, view: views.OwnerView) -> Result:
+        owner = self._owner(view)
+        if view.deleting:
+            return await self._finalize(view, wa_plan.FINALIZER, self._cleanup_webapp)
+        await self._ensure_finalizer(view, wa_plan.FINALIZER)
+        previous = self._previous_status(view)
+        try:
+            spec = wa_crd.WebAppSpec.model_validate(dict(view.spec))
+        except pydantic.ValidationError as exc:
+            problem = _problem(exc)
+            new = wa_plan.invalid_status(
+                owner=owner, problem=problem, previous=previous, now=self.now()
+            )
+            if await self._write_status(view, new, previous):
+                await self.event(view, "Warning", "InvalidSpec", problem)
+            return Result()
+        desired = wa_plan.plan_children(owner, spec, self.webapp_defaults)
+        if not await self._children_are_ours(view, desired):
+            return Result(requeue_after=2.0)
+        changes = await self._apply(view, desired)
+        if changes:
+            summary = f"replicas {spec.replicas}, image {spec.image}"
+            await self.event(view, "Normal", _reason(changes), f"{'; '.join(changes)} ({summary})")
+        deployment = self.cache.child(("Deployment", view.namespace, view.name))
+        new = wa_plan.status(
+            owner=owner,
+            spec=spec,
+            deployment=deployment.facts if deployment else None,
+            deployment_current=self._current(desired[0], deployment),
+            previous=previous,
+            now=self.now(),
+        )
+        await self._write_status(view, new, previous)
+        return Result()
+
+    async def _cleanup_webapp(self, view: views.OwnerView) -> None:
+        # Remove the children now rather than when the garbage collector gets to them, so that
+        # a WebApp re-created under the same name does not meet its predecessor's Deployment.
+        for kind in ("Deployment", "Service"):
+            await self.api.delete(kind, view.namespace, view.name)
+        await self.event(view, "Normal", "Deleted", f"deleted Deployment and Service {view.name}")
+
+    # -- Database --------------------------------------------------------------------------
+
+    async def _database(self, view: views.OwnerView) -> Result:
+        owner = self._owner(view)
+        if view.deleting:
+            return await self._finalize(view, db_plan.FINALIZER, self._cleanup_database)
+        await self._ensure_finalizer(view, db_plan.FINALIZER)
+        previous = self._previous_status(view)
+        try:
+            spec = db_crd.DatabaseSpec.model_validate(dict(view.spec))
+            problem = engines.version_problem(spec.type, spec.version)
+        except pydantic.ValidationError as exc:
+            problem = _problem(exc)
+        if problem:
+            return await self._database_failed(view, "InvalidSpec", problem, previous)
+        desired = db_plan.plan_children(
+            owner, spec, self.database_settings, password=self.password()
+        )
+        if not await self._children_are_ours(view, desired):
+            return Result(requeue_after=2.0)
+        try:
+            changes = await self._apply(view, desired)
+        except kube.ApiError as exc:
+            if not exc.invalid:
+                raise
+            return await self._database_failed(view, "ApplyFailed", exc.message, previous)
+        changes += await self._prune(view, desired, db_plan.PRUNABLE_KINDS)
+        if changes:
+            summary = f"{spec.type} {spec.version}, {spec.replicas} replica(s)"
+            await self.event(view, "Normal", _reason(changes), f"{'; '.join(changes)} ({summary})")
+        await self._label_pods(view)
+        sts = self.cache.child(("StatefulSet", view.namespace, view.name))
+        cron = self.cache.child(("CronJob", view.namespace, f"{view.name}-backup"))
+        new = db_plan.status(
+            owner=owner,
+            spec=spec,
+            statefulset=sts.facts if sts else None,
+            statefulset_current=self._current(desired[1], sts),
+            cronjob=cron.facts if cron else None,
+            previous=previous,
+            created=view.created,
+            now=self.now(),
+        )
+        await self._write_status(view, new, previous)
+        if previous.get("phase") != new["phase"] and new["phase"] in ("Running", "Updating"):
+            await self.event(view, "Normal", new["phase"], f"phase {new['phase']}")
+        return Result(requeue_after=_until(new.get("backupStatus", {}).get("nextBackup")))
+
+    async def _database_failed(
+        self, view: views.OwnerView, reason: str, problem: str, previous: Mapping[str, Any]
+    ) -> Result:
+        new = db_plan.failed_status(
+            owner=self._owner(view),
+            reason=reason,
+            problem=problem,
+            previous=previous,
+            now=self.now(),
+        )
+        if await self._write_status(view, new, previous):
+            await self.event(view, "Warning", reason, problem)
+        return Result()
+
+    async def _label_pods(self, view: views.OwnerView) -> None:
+        pods = {
+            child.name: child.facts.get("role")
+            for child in self.cache.children_of(("Database", view.namespace, view.name))
+            if child.kind == "Pod"
+        }
+        for pod, role in db_plan.pod_roles(view.name, pods).items():
+            patch = {"metadata": {"labels": {db_plan.ROLE_LABEL: role}}}
+            try:
+                await self.api.merge_patch("Pod", view.namespace, pod, patch)
+            except kube.ApiError as exc:
+                if not exc.not_found:
+                    raise
+
+    async def _cleanup_database(self, view: views.OwnerView) -> None:
+        policy = str(view.spec.get("deletionPolicy") or "Retain")
+        previous = self._previous_status(view)
+        new = db_plan.deleting_status(owner=self._owner(view), previous=previous, now=self.now())
+        await self._write_status(view, new, previous)
+        keep = [
+            ("Secret", db_plan.secret_name(view.name)),
+            ("PersistentVolumeClaim", f"{view.name}-backup"),
+        ]
+        if policy == "Retain":
+            # Orphan what holds data or the key to it; the StatefulSet's retention policy keeps
+            # the data volumes (whenDeleted: Retain).
+            for kind, name in keep:
+                try:
+                    await self.api.merge_patch(
+                        kind, view.namespace, name, {"metadata": {"ownerReferences": None}}
+                    )
+                except kube.ApiError as exc:
+                    if not exc.not_found:
+                        raise
+            message = (
+                f"deletionPolicy Retain: kept volumes data-{view.name}-*, {view.name}-backup "
+                f"and Secret {db_plan.secret_name(view.name)}"
+            )
+        else:
+            selector = common.selector_string(db_plan.selector(view.name))
+            for claim in await self.api.list(
+                "PersistentVolumeClaim", view.namespace, selector=selector
+            ):
+                await self.api.delete(
+                    "PersistentVolumeClaim", view.namespace, claim["metadata"]["name"]
+                )
+            message = "deletionPolicy Delete: deleting volumes, backups and credentials"
+        await self.event(view, "Normal", "Deleting", message)
+
+    # -- shared steps ----------------------------------------------------------------------
+
+    def _previous_status(self, view: views.OwnerView) -> dict[str, Any]:
+        return dict(self._status.get(view.uid) or view.status)
+
+    def _current(self, desired: common.Desired, observed: views.ChildView | None) -> bool:
+        if observed is None:
+            return False
+        return common.is_current(
+            desired=desired, observed_hash=observed.spec_hash, facts=dict(observed.facts)
+        )
+
+    async def _children_are_ours(
+        self, view: views.OwnerView, desired: list[common.Desired]
+    ) -> bool:
+        """A child left by a deleted namesake (another uid) must be gone before we apply."""
+        for want in desired:
+            seen = self.cache.child((want.kind, view.namespace, want.name))
+            if seen is not None and seen.owner_uid not in (None, view.uid):
+                log.info(
+                    "waiting for a predecessor's child to go",
+                    extra={
+                        "object": f"{view.namespace}/{view.name}",
+                        "child": f"{want.kind}/{want.name}",
+                    },
+                )
+                return False
+        return True
+
+    async def _apply(self, view: views.OwnerView, desired: list[common.Desired]) -> list[str]:
+        """Write every child that differs from the plan; returns what was done, for the event."""
+        changes = []
+        for want in desired:
+            key = (want.kind, view.namespace, want.name)
+            seen = self.cache.child(key)
+            expected = self._applied.get(key)
+            if not common.needs_apply(
+                want,
+                observed_hash=seen.spec_hash if seen else None,
+                observed_generation=seen.generation if seen else None,
+                expected_hash=expected[0] if expected else None,
+                synced_generation=expected[1] if expected else None,
+            ):
+                if seen is not None and seen.spec_hash == want.spec_hash and expected is None:
+                    self._applied[key] = (want.spec_hash, seen.generation)
+                continue
+            if want.create_only:
+                try:
+                    answer = await self.api.create(want.body)
+                    verb = "created"
+                except kube.ApiError as exc:
+                    if not exc.already_exists:
+                        raise
+                    answer, verb = {}, ""  # kept from before (e.g. retained credentials)
+            else:
+                answer = await self.api.apply(want.body)
+                verb = "created" if seen is None and expected is None else "updated"
+            generation = int((answer.get("metadata") or {}).get("generation") or 0)
+            self._applied[key] = (want.spec_hash, generation)
+            log.info(
+                "applied",
+                extra={
+                    "object": f"{view.namespace}/{view.name}",
+                    "kind": view.kind,
+                    "child": f"{want.kind}/{want.name}",
+                    "verb": verb or "kept",
+                },
+            )
+            if verb:
+                changes.append(f"{verb} {want.kind} {want.name}")
+        return changes
+
+    async def _prune(
+        self, view: views.OwnerView, desired: list[common.Desired], kinds: tuple[str, ...]
+    ) -> list[str]:
+        wanted = {(d.kind, d.name) for d in desired}
+        removed = []
+        for child in self.cache.children_of((view.kind, view.namespace, view.name)):
+            unwanted = child.kind in kinds and (child.kind, child.name) not in wanted
+            if unwanted and child.owner_uid == view.uid:
+                await self.api.delete(child.kind, view.namespace, child.name)
+                self.forget_child((child.kind, child.namespace, child.name))
+                removed.append(f"deleted {child.kind} {child.name}")
+        return removed
+
+    async def _write_status(
+        self, view: views.OwnerView, new: dict[str, Any], previous: Mapping[str, Any]
+    ) -> bool:
+        """Patch the status subresource unless nothing changed; True when it wrote."""
+        if common.same_status(previous, new):
+            return False
+        patch = dict(new)
+        for stale in set(previous) - set(new):
+            patch[stale] = None
+        try:
+            await self.api.merge_patch(
+                view.kind, view.namespace, view.name, {"status": patch}, sub="status"
+            )
+        except kube.ApiError as exc:
+            if exc.not_found:
+                return False
+            raise
+        self._status[view.uid] = new
+        log.info(
+            "status written",
+            extra={
+                "object": f"{view.namespace}/{view.name}",
+                "kind": view.kind,
+                "phase": new.get("phase"),
+            },
+        )
+        return True
+
+    async def _ensure_finalizer(self, view: views.OwnerView, finalizer: str) -> None:
+        if finalizer in view.finalizers or view.uid in self._finalizer_added:
+            return
+        await self._edit_finalizers(
+            view, lambda names: [*names, finalizer] if finalizer not in names else None
+        )
+        self._finalizer_added.add(view.uid)
+
+    async def _finalize(self, view: views.OwnerView, finalizer: str, cleanup: Callable) -> Result:
+        if finalizer not in view.finalizers:
+            return Result()
+        if view.uid not in self._cleaned:
+            await cleanup(view)
+            self._cleaned.add(view.uid)  # once: a retried removal does not clean up again
+        await self._edit_finalizers(
+            view, lambda names: [n for n in names if n != finalizer] if finalizer in names else None
+        )
+        return Result()
+
+    async def _edit_finalizers(
+        self, view: views.OwnerView, edit: Callable[[list[str]], list[str] | None]
+    ) -> None:
+        """Change metadata.finalizers under optimistic concurrency, re-reading on conflict."""
+        names, version = list(view.finalizers), view.resource_version
+        for attempt in range(CONFLICT_RETRIES):
+            wanted = edit(names)
+            if wanted is None:
+                return
+            patch = {"metadata": {"finalizers": wanted, "resourceVersion": version}}
+            try:
+                await self.api.merge_patch(view.kind, view.namespace, view.name, patch)
+                return
+            except kube.ApiError as exc:
+                if exc.not_found:
+                    return
+                if not exc.conflict or attempt == CONFLICT_RETRIES - 1:
+                    raise
+            fresh = await self.api.get(view.kind, view.namespace, view.name)
+            names = list(fresh["metadata"].get("finalizers") or [])
+            version = fresh["metadata"]["resourceVersion"]
+
+    async def event(self, view: views.OwnerView, type_: str, reason: str, message: str) -> None:
+        """Record a core/v1 Event on the object; failing to record one never fails a reconcile."""
+        now = self.now()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{view.name}.", "namespace": view.namespace},
+            "involvedObject": {
+                "apiVersion": API_VERSIONS[view.kind],
+                "kind": view.kind,
+                "name": view.name,
+                "namespace": view.namespace,
+                "uid": view.uid,
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": common.FIELD_MANAGER},
+            "reportingComponent": common.FIELD_MANAGER,
+            "reportingInstance": self.identity,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.api.create(body)
+        except kube.ApiError as exc:
+            log.warning("event not recorded", extra={"reason": reason, "error": str(exc)})
+
+
+def _reason(changes: list[str]) -> str:
+    return "Created" if all(c.startswith("created") for c in changes) else "Updated"
+
+
+def _until(moment: str | None) -> float | None:
+    """Seconds until ``moment`` (plus one), to refresh nextBackup once the run is due."""
+    if not moment:
+        return None
+    due = dt.datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    return max(1.0, (due - dt.datetime.now(dt.UTC)).total_seconds() + 1.0)

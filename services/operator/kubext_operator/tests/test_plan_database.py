@@ -1,0 +1,296 @@
+"""Database planning: children per engine, backups, monitoring, phases and backup status."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubext.crds import database as crd
+from kubext_operator.planning import backup, common, engines, monitoring
+from kubext_operator.planning import database as plan
+
+OWNER = common.Owner("db.example.com/v1", "Database", "orders", "prod", "uid-9", generation=2)
+NOW = "2026-03-10T12:00:00Z"
+CREATED = "2026-03-01T00:00:00Z"
+
+
+def _spec(**over: Any) -> crd.DatabaseSpec:
+    body = {"type": "postgresql", "version": "13.7.0", "storage": {"size": "10Gi"}, **over}
+    return crd.DatabaseSpec.model_validate(body)
+
+
+def _children(spec: crd.DatabaseSpec) -> dict[tuple[str, str], common.Desired]:
+    planned = plan.plan_children(OWNER, spec, plan.Settings(), password="s3cret")
+    return {(d.kind, d.name): d for d in planned}
+
+
+@pytest.mark.parametrize(
+    ("type_", "version", "image", "port"),
+    [
+        pytest.param("postgresql", "13.7.0", "postgres:13.7", 5432, id="postgres-two-part-tag"),
+        pytest.param("postgresql", "9.6.24", "postgres:9.6.24", 5432, id="postgres-9"),
+        pytest.param("mysql", "8.0.36", "mysql:8.0.36", 3306, id="mysql"),
+        pytest.param("mongodb", "7.0.5", "mongo:7.0.5", 27017, id="mongodb"),
+    ],
+)
+def test_image_and_port_per_engine(type_: str, version: str, image: str, port: int) -> None:
+    sts = _children(_spec(type=type_, version=version))[("StatefulSet", "orders")]
+    container = sts.body["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == image
+    assert container["ports"][0]["containerPort"] == port
+
+
+def test_registry_mirror_prefixes_images() -> None:
+    engine = engines.ENGINES["mysql"]
+    assert engine.image("8.0.36", registry="mirror.local/lib/") == "mirror.local/lib/mysql:8.0.36"
+
+
+def test_postgres_patch_release_that_never_existed_is_refused() -> None:
+    assert engines.version_problem("postgresql", "13.7.1") is not None
+    assert engines.version_problem("postgresql", "13.7.0") is None
+    assert engines.version_problem("mysql", "8.0.36") is None
+
+
+def test_statefulset_volumes_replicas_and_retention_policy() -> None:
+    spec = _spec(
+        storage={"size": "100Gi", "storageClass": "fast-ssd"}, replicas=3, deletionPolicy="Delete"
+    )
+    sts = _children(spec)[("StatefulSet", "orders")].body["spec"]
+    assert sts["replicas"] == 3
+    assert sts["serviceName"] == "orders-headless"
+    (claim,) = sts["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "100Gi"
+    assert claim["spec"]["storageClassName"] == "fast-ssd"
+    assert sts["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
+    assert (
+        _children(_spec())[("StatefulSet", "orders")].body["spec"][
+            "persistentVolumeClaimRetentionPolicy"
+        ]["whenDeleted"]
+        == "Retain"
+    )
+
+
+def test_secret_is_create_only_and_referenced_by_the_pods() -> None:
+    children = _children(_spec())
+    secret = children[("Secret", "orders-credentials")]
+    assert secret.create_only
+    assert secret.body["stringData"] == {"username": "postgres", "password": "s3cret"}
+    env = children[("StatefulSet", "orders")].body["spec"]["template"]["spec"]["containers"][0][
+        "env"
+    ]
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "valueFrom" in e}
+    assert refs == {"orders-credentials"}
+
+
+def test_password_does_not_change_the_other_children() -> None:
+    a = plan.plan_children(OWNER, _spec(), plan.Settings(), password="one")
+    b = plan.plan_children(OWNER, _spec(), plan.Settings(), password="two")
+    assert [d.spec_hash for d in a if not d.create_only] == [
+        d.spec_hash for d in b if not d.create_only
+    ]
+
+
+@pytest.mark.parametrize(("replicas", "ro_role"), [(1, None), (3, "replica")])
+def test_services_rw_primary_ro_replicas(replicas: int, ro_role: str | None) -> None:
+    children = _children(_spec(replicas=replicas))
+    rw = children[("Service", "orders-rw")].body["spec"]
+    ro = children[("Service", "orders-ro")].body["spec"]
+    headless = children[("Service", "orders-headless")].body["spec"]
+    assert rw["selector"][plan.POD_NAME_LABEL] == "orders-0"
+    assert ro["selector"].get(plan.ROLE_LABEL) == ro_role
+    assert headless["clusterIP"] == "None"
+
+
+def test_pod_roles_label_only_what_is_wrong() -> None:
+    pods = {"orders-0": None, "orders-1": "replica", "orders-2": "primary", "other-0": None}
+    assert plan.pod_roles("orders", pods) == {"orders-0": "primary", "orders-2": "replica"}
+
+
+def test_backup_off_plans_no_cronjob() -> None:
+    kinds = {kind for kind, _ in _children(_spec())}
+    assert "CronJob" not in kinds and "PersistentVolumeClaim" not in kinds
+
+
+def test_backup_cronjob_and_volume() -> None:
+    spec = _spec(backup={"enabled": True, "schedule": "0 2 * * *", "retention": 5})
+    children = _children(spec)
+    volume = children[("PersistentVolumeClaim", "orders-backup")]
+    assert volume.create_only
+    cron = children[("CronJob", "orders-backup")].body["spec"]
+    assert cron["schedule"] == "0 2 * * *" and cron["concurrencyPolicy"] == "Forbid"
+    pod = cron["jobTemplate"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["RETENTION"] == "5" and env["DB_HOST"] == "orders-rw"
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "orders-backup"
+    assert "pg_dumpall" in pod["containers"][0]["command"][-1]
+
+
+def test_backup_script_dumps_and_keeps_the_newest(tmp_path: Path) -> None:
+    """Run the real script with a stub dump tool: a failed run leaves nothing, pruning keeps N."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    stub = bindir / "pg_dumpall"
+    stub.write_text('#!/bin/sh\n[ -n "$FAIL" ] && exit 3\necho "dump of $DB_HOST"\n')
+    stub.chmod(0o755)
+    store = tmp_path / "backup"
+    store.mkdir()
+    for day in range(1, 6):  # five older dumps
+        (store / f"orders-2026010{day}T020000Z.dump.gz").write_bytes(b"old")
+    (store / "orders-leftover.dump.gz.partial").write_bytes(b"half")
+    env = {
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+        "DB_HOST": "orders-rw",
+        "DB_USER": "postgres",
+        "DB_PASSWORD": "pw",
+        "DB_NAME": "orders",
+        "BACKUP_DIR": str(store),
+        "RETENTION": "3",
+    }
+    script = backup.script(engines.ENGINES["postgresql"].dump)
+    failed = subprocess.run(["bash", "-c", script], env={**env, "FAIL": "1"}, capture_output=True)
+    assert failed.returncode != 0
+    assert len(list(store.glob("*.dump.gz"))) == 5  # no half-written dump counts as a backup
+    done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    kept = sorted(p.name for p in store.iterdir())
+    assert len(kept) == 3 and not any(name.endswith(".partial") for name in kept)
+    newest = kept[-1]  # names sort by their UTC time stamp
+    assert newest.startswith("orders-2") and newest > "orders-20260105T020000Z.dump.gz"
+    assert gzip.decompress((store / newest).read_bytes()) == b"dump of orders-rw\n"
+    assert kept[:2] == ["orders-20260104T020000Z.dump.gz", "orders-20260105T020000Z.dump.gz"]
+
+
+@pytest.mark.parametrize(
+    ("metrics", "enabled"),
+    [
+        pytest.param(None, ["database", "stat_database", "stat_user_tables"], id="default-all"),
+        pytest.param(["disk"], ["database"], id="disk-only"),
+        pytest.param(["connections"], ["stat_database"], id="connections"),
+        pytest.param(["cpu", "memory"], [], id="kubelet-only"),
+    ],
+)
+def test_exporter_collectors_match_the_list(metrics: list[str] | None, enabled: list[str]) -> None:
+    assert monitoring.collectors("postgresql", metrics) == enabled
+    car = monitoring.sidecar("postgresql", metrics, secret="s")
+    if not enabled:
+        assert car is None
+        return
+    on = [a for a in car["args"] if a.startswith("--collector.")]
+    off = [a for a in car["args"] if a.startswith("--no-collector.")]
+    assert on == [f"--collector.{c}" for c in enabled]
+    assert len(on) + len(off) == len(monitoring.EXPORTERS["postgresql"].collectors)
+
+
+def test_monitoring_adds_the_sidecar_and_scrape_annotations() -> None:
+    spec = _spec(
+        type="mysql", version="8.0.36", monitoring={"enabled": True, "metrics": ["queries"]}
+    )
+    template = _children(spec)[("StatefulSet", "orders")].body["spec"]["template"]
+    names = [c["name"] for c in template["spec"]["containers"]]
+    assert names == ["database", "exporter"]
+    assert template["metadata"]["annotations"]["prometheus.io/port"] == "9104"
+    exporter = template["spec"]["containers"][1]
+    assert "--collect.global_status" in exporter["args"]
+    assert "--no-collect.info_schema.tables" in exporter["args"]
+
+
+def _status(sts: dict | None, *, current=True, previous=None, cron=None, spec=None) -> dict:
+    return plan.status(
+        owner=OWNER,
+        spec=spec or _spec(),
+        statefulset=sts,
+        statefulset_current=current,
+        cronjob=cron,
+        previous=previous or {},
+        created=CREATED,
+        now=NOW,
+    )
+
+
+READY = {"replicas": 1, "ready": 1, "updated": 1, "revisions_match": True}
+
+
+@pytest.mark.parametrize(
+    ("sts", "current", "previous_phase", "phase"),
+    [
+        pytest.param(None, False, None, "Pending", id="nothing-observed"),
+        pytest.param(
+            {"replicas": 1, "ready": 0, "updated": 1}, True, None, "Creating", id="creating"
+        ),
+        pytest.param(READY, True, "Creating", "Running", id="running"),
+        pytest.param(READY, False, "Running", "Updating", id="spec-changed-rolls"),
+        pytest.param(
+            {**READY, "revisions_match": False}, True, "Running", "Updating", id="mid-rollout"
+        ),
+        pytest.param(READY, True, "Updating", "Running", id="rolled-out"),
+    ],
+)
+def test_phases(sts, current, previous_phase, phase) -> None:
+    previous = {"phase": previous_phase} if previous_phase else {}
+    status = _status(sts, current=current, previous=previous)
+    assert status["phase"] == phase
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == ("True" if phase == "Running" else "False")
+
+
+def test_endpoints_and_scale_fields() -> None:
+    status = _status(READY)
+    assert status["endpoints"] == {
+        "primary": "orders-rw.prod.svc:5432",
+        "readonly": ["orders-ro.prod.svc:5432"],
+    }
+    assert status["selector"] == "app.kubernetes.io/instance=orders,app.kubernetes.io/name=database"
+    assert status["replicas"] == 1 and status["credentialsSecret"] == "orders-credentials"
+
+
+def test_backup_status_counts_each_new_success_once() -> None:
+    spec = _spec(backup={"enabled": True, "schedule": "0 2 * * *"})
+    cron = {"last_schedule": "2026-03-10T02:00:00Z", "last_success": "2026-03-10T02:00:41Z"}
+    first = _status(READY, spec=spec, cron=cron)
+    assert first["backupStatus"] == {
+        "lastBackup": "2026-03-10T02:00:41Z",
+        "nextBackup": "2026-03-11T02:00:00Z",
+        "backupCount": 1,
+    }
+    again = _status(READY, spec=spec, cron=cron, previous=first)
+    assert again["backupStatus"]["backupCount"] == 1
+    assert common.same_status(first, again)
+    cond = next(c for c in first["conditions"] if c["type"] == "LastBackupSucceeded")
+    assert cond["status"] == "True"
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ("0 2 * * *", "2026-03-11T02:00:00Z"),
+        ("*/15 * * * *", "2026-03-10T12:15:00Z"),
+        ("@daily", "2026-03-11T00:00:00Z"),
+        ("@hourly", "2026-03-10T13:00:00Z"),
+        ("@every 1h30m", "2026-03-10T13:30:00Z"),  # 152 periods since creation end now
+    ],
+)
+def test_next_run(schedule: str, expected: str) -> None:
+    assert plan.next_run(schedule, now=NOW, since=CREATED) == expected
+
+
+def test_failed_backup_is_a_false_condition() -> None:
+    spec = _spec(backup={"enabled": True, "schedule": "0 2 * * *"})
+    cron = {"last_schedule": "2026-03-10T02:00:00Z", "last_success": "2026-03-09T02:00:30Z"}
+    status = _status(READY, spec=spec, cron=cron)
+    cond = next(c for c in status["conditions"] if c["type"] == "LastBackupSucceeded")
+    assert (cond["status"], cond["reason"]) == ("False", "Failed")
+
+
+def test_failed_and_deleting_keep_the_rest_of_the_status() -> None:
+    running = _status(READY)
+    failed = plan.failed_status(
+        owner=OWNER, reason="InvalidSpec", problem="bad version", previous=running, now=NOW
+    )
+    assert failed["phase"] == "Failed" and failed["endpoints"] == running["endpoints"]
+    deleting = plan.deleting_status(owner=OWNER, previous=running, now=NOW)
+    assert deleting["phase"] == "Deleting"
