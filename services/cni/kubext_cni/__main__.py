@@ -1,4 +1,8 @@
-"""Entry point: ``kubext-cni [--config PATH] [--log-level L]``."""
+"""Entry point: ``kubext-cni [--config PATH] [--log-level L]`` - the node daemon.
+
+Serves the kubext-bridge launcher's calls on a unix socket, optionally installs the
+launcher into the CNI bin directory, and exposes /healthz, /readyz and /metrics.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +19,30 @@ log = logging.getLogger("kubext_cni")
 
 
 def serve(cfg: config.Config) -> int:
+    from kubext_cni import daemon, install
+
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    server = health.HealthServer(host=cfg.health.host, port=cfg.health.port).start()
-    log.info("health server listening", extra={"port": server.port})
-    stop.wait()
-    server.stop()
+    plugins = daemon.PluginServer(cfg.socket_path).start()
+    try:
+        log.info("plugin socket listening", extra={"socket": cfg.socket_path})
+        if cfg.cni_bin_dir:
+            path = install.install(
+                cfg.cni_bin_dir,
+                python=cfg.plugin_python,
+                socket_path=cfg.socket_path,
+                standalone=cfg.standalone_fallback,
+            )
+            log.info("launcher installed", extra={"path": path})
+        server = health.HealthServer(
+            host=cfg.health.host, port=cfg.health.port, ready=plugins.ready
+        ).start()
+        log.info("health server listening", extra={"port": server.port})
+        stop.wait()
+        server.stop()
+    finally:
+        plugins.stop()  # removes the socket: launchers then fail fast with code 11
     return 0
 
 

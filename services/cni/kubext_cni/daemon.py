@@ -1,0 +1,134 @@
+"""The node daemon's plugin socket: the launcher's calls, served by ``plugin.run`` in threads.
+
+A thick-plugin design (as Multus and Cilium use): the runtime still execs a tiny plugin
+per call, but pyroute2 and the plugin code stay imported here. Each connection gets its
+own thread, which may enter a container's netns (setns is per thread) and exits after.
+Wire format, both ways: 4-byte big-endian length, then JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import socketserver
+import struct
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+import prometheus_client
+
+from kubext_cni import netns, plugin
+
+log = logging.getLogger("kubext_cni.daemon")
+MAX_REQUEST = 16 << 20  # a config with a large prevResult is still far below this
+
+REQUESTS = prometheus_client.Counter(
+    "kubext_cni_requests_total", "CNI calls served by the daemon", ["command", "code"]
+)
+DURATION = prometheus_client.Histogram(
+    "kubext_cni_request_seconds",
+    "Time to serve one CNI call",
+    ["command"],
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 30),
+)
+
+Handler = Callable[[Mapping[str, str], bytes], plugin.Outcome]
+
+
+def _read_exact(conn: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = conn.recv(min(size - len(data), 1 << 20))
+        if not chunk:
+            raise ConnectionError("client closed the connection")
+        data += chunk
+    return bytes(data)
+
+
+def read_frame(conn: socket.socket) -> bytes:
+    (size,) = struct.unpack(">I", _read_exact(conn, 4))
+    if size > MAX_REQUEST:
+        raise ValueError(f"request of {size} bytes exceeds {MAX_REQUEST}")
+    return _read_exact(conn, size)
+
+
+def write_frame(conn: socket.socket, payload: bytes) -> None:
+    conn.sendall(struct.pack(">I", len(payload)) + payload)
+
+
+def serve_one(raw: bytes, handler: Handler, own_netns: tuple[int, int]) -> bytes:
+    """One request -> reply bytes. Refuses calls made from another network namespace."""
+    request = json.loads(raw)
+    if tuple(request.get("netns") or ()) != own_netns:
+        return json.dumps({"netns_mismatch": True}).encode()
+    env = {str(k): str(v) for k, v in request["env"].items()}
+    started = time.monotonic()
+    outcome = handler(env, request["stdin"].encode("latin-1"))
+    command = env.get("CNI_COMMAND", "")
+    code = "0"
+    if outcome.exit_code:
+        try:
+            code = str(json.loads(outcome.stdout).get("code", outcome.exit_code))
+        except ValueError:
+            code = str(outcome.exit_code)
+    REQUESTS.labels(command=command, code=code).inc()
+    DURATION.labels(command=command).observe(time.monotonic() - started)
+    return json.dumps(
+        {
+            "exit_code": outcome.exit_code,
+            "stdout": outcome.stdout.decode("latin-1"),
+            "stderr": outcome.stderr.decode("latin-1"),
+        }
+    ).encode()
+
+
+class PluginServer:
+    """Listens on a root-only unix socket; ``start()``/``stop()``; ``ready`` for /readyz."""
+
+    def __init__(self, socket_path: str, handler: Handler = plugin.run) -> None:
+        self.socket_path = socket_path
+        self.own_netns = netns.current_id()
+        handler_fn, own = handler, self.own_netns
+
+        class Connection(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                try:
+                    reply = serve_one(read_frame(self.request), handler_fn, own)
+                except (OSError, ValueError, KeyError) as exc:
+                    log.warning("bad plugin request: %s", exc)
+                    return
+                try:
+                    write_frame(self.request, reply)
+                except OSError as exc:  # the launcher gave up (runtime timeout)
+                    log.warning("could not answer the plugin: %s", exc)
+
+        directory = os.path.dirname(socket_path)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if os.path.exists(socket_path):
+            os.unlink(socket_path)  # a stale socket from a previous run
+        old_umask = os.umask(0o177)  # the socket is born 0600: it performs root operations
+        try:
+            self._server = socketserver.ThreadingUnixStreamServer(socket_path, Connection)
+        finally:
+            os.umask(old_umask)
+        self._server.daemon_threads = True
+        self._server.block_on_close = False
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="cni-plugin", daemon=True
+        )
+
+    def start(self) -> PluginServer:
+        self._thread.start()
+        return self
+
+    def ready(self) -> bool:
+        return self._thread.is_alive() and os.path.exists(self.socket_path)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if os.path.exists(self.socket_path):
+            os.unlink(self.socket_path)
