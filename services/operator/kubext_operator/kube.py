@@ -54,6 +54,16 @@ KINDS: dict[str, Kind] = {
 }
 
 
+def resource_of(path: str) -> str:
+    """``pods``, ``webapps/status``, ...: the resource (and subresource) a request path names."""
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    if "namespaces" in parts and len(parts) > parts.index("namespaces") + 2:
+        parts = parts[parts.index("namespaces") + 2 :]
+    else:
+        parts = parts[2:] if parts[0] == "api" else parts[3:]
+    return parts[0] + (f"/{parts[2]}" if len(parts) > 2 else "")
+
+
 class ApiError(Exception):
     """A non-2xx answer: ``status`` (HTTP code), ``reason`` (Status.reason), the server's message."""
 
@@ -149,6 +159,8 @@ class Api:
             metrics.REST_REQUESTS.labels("<error>", method, self.host).inc()
             raise ApiError(0, "ConnectionError", f"{method} {path}: {exc!r}") from None
         metrics.REST_REQUESTS.labels(str(code), method, self.host).inc()
+        if method != "GET":
+            metrics.WRITES.labels(resource_of(path), method).inc()
         metrics.REST_LATENCY.labels(method, self.host).observe(time.monotonic() - started)
         payload: dict[str, Any] = {}
         if text:

@@ -65,3 +65,9 @@ LEADER = prom.Gauge(
     "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup",
     ["name"],
 )
+
+WRITES = prom.Counter(
+    "kubext_operator_api_writes_total",
+    "Writes this operator sent to the API server, by resource and verb (leases included)",
+    ["resource", "verb"],
+)
