@@ -180,6 +180,16 @@ class Reconciler:
             created=view.created,
             now=self.now(),
         )
+        log.debug(
+            "database observed",
+            extra={
+                "object": f"{view.namespace}/{view.name}",
+                "statefulset": dict(sts.facts) if sts else None,
+                "sts_hash": sts.spec_hash if sts else None,
+                "desired_hash": desired[1].spec_hash,
+                "sts_generation": sts.generation if sts else None,
+            },
+        )
         await self._write_status(view, new, previous)
         if previous.get("phase") != new["phase"] and new["phase"] in ("Running", "Updating"):
             await self.event(view, "Normal", new["phase"], f"phase {new['phase']}")

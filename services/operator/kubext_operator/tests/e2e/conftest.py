@@ -23,7 +23,9 @@ CRD_DIR = Path(__file__).resolve().parents[3] / "deploy" / "crds"
 T = TypeVar("T")
 
 
-def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 60, every: float = 0.5) -> T:
+def wait_for(
+    what: str, probe: Callable[[], T | None], *, timeout: float = 60, every: float = 0.5
+) -> T:
     """Poll ``probe`` until it returns something truthy; fail naming ``what`` and the last value."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -65,7 +67,9 @@ class Operator:
     def start(self) -> Operator:
         code = "import sys; from kubext_operator.__main__ import main; sys.exit(main())"
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-c", code], env=self.env, stdout=log, stderr=log)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], env=self.env, stdout=log, stderr=log
+        )
         wait_for("operator /healthz", lambda: self.healthy(), timeout=30)
         return self
 
@@ -73,9 +77,9 @@ class Operator:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"operator exited {self.proc.returncode}: {self.logs()[-3000:]}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
-                return r.status == 200
+        url = f"http://127.0.0.1:{self.port}/healthz"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
         return False
 
     def metrics(self) -> dict[str, float]:
@@ -133,7 +137,12 @@ def crds(kube_cluster: Any) -> None:
 @pytest.fixture
 def kubectl(kube_cluster: Any, namespace: str) -> Callable[..., str]:
     def run(*args: str) -> str:
-        argv = [kube_cluster.bin("kubectl"), f"--kubeconfig={kube_cluster.kubeconfig}", "-n", namespace]
+        argv = [
+            kube_cluster.bin("kubectl"),
+            f"--kubeconfig={kube_cluster.kubeconfig}",
+            "-n",
+            namespace,
+        ]
         done = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         return done.stdout
@@ -158,7 +167,8 @@ def delete_all_custom(custom: client.CustomObjectsApi, namespace: str) -> None:
 
     def gone() -> bool:
         return all(
-            not custom.list_namespaced_custom_object(g, "v1", namespace, p)["items"] for g, p in kinds
+            not custom.list_namespaced_custom_object(g, "v1", namespace, p)["items"]
+            for g, p in kinds
         )
 
     wait_for("custom resources to be finalized", gone, timeout=60)
@@ -173,7 +183,9 @@ def operator_factory(
     started: list[Operator] = []
 
     def make(**env: str) -> Operator:
-        op = Operator(kubeconfig=kube_cluster.kubeconfig, namespace=namespace, log_dir=tmp_path, **env)
+        op = Operator(
+            kubeconfig=kube_cluster.kubeconfig, namespace=namespace, log_dir=tmp_path, **env
+        )
         started.append(op)
         return op
 

@@ -64,7 +64,9 @@ def test_webapp_lifecycle(
     selector = ",".join(f"{k}={v}" for k, v in deployment.spec.selector.match_labels.items())
     pods = core.list_namespaced_pod(namespace, label_selector=selector).items
     assert len(pods) == 3
-    assert all(p.spec.node_name.startswith("kwok-node-") and p.status.phase == "Running" for p in pods)
+    assert all(
+        p.spec.node_name.startswith("kwok-node-") and p.status.phase == "Running" for p in pods
+    )
     events = core.list_namespaced_event(
         namespace, field_selector=f"involvedObject.uid={uid},reason=Created"
     ).items
@@ -83,7 +85,10 @@ def test_webapp_lifecycle(
     wait_for("WebApp Running 5/5", _running(custom, namespace, "shop", 5), timeout=90)
     assert apps.read_namespaced_deployment("shop", namespace).spec.replicas == 5
     scale = custom.get_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, "shop")
-    assert scale["status"]["replicas"] == 5 and "app.kubernetes.io/instance=shop" in scale["status"]["selector"]
+    assert (
+        scale["status"]["replicas"] == 5
+        and "app.kubernetes.io/instance=shop" in scale["status"]["selector"]
+    )
 
     # An image change rolls the Deployment out.
     custom.patch_namespaced_custom_object(
@@ -110,7 +115,9 @@ def test_webapp_lifecycle(
     custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "shop")
     wait_for(
         "WebApp gone",
-        lambda: not custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"],
+        lambda: not custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)[
+            "items"
+        ],
         timeout=60,
     )
     wait_for(
