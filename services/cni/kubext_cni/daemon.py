@@ -109,9 +109,13 @@ class PluginServer:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         if os.path.exists(socket_path):
             os.unlink(socket_path)  # a stale socket from a previous run
+        class Server(socketserver.ThreadingUnixStreamServer):
+            # A runtime may start dozens of pods at once; a full backlog makes connect fail.
+            request_queue_size = socket.SOMAXCONN
+
         old_umask = os.umask(0o177)  # the socket is born 0600: it performs root operations
         try:
-            self._server = socketserver.ThreadingUnixStreamServer(socket_path, Connection)
+            self._server = Server(socket_path, Connection)
         finally:
             os.umask(old_umask)
         self._server.daemon_threads = True

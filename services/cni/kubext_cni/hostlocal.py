@@ -29,7 +29,9 @@ def reclaim(conf: NetConf, valid: frozenset[tuple[str, str]]) -> list[str]:
             for name in os.listdir(directory):
                 if gc.is_reservation(name):
                     try:
-                        with open(os.path.join(directory, name), encoding="utf-8") as f:
+                        # newline="": keep host-local's "\r\n" separator intact.
+                        path = os.path.join(directory, name)
+                        with open(path, encoding="utf-8", newline="") as f:
                             files[name] = f.read()
                     except FileNotFoundError:
                         continue

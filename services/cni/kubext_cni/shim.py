@@ -14,11 +14,13 @@ import os
 import socket
 import struct
 import sys
+import time
 
 SOCKET = "/run/kubext-cni/plugin.sock"
 FALLBACK_PATH: list = []
 SUPPORTED = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 TIMEOUT_S = 600.0  # a whole ADD, IPAM included; the runtime has its own deadline too
+CONNECT_ATTEMPTS = 40  # about 8 s of backoff in all
 
 TRY_AGAIN_LATER = 11  # kubext_cni.core.errors.TRY_AGAIN_LATER
 DAEMON_UNUSABLE = 106  # kubext_cni.core.errors.DAEMON_UNUSABLE
@@ -54,10 +56,16 @@ def ask_daemon(path: str, env: dict, stdin: bytes):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(TIMEOUT_S)
-        try:
-            sock.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError):
-            return None
+        for attempt in range(CONNECT_ATTEMPTS):
+            try:
+                sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                return None
+            except BlockingIOError:  # backlog full under a burst of calls: wait, retry
+                if attempt == CONNECT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
         sock.sendall(_frame(request))
         (size,) = struct.unpack(">I", _read_exact(sock, 4))
         return json.loads(_read_exact(sock, size))

@@ -40,12 +40,14 @@ def check(version: str, command: str) -> None:
         raise errors.CNIError(
             errors.INCOMPATIBLE_VERSION,
             "incompatible CNI versions",
-            f"config is {version!r}, plugin supports {list(SUPPORTED)}",
+            # libcni's wording (Go %q formatting), so runtimes log the familiar text.
+            f'config is "{version}", plugin supports [{" ".join(f"{v!r}" for v in SUPPORTED)}]'
+            .replace("'", '"'),
         )
     minimum = MINIMUM_FOR_COMMAND.get(command)
     if minimum and not at_least(version, minimum):
         raise errors.CNIError(
             errors.INCOMPATIBLE_VERSION,
             f"config version does not allow {command}",
-            f"config is {version!r}, {command} needs cniVersion >= {minimum}",
+            f'config is "{version}", {command} needs cniVersion >= {minimum}',
         )

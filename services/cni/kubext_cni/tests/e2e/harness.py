@@ -75,6 +75,9 @@ class Netns:
     def sysctl(self, name: str) -> str:
         return self.exec("cat", f"/proc/sys/{name}").strip()
 
+    def set_sysctl(self, name: str, value: str) -> None:
+        self.exec("sh", "-c", f"echo {value} > /proc/sys/{name}")
+
 
 @dataclass
 class Call:
