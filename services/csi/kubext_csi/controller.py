@@ -137,15 +137,15 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
                 elif source_kind == "volume":
                     self.driver.copy_volume(source_volume, image, size=size)
                 else:
+                    # Formatted at its first NodeStageVolume (as kubelet's SafeFormatAndMount
+                    # would): volumes never staged, or staged as block, cost no mkfs.
                     system.create_image(image, size)
-                    if fs_type:
-                        system.mkfs(image, fs_type)
                 info = system.ext_info(image)
                 volume = state.Volume(
                     id=volume_id,
                     name=name,
                     capacity=size,
-                    fs_type=info.fs_type if info else "",
+                    fs_type=info.fs_type if info else fs_type,
                     source_kind=source_kind,
                     source_id=source_id,
                     parameters=tuple(sorted(request.parameters.items())),

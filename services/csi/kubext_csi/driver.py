@@ -127,6 +127,10 @@ class Driver:
         image = self.image(volume.id)
         if not image.exists():
             raise errors.precondition(f"backing file of volume {volume.id} is missing")
+        fs_type = stage.fs_type or volume.fs_type or validation.DEFAULT_FS
+        mount = stage.access_type == "mount"
+        if mount and not system.loops_for(image) and system.ext_info(image) is None:
+            system.mkfs(image, fs_type)  # first mount: format the file, faster than the device
         device = system.attach_loop(image)
         stage = dataclasses.replace(stage, device=device)
         if stage.access_type == "block":
@@ -141,8 +145,7 @@ class Driver:
                 )
             return stage
         info = system.ext_info(device)
-        if info is None:  # created for block access, staged for mount: format it once
-            fs_type = stage.fs_type or validation.DEFAULT_FS
+        if info is None:  # first mount while the loop device was already attached
             system.mkfs(device, fs_type)
             info = system.ext_info(device)
             assert info is not None, "mkfs left no ext superblock"

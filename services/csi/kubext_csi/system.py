@@ -8,6 +8,7 @@ own message); checks that find nothing return None rather than raising.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import errno
 import fcntl
@@ -15,6 +16,7 @@ import os
 import shutil
 import struct
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -75,10 +77,11 @@ def missing_tools() -> list[str]:
 
 def create_image(path: Path, size: int) -> None:
     """A new sparse file of ``size`` bytes; fails if the path exists."""
+    # No fsync: the state commit that follows (an fsync on the same ext4 journal) makes the
+    # new file durable first, and a file without a record is removed at the next start.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.ftruncate(fd, size)
-        os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -237,26 +240,86 @@ def loops_for(image: Path) -> list[str]:
     return sorted(found)
 
 
+# Loop ioctls (linux/loop.h), used directly: no losetup process per stage and unstage.
+LOOP_CLR_FD, LOOP_SET_CAPACITY, LOOP_CONFIGURE, LOOP_CTL_GET_FREE = 0x4C01, 0x4C07, 0x4C0A, 0x4C82
+# struct loop_config: fd, block_size, struct loop_info64 (232 bytes), 8 reserved u64.
+_LOOP_CONFIG = struct.Struct("=II QQQQQ IIII 64s64s32s QQ 8Q")
+ATTACH_ATTEMPTS = 16  # another process may take the free device between GET_FREE and CONFIGURE
+
+
+def _open_loop(number: int) -> int:
+    path = f"/dev/loop{number}"
+    for _ in range(50):  # devtmpfs creates the node of a new loop device asynchronously
+        try:
+            return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            time.sleep(0.01)
+    return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+
+
+def _configure_loop(image: Path) -> str:
+    backing = os.open(image, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        control = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            for _ in range(ATTACH_ATTEMPTS):
+                number = fcntl.ioctl(control, LOOP_CTL_GET_FREE)
+                loop = _open_loop(number)
+                try:
+                    name = str(image).encode()[:63]
+                    config = _LOOP_CONFIG.pack(
+                        backing, 0, *([0] * 9), name, b"", b"", 0, 0, *([0] * 8)
+                    )
+                    fcntl.ioctl(loop, LOOP_CONFIGURE, config)
+                    return f"/dev/loop{number}"
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY:  # EBUSY: someone else took it first
+                        raise
+                finally:
+                    os.close(loop)
+            raise errors.internal(f"no free loop device for {image} after {ATTACH_ATTEMPTS} tries")
+        finally:
+            os.close(control)
+    finally:
+        os.close(backing)
+
+
 def attach_loop(image: Path) -> str:
     """The loop device for ``image``, attaching one if none is."""
     existing = loops_for(image)
     if existing:
         return existing[0]
+    try:
+        return _configure_loop(image)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTTY):  # ENOTTY: a kernel before 5.8
+            raise errors.internal(f"attaching a loop device to {image}: {exc.strerror}") from None
     return run(["losetup", "--find", "--show", "--nooverlap", str(image)]).strip()
+
+
+def _loop_ioctl(device: str, request: int, what: str) -> None:
+    try:
+        fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.ioctl(fd, request, 0)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:  # ENXIO: nothing attached (any more)
+            raise errors.internal(f"{what} {device}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def refresh_loop(device: str) -> None:
     """Makes the loop device pick up its backing file's new size."""
-    run(["losetup", "--set-capacity", device])
+    _loop_ioctl(device, LOOP_SET_CAPACITY, "refreshing the size of")
 
 
 def detach_loops(image: Path) -> None:
+    """Detaches every loop device backed by ``image`` (the kernel finishes a busy one lazily)."""
     for device in loops_for(image):
-        try:
-            run(["losetup", "--detach", device])
-        except CommandFailed as exc:
-            if "No such device" not in exc.output:
-                raise
+        _loop_ioctl(device, LOOP_CLR_FD, "detaching")
 
 
 def device_size(device: str) -> int:
@@ -324,25 +387,82 @@ def mount_at(path: str) -> Mount | None:
     return found
 
 
+# mount(2) flags for the generic options; everything else is filesystem data (e.g. "discard").
+MS_RDONLY, MS_REMOUNT, MS_BIND = 0x1, 0x20, 0x1000
+_FLAG_BITS = {
+    "ro": (0x1, True),
+    "rw": (0x1, False),
+    "nosuid": (0x2, True),
+    "suid": (0x2, False),
+    "nodev": (0x4, True),
+    "dev": (0x4, False),
+    "noexec": (0x8, True),
+    "exec": (0x8, False),
+    "sync": (0x10, True),
+    "async": (0x10, False),
+    "dirsync": (0x80, True),
+    "noatime": (0x400, True),
+    "atime": (0x400, False),
+    "nodiratime": (0x800, True),
+    "diratime": (0x800, False),
+    "relatime": (1 << 21, True),
+    "norelatime": (1 << 21, False),
+    "strictatime": (1 << 24, True),
+    "lazytime": (1 << 25, True),
+    "nolazytime": (1 << 25, False),
+    "defaults": (0, True),
+}
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+def mount_options(options: Sequence[str]) -> tuple[int, str]:
+    """Splits mount options into mount(2) flag bits and the filesystem's data string."""
+    flags, data = 0, []
+    for option in options:
+        if option in _FLAG_BITS:
+            bit, on = _FLAG_BITS[option]
+            flags = flags | bit if on else flags & ~bit
+        else:
+            data.append(option)
+    return flags, ",".join(data)
+
+
+def _mount(source: str | None, target: str, fs_type: str | None, flags: int, data: str) -> None:
+    # mount(2) directly: no mount(8) process per call (it costs milliseconds, and this is hot).
+    result = _libc.mount(
+        source.encode() if source else None,
+        target.encode(),
+        fs_type.encode() if fs_type else None,
+        flags,
+        data.encode() if data else None,
+    )
+    if result != 0:
+        err = ctypes.get_errno()
+        what = f"mount {source or ''} on {target}".replace("  ", " ")
+        if err == errno.EINVAL and data:
+            raise errors.invalid(f"{what} failed: the kernel rejected the options {data!r}")
+        raise errors.internal(f"{what} failed: {os.strerror(err)}")
+
+
 def mount_device(
     device: str, path: str, *, fs_type: str, flags: Sequence[str], read_only: bool
 ) -> None:
-    options = [*flags, "ro"] if read_only else list(flags)
-    argv = ["mount", "-t", fs_type]
-    if options:
-        argv += ["-o", ",".join(options)]
-    run([*argv, device, path])
+    bits, data = mount_options([*flags, "ro"] if read_only else flags)
+    _mount(device, path, fs_type, bits, data)
 
 
 def bind_mount(source: str, target: str, *, flags: Sequence[str], read_only: bool) -> None:
-    run(["mount", "--bind", source, target])
-    remount = [f for f in flags if f in BIND_FLAGS and f not in ("ro", "rw")]
+    """Bind-mounts ``source`` on ``target``; per-mount flags and read-only need a remount."""
+    _mount(source, target, None, MS_BIND, "")
+    bits, _ = mount_options([f for f in flags if f in BIND_FLAGS])
     if read_only:
-        remount.append("ro")
-    if remount:
+        bits |= MS_RDONLY
+    if bits:
         try:
-            run(["mount", "-o", ",".join(["remount", "bind", *remount]), target])
-        except CommandFailed:
+            _mount(None, target, None, MS_REMOUNT | MS_BIND | bits, "")
+        except errors.CsiError:
             unmount(target)  # never leave a writable mount behind a failed read-only request
             raise
 
@@ -352,7 +472,10 @@ def unmount(path: str, *, attempts: int = 8) -> None:
     for _ in range(attempts):
         if mount_at(path) is None:
             return
-        run(["umount", path])
+        if _libc.umount2(os.path.realpath(path).encode(), 0) != 0:
+            err = ctypes.get_errno()
+            if err != errno.EINVAL:  # EINVAL: not a mount point (any more)
+                raise errors.internal(f"umount {path} failed: {os.strerror(err)}")
     raise errors.internal(f"{path} is still mounted after {attempts} unmounts")
 
 
@@ -408,4 +531,4 @@ def release_under(root: Path) -> None:
         backing = _loop_backing(entry.name)
         if backing and backing.startswith(prefix):
             with contextlib.suppress(errors.CsiError):
-                run(["losetup", "--detach", f"/dev/{entry.name}"])
+                _loop_ioctl(f"/dev/{entry.name}", LOOP_CLR_FD, "detaching")

@@ -1,0 +1,262 @@
+"""Benchmark: kubext-csi against csi-driver-host-path (the reference driver), in one run.
+
+For each driver: the full volume lifecycle (create, stage, publish, write 1 MiB + fsync,
+unpublish, unstage, delete) over N volumes, p50/p99; and the wall time of a full csi-sanity run.
+hostpathplugin comes from bench/build-hostpath.sh (Go modules, or a vendored source snapshot);
+if it cannot be built the output says so. The last line is the csi-sanity time ratio.
+
+Run as root (loop devices and mounts):
+    eval "$(tools/dev-venv)"; python services/csi/bench/csi_bench.py [--volumes 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent)]  # kubext_csi when run as a plain script
+
+from kubext_csi import system  # noqa: E402
+from kubext_proto.csi.v1 import csi_pb2, csi_pb2_grpc  # noqa: E402
+
+MiB = 1 << 20
+SANITY_VOLUME_BYTES = 1 << 30
+STEPS = ("create", "stage", "publish", "write", "unpublish", "unstage", "delete")
+Mode = csi_pb2.VolumeCapability.AccessMode.Mode
+CAP = csi_pb2.VolumeCapability(
+    mount=csi_pb2.VolumeCapability.MountVolume(),
+    access_mode=csi_pb2.VolumeCapability.AccessMode(mode=Mode.SINGLE_NODE_WRITER),
+)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def wait_for_socket(path: Path, proc: subprocess.Popen, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"driver did not start (exit {proc.poll()})")
+        time.sleep(0.05)
+
+
+def start_kubext(root: Path) -> subprocess.Popen:
+    config = root / "csi.yaml"
+    config.write_text(
+        f"endpoint: unix://{root}/csi.sock\nstate_dir: {root}/state\npool_size: 2Ti\n"
+        "node_id: bench-node\nlog_level: warning\nhealth: {host: 127.0.0.1, port: 0}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "kubext_csi", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(root / "driver.log", "wb"),  # noqa: SIM115 - lives as long as the process
+        env=env,
+    )
+
+
+def start_hostpath(binary: Path, root: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            str(binary),
+            f"--endpoint=unix://{root}/csi.sock",
+            "--nodeid=bench-node",
+            f"--statedir={root}/state",
+            "--v=0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(root / "driver.log", "wb"),  # noqa: SIM115
+    )
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def one_lifecycle(
+    controller: csi_pb2_grpc.ControllerStub,
+    node: csi_pb2_grpc.NodeStub,
+    root: Path,
+    index: int,
+    payload: bytes,
+) -> dict[str, float]:
+    """Seconds per step of create, stage, publish, write, unpublish, unstage, delete."""
+    staging = root / f"staging-{index}"
+    staging.mkdir()
+    target = root / "pods" / f"pod-{index}"
+    marks = [time.perf_counter()]
+    volume = controller.CreateVolume(
+        csi_pb2.CreateVolumeRequest(
+            name=f"bench-{index}",
+            capacity_range=csi_pb2.CapacityRange(required_bytes=SANITY_VOLUME_BYTES),
+            volume_capabilities=[CAP],
+        ),
+        timeout=60,
+    ).volume
+    marks.append(time.perf_counter())
+    node.NodeStageVolume(
+        csi_pb2.NodeStageVolumeRequest(
+            volume_id=volume.volume_id, staging_target_path=str(staging), volume_capability=CAP
+        ),
+        timeout=60,
+    )
+    marks.append(time.perf_counter())
+    node.NodePublishVolume(
+        csi_pb2.NodePublishVolumeRequest(
+            volume_id=volume.volume_id,
+            staging_target_path=str(staging),
+            target_path=str(target),
+            volume_capability=CAP,
+        ),
+        timeout=60,
+    )
+    marks.append(time.perf_counter())
+    with open(target / "data", "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    marks.append(time.perf_counter())
+    node.NodeUnpublishVolume(
+        csi_pb2.NodeUnpublishVolumeRequest(volume_id=volume.volume_id, target_path=str(target)),
+        timeout=60,
+    )
+    marks.append(time.perf_counter())
+    node.NodeUnstageVolume(
+        csi_pb2.NodeUnstageVolumeRequest(
+            volume_id=volume.volume_id, staging_target_path=str(staging)
+        ),
+        timeout=60,
+    )
+    marks.append(time.perf_counter())
+    controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=volume.volume_id), timeout=60)
+    marks.append(time.perf_counter())
+    steps = {step: marks[k + 1] - marks[k] for k, step in enumerate(STEPS)}
+    return {**steps, "total": marks[-1] - marks[0]}
+
+
+def lifecycle(channel: grpc.Channel, root: Path, count: int) -> dict[str, list[float]]:
+    controller = csi_pb2_grpc.ControllerStub(channel)
+    node = csi_pb2_grpc.NodeStub(channel)
+    times: dict[str, list[float]] = {step: [] for step in (*STEPS, "total")}
+    payload = os.urandom(MiB)
+    (root / "pods").mkdir()
+    for index in range(count):
+        for step, seconds in one_lifecycle(controller, node, root, index, payload).items():
+            times[step].append(seconds)
+    return times
+
+
+def sanity_seconds(sanity: Path, endpoint: str, root: Path) -> tuple[float, str]:
+    started = time.perf_counter()
+    result = subprocess.run(
+        [
+            str(sanity),
+            f"-csi.endpoint={endpoint}",
+            f"-csi.mountdir={root}/sanity-mnt",
+            f"-csi.stagingdir={root}/sanity-staging",
+            f"-csi.testvolumesize={SANITY_VOLUME_BYTES}",
+            "-ginkgo.no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    summary = next(
+        (line for line in reversed(result.stdout.splitlines()) if "Passed" in line), "no summary"
+    )
+    return elapsed, summary.strip()
+
+
+def measure(name: str, start: Callable[[Path], subprocess.Popen], args) -> dict:
+    root = Path(tempfile.mkdtemp(prefix=f"kx-bench-{name}-"))
+    proc = start(root)
+    try:
+        wait_for_socket(root / "csi.sock", proc)
+        endpoint = f"unix://{root}/csi.sock"
+        with grpc.insecure_channel(
+            endpoint, options=[("grpc.default_authority", "localhost")]
+        ) as channel:
+            times = lifecycle(channel, root, args.volumes)
+        sanity_s, summary = sanity_seconds(args.sanity, endpoint, root)
+        return {"times": times, "sanity_s": sanity_s, "summary": summary}
+    finally:
+        stop(proc)
+        system.release_under(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def report(name: str, result: dict) -> None:
+    total = result["times"]["total"]
+    steps = "  ".join(f"{s} {statistics.median(result['times'][s]) * 1000:.1f}" for s in STEPS)
+    print(
+        f"{name}: lifecycle over {len(total)} volumes: p50 {percentile(total, 50) * 1000:.1f} ms, "
+        f"p99 {percentile(total, 99) * 1000:.1f} ms, mean {statistics.mean(total) * 1000:.1f} ms"
+    )
+    print(f"{name}:   per-step p50 ms: {steps}")
+    print(f"{name}: csi-sanity wall time {result['sanity_s']:.2f} s ({result['summary']})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--volumes", type=int, default=100)
+    parser.add_argument("--sanity", type=Path, default=None, help="csi-sanity binary")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("csi bench: needs root (loop devices and mounts)", file=sys.stderr)
+        return 2
+    subprocess.run(["bash", str(HERE.parent / "scripts" / "ensure-tools.sh")], check=True)
+    if args.sanity is None:
+        from kubext_rig import tools as rig_tools
+
+        args.sanity = rig_tools.binary("csi-sanity")
+    build = subprocess.run(
+        ["bash", str(HERE / "build-hostpath.sh")], capture_output=True, text=True, check=False
+    )
+    hostpath = Path(build.stdout.strip()) if build.returncode == 0 else None
+
+    ours = measure("kubext-csi", start_kubext, args)
+    report("kubext-csi", ours)
+    p50 = percentile(ours["times"]["total"], 50) * 1000
+    print(
+        f"kubext-csi: lifecycle p50 {p50:.1f} ms vs target 300 ms: {'ok' if p50 <= 300 else 'MISSED'}"
+    )
+    if hostpath is None:
+        reason = build.stderr.strip().splitlines()[-1] if build.stderr.strip() else "unknown"
+        print(f"csi-driver-host-path: not built ({reason}); no comparison in this run")
+        print("ratio csi-sanity wall time kubext-csi/hostpath: n/a (hostpath not built)")
+        return 0
+    theirs = measure("hostpath", lambda root: start_hostpath(hostpath, root), args)
+    report(f"hostpath {hostpath.parent.name.removeprefix('csi-driver-host-path-')}", theirs)
+    life_ratio = percentile(ours["times"]["total"], 50) / percentile(theirs["times"]["total"], 50)
+    print(f"ratio lifecycle p50 kubext-csi/hostpath: {life_ratio:.2f}")
+    ratio = ours["sanity_s"] / theirs["sanity_s"]
+    verdict = "ok" if ratio <= 1.5 else "MISSED"
+    print(f"ratio csi-sanity wall time kubext-csi/hostpath: {ratio:.2f} (target <= 1.5: {verdict})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
