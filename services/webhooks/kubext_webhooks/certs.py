@@ -9,10 +9,12 @@ old one, and the serving certificate moves to the new CA only after the bundle h
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -45,7 +47,7 @@ class KeyPair:
     cert_pem: bytes
     key_pem: bytes
 
-    @property
+    @functools.cached_property
     def cert(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(self.cert_pem)
 
@@ -170,7 +172,7 @@ def _sans(cert: x509.Certificate) -> tuple[set[str], set[str]]:
 def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, x509.InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature):
         return False
     return True
 

@@ -9,7 +9,9 @@ from typing import Literal
 import pydantic
 
 from kubext import cli, config
-from kubext_webhooks import certs, databases, mutation
+from kubext_webhooks import certs
+from kubext_webhooks import databases as databases_
+from kubext_webhooks import mutation as mutation_
 
 DAY = 86400.0
 _SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -70,8 +72,9 @@ class Config(cli.ServiceConfig):
     max_body_bytes: int = pydantic.Field(8 * 1024 * 1024, gt=0)
     namespace_cache_ttl_seconds: float = pydantic.Field(30.0, ge=0)
     policy: PolicySettings = PolicySettings()
-    mutation: mutation.MutationSettings = mutation.MutationSettings()
-    databases: databases.DatabaseSettings = databases.DatabaseSettings()
+    # Field names shadow the modules inside the class body, hence the module aliases.
+    mutation: mutation_.MutationSettings = mutation_.MutationSettings()
+    databases: databases_.DatabaseSettings = databases_.DatabaseSettings()
     tls: TLSSettings = TLSSettings()
 
     def effective_namespace(self) -> str:

@@ -7,6 +7,7 @@ Pure. The API server sends v1 (``matchPolicy: Equivalent`` converts v1beta1 requ
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 import statistics
 from typing import Any
@@ -64,7 +65,7 @@ def schedule_intervals(schedule: str) -> list[float]:
     expression = _DESCRIPTOR_CRON.get(text, text)
     runs = croniter.croniter(expression, _ANALYSIS_START)
     times = [runs.get_next(float) for _ in range(_SAMPLE_RUNS)]
-    return [b - a for a, b in zip(times, times[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(times)]
 
 
 def _human(seconds: float) -> str:
@@ -165,12 +166,13 @@ def problems(
                     f"now {spec['type']!r}); create a new Database and migrate the data",
                 )
             )
-        old_size = (old_spec.get("storage") or {}).get("size")
+        old_storage = old_spec.get("storage")
+        old_size = old_storage.get("size") if isinstance(old_storage, dict) else None
         if old_size is not None:
             try:
                 before = quantity.to_bytes(old_size)
-            except quantity.QuantityError:
-                before = None
+            except (quantity.QuantityError, TypeError, ValueError):
+                before = None  # the old object was never valid: nothing to compare against
             after = quantity.to_bytes(spec["storage"]["size"])
             if before is not None and after < before:
                 out.append(

@@ -49,6 +49,7 @@ def _webhook(
     service: str,
     url: str | None,
     conditions: list[dict[str, str]],
+    match_labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     hook: dict[str, Any] = {
         "name": name,
@@ -69,6 +70,8 @@ def _webhook(
             ]
         },
     }
+    if match_labels:
+        hook["namespaceSelector"]["matchLabels"] = dict(match_labels)
     if conditions:
         hook["matchConditions"] = conditions
     return hook
@@ -85,9 +88,15 @@ def _rule(operations: list[str], group: str, version: str, resources: list[str])
 
 
 def validating(
-    *, namespace: str, service: str = NAME, url: str | None = None, name: str = NAME
+    *,
+    namespace: str,
+    service: str = NAME,
+    url: str | None = None,
+    name: str = NAME,
+    match_labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    common = {"namespace": namespace, "service": service, "url": url}
+    """``match_labels`` makes the webhooks opt-in: only namespaces carrying them are sent."""
+    common = {"namespace": namespace, "service": service, "url": url, "match_labels": match_labels}
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
@@ -112,9 +121,15 @@ def validating(
 
 
 def mutating(
-    *, namespace: str, service: str = NAME, url: str | None = None, name: str = NAME
+    *,
+    namespace: str,
+    service: str = NAME,
+    url: str | None = None,
+    name: str = NAME,
+    match_labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    common = {"namespace": namespace, "service": service, "url": url}
+    """``match_labels`` makes the webhooks opt-in: only namespaces carrying them are sent."""
+    common = {"namespace": namespace, "service": service, "url": url, "match_labels": match_labels}
     pods = _webhook(
         "pods.mutate.webhooks.kubext.io",
         "/mutate/pods",

@@ -39,7 +39,7 @@ QUANTITY = _scalar(
 )
 
 
-def ANY(value: Any, path: str) -> str | None:  # noqa: N802 - reads like the other checkers
+def ANY(value: Any, path: str) -> str | None:  # - reads like the other checkers
     return None
 
 

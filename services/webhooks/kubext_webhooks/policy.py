@@ -22,7 +22,6 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum

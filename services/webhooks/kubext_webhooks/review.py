@@ -92,9 +92,10 @@ def decode_json(body: bytes) -> dict[str, Any]:
     if not body or not body.strip():
         raise BadRequest(400, "empty request body, expected a JSON review")
     try:
-        data = json.loads(body)
-    except UnicodeDecodeError:
-        raise BadRequest(400, "request body is not UTF-8") from None
+        # RFC 8259: JSON between systems is UTF-8; json.loads(bytes) would guess UTF-16/32 too.
+        data = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BadRequest(400, f"request body is not UTF-8 (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(
             400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"

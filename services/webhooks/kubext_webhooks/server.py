@@ -57,7 +57,7 @@ class CertKeeper:
         for target in self.targets:
             try:
                 if await asyncio.to_thread(kube.inject_ca_bundle, self.api, target, bundle.ca_bundle):
-                    log.info("caBundle injected", extra={"kind": target.kind, "name": target.name})
+                    log.info("caBundle injected", extra={"kind": target.kind, "object": target.name})
                 self.injected[target] = bundle.ca_bundle
             except kube.KubeError as exc:
                 self.injected.pop(target, None)

@@ -1,0 +1,226 @@
+"""The HTTP edge: bad input gets precise 4xx answers, good reviews well-formed responses."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import jsonpatch
+import pytest
+
+from kubext_webhooks import app, conversion, kube, policy
+from kubext_webhooks.tests import asgi, pods
+
+REVIEW = json.dumps(pods.review(pods.compliant_pod())).encode()
+
+
+def make_app(**kw: Any) -> tuple[Any, app.Context]:
+    ctx = app.Context(policies=policy.PolicyStore.open(None), **kw)
+    return app.create_app(ctx), ctx
+
+
+def post(application, path: str, body: bytes, **kw) -> tuple[int, dict[str, Any]]:
+    status, headers, out = asyncio.run(asgi.call(application, path, body, **kw))
+    assert headers[b"content-type"].startswith(b"application/json")
+    return status, json.loads(out)
+
+
+JSON_HEADERS = ((b"content-type", b"application/json"),)
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "message"),
+    [
+        pytest.param(b"", JSON_HEADERS, 400, "empty request body", id="empty"),
+        pytest.param(b"  \n", JSON_HEADERS, 400, "empty request body", id="blank"),
+        pytest.param(REVIEW, (), 415, "unsupported Content-Type 'none'", id="no-content-type"),
+        pytest.param(REVIEW, ((b"content-type", b"text/yaml"),), 415, "'text/yaml', expected application/json", id="yaml"),
+        pytest.param(b'{"apiVersion": ', JSON_HEADERS, 400, "not valid JSON: Expecting value at line 1 column 16", id="truncated"),
+        pytest.param(b"\xff\xfe{}", JSON_HEADERS, 400, "not UTF-8", id="binary"),
+        pytest.param(b"[1, 2]", JSON_HEADERS, 400, "must be a JSON object, got array", id="array"),
+        pytest.param(b"[" * 100000 + b"]" * 100000, JSON_HEADERS, 400, "nests too deeply", id="deep"),
+        pytest.param(b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v2"}', JSON_HEADERS, 400,
+                     "unsupported AdmissionReview apiVersion 'admission.k8s.io/v2'", id="apiversion"),
+        pytest.param(b'{"kind": "Pod", "apiVersion": "v1"}', JSON_HEADERS, 400, "expected kind AdmissionReview, got 'Pod'", id="kind"),
+        pytest.param(b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1"}', JSON_HEADERS, 400,
+                     "AdmissionReview has no request", id="no-request"),
+        pytest.param(b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": {"uid": 7}}',
+                     JSON_HEADERS, 400, "request.uid must be a non-empty string", id="uid-number"),
+        pytest.param(b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": {"uid": "u", "kind": []}}',
+                     JSON_HEADERS, 400, "request.kind must be an object, got array", id="kind-array"),
+    ],
+)
+def test_bad_envelopes_get_a_4xx_status_with_a_clear_message(body, headers, status, message) -> None:
+    application, _ = make_app()
+    for path in ("/validate/pods", "/mutate/pods", "/validate/databases", "/mutate/databases"):
+        code, answer = post(application, path, body, headers=headers)
+        assert code == status
+        assert answer["kind"] == "Status" and answer["code"] == status and answer["status"] == "Failure"
+        assert message in answer["message"]
+
+
+def test_oversized_body_is_refused_with_413_declared_or_streamed() -> None:
+    application, _ = make_app(max_body_bytes=1024)
+    big = json.dumps(pods.review(pods.compliant_pod(name="x" * 2000))).encode()
+    code, answer = post(application, "/validate/pods", big, headers=(*JSON_HEADERS, (b"content-length", str(len(big)).encode())))
+    assert code == 413 and "exceeds the limit of 1024" in answer["message"]
+    code, answer = post(application, "/validate/pods", big, chunk=100)  # no content-length
+    assert code == 413 and answer["reason"] == "RequestEntityTooLarge"
+
+
+def test_non_pod_gets_a_well_formed_denial() -> None:
+    application, _ = make_app()
+    body = pods.review({"apiVersion": "apps/v1", "kind": "Deployment"}, kind={"group": "apps", "version": "v1", "kind": "Deployment"})
+    for path in ("/validate/pods", "/mutate/pods"):
+        code, answer = post(application, path, json.dumps(body).encode())
+        assert code == 200 and answer["kind"] == "AdmissionReview"
+        response = answer["response"]
+        assert response["uid"] == "0b1c-uid" and response["allowed"] is False
+        assert response["status"]["code"] == 400 and "core/v1 Pods" in response["status"]["message"]
+
+
+def test_v1beta1_reviews_are_answered_in_v1beta1() -> None:
+    application, _ = make_app()
+    body = pods.review(pods.compliant_pod())
+    body["apiVersion"] = "admission.k8s.io/v1beta1"
+    code, answer = post(application, "/validate/pods", json.dumps(body).encode())
+    assert code == 200 and answer["apiVersion"] == "admission.k8s.io/v1beta1"
+
+
+def test_mutation_answer_carries_a_base64_json_patch_that_applies() -> None:
+    application, _ = make_app()
+    pod = pods.compliant_pod()
+    pod["metadata"]["annotations"] = {"sidecar.example.com/inject": "true"}
+    code, answer = post(application, "/mutate/pods", json.dumps(pods.review(pod)).encode())
+    response = answer["response"]
+    assert code == 200 and response["allowed"] and response["patchType"] == "JSONPatch"
+    patched = jsonpatch.JsonPatch(json.loads(base64.b64decode(response["patch"]))).apply(pod)
+    assert [c["name"] for c in patched["spec"]["containers"]] == ["app", "logging-sidecar"]
+
+
+class FakeNamespaces(kube.NamespaceLabels):
+    """NamespaceLabels with the API call replaced: counts calls, can fail, can be slow."""
+
+    def __init__(self, labels: dict[str, dict[str, str]], **kw: Any) -> None:
+        super().__init__(api=None, **kw)  # type: ignore[arg-type]
+        self.labels = labels
+        self.calls = 0
+        self.fail = False
+
+    def _fetch(self, name: str) -> dict[str, str]:
+        self.calls += 1
+        threading_sleep(0.05)
+        if self.fail:
+            raise kube.KubeError(f"reading Namespace {name}: connection refused")
+        return self.labels.get(name, {})
+
+
+def threading_sleep(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)
+
+
+def test_namespace_label_injects_with_one_cached_lookup() -> None:
+    now = [0.0]
+    namespaces = FakeNamespaces({"team-a": {"sidecar.example.com/inject": "true"}}, ttl=30, clock=lambda: now[0])
+    application, ctx = make_app(namespaces=namespaces)
+    body = json.dumps(pods.review(pods.compliant_pod())).encode()
+
+    async def burst() -> list[tuple[int, dict[bytes, bytes], bytes]]:
+        return await asyncio.gather(*(asgi.call(application, "/mutate/pods", body) for _ in range(20)))
+
+    results = asyncio.run(burst())
+    assert namespaces.calls == 1  # concurrent misses share one lookup
+    for _, _, out in results:
+        patch = json.loads(base64.b64decode(json.loads(out)["response"]["patch"]))
+        assert any(op["path"] == "/spec/containers/-" for op in patch)
+    now[0] = 31.0
+    namespaces.fail = True
+    code, answer = post(application, "/mutate/pods", body)
+    assert code == 200 and answer["response"]["allowed"]  # stale labels beat failing pod creation
+    assert namespaces.calls == 2
+
+
+def test_namespace_lookup_failure_without_cache_denies_clearly() -> None:
+    namespaces = FakeNamespaces({})
+    namespaces.fail = True
+    application, _ = make_app(namespaces=namespaces)
+    code, answer = post(application, "/mutate/pods", json.dumps(pods.review(pods.compliant_pod())).encode())
+    status = answer["response"]["status"]
+    assert code == 200 and status["code"] == 503
+    assert "cannot decide sidecar injection: reading Namespace team-a: connection refused" in status["message"]
+    # A pod that decides by annotation never needs the namespace.
+    pod = pods.compliant_pod()
+    pod["metadata"]["annotations"] = {"sidecar.example.com/inject": "false"}
+    code, answer = post(application, "/mutate/pods", json.dumps(pods.review(pod)).encode())
+    assert answer["response"]["allowed"]
+
+
+def test_conversion_endpoint() -> None:
+    application, _ = make_app()
+    beta = {"apiVersion": conversion.V1BETA1, "kind": "Database", "metadata": {"name": "a"},
+            "spec": {"engine": "mysql", "version": "8.0.1", "storageSize": "1Gi"}}
+    review = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
+              "request": {"uid": "c1", "desiredAPIVersion": conversion.V1, "objects": [beta]}}
+    code, answer = post(application, "/convert", json.dumps(review).encode())
+    response = answer["response"]
+    assert code == 200 and response["uid"] == "c1" and response["result"] == {"status": "Success"}
+    assert response["convertedObjects"][0]["spec"] == {"type": "mysql", "version": "8.0.1", "storage": {"size": "1Gi"}}
+    review["request"]["desiredAPIVersion"] = "db.example.com/v9"
+    code, answer = post(application, "/convert", json.dumps(review).encode())
+    assert code == 200 and answer["response"]["result"]["status"] == "Failure"
+    assert "cannot convert to apiVersion 'db.example.com/v9'" in answer["response"]["result"]["message"]
+    code, answer = post(application, "/convert", json.dumps({"kind": "ConversionReview", "apiVersion": "apiextensions.k8s.io/v1", "request": {"uid": "x"}}).encode())
+    assert code == 400 and "desiredAPIVersion must be a non-empty string" in answer["message"]
+
+
+def test_metrics_count_by_webhook_code_and_decision() -> None:
+    application, ctx = make_app()
+    bad = pods.compliant_pod()
+    bad["spec"]["hostNetwork"] = True
+    post(application, "/validate/pods", REVIEW)
+    post(application, "/validate/pods", json.dumps(pods.review(bad)).encode())
+    post(application, "/validate/pods", b"")
+    status, _, text = asyncio.run(asgi.call(application, "/metrics", b"", method="GET"))
+    lines = text.decode().splitlines()
+    assert status == 200
+    for line in (
+        'controller_runtime_webhook_requests_total{code="200",webhook="/validate/pods"} 2.0',
+        'controller_runtime_webhook_requests_total{code="400",webhook="/validate/pods"} 1.0',
+        'kubext_webhooks_decisions_total{decision="allowed",webhook="/validate/pods"} 1.0',
+        'kubext_webhooks_decisions_total{decision="denied",webhook="/validate/pods"} 1.0',
+        'kubext_webhooks_decisions_total{decision="bad-request",webhook="/validate/pods"} 1.0',
+        'controller_runtime_webhook_latency_seconds_count{webhook="/validate/pods"} 3.0',
+        'controller_runtime_webhook_requests_in_flight{webhook="/validate/pods"} 0.0',
+    ):
+        assert line in lines, line
+
+
+def test_health_readiness_and_unknown_paths() -> None:
+    ready = [False]
+    application, _ = make_app(ready=lambda: ready[0])
+    assert asyncio.run(asgi.call(application, "/healthz", b"", method="GET"))[0] == 200
+    assert asyncio.run(asgi.call(application, "/readyz", b"", method="GET"))[0] == 503
+    ready[0] = True
+    assert asyncio.run(asgi.call(application, "/readyz", b"", method="GET"))[0] == 200
+    code, answer = post(application, "/validate/nothing", REVIEW)
+    assert code == 404 and "no webhook at /validate/nothing" in answer["message"]
+    code, answer = post(application, "/validate/pods", b"", method="GET")
+    assert code == 405 and answer["reason"] == "MethodNotAllowed"
+
+
+def test_a_bug_in_a_decider_is_a_denial_not_a_500(monkeypatch) -> None:
+    from kubext_webhooks import validation
+
+    def boom(*_: Any) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(validation, "decide", boom)
+    application, ctx = make_app()
+    code, answer = post(application, "/validate/pods", REVIEW)
+    assert code == 200 and answer["response"]["allowed"] is False
+    assert answer["response"]["status"]["code"] == 500
+    assert "internal error in webhook /validate/pods" in answer["response"]["status"]["message"]

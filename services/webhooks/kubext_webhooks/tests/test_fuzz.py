@@ -1,0 +1,188 @@
+"""Hypothesis fuzzing of every webhook endpoint, in-process: over 10,000 generated requests.
+
+Whatever arrives, the answer is a 4xx ``Status`` with a message or a well-formed review whose
+uid matches; never a 5xx, never an internal-error denial (that would be a bug in a decider),
+and a mutating patch always applies to the object it was computed for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+from typing import Any
+
+import jsonpatch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kubext_webhooks import app, conversion, policy
+from kubext_webhooks.tests import asgi, pods
+
+ADMISSION_PATHS = ("/validate/pods", "/mutate/pods", "/validate/databases", "/mutate/databases")
+PATHS = (*ADMISSION_PATHS, "/convert")
+FUZZ: dict[str, Any] = {
+    "deadline": None,
+    "database": None,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+}
+
+_ctx = app.Context(policies=policy.PolicyStore.open(None), max_body_bytes=64 * 1024)
+APP = app.create_app(_ctx)
+LOOP = asyncio.new_event_loop()
+
+json_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**63), st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=12), st.sampled_from(["", "0", "100m", "Pod", "v1", "CREATE", "UPDATE", "true", "a/b~c"]),
+)
+json_values = st.recursive(
+    json_leaf,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.text(max_size=10) | st.sampled_from(["spec", "metadata", "containers", "labels"]), inner, max_size=4),
+    ),
+    max_leaves=20,
+)
+
+
+def check(path: str, status: int, headers: dict[bytes, bytes], body: bytes, sent: Any) -> None:
+    assert status < 500, (path, status, body[:300])
+    assert headers[b"content-type"].startswith(b"application/json")
+    answer = json.loads(body)
+    if status != 200:
+        assert status in (400, 404, 413, 415)
+        assert answer["kind"] == "Status" and answer["message"], answer
+        return
+    response = answer["response"]
+    assert response["uid"] == sent["request"]["uid"]
+    if path == "/convert":
+        assert response["result"]["status"] in ("Success", "Failure")
+        return
+    assert isinstance(response["allowed"], bool)
+    status_obj = response.get("status") or {}
+    assert status_obj.get("code") != 500, status_obj  # a decider raised: a bug
+    if "patch" in response:
+        ops = json.loads(base64.b64decode(response["patch"]))
+        jsonpatch.JsonPatch(ops).apply(copy.deepcopy(sent["request"]["object"]))
+
+
+class Counter:
+    requests = 0
+
+
+def send(path: str, body: bytes, headers=((b"content-type", b"application/json"),)) -> tuple[int, dict[bytes, bytes], bytes]:
+    Counter.requests += 1
+    return LOOP.run_until_complete(asgi.call(APP, path, body, headers=headers))
+
+
+# 1. Arbitrary bytes and content types.
+@given(
+    body=st.binary(max_size=300) | st.text(max_size=200).map(str.encode),
+    content_type=st.sampled_from([b"application/json", b"application/json; charset=utf-8", b"text/plain", b"", b"APPLICATION/JSON"]),
+)
+def _raw(body: bytes, content_type: bytes) -> None:
+    for path in PATHS:
+        status, headers, out = send(path, body, headers=((b"content-type", content_type),))
+        assert status in (200, 400, 413, 415), (status, out)
+        assert json.loads(out)["kind"] == "Status" or status == 200
+
+
+# 2. Arbitrary JSON documents, some shaped like reviews.
+@given(doc=json_values | st.fixed_dictionaries(
+    {"apiVersion": st.sampled_from(["admission.k8s.io/v1", "apiextensions.k8s.io/v1", "v1"]),
+     "kind": st.sampled_from(["AdmissionReview", "ConversionReview", "Pod"])},
+    optional={"request": json_values},
+))
+def _documents(doc: Any) -> None:
+    body = json.dumps(doc).encode()
+    for path in PATHS:
+        status, headers, out = send(path, body)
+        assert status < 500, out
+        if status == 200:
+            check(path, status, headers, out, doc)
+
+
+# 3. Valid envelopes around mangled pods and databases: a real object with random parts
+#    replaced, removed or set to random JSON.
+def _mangle(obj: Any, data: st.DataObject, depth: int = 0) -> Any:
+    if isinstance(obj, dict) and obj and depth < 6:
+        obj = dict(obj)
+        key = data.draw(st.sampled_from(sorted(obj)))
+        action = data.draw(st.sampled_from(["recurse", "recurse", "replace", "delete", "null", "add"]))
+        if action == "recurse":
+            obj[key] = _mangle(obj[key], data, depth + 1)
+        elif action == "replace":
+            obj[key] = data.draw(json_values)
+        elif action == "delete":
+            del obj[key]
+        elif action == "null":
+            obj[key] = None
+        else:
+            obj[data.draw(st.text(max_size=8))] = data.draw(json_values)
+    elif isinstance(obj, list) and obj and depth < 6:
+        obj = list(obj)
+        index = data.draw(st.integers(0, len(obj) - 1))
+        obj[index] = _mangle(obj[index], data, depth + 1) if data.draw(st.booleans()) else data.draw(json_values)
+    elif data.draw(st.booleans()):
+        return data.draw(json_values)
+    return obj
+
+
+def _rich_pod() -> dict[str, Any]:
+    pod = pods.compliant_pod(
+        initContainers=[pods.container("init", image="busybox")],
+        ephemeralContainers=[{"name": "dbg", "image": "busybox"}],
+        volumes=[{"name": "data", "emptyDir": {}}],
+        securityContext={"runAsNonRoot": True},
+    )
+    pod["metadata"]["annotations"] = {"sidecar.example.com/inject": "true", "a/b~c": "x"}
+    return pod
+
+
+DATABASE = {
+    "apiVersion": conversion.V1, "kind": "Database", "metadata": {"name": "pg", "annotations": {}},
+    "spec": {"type": "postgresql", "version": "16.1.0", "storage": {"size": "10Gi"},
+             "backup": {"enabled": True, "schedule": "0 2 * * *", "retention": 7}, "monitoring": {"enabled": True}},
+}
+
+
+def _mangle_some(obj: Any, data: st.DataObject) -> Any:
+    for _ in range(data.draw(st.integers(1, 3))):
+        obj = _mangle(obj, data)
+    return obj
+
+
+@given(data=st.data(), operation=st.sampled_from(["CREATE"] * 3 + ["UPDATE"] * 2 + ["DELETE", "CONNECT", ""]))
+def _mangled(data: st.DataObject, operation: str) -> None:
+    pod_review = pods.review(_mangle_some(_rich_pod(), data), operation=operation, old=_mangle(_rich_pod(), data))
+    db_kind = {"group": "db.example.com", "version": "v1", "kind": "Database"}
+    db_review = pods.review(_mangle_some(DATABASE, data), operation=operation, old=_mangle(DATABASE, data), kind=db_kind)
+    db_object = _mangle(DATABASE, data)
+    conversion_review = {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
+        "request": {"uid": "c", "desiredAPIVersion": data.draw(st.sampled_from([conversion.V1, conversion.V1BETA1, "x"])),
+                    "objects": [db_object, conversion.convert(DATABASE, conversion.V1BETA1)]},
+    }
+    for path, doc in (
+        ("/validate/pods", pod_review), ("/mutate/pods", pod_review),
+        ("/validate/databases", db_review), ("/mutate/databases", db_review),
+        ("/convert", conversion_review),
+    ):
+        if data.draw(st.integers(0, 9)) == 0:  # sometimes mangle the envelope itself too
+            doc = _mangle(doc, data)
+        status, headers, out = send(path, json.dumps(doc).encode())
+        if status == 200 or isinstance(doc, dict) and isinstance(doc.get("request"), dict):
+            assert status < 500
+            if status == 200:
+                check(path, status, headers, out, doc)
+
+
+def test_fuzz_over_ten_thousand_requests() -> None:
+    before = Counter.requests
+    # Each example sends one request per endpoint (five).
+    settings(max_examples=400, **FUZZ)(_raw)()
+    settings(max_examples=600, **FUZZ)(_documents)()
+    settings(max_examples=1100, **FUZZ)(_mangled)()
+    sent = Counter.requests - before
+    assert sent >= 10_000, sent
