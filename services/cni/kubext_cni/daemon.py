@@ -91,12 +91,12 @@ class PluginServer:
     def __init__(self, socket_path: str, handler: Handler = plugin.run) -> None:
         self.socket_path = socket_path
         self.own_netns = netns.current_id()
-        handler_fn, own = handler, self.own_netns
+        outer = self
 
         class Connection(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 try:
-                    reply = serve_one(read_frame(self.request), handler_fn, own)
+                    reply = serve_one(read_frame(self.request), handler, outer.own_netns)
                 except (OSError, ValueError, KeyError) as exc:
                     log.warning("bad plugin request: %s", exc)
                     return

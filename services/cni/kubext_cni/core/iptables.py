@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import shlex
 
+from kubext_cni.core.plan import masquerade_subnets
 from kubext_cni.core.result import IPInterface
 
 CHAIN_PREFIX = "KUBEXT-"
@@ -37,7 +38,7 @@ def restore_setup(network: str, container_id: str, ips: list[IPInterface]) -> st
     note = f'"{comment(network, container_id)}"'
     family = ips[0].version
     lines = ["*nat", f":{chain} - [0:0]"]  # declaring an existing chain flushes it
-    for subnet in dict.fromkeys(ip.network for ip in ips):
+    for subnet in masquerade_subnets(ips):
         lines.append(f"-A {chain} -d {subnet} -m comment --comment {note} -j ACCEPT")
     lines.append(
         f"-A {chain} ! -d {_MULTICAST[family]} -m comment --comment {note} -j MASQUERADE"

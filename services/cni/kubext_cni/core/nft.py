@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from kubext_cni.core.plan import masquerade_subnets
 from kubext_cni.core.result import IPInterface, IPNetwork
 
 TABLE = "kubext-cni"
@@ -72,10 +73,7 @@ def _quote(text: str) -> str:
 
 def add_script(network: str, container_id: str, ifname: str, ips: list[IPInterface]) -> str:
     """One transaction: ensure the table skeleton, (re)write the network chain, add elements."""
-    subnets: list[IPNetwork] = []
-    for ip in ips:
-        if ip.network not in subnets:
-            subnets.append(ip.network)
+    subnets = masquerade_subnets(ips)
     chain = network_chain(network, subnets)
     lines = [
         f"add table {FAMILY} {TABLE}",

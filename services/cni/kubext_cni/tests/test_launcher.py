@@ -1,0 +1,126 @@
+"""The installed launcher and the daemon socket: framing, pass-through, fallbacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from kubext_cni import daemon, install, plugin, shim
+from kubext_cni.core import errors, versions
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict, bytes]] = []
+
+    def __call__(self, env: Mapping[str, str], stdin: bytes) -> plugin.Outcome:
+        self.calls.append((dict(env), stdin))
+        return plugin.Outcome(3, b"out\xff\n", b"err line\n")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[daemon.PluginServer, Recorder]]:
+    recorder = Recorder()
+    srv = daemon.PluginServer(str(tmp_path / "run" / "plugin.sock"), handler=recorder).start()
+    yield srv, recorder
+    srv.stop()
+
+
+def _launch(binary: str, stdin: bytes, **env: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [binary], input=stdin, env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True, timeout=60, check=False,
+    )
+
+
+def test_render_fills_in_the_constants() -> None:
+    text = install.render(python="/usr/bin/python3", socket_path="/s.sock", fallback_path=["/a"])
+    assert text.startswith("#!/usr/bin/python3 -SI\n")
+    assert "SOCKET = '/s.sock'\n" in text
+    assert "FALLBACK_PATH: list = ['/a']\n" in text
+    assert f"SUPPORTED = {list(versions.SUPPORTED)!r}\n" in text
+    compile(text, "kubext-bridge", "exec")
+
+
+def test_the_launchers_codes_are_the_plugins() -> None:
+    assert shim.TRY_AGAIN_LATER == errors.TRY_AGAIN_LATER
+    assert shim.DAEMON_UNUSABLE == errors.DAEMON_UNUSABLE
+    assert shim.SUPPORTED == list(versions.SUPPORTED)
+
+
+def test_calls_pass_through_the_daemon_byte_for_byte(
+    server: tuple[daemon.PluginServer, Recorder], tmp_path: Path
+) -> None:
+    srv, recorder = server
+    assert srv.ready()
+    assert oct(os.stat(srv.socket_path).st_mode & 0o777) == "0o600"
+    binary = install.install(str(tmp_path / "bin"), socket_path=srv.socket_path)
+    proc = _launch(binary, b"\x00\xff{}", CNI_COMMAND="ADD", CNI_IFNAME="eth0")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, b"out\xff\n", b"err line\n")
+    env, stdin = recorder.calls[0]
+    assert stdin == b"\x00\xff{}"
+    assert (env["CNI_COMMAND"], env["CNI_IFNAME"]) == ("ADD", "eth0")
+
+
+def test_version_is_answered_without_any_daemon(tmp_path: Path) -> None:
+    binary = install.install(str(tmp_path / "bin"), socket_path=str(tmp_path / "none.sock"))
+    proc = _launch(binary, b'{"cniVersion": "0.4.0"}', CNI_COMMAND="VERSION")
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout) == {
+        "cniVersion": "0.4.0", "supportedVersions": list(versions.SUPPORTED)
+    }
+
+
+def test_no_daemon_is_try_again_later_unless_standalone(tmp_path: Path) -> None:
+    missing = str(tmp_path / "none.sock")
+    deployed = install.install(str(tmp_path / "a"), socket_path=missing)
+    proc = _launch(deployed, b"{}", CNI_COMMAND="STATUS")
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["code"] == errors.TRY_AGAIN_LATER
+
+    dev = install.install(str(tmp_path / "b"), socket_path=missing, standalone=True)
+    proc = _launch(dev, b"{}", CNI_COMMAND="STATUS")  # in-process: CNI_PATH is missing
+    body = json.loads(proc.stdout)
+    assert (proc.returncode, body["code"]) == (1, errors.INVALID_ENV)
+    assert body["msg"] == "required env variables [CNI_PATH] missing"
+
+
+def test_a_daemon_in_another_netns_is_not_used(
+    server: tuple[daemon.PluginServer, Recorder], tmp_path: Path
+) -> None:
+    srv, recorder = server
+    srv.own_netns = (0, 0)  # as if the daemon ran without hostNetwork
+    deployed = install.install(str(tmp_path / "a"), socket_path=srv.socket_path)
+    proc = _launch(deployed, b"{}", CNI_COMMAND="STATUS")
+    assert json.loads(proc.stdout)["code"] == errors.DAEMON_UNUSABLE
+    dev = install.install(str(tmp_path / "b"), socket_path=srv.socket_path, standalone=True)
+    proc = _launch(dev, b"{}", CNI_COMMAND="STATUS")
+    assert json.loads(proc.stdout)["code"] == errors.INVALID_ENV  # ran in-process instead
+    assert recorder.calls == []
+
+
+def test_serve_one_counts_requests_by_command_and_code() -> None:
+    raw = json.dumps({"env": {"CNI_COMMAND": "DEL"}, "stdin": "", "netns": [1, 2]}).encode()
+
+    def failing(env: Mapping[str, str], stdin: bytes) -> plugin.Outcome:
+        return plugin.Outcome(1, b'{"code": 11, "msg": "x"}')
+
+    before = daemon.REQUESTS.labels(command="DEL", code="11")._value.get()
+    reply = json.loads(daemon.serve_one(raw, failing, (1, 2)))
+    assert reply == {"exit_code": 1, "stdout": '{"code": 11, "msg": "x"}', "stderr": ""}
+    assert daemon.REQUESTS.labels(command="DEL", code="11")._value.get() == before + 1
+    assert json.loads(daemon.serve_one(raw, failing, (9, 9))) == {"netns_mismatch": True}
+
+
+def test_install_replaces_atomically(tmp_path: Path) -> None:
+    first = install.install(str(tmp_path), socket_path="/one.sock")
+    second = install.install(str(tmp_path), socket_path="/two.sock")
+    assert first == second
+    assert "SOCKET = '/two.sock'" in Path(second).read_text()
+    assert os.access(second, os.X_OK)
+    assert os.listdir(tmp_path) == ["kubext-bridge"]
