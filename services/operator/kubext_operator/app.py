@@ -73,6 +73,7 @@ async def run(cfg: config.Config, *, ready: threading.Event, stop: asyncio.Event
         ),
         database_settings=db_plan.Settings(registry=cfg.database.image_registry),
         identity=me,
+        status_settle=cfg.status_settle_seconds,
     )
     work = controller.Controller(cache=cache, reconcile=reconcile, workers=cfg.workers)
     registry = kopf.OperatorRegistry()

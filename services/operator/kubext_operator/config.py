@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pydantic
 
-from kubext import cli, config
+from kubext import cli, config, quantity
 
 
 class LeaderElection(config.StrictModel):
@@ -27,14 +29,27 @@ class Watching(config.StrictModel):
 
 
 class Client(config.StrictModel):
-    qps: float = pydantic.Field(100.0, gt=0)
-    burst: int = pydantic.Field(200, gt=0)
+    qps: float = pydantic.Field(200.0, gt=0)
+    burst: int = pydantic.Field(400, gt=0)
     timeout_seconds: float = pydantic.Field(30.0, gt=0)
 
 
+def _quantity(value: str) -> str:
+    try:
+        quantity.parse_quantity(value)
+    except quantity.QuantityError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+Quantity = Annotated[str, pydantic.AfterValidator(_quantity)]
+
+
 class WebAppDefaults(config.StrictModel):
-    cpu: str = "100m"
-    memory: str = "128Mi"
+    """Requests (and limits) for WebApps whose spec leaves resources out."""
+
+    cpu: Quantity = "100m"
+    memory: Quantity = "128Mi"
 
 
 class DatabaseSettings(config.StrictModel):
@@ -46,8 +61,9 @@ class Config(cli.ServiceConfig):
 
     kubeconfig: str | None = None
     namespaces: list[str] = []
-    workers: int = pydantic.Field(8, ge=1, le=128)
+    workers: int = pydantic.Field(16, ge=1, le=128)
     resync_period_seconds: float = pydantic.Field(600.0, ge=0)
+    status_settle_seconds: float = pydantic.Field(5.0, ge=0)
     leader_election: LeaderElection = LeaderElection()
     watching: Watching = Watching()
     client: Client = Client()

@@ -54,12 +54,14 @@ class Reconciler:
         webapp_defaults: wa_plan.Defaults,
         database_settings: db_plan.Settings,
         identity: str,
+        status_settle: float = 5.0,
         now: Callable[[], str] = utc_now,
         password: Callable[[], str] = lambda: secrets.token_urlsafe(24),
     ) -> None:
         self.api, self.cache = api, cache
         self.webapp_defaults, self.database_settings = webapp_defaults, database_settings
         self.identity, self.now, self.password = identity, now, password
+        self.status_settle = status_settle
         # What this process wrote last, which the watch cache may not show yet.
         self._applied: dict[store.Key, tuple[str, int]] = {}
         self._status: dict[str, dict[str, Any]] = {}
@@ -127,6 +129,12 @@ class Reconciler:
             previous=previous,
             now=self.now(),
         )
+        if new["phase"] == "Pending" and not previous.get("phase"):
+            # A new WebApp's first status waits until it is Ready or has settled: one status
+            # write instead of Pending-then-Running for WebApps that come up quickly.
+            wait = self.status_settle - _age(view.created)
+            if wait > 0:
+                return Result(requeue_after=min(wait, self.status_settle))
         await self._write_status(view, new, previous)
         return Result()
 
@@ -444,6 +452,14 @@ class Reconciler:
 
 def _reason(changes: list[str]) -> str:
     return "Created" if all(c.startswith("created") for c in changes) else "Updated"
+
+
+def _age(created: str) -> float:
+    """Seconds since ``created`` (an API timestamp); 0 when unknown."""
+    if not created:
+        return 0.0
+    born = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+    return max(0.0, (dt.datetime.now(dt.UTC) - born).total_seconds())
 
 
 def _until(moment: str | None) -> float | None:

@@ -1,0 +1,212 @@
+"""Benchmark: 1,000 WebApps on a rig with 100 kwok nodes (not part of the test suite).
+
+Measures, against the targets of issue 4:
+- time from the first create until every WebApp's Ready condition is True (<= 60 s);
+- API writes the operator made per new WebApp (<= 4; Events counted apart);
+- writes during a resync with nothing changed: a restarted operator relists everything and a
+  periodic resync re-reconciles it all (0);
+- operator RSS with 1,000 and with 5,000 WebApps (<= 150 MB at 5,000).
+
+Runs a separate cluster (own state dir and ports) so the shared test cluster is not disturbed:
+
+    python services/operator/bench/webapps_bench.py [--count 1000] [--scale-to 5000]
+
+The last line printed is the ratio of each figure to its target (<= 1 meets it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+os.environ.setdefault("KUBEXT_RIG_DIR", str(Path.home() / ".cache/kubext/bench-operator"))
+os.environ.setdefault("KUBEXT_RIG_PORT_OFFSET", "300")
+
+from kubernetes import client, config  # noqa: E402
+
+from kubext_rig import cluster  # noqa: E402
+
+sys.path.insert(0, str(REPO / "services/operator/kubext_operator/tests"))
+from e2e.conftest import Operator, wait_for  # noqa: E402
+
+GROUP, VERSION, PLURAL = "example.com", "v1", "webapps"
+NAMESPACE = "bench-webapps"
+TARGETS = {"ready_s": 60.0, "writes": 4.0, "resync": 0.0, "rss_mb": 150.0}
+
+
+def _body(n: int, replicas: int) -> dict:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "WebApp",
+        "metadata": {"name": f"app-{n:05d}"},
+        "spec": {"replicas": replicas, "image": "nginx:1.21", "port": 8080},
+    }
+
+
+def create(custom: client.CustomObjectsApi, numbers: range, replicas: int) -> None:
+    def one(n: int) -> None:
+        custom.create_namespaced_custom_object(
+            GROUP, VERSION, NAMESPACE, PLURAL, _body(n, replicas)
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, numbers))
+
+
+def count_ready(custom: client.CustomObjectsApi) -> tuple[int, int]:
+    items = custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
+    ready = sum(
+        1
+        for i in items
+        if any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in (i.get("status") or {}).get("conditions", [])
+        )
+    )
+    return ready, len(items)
+
+
+def writes(op: Operator) -> tuple[float, float]:
+    """(writes to objects, Events posted), Lease renewals excluded."""
+    objects = events = 0.0
+    for key, value in op.metrics().items():
+        if not key.startswith("kubext_operator_api_writes_total{") or 'resource="leases"' in key:
+            continue
+        if 'resource="events"' in key:
+            events += value
+        else:
+            objects += value
+    return objects, events
+
+
+def reconciles(op: Operator) -> float:
+    return sum(
+        v for k, v in op.metrics().items() if k.startswith("controller_runtime_reconcile_total{")
+    )
+
+
+def rss_mb(op: Operator) -> float:
+    return op.metrics()["process_resident_memory_bytes"] / 2**20
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--scale-to", type=int, default=5000)
+    parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="leave the bench cluster running")
+    args = parser.parse_args()
+
+    info = cluster.up(nodes=args.nodes)
+    kubectl = [info.bin("kubectl"), f"--kubeconfig={info.kubeconfig}"]
+    crds = REPO / "services/operator/deploy/crds"
+    subprocess.run([*kubectl, "apply", "-f", str(crds)], check=True, capture_output=True)
+    subprocess.run(
+        [*kubectl, "wait", "--for=condition=Established", "crd/webapps.example.com"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *kubectl,
+            "delete",
+            "ns",
+            NAMESPACE,
+            "--ignore-not-found",
+            "--wait=true",
+            "--timeout=300s",
+        ],
+        capture_output=True,
+    )
+    subprocess.run([*kubectl, "create", "ns", NAMESPACE], check=True, capture_output=True)
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=info.kubeconfig, client_configuration=cfg)
+    custom = client.CustomObjectsApi(client.ApiClient(cfg))
+    logs = Path(tempfile.mkdtemp(prefix="operator-bench-"))
+    env = {"KUBEXT_OPERATOR_LEADER_ELECTION__ENABLED": "false"}
+
+    op = Operator(kubeconfig=info.kubeconfig, namespace=NAMESPACE, log_dir=logs, **env).start()
+    try:
+        started = time.monotonic()
+        create(custom, range(args.count), args.replicas)
+        created_s = time.monotonic() - started
+        wait_for(
+            f"{args.count} WebApps Ready",
+            lambda: count_ready(custom)[0] == args.count,
+            timeout=900,
+            every=0.5,
+        )
+        ready_s = time.monotonic() - started
+        time.sleep(2)
+        objects, events = writes(op)
+        rss_1000 = rss_mb(op)
+        print(f"created {args.count} WebApps in {created_s:.1f} s; all Ready after {ready_s:.1f} s")
+        print(
+            f"writes per new WebApp: {objects / args.count:.2f} to objects "
+            f"(+{events / args.count:.2f} Events)"
+        )
+        print(f"operator RSS with {args.count} WebApps: {rss_1000:.0f} MB")
+    finally:
+        op.stop()
+
+    # A restarted operator relists everything, then a periodic resync re-reconciles it all.
+    env["KUBEXT_OPERATOR_RESYNC_PERIOD_SECONDS"] = "15"
+    op = Operator(kubeconfig=info.kubeconfig, namespace=NAMESPACE, log_dir=logs, **env).start()
+    try:
+        wait_for(
+            "two full reconcile passes",
+            lambda: reconciles(op) >= 2 * args.count,
+            timeout=300,
+            every=1,
+        )
+        time.sleep(2)
+        resync_objects, resync_events = writes(op)
+        print(
+            f"writes during restart + resync with nothing changed: {resync_objects:.0f} "
+            f"(+{resync_events:.0f} Events) over {reconciles(op):.0f} reconciles"
+        )
+
+        create(custom, range(args.count, args.scale_to), args.replicas)
+        wait_for(
+            f"{args.scale_to} WebApps reconciled",
+            lambda: sum(
+                v
+                for k, v in op.metrics().items()
+                if k.startswith('kubext_operator_api_writes_total{resource="services"')
+            )
+            >= args.scale_to - args.count,
+            timeout=900,
+            every=2,
+        )
+        time.sleep(5)
+        rss_big = rss_mb(op)
+        print(f"operator RSS with {args.scale_to} WebApps: {rss_big:.0f} MB")
+    finally:
+        op.stop()
+        if not args.keep:
+            cluster.down()
+
+    ratios = {
+        "ready": ready_s / TARGETS["ready_s"],
+        "writes": objects / args.count / TARGETS["writes"],
+        "rss": rss_big / TARGETS["rss_mb"],
+    }
+    print(
+        f"ratio to target (<=1 meets): all-Ready {ratios['ready']:.2f} "
+        f"({ready_s:.1f}/60 s), writes/WebApp {ratios['writes']:.2f} "
+        f"({objects / args.count:.2f}/4), resync writes {resync_objects:.0f}/0, "
+        f"RSS@{args.scale_to} {ratios['rss']:.2f} ({rss_big:.0f}/150 MB)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""The reconciler against a fake API: which writes happen, and that repeats write nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from kubext_operator import kube, reconciler, store, views
+from kubext_operator.planning import database as db_plan
+from kubext_operator.planning import webapp as wa_plan
+
+
+class FakeApi:
+    """Records writes; answers like the API server would for the calls the reconciler makes."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+        self.bodies: dict[tuple[str, str], dict[str, Any]] = {}
+        self.conflicts = 0
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+
+    async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("apply", body["kind"], body["metadata"]["name"]))
+        self.bodies[(body["kind"], body["metadata"]["name"])] = body
+        return {"metadata": {"generation": 1}}
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("create", body["kind"], body["metadata"].get("name", "")))
+        if body["kind"] != "Event":
+            self.bodies[(body["kind"], body["metadata"]["name"])] = body
+        return {"metadata": {}}
+
+    async def merge_patch(self, kind: str, ns: str, name: str, patch: dict, *, sub=None) -> dict:
+        if sub is None and "finalizers" in patch.get("metadata", {}) and self.conflicts:
+            self.conflicts -= 1
+            raise kube.ApiError(409, "Conflict", "the object has been modified")
+        self.calls.append(("patch" + (f"/{sub}" if sub else ""), kind, name))
+        self.bodies[(f"{kind}/{sub}" if sub else f"{kind}/meta", name)] = patch
+        return {}
+
+    async def get(self, kind: str, ns: str, name: str) -> dict[str, Any]:
+        return self.objects[(kind, name)]
+
+    async def delete(self, kind: str, ns: str, name: str) -> None:
+        self.calls.append(("delete", kind, name))
+
+    async def list(self, kind: str, ns: str, *, selector: str) -> list[dict[str, Any]]:
+        return []
+
+    def writes(self, verb: str | None = None) -> list[tuple[str, str, str]]:
+        return [c for c in self.calls if verb is None or c[0] == verb]
+
+
+def _webapp(*, generation: int = 1, finalizers=(), deleting=False, created=None, **spec) -> dict:
+    created = created or "2020-01-01T00:00:00Z"  # long settled
+    return {
+        "metadata": {
+            "name": "shop",
+            "namespace": "ns",
+            "uid": "uid-1",
+            "generation": generation,
+            "resourceVersion": "7",
+            "finalizers": list(finalizers),
+            "creationTimestamp": created,
+            **({"deletionTimestamp": "2026-01-01T00:00:00Z"} if deleting else {}),
+        },
+        "spec": {"replicas": 2, "image": "nginx:1.21", "port": 8080, **spec},
+    }
+
+
+def _setup(body: dict) -> tuple[FakeApi, store.Store, reconciler.Reconciler]:
+    api, cache = FakeApi(), store.Store()
+    cache.upsert_owner(views.owner_view("WebApp", body))
+    rec = reconciler.Reconciler(
+        api=api,  # type: ignore[arg-type]
+        cache=cache,
+        webapp_defaults=wa_plan.Defaults(),
+        database_settings=db_plan.Settings(),
+        identity="test",
+        now=lambda: "2026-01-01T00:00:00Z",
+    )
+    return api, cache, rec
+
+
+def _observe(api: FakeApi, cache: store.Store, *, ready: int) -> None:
+    """Feed the cache what the watch would show after the applies (the Deployment ready)."""
+    for (kind, _name), body in list(api.bodies.items()):
+        if kind not in ("Deployment", "Service"):
+            continue
+        seen = {
+            **body,
+            "metadata": {**body["metadata"], "uid": f"{kind}-uid", "generation": 1},
+            "status": {
+                "replicas": ready,
+                "readyReplicas": ready,
+                "updatedReplicas": ready,
+                "observedGeneration": 1,
+            },
+        }
+        cache.upsert_child(views.child_view(kind, seen))
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+KEY = ("WebApp", "ns", "shop")
+
+
+def test_new_webapp_four_writes_then_nothing() -> None:
+    api, cache, rec = _setup(_webapp())
+    run(rec.reconcile(KEY))
+    assert api.writes() == [
+        ("patch", "WebApp", "shop"),  # finalizer
+        ("apply", "Deployment", "shop"),
+        ("apply", "Service", "shop"),
+        ("create", "Event", ""),
+        ("patch/status", "WebApp", "shop"),  # settled long ago: Pending is written at once
+    ]
+    _observe(api, cache, ready=2)
+    api.calls.clear()
+    run(rec.reconcile(KEY))
+    assert api.writes() == [("patch/status", "WebApp", "shop")]  # Running
+    assert api.bodies[("WebApp/status", "shop")]["status"]["phase"] == "Running"
+    api.calls.clear()
+    run(rec.reconcile(KEY))
+    assert api.writes() == []
+
+
+def test_a_fresh_webapp_waits_to_settle_before_writing_pending() -> None:
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    api, cache, rec = _setup(_webapp(created=now))
+    result = run(rec.reconcile(KEY))
+    assert ("patch/status", "WebApp", "shop") not in api.writes()
+    assert result.requeue_after is not None and 0 < result.requeue_after <= 5
+    _observe(api, cache, ready=2)
+    api.calls.clear()
+    run(rec.reconcile(KEY))
+    assert api.writes() == [("patch/status", "WebApp", "shop")]  # straight to Running
+
+
+def test_cache_lag_does_not_cause_a_second_apply() -> None:
+    api, _cache, rec = _setup(_webapp())
+    run(rec.reconcile(KEY))
+    api.calls.clear()
+    run(rec.reconcile(KEY))  # the watch has not delivered the children yet
+    assert api.writes() == []
+
+
+def test_spec_change_reapplies_only_what_changed() -> None:
+    api, cache, rec = _setup(_webapp())
+    run(rec.reconcile(KEY))
+    _observe(api, cache, ready=2)
+    run(rec.reconcile(KEY))
+    cache.upsert_owner(
+        views.owner_view(
+            "WebApp", _webapp(generation=2, finalizers=[wa_plan.FINALIZER], image="nginx:1.22")
+        )
+    )
+    api.calls.clear()
+    run(rec.reconcile(KEY))
+    applied = api.writes("apply")
+    assert applied == [("apply", "Deployment", "shop")]
+    status = api.bodies[("WebApp/status", "shop")]["status"]
+    assert status["phase"] == "Pending" and status["observedGeneration"] == 2
+
+
+def test_invalid_spec_fails_once_with_a_warning() -> None:
+    api, _cache, rec = _setup(_webapp(resources={"cpu": "1..5"}))
+    run(rec.reconcile(KEY))
+    assert ("apply", "Deployment", "shop") not in api.writes()
+    status = api.bodies[("WebApp/status", "shop")]["status"]
+    assert status["phase"] == "Failed"
+    assert status["conditions"][0]["reason"] == "InvalidSpec"
+    assert "spec.resources.cpu" in status["conditions"][0]["message"]
+    api.calls.clear()
+    run(rec.reconcile(KEY))
+    assert api.writes() == []
+
+
+def test_finalizer_conflict_is_retried_and_cleanup_runs_once() -> None:
+    body = _webapp(finalizers=[wa_plan.FINALIZER, "other/x"], deleting=True)
+    api, _cache, rec = _setup(body)
+    api.objects[("WebApp", "shop")] = {"metadata": {**body["metadata"], "resourceVersion": "8"}}
+    api.conflicts = 1
+    run(rec.reconcile(KEY))
+    assert api.writes("delete") == [("delete", "Deployment", "shop"), ("delete", "Service", "shop")]
+    assert api.writes("patch") == [("patch", "WebApp", "shop")]
+    patch = api.bodies[("WebApp/meta", "shop")]
+    assert patch["metadata"] == {"finalizers": ["other/x"], "resourceVersion": "8"}
+    api.calls.clear()
+    run(rec.reconcile(KEY))  # the watch still shows our finalizer: no second cleanup
+    assert api.writes("delete") == [] and api.writes("create") == []
+
+
+def _database(**spec: Any) -> dict:
+    return {
+        "metadata": {
+            "name": "db",
+            "namespace": "ns",
+            "uid": "uid-d",
+            "generation": 1,
+            "resourceVersion": "3",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": {"type": "mysql", "version": "8.0.36", "storage": {"size": "1Gi"}, **spec},
+    }
+
+
+def test_database_secret_is_created_once() -> None:
+    api, cache, rec = _setup(_webapp())
+    cache.upsert_owner(views.owner_view("Database", _database()))
+    key = ("Database", "ns", "db")
+    run(rec.reconcile(key))
+    assert ("create", "Secret", "db-credentials") in api.writes()
+    secret = api.bodies[("Secret", "db-credentials")]
+    cache.upsert_child(
+        views.child_view("Secret", {**secret, "metadata": {**secret["metadata"], "uid": "s"}})
+    )
+    rec.forget_child(("Secret", "ns", "db-credentials"))  # even after a restart of the operator
+    api.calls.clear()
+    run(rec.reconcile(key))
+    assert [c for c in api.writes() if c[1] == "Secret"] == []
+
+
+def test_database_invalid_version_is_failed() -> None:
+    api, cache, rec = _setup(_webapp())
+    cache.upsert_owner(views.owner_view("Database", _database(type="postgresql", version="13.7.2")))
+    run(rec.reconcile(("Database", "ns", "db")))
+    status = api.bodies[("Database/status", "db")]["status"]
+    assert status["phase"] == "Failed"
+    assert "MAJOR.MINOR" in status["conditions"][0]["message"]
+    assert api.writes("apply") == []
+
+
+@pytest.mark.parametrize("phase", ["Running"])
+def test_database_running_after_children_ready(phase: str) -> None:
+    api, cache, rec = _setup(_webapp())
+    cache.upsert_owner(views.owner_view("Database", _database()))
+    key = ("Database", "ns", "db")
+    run(rec.reconcile(key))
+    sts = api.bodies[("StatefulSet", "db")]
+    cache.upsert_child(
+        views.child_view(
+            "StatefulSet",
+            {
+                **sts,
+                "metadata": {**sts["metadata"], "uid": "x", "generation": 1},
+                "status": {
+                    "replicas": 1,
+                    "readyReplicas": 1,
+                    "updatedReplicas": 1,
+                    "observedGeneration": 1,
+                    "currentRevision": "r1",
+                    "updateRevision": "r1",
+                },
+            },
+        )
+    )
+    api.calls.clear()
+    run(rec.reconcile(key))
+    assert api.bodies[("Database/status", "db")]["status"]["phase"] == phase
+    assert [c[0] for c in api.writes() if c[0] != "create"] == ["patch/status"]
