@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from kubext import cli, health
-from kubext_csi import config, driver, server, system
+
+from . import config, driver, server, system
 
 log = logging.getLogger("kubext_csi")
 

@@ -14,8 +14,8 @@ import uuid
 from google.protobuf import timestamp_pb2, wrappers_pb2
 from kubext_proto.csi.v1 import csi_pb2, csi_pb2_grpc
 
-from kubext_csi import driver as driver_
-from kubext_csi import errors, state, system, validation
+from . import driver as driver_
+from . import errors, state, system, validation
 
 log = logging.getLogger(__name__)
 RPC = csi_pb2.ControllerServiceCapability.RPC

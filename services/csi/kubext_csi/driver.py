@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from kubext_csi import errors, state, system, validation
+from . import errors, state, system, validation
 
 log = logging.getLogger(__name__)
 

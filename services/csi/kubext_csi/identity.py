@@ -5,8 +5,8 @@ from __future__ import annotations
 from google.protobuf import wrappers_pb2
 from kubext_proto.csi.v1 import csi_pb2, csi_pb2_grpc
 
-from kubext_csi import driver as driver_
-from kubext_csi import errors, system
+from . import driver as driver_
+from . import errors, system
 
 Service = csi_pb2.PluginCapability.Service
 Expansion = csi_pb2.PluginCapability.VolumeExpansion

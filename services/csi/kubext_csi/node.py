@@ -11,8 +11,8 @@ import os
 
 from kubext_proto.csi.v1 import csi_pb2, csi_pb2_grpc
 
-from kubext_csi import driver as driver_
-from kubext_csi import errors, state, system, validation
+from . import driver as driver_
+from . import errors, state, system, validation
 
 log = logging.getLogger(__name__)
 RPC = csi_pb2.NodeServiceCapability.RPC

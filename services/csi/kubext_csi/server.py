@@ -14,8 +14,8 @@ import grpc
 import prometheus_client
 from kubext_proto.csi.v1 import csi_pb2_grpc
 
-from kubext_csi import controller, errors, identity, node
-from kubext_csi import driver as driver_
+from . import controller, errors, identity, node
+from . import driver as driver_
 
 log = logging.getLogger(__name__)
 RPC_SECONDS = prometheus_client.Histogram(

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kubext_csi import errors
+from . import errors
 
 SCHEMA_VERSION = 1
 _SCHEMA = """

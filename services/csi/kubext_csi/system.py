@@ -22,7 +22,7 @@ from pathlib import Path
 
 import grpc
 
-from kubext_csi import errors
+from . import errors
 
 # Tools the driver runs, and the Debian packages that ship them (scripts/ensure-tools.sh).
 TOOLS = {

@@ -14,7 +14,7 @@ from typing import Literal, TypeVar
 
 from kubext_proto.csi.v1 import csi_pb2
 
-from kubext_csi import errors
+from . import errors
 
 MAX_NAME_BYTES = 128  # the spec's limit for names and IDs
 MAX_PATH_BYTES = 4096  # PATH_MAX

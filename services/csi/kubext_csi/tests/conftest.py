@@ -21,7 +21,7 @@ import grpc
 import pytest
 from kubext_proto.csi.v1 import csi_pb2_grpc
 
-from kubext_csi import driver, server, system
+from .. import driver, server, system
 
 SERVICE_DIR = Path(__file__).resolve().parents[2]
 GiB = 1 << 30

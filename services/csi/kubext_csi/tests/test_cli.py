@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from kubext import cli
-from kubext_csi import __main__ as entry
+
+from .. import __main__ as entry
 
 
 def test_version_is_semver(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from kubext import config as kconfig
-from kubext_csi import __main__ as entry
-from kubext_csi import config
+
+from .. import __main__ as entry
+from .. import config
 
 
 def test_sizes_are_quantities() -> None:

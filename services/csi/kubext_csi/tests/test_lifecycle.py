@@ -10,9 +10,9 @@ import grpc
 import pytest
 from kubext_proto.csi.v1 import csi_pb2
 
-from kubext_csi import system
-from kubext_csi.tests.conftest import Running, needs_root
-from kubext_csi.tests.helpers import MiB, Mode, block_cap, create_request, mount_cap
+from .. import system
+from .conftest import Running, needs_root
+from .helpers import MiB, Mode, block_cap, create_request, mount_cap
 
 pytestmark = needs_root
 

@@ -9,8 +9,8 @@ import grpc
 import pytest
 from kubext_proto.csi.v1 import csi_pb2
 
-from kubext_csi.tests.conftest import Running
-from kubext_csi.tests.helpers import create_request, mount_cap
+from .conftest import Running
+from .helpers import create_request, mount_cap
 
 
 def _error(call, request) -> grpc.RpcError:

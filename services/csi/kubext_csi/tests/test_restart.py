@@ -11,10 +11,10 @@ import grpc
 import pytest
 from kubext_proto.csi.v1 import csi_pb2
 
-from kubext_csi import system
-from kubext_csi.tests.conftest import Running, needs_root, start
-from kubext_csi.tests.helpers import block_cap, create_request
-from kubext_csi.tests.test_lifecycle import stage_and_publish, unpublish_and_unstage
+from .. import system
+from .conftest import Running, needs_root, start
+from .helpers import block_cap, create_request
+from .test_lifecycle import stage_and_publish, unpublish_and_unstage
 
 pytestmark = needs_root
 

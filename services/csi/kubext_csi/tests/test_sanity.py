@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from kubext_csi import system
-from kubext_csi.tests.conftest import needs_root, start_process
 from kubext_rig import tools as rig_tools
+
+from .. import system
+from .conftest import needs_root, start_process
 
 pytestmark = needs_root
 

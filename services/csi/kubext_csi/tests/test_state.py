@@ -8,7 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from kubext_csi import errors, state
+from .. import errors, state
 
 VOLUME = state.Volume(
     id="v1", name="pvc-1", capacity=1 << 30, fs_type="ext4", parameters=(("type", "local"),)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kubext_csi import system
+from .. import system
 
 MiB = 1 << 20
 

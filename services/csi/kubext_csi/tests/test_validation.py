@@ -6,8 +6,8 @@ import grpc
 import pytest
 from kubext_proto.csi.v1 import csi_pb2
 
-from kubext_csi import errors, validation
-from kubext_csi.tests.helpers import MiB, Mode, block_cap, mount_cap
+from .. import errors, validation
+from .helpers import MiB, Mode, block_cap, mount_cap
 
 GiB = 1 << 30
 
