@@ -51,7 +51,7 @@ def serve(cfg: config.Config) -> int:
     if missing:
         print(
             f"kubext-csi: missing tools {', '.join(missing)} "
-            "(install util-linux, mount, e2fsprogs; see scripts/ensure-tools.sh)",
+            "(install e2fsprogs; see scripts/ensure-tools.sh)",
             file=sys.stderr,
         )
         return 2

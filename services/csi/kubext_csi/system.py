@@ -1,8 +1,9 @@
 """The node's storage primitives: sparse image files, loop devices, ext filesystems and mounts.
 
-Thin wrappers over util-linux and e2fsprogs (losetup, mount, umount, mkfs.ext*, resize2fs) and
-over /proc and /sys for reading state. Failures are ``CommandFailed`` (INTERNAL, with the tool's
-own message); checks that find nothing return None rather than raising.
+Mounts use mount(2)/umount2(2) and loop devices their ioctls directly (no helper process on the
+hot path); filesystems use e2fsprogs (mkfs.ext*, resize2fs, e2fsck). State is read from /proc and
+/sys. Failures carry a gRPC code (INTERNAL with the tool's or kernel's message); checks that find
+nothing return None rather than raising.
 """
 
 from __future__ import annotations
@@ -25,10 +26,9 @@ import grpc
 from . import errors
 
 # Tools the driver runs, and the Debian packages that ship them (scripts/ensure-tools.sh).
+# Mounts and loop devices use mount(2) and ioctls directly; losetup is only the fallback for
+# kernels before 5.8 (no LOOP_CONFIGURE), so it is not required.
 TOOLS = {
-    "losetup": "mount",
-    "mount": "mount",
-    "umount": "mount",
     "mkfs.ext4": "e2fsprogs",
     "resize2fs": "e2fsprogs",
     "e2fsck": "e2fsprogs",
