@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "services/operator/kubext_operator/tests"))
 from e2e.conftest import Operator, wait_for  # noqa: E402
 
 GROUP, VERSION, PLURAL = "example.com", "v1", "webapps"
-NAMESPACE = "bench-webapps"
+NAMESPACE = f"bench-webapps-{int(time.time())}"  # fresh each run; `down` wipes the cluster
 TARGETS = {"ready_s": 60.0, "writes": 4.0, "resync": 0.0, "rss_mb": 150.0}
 
 

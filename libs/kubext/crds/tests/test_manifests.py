@@ -33,7 +33,7 @@ def test_schemas_are_structural(crd: dict[str, Any]) -> None:
 
 
 def _spec(crd: dict[str, Any], version: str) -> dict[str, Any]:
-    (found,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    (found,) = (v for v in crd["spec"]["versions"] if v["name"] == version)
     return found
 
 
