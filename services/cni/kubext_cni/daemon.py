@@ -3,7 +3,8 @@
 A thick-plugin design (as Multus and Cilium use): the runtime still execs a tiny plugin
 per call, but pyroute2 and the plugin code stay imported here. Each connection gets its
 own thread, which may enter a container's netns (setns is per thread) and exits after.
-Wire format, both ways: 4-byte big-endian length, then JSON.
+Wire format: a 4-byte big-endian length, then the binary request/reply ``shim`` defines
+(binary, so the launcher needs no json import).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable, Mapping
 
 import prometheus_client
 
-from kubext_cni import netns, plugin
+from kubext_cni import netns, plugin, shim
 
 log = logging.getLogger("kubext_cni.daemon")
 MAX_REQUEST = 16 << 20  # a config with a large prevResult is still far below this
@@ -59,14 +60,56 @@ def write_frame(conn: socket.socket, payload: bytes) -> None:
     conn.sendall(struct.pack(">I", len(payload)) + payload)
 
 
+def decode_request(raw: bytes) -> tuple[dict[str, str], bytes, tuple[int, int]]:
+    """The launcher's request -> (environment, stdin, caller's netns id); ValueError if bad."""
+    try:
+        return _decode_request(raw)
+    except struct.error as exc:
+        raise ValueError(f"truncated request: {exc}") from None
+
+
+def _decode_request(raw: bytes) -> tuple[dict[str, str], bytes, tuple[int, int]]:
+    if raw[:4] != shim.MAGIC:
+        raise ValueError("not a kubext-bridge launcher request")
+    offset = 4
+    (count,) = struct.unpack_from(">I", raw, offset)
+    offset += 4
+
+    def blob() -> bytes:
+        nonlocal offset
+        (size,) = struct.unpack_from(">I", raw, offset)
+        data = raw[offset + 4 : offset + 4 + size]
+        if len(data) != size:
+            raise ValueError("truncated request")
+        offset += 4 + size
+        return data
+
+    env = {}
+    for _ in range(count):
+        key = blob().decode("utf-8", "surrogateescape")
+        env[key] = blob().decode("utf-8", "surrogateescape")
+    stdin = blob()
+    dev, ino = struct.unpack_from(">QQ", raw, offset)
+    return env, stdin, (dev, ino)
+
+
+def encode_reply(status: int, outcome: plugin.Outcome | None = None) -> bytes:
+    out = outcome or plugin.Outcome(0)
+    return (
+        struct.pack(">BiI", status, out.exit_code, len(out.stdout))
+        + out.stdout
+        + struct.pack(">I", len(out.stderr))
+        + out.stderr
+    )
+
+
 def serve_one(raw: bytes, handler: Handler, own_netns: tuple[int, int]) -> bytes:
     """One request -> reply bytes. Refuses calls made from another network namespace."""
-    request = json.loads(raw)
-    if tuple(request.get("netns") or ()) != own_netns:
-        return json.dumps({"netns_mismatch": True}).encode()
-    env = {str(k): str(v) for k, v in request["env"].items()}
+    env, stdin, caller_netns = decode_request(raw)
+    if caller_netns != own_netns:
+        return encode_reply(shim.REPLY_NETNS_MISMATCH)
     started = time.monotonic()
-    outcome = handler(env, request["stdin"].encode("latin-1"))
+    outcome = handler(env, stdin)
     command = env.get("CNI_COMMAND", "")
     code = "0"
     if outcome.exit_code:
@@ -76,13 +119,7 @@ def serve_one(raw: bytes, handler: Handler, own_netns: tuple[int, int]) -> bytes
             code = str(outcome.exit_code)
     REQUESTS.labels(command=command, code=code).inc()
     DURATION.labels(command=command).observe(time.monotonic() - started)
-    return json.dumps(
-        {
-            "exit_code": outcome.exit_code,
-            "stdout": outcome.stdout.decode("latin-1"),
-            "stderr": outcome.stderr.decode("latin-1"),
-        }
-    ).encode()
+    return encode_reply(shim.REPLY_RESULT, outcome)
 
 
 class PluginServer:
@@ -97,7 +134,7 @@ class PluginServer:
             def handle(self) -> None:
                 try:
                     reply = serve_one(read_frame(self.request), handler, outer.own_netns)
-                except (OSError, ValueError, KeyError) as exc:
+                except (OSError, ValueError) as exc:
                     log.warning("bad plugin request: %s", exc)
                     return
                 try:

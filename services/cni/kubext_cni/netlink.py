@@ -97,20 +97,24 @@ class Links:
         return True
 
     def ensure_bridge(self, name: str, *, mtu: int, promisc: bool) -> tuple[Any, bool]:
-        """Create the bridge or accept an existing one; (link, created). Caller holds the lock."""
-        spec: dict[str, Any] = {"ifname": name, "kind": "bridge"}
-        if mtu:
-            spec["mtu"] = mtu
-        created = True
-        try:
-            self.ipr.link("add", **spec)
-        except NetlinkError as exc:
-            if exc.code != errno.EEXIST:
-                raise _fail(f"create bridge {name!r}", exc) from None
-            created = False
+        """The bridge, created if missing; (link, created). The caller holds the bridge lock.
+
+        An existing bridge that is up costs one lookup, the common case on a busy node.
+        """
         link = self.get(name)
-        if link is None:
-            raise errors.CNIError(errors.NETLINK_FAILURE, f"bridge {name!r} vanished")
+        created = link is None
+        if created:
+            spec: dict[str, Any] = {"ifname": name, "kind": "bridge"}
+            if mtu:
+                spec["mtu"] = mtu
+            try:
+                self.ipr.link("add", **spec)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:  # created meanwhile outside our lock: fine
+                    raise _fail(f"create bridge {name!r}", exc) from None
+            link = self.get(name)
+            if link is None:
+                raise errors.CNIError(errors.NETLINK_FAILURE, f"bridge {name!r} vanished")
         if _kind(link) != "bridge":
             raise errors.CNIError(
                 errors.NETLINK_FAILURE, f"{name!r} already exists but is not a bridge"
@@ -134,11 +138,24 @@ class Links:
         return link, created
 
     def create_veth(
-        self, host_name: str, ifname: str, ns: netns.NetNS, *, mtu: int, mac: str | None
+        self,
+        host_name: str,
+        ifname: str,
+        ns: netns.NetNS,
+        *,
+        bridge_index: int,
+        mtu: int,
+        mac: str | None,
     ) -> None:
-        """One request: the host end here, its peer created directly inside the container."""
+        """One request: the host end enslaved and up, its peer created inside the container."""
         peer: dict[str, Any] = {"ifname": ifname, "net_ns_fd": ns.fd}
-        spec: dict[str, Any] = {"ifname": host_name, "kind": "veth", "peer": peer}
+        spec: dict[str, Any] = {
+            "ifname": host_name,
+            "kind": "veth",
+            "peer": peer,
+            "master": bridge_index,
+            "state": "up",
+        }
         if mtu:
             spec["mtu"] = peer["mtu"] = mtu
         if mac:
@@ -154,18 +171,11 @@ class Links:
                 ) from None
             raise _fail(f"create veth pair {host_name!r}/{ifname!r}", exc) from None
 
-    def attach_port(self, name: str, bridge_index: int, *, hairpin: bool) -> Any:
-        """Enslave the host veth to the bridge, set hairpin mode, bring it up."""
-        link = self.get(name)
-        if link is None:
-            raise errors.CNIError(errors.NETLINK_FAILURE, f"host veth {name!r} vanished")
+    def set_hairpin(self, index: int, name: str) -> None:
         try:
-            self.ipr.link("set", index=link["index"], master=bridge_index, state="up")
-            if hairpin:
-                self.ipr.brport("set", index=link["index"], mode=1)
+            self.ipr.brport("set", index=index, mode=1)
         except NetlinkError as exc:
-            raise _fail(f"connect {name!r} to bridge", exc) from None
-        return link
+            raise _fail(f"set hairpin mode on {name!r}", exc) from None
 
     def wait_oper_up(self, name: str) -> Any:
         """The bridge port must reach operstate UP (both veth ends up, carrier on)."""
@@ -260,21 +270,24 @@ class Links:
     # The container side -------------------------------------------------------------------
 
     def configure_container(self, ns: netns.NetNS, plan: Plan) -> Any:
-        """Sysctls, addresses (IPv6 without DAD), link up, then routes: ipam.ConfigureIface."""
+        """Sysctls, addresses (IPv6 without DAD), link up, then routes: ipam.ConfigureIface.
+
+        Returns the container link as read before it went up (index, MAC and MTU are final).
+        """
         link = self.get(plan.ifname)
         if link is None:
             raise errors.CNIError(
                 errors.NETLINK_FAILURE, f"container interface {plan.ifname!r} vanished"
             )
         index = link["index"]
-        with netns.entered(ns):
-            if plan.has_ipv6:
-                for dev in ("lo", plan.ifname):
-                    netns.write_sysctl(f"net/ipv6/conf/{dev}/disable_ipv6", "0")
-                netns.write_sysctl(f"net/ipv6/conf/{plan.ifname}/keep_addr_on_down", "1")
-                # DAD would hold each address "tentative" for ~2 s after ADD returns.
-                netns.write_sysctl(f"net/ipv6/conf/{plan.ifname}/accept_dad", "0")
-            if plan.ips:
+        if plan.ips:
+            with netns.entered(ns):
+                if plan.has_ipv6:
+                    for dev in ("lo", plan.ifname):
+                        netns.write_sysctl(f"net/ipv6/conf/{dev}/disable_ipv6", "0")
+                    netns.write_sysctl(f"net/ipv6/conf/{plan.ifname}/keep_addr_on_down", "1")
+                    # DAD would hold each address "tentative" for ~2 s after ADD returns.
+                    netns.write_sysctl(f"net/ipv6/conf/{plan.ifname}/accept_dad", "0")
                 netns.write_sysctl(f"net/ipv4/conf/{plan.ifname}/arp_notify", "1")
         for ip in plan.ips:
             self.add_address(index, ip.address, nodad=True)
@@ -284,7 +297,7 @@ class Links:
             raise _fail(f"set {plan.ifname!r} up in {self.where}", exc) from None
         for route in plan.routes:
             self.add_route(index, route, plan.route_gateway(route))
-        return self.get_index(index)
+        return link
 
 
 def link_kind(link: Any) -> str | None:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -78,6 +79,44 @@ def _quietly(ctx: Context, what: str, fn: Callable[[], object]) -> None:
         ctx.warn(f"{what} failed: {exc}")
 
 
+class _Background:
+    """A step run in a thread alongside netlink work (nft, IPAM: mostly waiting on a child).
+
+    A thread starts in its creator's netns: create these only on the host side, never
+    inside ``netns.entered``.
+    """
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # handed to whoever waits
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def _undo_masquerade(ctx: Context, job: _Background) -> None:
+    from kubext_cni import masq
+
+    try:
+        job.wait()
+    except Exception:
+        return  # the nft transaction failed as a whole: nothing was added
+    _quietly(
+        ctx,
+        "rollback: remove masquerade rules",
+        lambda: masq.teardown(ctx.conf, ctx.request.container_id, ctx.request.ifname),
+    )
+
+
 def _interface(link: Any, *, sandbox: str = "") -> result.Interface:
     from kubext_cni import netlink
 
@@ -114,13 +153,21 @@ def cmd_add(ctx: Context) -> bytes:
                 undo.callback(_quietly, ctx, "rollback: IPAM DEL", lambda: _ipam(ctx, "DEL"))
                 ipam = result.parse(raw_ipam or {}, what=f"{conf.ipam_type} result")
             attachment = plan.plan_attachment(conf, req, ipam)
+            masquerade = None
+            if conf.ip_masq and attachment.ips:
+                addresses = [ip.address for ip in attachment.ips]
+                masquerade = _Background(
+                    lambda: masq.setup(conf, req.container_id, req.ifname, addresses)
+                )
+                undo.callback(_undo_masquerade, ctx, masquerade)
 
             with locks.held(locks.bridge_lock(conf.bridge)):
                 bridge, _ = host.ensure_bridge(
                     conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode
                 )
+                if attachment.bridge_addresses:
+                    current = host.addresses(bridge["index"])
                 for address in attachment.bridge_addresses:
-                    current = host.addresses(bridge["index"], 2 if address.version == 4 else 10)
                     remove, add = plan.bridge_address_changes(
                         current, address, bridge=conf.bridge, force=conf.force_address
                     )
@@ -128,28 +175,29 @@ def cmd_add(ctx: Context) -> bytes:
                         host.delete_address(bridge["index"], old)
                     if add:
                         host.add_address(bridge["index"], address, nodad=True)
+                        current.append(address)
 
-            host.create_veth(attachment.host_veth, req.ifname, ns, mtu=conf.mtu, mac=conf.mac)
+            host.create_veth(
+                attachment.host_veth,
+                req.ifname,
+                ns,
+                bridge_index=bridge["index"],
+                mtu=conf.mtu,
+                mac=conf.mac,
+            )
             undo.callback(
                 _quietly, ctx, "rollback: delete veth", lambda: host.delete(attachment.host_veth)
             )
-            host.attach_port(attachment.host_veth, bridge["index"], hairpin=conf.hairpin_mode)
             for family in attachment.forward_families:
                 netns.write_sysctl(
                     "net/ipv4/ip_forward" if family == 4 else "net/ipv6/conf/all/forwarding", "1"
                 )
-            if conf.ip_masq and attachment.ips:
-                addresses = [ip.address for ip in attachment.ips]
-                masq.setup(conf, req.container_id, req.ifname, addresses)
-                undo.callback(
-                    _quietly,
-                    ctx,
-                    "rollback: remove masquerade rules",
-                    lambda: masq.teardown(conf, req.container_id, req.ifname),
-                )
             container_link = container.configure_container(ns, attachment)
-
             host_link = host.wait_oper_up(attachment.host_veth)
+            if conf.hairpin_mode:
+                host.set_hairpin(host_link["index"], attachment.host_veth)
+            if masquerade is not None:
+                masquerade.wait()
             bridge_link = host.get(conf.bridge)  # its MAC may change when the first port joins
             out = plan.build_result(
                 attachment,
@@ -180,6 +228,10 @@ def cmd_del(ctx: Context) -> bytes:
             ctx.warn(f"DEL: {what}: {exc}")
             problems.append(exc)
 
+    # nft mostly waits on child processes: run it beside the netlink work.
+    teardown = None
+    if conf.ipam_type and conf.ip_masq:
+        teardown = _Background(lambda: masq.teardown(conf, req.container_id, req.ifname))
     if req.netns:
         try:
             ns = netns.open_netns(req.netns)
@@ -193,12 +245,10 @@ def cmd_del(ctx: Context) -> bytes:
         veth = plan.host_veth_name(conf.name, req.container_id, req.ifname)
         attempt("delete host veth", lambda: host.delete(veth))
     if conf.ipam_type:
+        # Only now: the address must not be handed out while the old interface still has it.
         attempt("IPAM DEL", lambda: _ipam(ctx, "DEL"))
-        if conf.ip_masq:
-            attempt(
-                "remove masquerade rules",
-                lambda: masq.teardown(conf, req.container_id, req.ifname),
-            )
+    if teardown is not None:
+        attempt("remove masquerade rules", teardown.wait)
     if problems:
         first = problems[0]
         details = "; ".join(str(p) for p in problems)

@@ -105,16 +105,28 @@ def test_a_daemon_in_another_netns_is_not_used(
 
 
 def test_serve_one_counts_requests_by_command_and_code() -> None:
-    raw = json.dumps({"env": {"CNI_COMMAND": "DEL"}, "stdin": "", "netns": [1, 2]}).encode()
+    raw = shim.encode_request({b"CNI_COMMAND": b"DEL"}, b"", (1, 2))
 
     def failing(env: Mapping[str, str], stdin: bytes) -> plugin.Outcome:
         return plugin.Outcome(1, b'{"code": 11, "msg": "x"}')
 
     before = daemon.REQUESTS.labels(command="DEL", code="11")._value.get()
-    reply = json.loads(daemon.serve_one(raw, failing, (1, 2)))
-    assert reply == {"exit_code": 1, "stdout": '{"code": 11, "msg": "x"}', "stderr": ""}
+    reply = daemon.serve_one(raw, failing, (1, 2))
+    assert reply == daemon.encode_reply(0, plugin.Outcome(1, b'{"code": 11, "msg": "x"}'))
     assert daemon.REQUESTS.labels(command="DEL", code="11")._value.get() == before + 1
-    assert json.loads(daemon.serve_one(raw, failing, (9, 9))) == {"netns_mismatch": True}
+    assert daemon.serve_one(raw, failing, (9, 9))[0] == shim.REPLY_NETNS_MISMATCH
+
+
+def test_request_encoding_round_trips_arbitrary_bytes() -> None:
+    env = {b"CNI_ARGS": b"A=\xff;B=2", b"K": b""}
+    raw = shim.encode_request(env, b"\x00stdin\xff", (7, 8))
+    decoded_env, stdin, netns = daemon.decode_request(raw)
+    assert stdin == b"\x00stdin\xff" and netns == (7, 8)
+    assert {k.encode(): v.encode("utf-8", "surrogateescape") for k, v in decoded_env.items()} == env
+    with pytest.raises(ValueError):
+        daemon.decode_request(b"JUNK" + raw[4:])
+    with pytest.raises(ValueError):
+        daemon.decode_request(raw[:12])
 
 
 def test_install_replaces_atomically(tmp_path: Path) -> None:
