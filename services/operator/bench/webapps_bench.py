@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -97,14 +98,22 @@ def rss_mb(op: Operator) -> float:
 
 
 def main() -> int:
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the operator is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--scale-to", type=int, default=5000)
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="leave the bench cluster running")
+    parser.add_argument("--reuse", action="store_true", help="reuse a running bench cluster")
     args = parser.parse_args()
 
+    # The rig's default Service range (a /24) holds ~250 ClusterIPs; one WebApp needs one. This
+    # bench's own cluster gets a /16 (the shared test cluster is not affected).
+    cluster.SERVICE_CIDR = "10.96.0.0/16"
+    if not args.reuse:
+        cluster.down()
     info = cluster.up(nodes=args.nodes)
     kubectl = [info.bin("kubectl"), f"--kubeconfig={info.kubeconfig}"]
     crds = REPO / "services/operator/deploy/crds"

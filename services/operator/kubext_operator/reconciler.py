@@ -116,7 +116,22 @@ class Reconciler:
         desired = wa_plan.plan_children(owner, spec, self.webapp_defaults)
         if not await self._children_are_ours(view, desired):
             return Result(requeue_after=2.0)
-        changes = await self._apply(view, desired)
+        try:
+            changes = await self._apply(view, desired)
+        except kube.ApiError as exc:
+            # Say why on the object; then retry with backoff unless retrying cannot help.
+            failed = wa_plan.invalid_status(
+                owner=owner,
+                problem=exc.message,
+                previous=previous,
+                now=self.now(),
+                reason="ApplyFailed",
+            )
+            if await self._write_status(view, failed, previous):
+                await self.event(view, "Warning", "ApplyFailed", exc.message)
+            if exc.invalid:
+                return Result()
+            raise
         if changes:
             summary = f"replicas {spec.replicas}, image {spec.image}"
             await self.event(view, "Normal", _reason(changes), f"{'; '.join(changes)} ({summary})")

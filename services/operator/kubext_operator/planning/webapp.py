@@ -145,9 +145,15 @@ def status(
 
 
 def invalid_status(
-    *, owner: common.Owner, problem: str, previous: Mapping[str, Any], now: str
+    *,
+    owner: common.Owner,
+    problem: str,
+    previous: Mapping[str, Any],
+    now: str,
+    reason: str = "InvalidSpec",
 ) -> dict[str, Any]:
-    """A spec the API server admitted but the operator cannot act on (e.g. a bad quantity)."""
+    """Failed, with the reason: a spec the API server admitted but the operator cannot act on
+    (InvalidSpec, e.g. a bad quantity), or a child the API server refuses (ApplyFailed)."""
     out = _base_status(owner, previous)
     out["replicas"] = previous.get("replicas", 0)
     out["readyReplicas"] = previous.get("readyReplicas", 0)
@@ -156,7 +162,7 @@ def invalid_status(
         out["conditions"],
         type_="Ready",
         status="False",
-        reason="InvalidSpec",
+        reason=reason,
         message=problem,
         generation=owner.generation,
         now=now,

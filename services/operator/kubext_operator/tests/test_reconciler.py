@@ -264,3 +264,22 @@ def test_database_running_after_children_ready(phase: str) -> None:
     run(rec.reconcile(key))
     assert api.bodies[("Database/status", "db")]["status"]["phase"] == phase
     assert [c[0] for c in api.writes() if c[0] != "create"] == ["patch/status"]
+
+
+def test_refused_child_is_reported_on_the_object_and_retried() -> None:
+    api, _cache, rec = _setup(_webapp())
+
+    async def refuse(body: dict[str, Any]) -> dict[str, Any]:
+        if body["kind"] == "Service":
+            raise kube.ApiError(
+                500, "InternalError", "failed to allocate a serviceIP: range is full"
+            )
+        return {"metadata": {"generation": 1}}
+
+    api.apply = refuse  # type: ignore[method-assign]
+    with pytest.raises(kube.ApiError):
+        run(rec.reconcile(KEY))  # the controller retries it with backoff
+    status = api.bodies[("WebApp/status", "shop")]["status"]
+    ready = status["conditions"][0]
+    assert (status["phase"], ready["reason"]) == ("Failed", "ApplyFailed")
+    assert "range is full" in ready["message"]
