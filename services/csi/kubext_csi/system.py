@@ -230,12 +230,25 @@ def _loop_backing(name: str) -> str | None:
     return text.removesuffix(" (deleted)")
 
 
-def loops_for(image: Path) -> list[str]:
-    """The loop devices (/dev/loopN) whose backing file is ``image``."""
+def _detach_pending(name: str) -> bool:
+    # This driver never sets autoclear itself: a set flag means LOOP_CLR_FD found the device
+    # busy (someone, e.g. udev's probe, still had it open) and the kernel detaches it on close.
+    try:
+        return (SYS_BLOCK / name / "loop" / "autoclear").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def loops_for(image: Path, *, detaching: bool = False) -> list[str]:
+    """The loop devices (/dev/loopN) whose backing file is ``image``.
+
+    Devices whose detach is pending are left out unless ``detaching``: they are going away and
+    must not be handed out again.
+    """
     wanted = str(image)
     found = []
     for entry in SYS_BLOCK.glob("loop*"):
-        if _loop_backing(entry.name) == wanted:
+        if _loop_backing(entry.name) == wanted and (detaching or not _detach_pending(entry.name)):
             found.append(f"/dev/{entry.name}")
     return sorted(found)
 
@@ -316,10 +329,20 @@ def refresh_loop(device: str) -> None:
     _loop_ioctl(device, LOOP_SET_CAPACITY, "refreshing the size of")
 
 
+DETACH_WAIT_S = 2.0  # how long to wait for the kernel to finish a deferred detach
+
+
 def detach_loops(image: Path) -> None:
-    """Detaches every loop device backed by ``image`` (the kernel finishes a busy one lazily)."""
+    """Detaches every loop device backed by ``image``.
+
+    A device someone still holds open is detached by the kernel on the last close; wait a
+    bounded while for that, so the next attach of the image gets a clean device.
+    """
     for device in loops_for(image):
         _loop_ioctl(device, LOOP_CLR_FD, "detaching")
+    deadline = time.monotonic() + DETACH_WAIT_S
+    while loops_for(image, detaching=True) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def device_size(device: str) -> int:
