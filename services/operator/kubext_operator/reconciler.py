@@ -8,6 +8,7 @@ children, no status churn.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import logging
@@ -101,7 +102,13 @@ class Reconciler:
         owner = self._owner(view)
         if view.deleting:
             return await self._finalize(view, wa_plan.FINALIZER, self._cleanup_webapp)
-        await self._ensure_finalizer(view, wa_plan.FINALIZER)
+        finalizer = asyncio.ensure_future(self._ensure_finalizer(view, wa_plan.FINALIZER))
+        try:
+            return await self._webapp_body(view, owner)
+        finally:
+            await finalizer  # concurrent with the children: they are owned, GC covers a race
+
+    async def _webapp_body(self, view: views.OwnerView, owner: common.Owner) -> Result:
         previous = self._previous_status(view)
         try:
             spec = wa_crd.WebAppSpec.model_validate(dict(view.spec))
@@ -311,47 +318,54 @@ class Reconciler:
         return True
 
     async def _apply(self, view: views.OwnerView, desired: list[common.Desired]) -> list[str]:
-        """Write every child that differs from the plan; returns what was done, for the event."""
-        changes = []
-        for want in desired:
-            key = (want.kind, view.namespace, want.name)
-            seen = self.cache.child(key)
-            expected = self._applied.get(key)
-            if not common.needs_apply(
-                want,
-                observed_hash=seen.spec_hash if seen else None,
-                observed_generation=seen.generation if seen else None,
-                expected_hash=expected[0] if expected else None,
-                synced_generation=expected[1] if expected else None,
-            ):
-                if seen is not None and seen.spec_hash == want.spec_hash and expected is None:
-                    self._applied[key] = (want.spec_hash, seen.generation)
-                continue
-            if want.create_only:
-                try:
-                    answer = await self.api.create(want.body)
-                    verb = "created"
-                except kube.ApiError as exc:
-                    if not exc.already_exists:
-                        raise
-                    answer, verb = {}, ""  # kept from before (e.g. retained credentials)
-            else:
-                answer = await self.api.apply(want.body)
-                verb = "created" if seen is None and expected is None else "updated"
-            generation = int((answer.get("metadata") or {}).get("generation") or 0)
-            self._applied[key] = (want.spec_hash, generation)
-            log.info(
-                "applied",
-                extra={
-                    "object": f"{view.namespace}/{view.name}",
-                    "kind": view.kind,
-                    "child": f"{want.kind}/{want.name}",
-                    "verb": verb or "kept",
-                },
-            )
-            if verb:
-                changes.append(f"{verb} {want.kind} {want.name}")
-        return changes
+        """Write every child that differs from the plan, concurrently (one round trip instead
+        of one per child); returns what was done, for the event. The first error is raised
+        after every write has finished, so the successful ones are remembered."""
+        results = await asyncio.gather(
+            *(self._apply_one(view, want) for want in desired), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        return [r for r in results if isinstance(r, str) and r]
+
+    async def _apply_one(self, view: views.OwnerView, want: common.Desired) -> str:
+        key = (want.kind, view.namespace, want.name)
+        seen = self.cache.child(key)
+        expected = self._applied.get(key)
+        if not common.needs_apply(
+            want,
+            observed_hash=seen.spec_hash if seen else None,
+            observed_generation=seen.generation if seen else None,
+            expected_hash=expected[0] if expected else None,
+            synced_generation=expected[1] if expected else None,
+        ):
+            if seen is not None and seen.spec_hash == want.spec_hash and expected is None:
+                self._applied[key] = (want.spec_hash, seen.generation)
+            return ""
+        if want.create_only:
+            try:
+                answer = await self.api.create(want.body)
+                verb = "created"
+            except kube.ApiError as exc:
+                if not exc.already_exists:
+                    raise
+                answer, verb = {}, ""  # kept from before (e.g. retained credentials)
+        else:
+            answer = await self.api.apply(want.body)
+            verb = "created" if seen is None and expected is None else "updated"
+        generation = int((answer.get("metadata") or {}).get("generation") or 0)
+        self._applied[key] = (want.spec_hash, generation)
+        log.info(
+            "applied",
+            extra={
+                "object": f"{view.namespace}/{view.name}",
+                "kind": view.kind,
+                "child": f"{want.kind}/{want.name}",
+                "verb": verb or "kept",
+            },
+        )
+        return f"{verb} {want.kind} {want.name}" if verb else ""
 
     async def _prune(
         self, view: views.OwnerView, desired: list[common.Desired], kinds: tuple[str, ...]
