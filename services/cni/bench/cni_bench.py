@@ -151,13 +151,24 @@ def start_daemon(node: str, work: str) -> tuple[subprocess.Popen[bytes], str]:
     socket_path = os.path.join(work, "plugin.sock")
     cfg = os.path.join(work, "daemon.yaml")
     with open(cfg, "w") as f:
-        f.write(f"socket_path: {socket_path}\nlog_level: warning\n"
-                "health: {host: 127.0.0.1, port: 0}\n")
+        f.write(
+            f"socket_path: {socket_path}\nlog_level: warning\n"
+            "health: {host: 127.0.0.1, port: 0}\n"
+        )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.Popen(
-        ["nsenter", f"--net=/var/run/netns/{node}", sys.executable, "-m", "kubext_cni",
-         "--config", cfg],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "nsenter",
+            f"--net=/var/run/netns/{node}",
+            sys.executable,
+            "-m",
+            "kubext_cni",
+            "--config",
+            cfg,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
     while not os.path.exists(socket_path):
@@ -190,16 +201,37 @@ def main(argv: list[str] | None = None) -> int:
         bin_dir = os.path.join(work, "bin")
         ours_bin = install.install(bin_dir, socket_path=socket_path)
         solo_bin = install.install(
-            os.path.join(work, "bin-solo"), socket_path=os.path.join(work, "none.sock"),
+            os.path.join(work, "bin-solo"),
+            socket_path=os.path.join(work, "none.sock"),
             standalone=True,
         )
-        ours = Side("kubext-bridge (launcher + daemon)", ours_bin, f"{bin_dir}:{ref}",
-                    names["node"], names["pod"], os.path.join(work, "ipam"), "kubext-bridge")
-        solo = Side("kubext-bridge (standalone, no daemon)", solo_bin, f"{bin_dir}:{ref}",
-                    names["node"], names["pod"], os.path.join(work, "ipam"), "kubext-bridge")
-        reference = Side("reference bridge v1.9.0", os.path.join(ref, "bridge"), ref,
-                         names["refnode"], names["refpod"], os.path.join(work, "ipam-ref"),
-                         "bridge")
+        ours = Side(
+            "kubext-bridge (launcher + daemon)",
+            ours_bin,
+            f"{bin_dir}:{ref}",
+            names["node"],
+            names["pod"],
+            os.path.join(work, "ipam"),
+            "kubext-bridge",
+        )
+        solo = Side(
+            "kubext-bridge (standalone, no daemon)",
+            solo_bin,
+            f"{bin_dir}:{ref}",
+            names["node"],
+            names["pod"],
+            os.path.join(work, "ipam"),
+            "kubext-bridge",
+        )
+        reference = Side(
+            "reference bridge v1.9.0",
+            os.path.join(ref, "bridge"),
+            ref,
+            names["refnode"],
+            names["refpod"],
+            os.path.join(work, "ipam-ref"),
+            "bridge",
+        )
 
         # Warm-up: creates each bridge and nft skeleton; the baseline for the leak count.
         for side in (ours, reference):
@@ -220,10 +252,14 @@ def main(argv: list[str] | None = None) -> int:
         print(summary(ours))
         print(summary(reference))
         print(summary(solo))
-        print(f"leaks after {total} ADD/DEL cycles, ours:      "
-              f"{leaks(baseline['ours'], node_state(ours))}")
-        print(f"leaks after {1 + args.cycles} ADD/DEL cycles, reference: "
-              f"{leaks(baseline['reference'], node_state(reference))}")
+        print(
+            f"leaks after {total} ADD/DEL cycles, ours:      "
+            f"{leaks(baseline['ours'], node_state(ours))}"
+        )
+        print(
+            f"leaks after {1 + args.cycles} ADD/DEL cycles, reference: "
+            f"{leaks(baseline['reference'], node_state(reference))}"
+        )
         ratio = pct(ours.add_ms, 50) / pct(reference.add_ms, 50)
         print(f"ratio ours/reference ADD p50: {ratio:.2f}")
         return 0

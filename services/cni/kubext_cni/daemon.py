@@ -146,6 +146,7 @@ class PluginServer:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         if os.path.exists(socket_path):
             os.unlink(socket_path)  # a stale socket from a previous run
+
         class Server(socketserver.ThreadingUnixStreamServer):
             # A runtime may start dozens of pods at once; a full backlog makes connect fail.
             request_queue_size = socket.SOMAXCONN

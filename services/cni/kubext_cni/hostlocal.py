@@ -43,7 +43,8 @@ def reclaim(conf: NetConf, valid: frozenset[tuple[str, str]]) -> list[str]:
                 removed.append(name)
     except OSError as exc:
         raise errors.CNIError(
-            errors.IO_FAILURE, f"failed to reclaim host-local reservations in {directory}",
+            errors.IO_FAILURE,
+            f"failed to reclaim host-local reservations in {directory}",
             str(exc),
         ) from None
     return removed

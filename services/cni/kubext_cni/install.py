@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from kubext_cni import shim
 from kubext_cni.core import versions
 
 PLUGIN_NAME = "kubext-bridge"
@@ -24,7 +25,7 @@ DEFAULT_SOCKET = "/run/kubext-cni/plugin.sock"
 
 def render(*, python: str, socket_path: str, fallback_path: Sequence[str] = ()) -> str:
     """The launcher's text: the shim template with shebang and constants replaced."""
-    template = (Path(__file__).parent / "shim.py").read_text()
+    template = Path(shim.__file__).read_text()
     lines = template.splitlines(keepends=True)
     lines[0] = f"#!{python} -SI\n"
     text = "".join(lines)
@@ -75,8 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--socket", default=DEFAULT_SOCKET, help="the daemon's plugin socket")
     parser.add_argument("--standalone", action="store_true", help="in-process fallback")
     args = parser.parse_args(argv)
-    print(install(args.bin_dir, python=args.python, socket_path=args.socket,
-                  standalone=args.standalone))
+    print(
+        install(
+            args.bin_dir, python=args.python, socket_path=args.socket, standalone=args.standalone
+        )
+    )
     return 0
 
 

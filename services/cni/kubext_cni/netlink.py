@@ -130,9 +130,7 @@ class Links:
             elif link["flags"] & 1 == 0:  # IFF_UP
                 self.ipr.link("set", index=link["index"], state="up")
             if promisc and not link["flags"] & IFF_PROMISC:
-                self.ipr.link(
-                    "set", index=link["index"], flags=IFF_PROMISC, change=IFF_PROMISC
-                )
+                self.ipr.link("set", index=link["index"], flags=IFF_PROMISC, change=IFF_PROMISC)
         except NetlinkError as exc:
             raise _fail(f"bring up bridge {name!r}", exc) from None
         return link, created
@@ -195,9 +193,7 @@ class Links:
             msgs = self.ipr.get_addr(index=index, **({"family": family} if family else {}))
         except NetlinkError as exc:
             raise _fail(f"list addresses of link {index} in {self.where}", exc) from None
-        return [
-            ipaddress.ip_interface(f"{_attr(m, 'IFA_ADDRESS')}/{m['prefixlen']}") for m in msgs
-        ]
+        return [ipaddress.ip_interface(f"{_attr(m, 'IFA_ADDRESS')}/{m['prefixlen']}") for m in msgs]
 
     def add_address(self, index: int, address: IPInterface, *, nodad: bool) -> None:
         flags = IFA_F_NODAD if nodad and address.version == 6 else 0

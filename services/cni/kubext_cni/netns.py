@@ -60,9 +60,7 @@ def open_netns(path: str) -> NetNS:
         kind = None
     if kind != CLONE_NEWNET:
         os.close(fd)
-        raise errors.CNIError(
-            errors.INVALID_ENV, f"CNI_NETNS: {path!r} is not a network namespace"
-        )
+        raise errors.CNIError(errors.INVALID_ENV, f"CNI_NETNS: {path!r} is not a network namespace")
     if os.fstat(fd).st_ino == os.stat("/proc/thread-self/ns/net").st_ino:
         os.close(fd)
         raise errors.CNIError(

@@ -162,9 +162,7 @@ def cmd_add(ctx: Context) -> bytes:
                 undo.callback(_undo_masquerade, ctx, masquerade)
 
             with locks.held(locks.bridge_lock(conf.bridge)):
-                bridge, _ = host.ensure_bridge(
-                    conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode
-                )
+                bridge, _ = host.ensure_bridge(conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode)
                 if attachment.bridge_addresses:
                     current = host.addresses(bridge["index"])
                 for address in attachment.bridge_addresses:
@@ -273,7 +271,9 @@ def cmd_check(ctx: Context) -> bytes:
     if conf.ipam_type:
         _ipam(ctx, "CHECK")
     prev = result.parse(conf.prev_result, what="prevResult")
-    bridge_entry = next((i for i in prev.interfaces if i.name == conf.bridge and not i.sandbox), None)
+    bridge_entry = next(
+        (i for i in prev.interfaces if i.name == conf.bridge and not i.sandbox), None
+    )
     cont_index = next(
         (
             n
@@ -287,9 +287,11 @@ def cmd_check(ctx: Context) -> bytes:
     if cont_index is None:
         raise _drift(f"prevResult lists no interface {req.ifname!r} in sandbox {req.netns}")
     cont_entry = prev.interfaces[cont_index]
-    with netns.open_netns(req.netns) as ns, netlink.Links.inside(
-        ns
-    ) as container, netlink.Links.host() as host:
+    with (
+        netns.open_netns(req.netns) as ns,
+        netlink.Links.inside(ns) as container,
+        netlink.Links.host() as host,
+    ):
         bridge = host.get(conf.bridge)
         if bridge is None or netlink.link_kind(bridge) != "bridge":
             raise _drift(f"bridge {conf.bridge!r} not found in the host namespace")
@@ -386,7 +388,9 @@ def cmd_gc(ctx: Context) -> bytes:
         except errors.CNIError as exc:
             problems.append(str(exc))
     if problems:
-        raise errors.CNIError(errors.GC_FAILURE, "GC could not remove everything", "; ".join(problems))
+        raise errors.CNIError(
+            errors.GC_FAILURE, "GC could not remove everything", "; ".join(problems)
+        )
     return b""
 
 

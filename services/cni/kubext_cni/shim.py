@@ -98,8 +98,10 @@ def _in_process(env: dict, stdin: bytes):
     sys.path[:0] = FALLBACK_PATH
     from kubext_cni import plugin
 
-    text_env = {k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
-                for k, v in env.items()}
+    text_env = {
+        k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
+        for k, v in env.items()
+    }
     outcome = plugin.run(text_env, stdin)
     return outcome.exit_code, outcome.stdout, outcome.stderr
 
@@ -129,20 +131,32 @@ def main() -> int:
         reply = ask_daemon(path, encode_request(env, stdin, (st.st_dev, st.st_ino)))
     except (OSError, ValueError, _struct.error) as exc:
         # Connected but the exchange broke: the daemon died mid-call or timed out.
-        reply = (REPLY_RESULT, 1, _error(TRY_AGAIN_LATER, "kubext-cni daemon failed", str(exc)), b"")
+        reply = (
+            REPLY_RESULT,
+            1,
+            _error(TRY_AGAIN_LATER, "kubext-cni daemon failed", str(exc)),
+            b"",
+        )
     if reply is not None and reply[0] == REPLY_RESULT:
         code, out, err = reply[1:]
     elif FALLBACK_PATH:
         code, out, err = _in_process(env, stdin)
     elif reply is None:
-        code, out, err = 1, _error(TRY_AGAIN_LATER, "kubext-cni daemon not reachable",
-                                   f"no daemon at {path}"), b""
+        code, out, err = (
+            1,
+            _error(TRY_AGAIN_LATER, "kubext-cni daemon not reachable", f"no daemon at {path}"),
+            b"",
+        )
     else:
-        code, out, err = 1, _error(
-            DAEMON_UNUSABLE,
-            "kubext-cni daemon runs in another network namespace",
-            "run the daemon with hostNetwork, in the runtime's namespace",
-        ), b""
+        code, out, err = (
+            1,
+            _error(
+                DAEMON_UNUSABLE,
+                "kubext-cni daemon runs in another network namespace",
+                "run the daemon with hostNetwork, in the runtime's namespace",
+            ),
+            b"",
+        )
     sys.stdout.buffer.write(out)
     sys.stderr.buffer.write(err)
     return code

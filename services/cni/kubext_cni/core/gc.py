@@ -29,9 +29,7 @@ def is_reservation(filename: str) -> bool:
     return True
 
 
-def stale_reservations(
-    files: Mapping[str, str], valid: frozenset[tuple[str, str]]
-) -> list[str]:
+def stale_reservations(files: Mapping[str, str], valid: frozenset[tuple[str, str]]) -> list[str]:
     """Names of reservation files whose owner is not a valid attachment."""
     valid_ids = {cid for cid, _ in valid}
     stale = []
@@ -39,10 +37,8 @@ def stale_reservations(
         if not is_reservation(name):
             continue
         container_id, ifname = owner(content)
-        if ifname is None:
-            alive = container_id in valid_ids  # old format: any interface of the container
-        else:
-            alive = (container_id, ifname) in valid
+        # The old format names no interface: any valid interface of the container keeps it.
+        alive = container_id in valid_ids if ifname is None else (container_id, ifname) in valid
         if not alive:
             stale.append(name)
     return stale

@@ -40,14 +40,10 @@ def restore_setup(network: str, container_id: str, ips: list[IPInterface]) -> st
     lines = ["*nat", f":{chain} - [0:0]"]  # declaring an existing chain flushes it
     for subnet in masquerade_subnets(ips):
         lines.append(f"-A {chain} -d {subnet} -m comment --comment {note} -j ACCEPT")
-    lines.append(
-        f"-A {chain} ! -d {_MULTICAST[family]} -m comment --comment {note} -j MASQUERADE"
-    )
+    lines.append(f"-A {chain} ! -d {_MULTICAST[family]} -m comment --comment {note} -j MASQUERADE")
     for ip in ips:
         prefix = 32 if family == 4 else 128
-        lines.append(
-            f"-A POSTROUTING -s {ip.ip}/{prefix} -m comment --comment {note} -j {chain}"
-        )
+        lines.append(f"-A POSTROUTING -s {ip.ip}/{prefix} -m comment --comment {note} -j {chain}")
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 

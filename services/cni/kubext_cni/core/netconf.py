@@ -304,9 +304,7 @@ def _object(raw: Mapping[str, Any], key: str) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise errors.CNIError(
-            errors.INVALID_CONFIG, f"{key} must be an object, got {_kind(value)}"
-        )
+        raise errors.CNIError(errors.INVALID_CONFIG, f"{key} must be an object, got {_kind(value)}")
     return value
 
 

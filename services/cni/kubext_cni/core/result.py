@@ -101,9 +101,7 @@ def _parse(obj: Mapping[str, Any]) -> Result:
             raise ValueError(f"address {item['address']!r} is not in CIDR notation")
         gateway = ipaddress.ip_address(_str(item["gateway"])) if item.get("gateway") else None
         index = item.get("interface")
-        out.ips.append(
-            IPConfig(address, gateway, None if index is None else _uint(index))
-        )
+        out.ips.append(IPConfig(address, gateway, None if index is None else _uint(index)))
     for item in obj.get("routes") or []:
         out.routes.append(
             Route(

@@ -41,8 +41,9 @@ def check(version: str, command: str) -> None:
             errors.INCOMPATIBLE_VERSION,
             "incompatible CNI versions",
             # libcni's wording (Go %q formatting), so runtimes log the familiar text.
-            f'config is "{version}", plugin supports [{" ".join(f"{v!r}" for v in SUPPORTED)}]'
-            .replace("'", '"'),
+            f'config is "{version}", plugin supports [{" ".join(f"{v!r}" for v in SUPPORTED)}]'.replace(
+                "'", '"'
+            ),
         )
     minimum = MINIMUM_FOR_COMMAND.get(command)
     if minimum and not at_least(version, minimum):

@@ -33,8 +33,12 @@ def server(tmp_path: Path) -> Iterator[tuple[daemon.PluginServer, Recorder]]:
 
 def _launch(binary: str, stdin: bytes, **env: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [binary], input=stdin, env={"PATH": "/usr/bin:/bin", **env},
-        capture_output=True, timeout=60, check=False,
+        [binary],
+        input=stdin,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -50,7 +54,7 @@ def test_render_fills_in_the_constants() -> None:
 def test_the_launchers_codes_are_the_plugins() -> None:
     assert shim.TRY_AGAIN_LATER == errors.TRY_AGAIN_LATER
     assert shim.DAEMON_UNUSABLE == errors.DAEMON_UNUSABLE
-    assert shim.SUPPORTED == list(versions.SUPPORTED)
+    assert list(versions.SUPPORTED) == shim.SUPPORTED
 
 
 def test_calls_pass_through_the_daemon_byte_for_byte(
@@ -72,7 +76,8 @@ def test_version_is_answered_without_any_daemon(tmp_path: Path) -> None:
     proc = _launch(binary, b'{"cniVersion": "0.4.0"}', CNI_COMMAND="VERSION")
     assert proc.returncode == 0
     assert json.loads(proc.stdout) == {
-        "cniVersion": "0.4.0", "supportedVersions": list(versions.SUPPORTED)
+        "cniVersion": "0.4.0",
+        "supportedVersions": list(versions.SUPPORTED),
     }
 
 

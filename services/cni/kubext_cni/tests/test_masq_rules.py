@@ -19,8 +19,14 @@ def test_add_script_is_one_transaction_with_commented_elements() -> None:
     script = nft.add_script("net1", "c1", "eth0", IPS)
     chain = nft.network_chain("net1", [ip.network for ip in IPS])
     assert chain.startswith(nft.network_chain_prefix("net1"))
-    assert f'add element inet kubext-cni masq4 {{ 10.1.0.5 comment "id=c1 if=eth0" : jump {chain} }}' in script
-    assert f'add element inet kubext-cni masq6 {{ fd00::5 comment "id=c1 if=eth0" : jump {chain} }}' in script
+    assert (
+        f'add element inet kubext-cni masq4 {{ 10.1.0.5 comment "id=c1 if=eth0" : jump {chain} }}'
+        in script
+    )
+    assert (
+        f'add element inet kubext-cni masq6 {{ fd00::5 comment "id=c1 if=eth0" : jump {chain} }}'
+        in script
+    )
     body = [line for line in script.splitlines() if f"add rule inet kubext-cni {chain}" in line]
     assert [line.split(chain, 1)[1].strip() for line in body] == [
         "ip daddr 10.1.0.0/24 return",
@@ -43,8 +49,11 @@ def test_add_script_is_valid_nft_syntax() -> None:
     """``nft -c`` in a throwaway netns: parsed and checked by the kernel, never committed."""
     script = nft.add_script("net1", "c1", "eth0", IPS)
     proc = subprocess.run(
-        ["unshare", "--net", "nft", "-c", "-f", "-"], input=script.encode(),
-        capture_output=True, timeout=30, check=False,
+        ["unshare", "--net", "nft", "-c", "-f", "-"],
+        input=script.encode(),
+        capture_output=True,
+        timeout=30,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr.decode()
 
@@ -61,8 +70,10 @@ def _listing(*elements: tuple[str, str, str, str]) -> str:
         key: object = {"elem": {"val": address, "comment": comment}} if comment else address
         maps[name].append([key, {"jump": {"target": target}}])
     objs: list[dict] = [{"metainfo": {"json_schema_version": 1}}]
-    objs += [{"map": {"family": "inet", "table": "kubext-cni", "name": n, "elem": e}}
-             for n, e in maps.items()]
+    objs += [
+        {"map": {"family": "inet", "table": "kubext-cni", "name": n, "elem": e}}
+        for n, e in maps.items()
+    ]
     objs.append({"chain": {"family": "inet", "table": "kubext-cni", "name": "postrouting"}})
     return json.dumps({"nftables": objs})
 

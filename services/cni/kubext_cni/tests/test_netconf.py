@@ -16,7 +16,7 @@ ADD_ENV = {
 }
 
 
-def _code(fn, *args) -> tuple[int, str]:  # noqa: ANN001
+def _code(fn, *args) -> tuple[int, str]:
     with pytest.raises(errors.CNIError) as exc:
         fn(*args)
     return exc.value.code, str(exc.value)
@@ -40,21 +40,31 @@ def test_a_complete_add_environment() -> None:
     ("env", "needle"),
     [
         pytest.param({}, "[CNI_COMMAND]", id="nothing"),
-        pytest.param({"CNI_COMMAND": "ADD"}, "[CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME,CNI_PATH]",
-                     id="add-lists-all-missing"),
+        pytest.param(
+            {"CNI_COMMAND": "ADD"},
+            "[CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME,CNI_PATH]",
+            id="add-lists-all-missing",
+        ),
         pytest.param(dict(ADD_ENV, CNI_NETNS=""), "[CNI_NETNS]", id="empty-counts-as-missing"),
-        pytest.param({"CNI_COMMAND": "DEL", "CNI_PATH": "/p"}, "[CNI_CONTAINERID,CNI_IFNAME]",
-                     id="del-needs-no-netns"),
+        pytest.param(
+            {"CNI_COMMAND": "DEL", "CNI_PATH": "/p"},
+            "[CNI_CONTAINERID,CNI_IFNAME]",
+            id="del-needs-no-netns",
+        ),
         pytest.param({"CNI_COMMAND": "GC"}, "[CNI_PATH]", id="gc-needs-path"),
-        pytest.param({"CNI_COMMAND": "FROB", "CNI_PATH": "/p"}, "unknown CNI_COMMAND: FROB",
-                     id="unknown-verb"),
+        pytest.param(
+            {"CNI_COMMAND": "FROB", "CNI_PATH": "/p"},
+            "unknown CNI_COMMAND: FROB",
+            id="unknown-verb",
+        ),
         pytest.param(dict(ADD_ENV, CNI_CONTAINERID="-bad"), "containerID", id="bad-id"),
         pytest.param(dict(ADD_ENV, CNI_IFNAME="a" * 16), "too long", id="ifname-16"),
         pytest.param(dict(ADD_ENV, CNI_IFNAME="a/b"), "contains /", id="ifname-slash"),
         pytest.param(dict(ADD_ENV, CNI_IFNAME=".."), ". or ..", id="ifname-dots"),
         pytest.param(dict(ADD_ENV, CNI_IFNAME="a b"), "whitespace", id="ifname-space"),
-        pytest.param(dict(ADD_ENV, CNI_ARGS="A=1;B"), "CNI_ARGS: invalid pair 'B'",
-                     id="args-no-equals"),
+        pytest.param(
+            dict(ADD_ENV, CNI_ARGS="A=1;B"), "CNI_ARGS: invalid pair 'B'", id="args-no-equals"
+        ),
         pytest.param(dict(ADD_ENV, CNI_ARGS="A=1=2"), "CNI_ARGS", id="args-two-equals"),
     ],
 )
@@ -98,7 +108,11 @@ def _conf(command: str = "ADD", **fields: object) -> NetConf:
 def test_defaults_match_the_reference_bridge() -> None:
     conf = _conf()
     assert (conf.bridge, conf.is_gateway, conf.ip_masq, conf.mtu, conf.ipam) == (
-        "cni0", False, False, 0, None
+        "cni0",
+        False,
+        False,
+        0,
+        None,
     )
 
 
@@ -125,8 +139,11 @@ def test_default_gateway_implies_gateway() -> None:
         ({"vlanTrunk": [{"id": 5}]}, errors.UNSUPPORTED_FIELD, 'vlanTrunk=[{"id": 5}]'),
         ({"runtimeConfig": {"mac": "nope"}}, errors.INVALID_CONFIG, "invalid MAC"),
         ({"cni.dev/valid-attachments": {}}, errors.INVALID_CONFIG, "must be a list"),
-        ({"cni.dev/valid-attachments": [{"containerID": 1}]}, errors.INVALID_CONFIG,
-         "string containerID and ifname"),
+        (
+            {"cni.dev/valid-attachments": [{"containerID": 1}]},
+            errors.INVALID_CONFIG,
+            "string containerID and ifname",
+        ),
     ],
 )
 def test_invalid_options(fields: dict, code: int, needle: str) -> None:

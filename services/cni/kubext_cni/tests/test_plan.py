@@ -101,19 +101,32 @@ def test_dns_from_the_config_wins() -> None:
     [
         pytest.param([], "10.1.0.1/24", False, ([], True), id="empty-bridge"),
         pytest.param(["10.1.0.1/24"], "10.1.0.1/24", False, ([], False), id="already-there"),
-        pytest.param(["172.16.0.1/24", "10.1.0.1/24"], "10.1.0.1/24", False, ([], False),
-                     id="there-among-others"),
-        pytest.param(["172.16.0.1/24"], "10.1.0.1/24", True, (["172.16.0.1/24"], True),
-                     id="force-replaces-ipv4"),
-        pytest.param(["fd01::1/64", "fe80::1/64"], "fd00::1/64", False, ([], True),
-                     id="ipv6-subnets-coexist"),
-        pytest.param(["fd00::9/64"], "fd00::1/64", True, (["fd00::9/64"], True),
-                     id="ipv6-overlap-forced"),
+        pytest.param(
+            ["172.16.0.1/24", "10.1.0.1/24"],
+            "10.1.0.1/24",
+            False,
+            ([], False),
+            id="there-among-others",
+        ),
+        pytest.param(
+            ["172.16.0.1/24"],
+            "10.1.0.1/24",
+            True,
+            (["172.16.0.1/24"], True),
+            id="force-replaces-ipv4",
+        ),
+        pytest.param(
+            ["fd01::1/64", "fe80::1/64"], "fd00::1/64", False, ([], True), id="ipv6-subnets-coexist"
+        ),
+        pytest.param(
+            ["fd00::9/64"], "fd00::1/64", True, (["fd00::9/64"], True), id="ipv6-overlap-forced"
+        ),
         pytest.param(["fd00::1/64"], "10.1.0.1/24", False, ([], True), id="other-family"),
     ],
 )
-def test_bridge_address_changes(current: list[str], wanted: str, force: bool,
-                                expect: tuple[list[str], bool]) -> None:
+def test_bridge_address_changes(
+    current: list[str], wanted: str, force: bool, expect: tuple[list[str], bool]
+) -> None:
     remove, add = plan.bridge_address_changes(
         [IFACE(a) for a in current], IFACE(wanted), bridge="cni0", force=force
     )
@@ -132,17 +145,24 @@ def test_a_conflicting_bridge_address_without_force_is_refused(current: str) -> 
 def test_result_appends_to_prev_result_and_shifts_the_interface_index() -> None:
     p = plan.plan_attachment(_conf(isDefaultGateway=True), REQUEST, _ipam(DUAL[:1]))
     prev = result.parse(
-        {"interfaces": [{"name": "lo"}], "ips": [{"address": "127.0.0.2/8", "interface": 0}],
-         "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}]},
+        {
+            "interfaces": [{"name": "lo"}],
+            "ips": [{"address": "127.0.0.2/8", "interface": 0}],
+            "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}],
+        },
         what="prevResult",
     )
     out = plan.build_result(
-        p, prev=prev, bridge=Interface("cni0"), host=Interface("vethx"),
+        p,
+        prev=prev,
+        bridge=Interface("cni0"),
+        host=Interface("vethx"),
         container=Interface("eth0", sandbox="/var/run/netns/p"),
     )
     assert [i.name for i in out.interfaces] == ["lo", "cni0", "vethx", "eth0"]
     assert [(str(ip.address), ip.interface) for ip in out.ips] == [
-        ("127.0.0.2/8", 0), ("10.1.0.5/24", 3)
+        ("127.0.0.2/8", 0),
+        ("10.1.0.5/24", 3),
     ]
     assert len(out.routes) == 1  # the same default route is not listed twice
 

@@ -16,8 +16,12 @@ ENV = {
     "CNI_IFNAME": "eth0",
     "CNI_PATH": "/nonexistent",
 }
-CONF = {"cniVersion": "0.4.0", "name": "net1", "type": "kubext-bridge",
-        "ipam": {"type": "host-local", "subnet": "10.1.0.0/24"}}
+CONF = {
+    "cniVersion": "0.4.0",
+    "name": "net1",
+    "type": "kubext-bridge",
+    "ipam": {"type": "host-local", "subnet": "10.1.0.0/24"},
+}
 
 
 def _run(env: dict, stdin: bytes) -> tuple[int, dict, str]:
@@ -87,7 +91,7 @@ def test_check_needs_prev_result() -> None:
     assert (code, body["code"], body["msg"]) == (1, 7, "required prevResult missing")
 
 
-def test_a_failed_delegate_error_is_passed_up_unchanged(tmp_path) -> None:  # noqa: ANN001
+def test_a_failed_delegate_error_is_passed_up_unchanged(tmp_path) -> None:
     fake = tmp_path / "fake-ipam"
     fake.write_text(
         "#!/bin/sh\necho 'ipam log line' >&2\n"
@@ -99,7 +103,8 @@ def test_a_failed_delegate_error_is_passed_up_unchanged(tmp_path) -> None:  # no
     conf = dict(CONF, cniVersion="1.1.0", ipam={"type": "fake-ipam"})
     code, body, stderr = _run(env, json.dumps(conf).encode())
     assert (code, body) == (
-        1, {"cniVersion": "1.1.0", "code": 7, "msg": "no range", "details": "pool empty"}
+        1,
+        {"cniVersion": "1.1.0", "code": 7, "msg": "no range", "details": "pool empty"},
     )
     assert "ipam log line" in stderr
 

@@ -28,8 +28,16 @@ def _full() -> Result:
             Interface("eth0", "aa:bb:cc:dd:ee:02", 1400, "/var/run/netns/p"),
         ],
         ips=[IPConfig(ipaddress.ip_interface("10.1.0.5/24"), ipaddress.ip_address("10.1.0.1"), 1)],
-        routes=[Route(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_address("10.1.0.1"),
-                      mtu=1400, priority=5, table=100, scope=0)],
+        routes=[
+            Route(
+                ipaddress.ip_network("0.0.0.0/0"),
+                ipaddress.ip_address("10.1.0.1"),
+                mtu=1400,
+                priority=5,
+                table=100,
+                scope=0,
+            )
+        ],
     )
 
 
@@ -57,7 +65,9 @@ def test_1_0_0_drops_ip_version_and_has_no_1_1_fields() -> None:
     assert out["ips"] == [{"interface": 1, "address": "10.1.0.5/24", "gateway": "10.1.0.1"}]
     assert "dns" not in out
     assert out["interfaces"][1] == {
-        "name": "eth0", "mac": "aa:bb:cc:dd:ee:02", "sandbox": "/var/run/netns/p"
+        "name": "eth0",
+        "mac": "aa:bb:cc:dd:ee:02",
+        "sandbox": "/var/run/netns/p",
     }
     assert out["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}]
 
@@ -67,8 +77,7 @@ def test_1_1_0_adds_interface_mtu_and_route_attributes() -> None:
     assert list(out) == ["cniVersion", "interfaces", "ips", "routes"]
     assert out["interfaces"][1]["mtu"] == 1400
     assert out["routes"] == [
-        {"dst": "0.0.0.0/0", "gw": "10.1.0.1", "mtu": 1400, "priority": 5, "table": 100,
-         "scope": 0}
+        {"dst": "0.0.0.0/0", "gw": "10.1.0.1", "mtu": 1400, "priority": 5, "table": 100, "scope": 0}
     ]
 
 

@@ -164,8 +164,9 @@ class Network:
             data_dir=os.path.join(tmp_dir, f"ipam-{tag}"),
         )
 
-    def conf(self, plugin: Plugin, *, version: str = "1.1.0", dual: bool = False,
-             **options: Any) -> dict[str, Any]:
+    def conf(
+        self, plugin: Plugin, *, version: str = "1.1.0", dual: bool = False, **options: Any
+    ) -> dict[str, Any]:
         """The config for ``plugin``; each plugin kind keeps its own host-local data dir."""
         ranges = [[{"subnet": self.subnet4}]]
         if dual:
@@ -348,23 +349,24 @@ def _ping_once(ns_path: str, dst: str, timeout: float) -> bool:
     return False
 
 
+def _ping_in_thread(ns: Netns, dst: str, timeout: float) -> bool:
+    outcome: list[bool] = []
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            outcome.append(_ping_once(ns.path, dst, timeout))
+        except BaseException as exc:  # reported to the caller below
+            failures.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(timeout + 5)
+    if failures:
+        raise failures[0]
+    return bool(outcome and outcome[0])
+
+
 def ping(ns: Netns, dst: str, *, timeout: float = 1.0, attempts: int = 1) -> bool:
-    """ICMP echo from inside ``ns`` (raw socket in a thread that entered it)."""
-    for _ in range(attempts):
-        outcome: list[bool] = []
-        errors: list[BaseException] = []
-
-        def work() -> None:
-            try:
-                outcome.append(_ping_once(ns.path, dst, timeout))
-            except BaseException as exc:  # reported to the caller below
-                errors.append(exc)
-
-        thread = threading.Thread(target=work)
-        thread.start()
-        thread.join(timeout + 5)
-        if errors:
-            raise errors[0]
-        if outcome and outcome[0]:
-            return True
-    return False
+    """ICMP echo from inside ``ns`` (a raw socket in a thread that entered it)."""
+    return any(_ping_in_thread(ns, dst, timeout) for _ in range(attempts))

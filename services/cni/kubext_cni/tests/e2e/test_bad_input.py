@@ -22,7 +22,7 @@ def _node_state(plugin: Plugin, network: Network) -> tuple:
     return links, network.reservations(plugin), sorted(masqueraded(plugin.node))
 
 
-def _assert_error(call, code: int, *needles: str) -> dict:  # noqa: ANN001 - harness.Call
+def _assert_error(call, code: int, *needles: str) -> dict:  # - harness.Call
     assert call.rc == 1, call
     body = json.loads(call.stdout)
     assert set(body) <= {"cniVersion", "code", "msg", "details"}
@@ -38,21 +38,44 @@ CASES = [
     pytest.param(b'{"cniVersion": "1.1.0"}', {}, 7, ["missing network name"], id="no-name"),
     pytest.param(b'{"name": "n"}', {}, 7, ["cniVersion"], id="no-version"),
     pytest.param(b'{"cniVersion": "0.2.0", "name": "n"}', {}, 1, ['"0.2.0"'], id="old-version"),
-    pytest.param(b'{"cniVersion": "1.1.0", "name": "n", "mtu": "9000"}', {}, 7, ["mtu"],
-                 id="mtu-not-a-number"),
-    pytest.param(b'{"cniVersion": "1.1.0", "name": "n", "vlan": 12}', {}, 2, ["vlan=12"],
-                 id="unsupported-vlan"),
+    pytest.param(
+        b'{"cniVersion": "1.1.0", "name": "n", "mtu": "9000"}',
+        {},
+        7,
+        ["mtu"],
+        id="mtu-not-a-number",
+    ),
+    pytest.param(
+        b'{"cniVersion": "1.1.0", "name": "n", "vlan": 12}',
+        {},
+        2,
+        ["vlan=12"],
+        id="unsupported-vlan",
+    ),
     pytest.param(None, {"CNI_NETNS": None}, 4, ["CNI_NETNS"], id="no-netns-env"),
-    pytest.param(None, {"CNI_CONTAINERID": None, "CNI_IFNAME": None}, 4,
-                 ["CNI_CONTAINERID,CNI_IFNAME"], id="two-missing-env"),
-    pytest.param(None, {"CNI_IFNAME": "much-too-long-name"}, 4, ["CNI_IFNAME", "too long"],
-                 id="long-ifname"),
-    pytest.param(None, {"CNI_NETNS": "/var/run/netns/kx-does-not-exist"}, 3,
-                 ["does not exist", "/var/run/netns/kx-does-not-exist"], id="netns-missing"),
-    pytest.param(None, {"CNI_NETNS": "/etc/hostname"}, 4, ["not a network namespace"],
-                 id="netns-not-a-netns"),
-    pytest.param(None, {"CNI_PATH": "/nonexistent"}, 104, ["host-local", "/nonexistent"],
-                 id="ipam-not-found"),
+    pytest.param(
+        None,
+        {"CNI_CONTAINERID": None, "CNI_IFNAME": None},
+        4,
+        ["CNI_CONTAINERID,CNI_IFNAME"],
+        id="two-missing-env",
+    ),
+    pytest.param(
+        None, {"CNI_IFNAME": "much-too-long-name"}, 4, ["CNI_IFNAME", "too long"], id="long-ifname"
+    ),
+    pytest.param(
+        None,
+        {"CNI_NETNS": "/var/run/netns/kx-does-not-exist"},
+        3,
+        ["does not exist", "/var/run/netns/kx-does-not-exist"],
+        id="netns-missing",
+    ),
+    pytest.param(
+        None, {"CNI_NETNS": "/etc/hostname"}, 4, ["not a network namespace"], id="netns-not-a-netns"
+    ),
+    pytest.param(
+        None, {"CNI_PATH": "/nonexistent"}, 104, ["host-local", "/nonexistent"], id="ipam-not-found"
+    ),
 ]
 
 
@@ -105,6 +128,11 @@ def test_status_reports_a_missing_ipam_plugin(entry: Plugin, network: Network) -
 
 def test_daemon_gone_means_try_again_later(ours: Plugin, tmp_path: object) -> None:
     """The deployed launcher has no in-process fallback: the runtime is told to retry."""
-    call = ours("ADD", b"{}", container_id="c", netns="/x",
-                env={"KUBEXT_CNI_SOCKET": os.path.join(str(tmp_path), "none.sock")})
+    call = ours(
+        "ADD",
+        b"{}",
+        container_id="c",
+        netns="/x",
+        env={"KUBEXT_CNI_SOCKET": os.path.join(str(tmp_path), "none.sock")},
+    )
     _assert_error(call, 11, "not reachable")

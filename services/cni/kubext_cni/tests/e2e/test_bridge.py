@@ -36,8 +36,9 @@ def _del(plugin: Plugin, conf: dict, pod: Netns | None, cid: str, ifname: str = 
 def test_two_pods_reach_each_other_and_the_gateway(
     plugin: Plugin, network: Network, pods: PodFactory
 ) -> None:
-    conf = network.conf(plugin, dual=True, isGateway=True, isDefaultGateway=True,
-                        hairpinMode=True, mtu=1400)
+    conf = network.conf(
+        plugin, dual=True, isGateway=True, isDefaultGateway=True, hairpinMode=True, mtu=1400
+    )
     a, b = pods(), pods()
     result_a = _add(plugin, conf, a, "pod-a")
     result_b = _add(plugin, conf, b, "pod-b")
@@ -91,8 +92,9 @@ def _outside(node: Netns, pods: PodFactory, network: Network) -> tuple[Netns, st
 def test_masquerade_rule_exists_exactly_while_the_pod_does(
     plugin: Plugin, network: Network, pods: PodFactory, backend: str
 ) -> None:
-    conf = network.conf(plugin, isGateway=True, isDefaultGateway=True, ipMasq=True,
-                        ipMasqBackend=backend)
+    conf = network.conf(
+        plugin, isGateway=True, isDefaultGateway=True, ipMasq=True, ipMasqBackend=backend
+    )
     pod = pods()
     address = container_ip(_add(plugin, conf, pod, "pod-m"))
     assert address in masqueraded(plugin.node)
@@ -249,14 +251,11 @@ def test_add_twice_is_refused_and_keeps_the_first_attachment(
     again = ours("ADD", conf, container_id="pod-d", netns=pod.path)
     assert (again.rc, again.json["code"]) == (1, 101)
     assert network.reservations(ours) == [container_ip(first)]
-    assert ours("CHECK", dict(conf, prevResult=first), container_id="pod-d",
-                netns=pod.path).rc == 0
+    assert ours("CHECK", dict(conf, prevResult=first), container_id="pod-d", netns=pod.path).rc == 0
     _del(ours, conf, pod, "pod-d")
 
 
-def test_prev_result_is_kept_and_extended(
-    ours: Plugin, network: Network, pods: PodFactory
-) -> None:
+def test_prev_result_is_kept_and_extended(ours: Plugin, network: Network, pods: PodFactory) -> None:
     """A plugin earlier in the chain reported an interface; ours appends after it."""
     prev = {
         "cniVersion": "1.1.0",
@@ -267,7 +266,7 @@ def test_prev_result_is_kept_and_extended(
     conf = dict(network.conf(ours, isGateway=True), prevResult=prev)
     pod = pods()
     result = _add(ours, conf, pod, "pod-p")
-    assert [i["name"] for i in result["interfaces"]][0] == "earlier0"
+    assert result["interfaces"][0]["name"] == "earlier0"
     assert [i.get("sandbox") for i in result["interfaces"]][1:] == [None, None, pod.path]
     assert result["ips"][0] == {"interface": 0, "address": "192.168.77.5/24"}
     assert result["ips"][1]["interface"] == 3

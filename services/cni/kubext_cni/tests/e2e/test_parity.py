@@ -9,8 +9,18 @@ import pytest
 from kubext_cni.tests.e2e.harness import Netns, Network, Plugin, topology
 
 OPTIONS = [
-    pytest.param({"isGateway": True, "isDefaultGateway": True, "hairpinMode": True, "mtu": 1400,
-                  "ipMasq": True, "ipMasqBackend": "nftables"}, True, id="dual-stack-gateway"),
+    pytest.param(
+        {
+            "isGateway": True,
+            "isDefaultGateway": True,
+            "hairpinMode": True,
+            "mtu": 1400,
+            "ipMasq": True,
+            "ipMasqBackend": "nftables",
+        },
+        True,
+        id="dual-stack-gateway",
+    ),
     pytest.param({"isGateway": True}, False, id="gateway-no-default-route"),
     pytest.param({}, False, id="plain-l2-bridge-with-ipam"),
 ]
