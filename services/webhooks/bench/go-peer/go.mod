@@ -1,0 +1,3 @@
+module kubext.local/webhooks-go-peer
+
+go 1.22

@@ -1,0 +1,3 @@
+module kubext.local/webhooks-loadgen
+
+go 1.22
