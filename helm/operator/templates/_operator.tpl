@@ -1,9 +1,9 @@
-{{/* The operator's config needs nothing from the chart: its defaults fit any release. */}}
+{{/*
+What the operator must be told about this release: the Lease it elects its leader in, which is
+the one its Role covers (the release namespace, named after the release).
+*/}}
 {{- define "kubext.wiring" -}}
-{}
-{{- end -}}
-
-{{/* The ClusterKopfPeering the replicas meet in. */}}
-{{- define "operator.peeringName" -}}
-{{- default (include "kubext.fullname" .) .Values.peering.name -}}
+leader_election:
+  namespace: {{ .Release.Namespace }}
+  name: {{ include "kubext.fullname" . }}
 {{- end -}}

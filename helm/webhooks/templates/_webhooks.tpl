@@ -50,11 +50,15 @@ tls:
 {{- define "webhooks.common" -}}
 {{- $root := .root -}}
 clientConfig:
+  {{- if $root.Values.webhooks.url }}
+  url: {{ printf "%s%s" (trimSuffix "/" $root.Values.webhooks.url) .path }}
+  {{- else }}
   service:
     namespace: {{ $root.Release.Namespace }}
     name: {{ include "kubext.fullname" $root }}
     path: {{ .path }}
     port: {{ $root.Values.service.port }}
+  {{- end }}
 failurePolicy: {{ $root.Values.webhooks.failurePolicy }}
 matchPolicy: Equivalent
 sideEffects: None

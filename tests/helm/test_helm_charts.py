@@ -1,0 +1,825 @@
+"""Every chart lints strictly and renders, with its defaults and with non-default values, into
+objects that follow the project's conventions and stay in step with the services' code."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import yaml
+from helmcharts import CHARTS, CHARTS_DIR, REPO, Helm, HelmError, Rendered
+from kubext_cni import config as cni_config
+from kubext_cni import install as cni_install
+from kubext_csi import config as csi_config
+from kubext_deviceplugin import config as deviceplugin_config
+from kubext_operator import config as operator_config
+from kubext_scheduler import config as scheduler_config
+from kubext_webhooks import config as webhooks_config
+from kubext_webhooks import manifests as webhook_manifests
+
+from kubext import cli
+
+CONFIG_MODELS = {
+    "operator": operator_config.Config,
+    "webhooks": webhooks_config.Config,
+    "scheduler": scheduler_config.Config,
+    "cni": cni_config.Config,
+    "csi": csi_config.Config,
+    "deviceplugin": deviceplugin_config.Config,
+}
+
+# Values that move every knob the templates read, per chart.
+CUSTOM: dict[str, dict[str, Any]] = {
+    "operator": {
+        "replicas": 3,
+        "image": {"tag": "dev-1"},
+        "config": {
+            "log_level": "debug",
+            "health": {"port": 9090},
+            "namespaces": ["team-a", "team-b"],
+            "leader_election": {"lease_duration_seconds": 30, "renew_deadline_seconds": 20},
+        },
+        "resources": {
+            "requests": {"cpu": "1", "memory": "1Gi"},
+            "limits": {"cpu": "2", "memory": "2Gi"},
+        },
+        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+        "podAnnotations": {"example.com/team": "platform"},
+    },
+    "webhooks": {
+        "replicas": 3,
+        "config": {"log_level": "debug", "port": 9443, "health": {"port": 9090}},
+        "webhooks": {
+            "databases": {"enabled": False},
+            "excludeNamespaces": ["monitoring"],
+            "namespaceSelector": {"matchLabels": {"kubext.io/webhooks": "enabled"}},
+            "failurePolicy": "Ignore",
+            "timeoutSeconds": 3,
+        },
+        "conversion": {"injectCABundle": False},
+    },
+    "scheduler": {
+        "mode": "extender",
+        "config": {"log_level": "debug"},
+        "extender": {"port": 9888, "bindVerb": "bind", "nodeCacheCapable": False},
+    },
+    "cni": {
+        "config": {"health": {"port": 9190}, "socket_path": "/var/run/kubext/cni.sock"},
+        "hostPID": False,
+        "cni": {
+            "binDir": "/usr/libexec/cni",
+            "hostPython": "/usr/local/bin/python3.12",
+            "confName": "05-kubext.conflist",
+            "plugin": {
+                "bridge": "kube0",
+                "mtu": 9000,
+                "ipam": {"type": "host-local", "subnet": "10.88.0.0/16"},
+            },
+            "chain": [],
+        },
+    },
+    "csi": {
+        "config": {"driver_name": "local.csi.example.org", "state_dir": "/data/kubext-csi"},
+        "kubeletDir": "/var/lib/k0s/kubelet",
+        "csiDriver": {"attachRequired": True, "storageCapacity": True},
+        "storageClass": {"name": "fast-local", "isDefault": True},
+        "sidecars": {"snapshotter": {"enabled": False}},
+        "controller": {"replicas": 2},
+    },
+    "deviceplugin": {
+        "image": {"digest": "sha256:" + "ab" * 32},
+        "config": {"health": {"port": 9091}},
+        "nodeSelector": {"accelerator": "gpu"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    },
+}
+# The containers of each chart that run the service itself (the rest are upstream sidecars).
+SERVICE_CONTAINERS = {"operator", "webhooks", "scheduler", "cni", "csi-driver", "deviceplugin"}
+# Workloads whose service container must be privileged; every other one is restricted.
+PRIVILEGED = {"cni": {"DaemonSet"}, "csi": {"DaemonSet"}, "deviceplugin": {"DaemonSet"}}
+CLUSTER_SCOPED = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+    "StorageClass",
+    "VolumeSnapshotClass",
+    "CSIDriver",
+}
+VARIANTS = [(chart, variant) for chart in CHARTS for variant in ("default", "custom")]
+RELEASE, NAMESPACE = "rel", "ns-charts"
+
+
+def render(helm: Helm, chart: str, variant: str) -> Rendered:
+    return helm.template(
+        chart,
+        release=RELEASE,
+        namespace=NAMESPACE,
+        values=CUSTOM[chart] if variant == "custom" else None,
+    )
+
+
+def service_config(rendered: Rendered, chart: str) -> Any:
+    """The rendered config.yaml, validated by the service's own model (as the service would)."""
+    data = rendered.config(f"{RELEASE}-{chart}-config")
+    return CONFIG_MODELS[chart].model_validate(data)
+
+
+def pod_containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = workload["spec"]["template"]["spec"]
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def service_container(workload: dict[str, Any]) -> dict[str, Any]:
+    (found,) = (
+        c
+        for c in workload["spec"]["template"]["spec"]["containers"]
+        if c["name"] in SERVICE_CONTAINERS
+    )
+    return found
+
+
+def rules_allow(
+    rules: list[dict[str, Any]], group: str, resource: str, verb: str, name: str | None = None
+) -> bool:
+    return any(
+        group in r.get("apiGroups", [])
+        and resource in r.get("resources", [])
+        and verb in r.get("verbs", [])
+        and (not r.get("resourceNames") or name in r["resourceNames"])
+        for r in rules
+    )
+
+
+# --- metadata, lint, shared helpers ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_chart_version_is_the_service_version(chart: str) -> None:
+    meta = yaml.safe_load((CHARTS_DIR / chart / "Chart.yaml").read_text())
+    version = cli.read_version(f"kubext_{chart}")
+    assert (meta["apiVersion"], meta["name"]) == ("v2", chart)
+    assert meta["version"] == version
+    assert meta["appVersion"] == version
+    assert meta["kubeVersion"] == ">=1.30.0-0"
+
+
+@pytest.mark.parametrize(("chart", "variant"), VARIANTS)
+def test_lint_strict(helm: Helm, chart: str, variant: str) -> None:
+    out = helm.lint(chart, CUSTOM[chart] if variant == "custom" else None)
+    assert "1 chart(s) linted, 0 chart(s) failed" in out
+
+
+def test_the_shared_helpers_are_one_file_in_every_chart() -> None:
+    copies = {
+        chart: (CHARTS_DIR / chart / "templates" / "_helpers.tpl").read_text() for chart in CHARTS
+    }
+    reference = copies["operator"]
+    assert [c for c, text in copies.items() if text != reference] == []
+
+
+# Blocks whose children are Kubernetes' own fields or free-form data, not keys of the chart.
+OPAQUE_BLOCKS = {
+    "resources",
+    "securityContext",
+    "podSecurityContext",
+    "sidecarSecurityContext",
+    "livenessProbe",
+    "readinessProbe",
+    "updateStrategy",
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "podAnnotations",
+    "podLabels",
+    "commonLabels",
+    "config",
+    "plugin",
+    "chain",
+    "parameters",
+    "issuerRef",
+    "stateVolume",
+    "matchLabels",
+    "matchExpressions",
+}
+
+
+def undocumented_keys(text: str) -> list[str]:
+    """Keys of values.yaml without a comment above them (a run of one-line sibling keys may
+    share one comment)."""
+    lines = text.splitlines()
+    stack: list[tuple[int, str]] = []
+    missing = []
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "-")) or ":" not in stripped:
+            continue
+        indent = len(line) - len(line.lstrip())
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        opaque = any(key in OPAQUE_BLOCKS for _, key in stack)
+        stack.append((indent, stripped.split(":")[0]))
+        if opaque:
+            continue
+        j = i - 1
+        while (
+            not stripped.endswith(":")  # a block key needs its own comment
+            and j >= 0
+            and lines[j].strip()
+            and not lines[j].strip().startswith("#")
+            and len(lines[j]) - len(lines[j].lstrip()) == indent
+            and not lines[j].rstrip().endswith(":")
+        ):
+            j -= 1
+        if j < 0 or not lines[j].strip().startswith("#"):
+            missing.append(".".join(key for _, key in stack))
+    return missing
+
+
+def test_the_documentation_check_finds_an_undocumented_key() -> None:
+    text = "# Documented.\na: 1\nb:\n  # Documented.\n  c: 2\n\nd: 3\n"
+    assert undocumented_keys(text) == ["b", "d"]
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_every_values_key_is_documented(chart: str) -> None:
+    assert undocumented_keys((CHARTS_DIR / chart / "values.yaml").read_text()) == []
+
+
+# --- what every chart renders --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("chart", "variant"), VARIANTS)
+def test_every_object_carries_the_standard_labels(helm: Helm, chart: str, variant: str) -> None:
+    rendered = render(helm, chart, variant)
+    for obj in rendered.objects:
+        labels = obj["metadata"].get("labels", {})
+        where = f"{obj['kind']} {obj['metadata']['name']}"
+        assert labels.get("app.kubernetes.io/name") == chart, where
+        assert labels.get("app.kubernetes.io/instance") == RELEASE, where
+        assert labels.get("app.kubernetes.io/version") == cli.read_version(f"kubext_{chart}"), where
+        assert labels.get("app.kubernetes.io/managed-by") == "Helm", where
+        assert labels.get("helm.sh/chart", "").startswith(f"{chart}-"), where
+        if obj["kind"] not in CLUSTER_SCOPED:
+            assert obj["metadata"]["namespace"] == NAMESPACE, where
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_cluster_scoped_names_belong_to_the_release(helm: Helm, chart: str) -> None:
+    rendered = render(helm, chart, "default")
+    for obj in rendered.objects:
+        if obj["kind"] in CLUSTER_SCOPED and obj["kind"] != "CSIDriver":
+            assert obj["metadata"]["name"].startswith(
+                RELEASE
+            ), f"{obj['kind']} {obj['metadata']['name']}"
+    for kind in ("ClusterRoleBinding", "RoleBinding"):
+        for binding in rendered.of_kind(kind):
+            for subject in binding["subjects"]:
+                assert subject["namespace"] == NAMESPACE
+                assert subject["name"] in {
+                    sa["metadata"]["name"] for sa in rendered.of_kind("ServiceAccount")
+                }
+
+
+@pytest.mark.parametrize(("chart", "variant"), VARIANTS)
+def test_workloads_run_the_service_with_its_config(helm: Helm, chart: str, variant: str) -> None:
+    rendered = render(helm, chart, variant)
+    cfg = service_config(rendered, chart)
+    version = cli.read_version(f"kubext_{chart}")
+    values = CUSTOM[chart] if variant == "custom" else {}
+    image = values.get("image", {})
+    expected_image = (
+        f"kubext/{chart}@{image['digest']}"
+        if "digest" in image
+        else f"kubext/{chart}:{image.get('tag', version)}"
+    )
+    assert rendered.workloads()
+    for workload in rendered.workloads():
+        pod = workload["spec"]["template"]["spec"]
+        container = service_container(workload)
+        assert container["image"] == expected_image
+        assert container["args"][:2] == ["--config", "/etc/kubext/config.yaml"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert (
+            volumes[mounts["/etc/kubext"]["name"]]["configMap"]["name"]
+            == f"{RELEASE}-{chart}-config"
+        )
+        assert "emptyDir" in volumes[mounts["/tmp"]["name"]]  # PEX_ROOT=/tmp/.pex
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["health"] == cfg.health.port
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+        annotations = workload["spec"]["template"]["metadata"]["annotations"]
+        assert len(annotations["checksum/config"]) == 64
+        if pod.get("serviceAccountName"):
+            assert pod["serviceAccountName"] in {
+                sa["metadata"]["name"] for sa in rendered.of_kind("ServiceAccount")
+            }
+
+
+@pytest.mark.parametrize(("chart", "variant"), VARIANTS)
+def test_every_container_has_requests_and_limits(helm: Helm, chart: str, variant: str) -> None:
+    for workload in render(helm, chart, variant).workloads():
+        for container in pod_containers(workload):
+            resources = container["resources"]
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(resources[kind]), f"{container['name']} {kind}"
+
+
+@pytest.mark.parametrize(("chart", "variant"), VARIANTS)
+def test_security_context_is_restricted_unless_the_service_needs_the_host(
+    helm: Helm, chart: str, variant: str
+) -> None:
+    for workload in render(helm, chart, variant).workloads():
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        container = service_container(workload)
+        ctx = container["securityContext"]
+        assert ctx["readOnlyRootFilesystem"] is True
+        if workload["kind"] in PRIVILEGED.get(chart, set()):
+            assert ctx["privileged"] is True
+            continue
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 10001
+        for c in pod_containers(workload):  # sidecars too
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, c["name"]
+            assert sc["readOnlyRootFilesystem"] is True, c["name"]
+            assert sc["capabilities"]["drop"] == ["ALL"], c["name"]
+            assert not sc.get("privileged"), c["name"]
+
+
+@pytest.mark.parametrize(("chart", "variant"), VARIANTS)
+def test_rbac_names_every_resource_and_verb(helm: Helm, chart: str, variant: str) -> None:
+    for kind in ("ClusterRole", "Role"):
+        for role in render(helm, chart, variant).of_kind(kind):
+            for rule in role["rules"]:
+                for key in ("apiGroups", "resources", "verbs"):
+                    assert "*" not in rule[key], f"{role['metadata']['name']}: wildcard {key}"
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_a_config_change_rolls_the_pods(helm: Helm, chart: str) -> None:
+    def checksums(values: dict[str, Any]) -> set[str]:
+        rendered = helm.template(chart, release=RELEASE, namespace=NAMESPACE, values=values)
+        return {
+            w["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+            for w in rendered.workloads()
+        }
+
+    assert checksums({}).isdisjoint(checksums({"config": {"log_level": "warning"}}))
+
+
+# The config keys each chart sets itself, to match the objects it creates or mounts.
+WIRED_KEYS = {
+    "operator": {"leader_election"},
+    "webhooks": {"namespace", "service_name", "tls"},
+    "cni": {"cni_bin_dir", "plugin_python"},
+}
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_empty_config_means_the_service_defaults(helm: Helm, chart: str) -> None:
+    rendered = helm.template(chart, release=RELEASE, namespace=NAMESPACE)
+    data = rendered.config(f"{RELEASE}-{chart}-config")
+    assert set(data) == WIRED_KEYS.get(chart, set())
+    # Everything else is the service's own default.
+    model = CONFIG_MODELS[chart]
+    defaults = model().model_dump()
+    rendered_cfg = model.model_validate(data).model_dump()
+    assert {k: v for k, v in rendered_cfg.items() if k not in data} == {
+        k: v for k, v in defaults.items() if k not in data
+    }
+
+
+# --- operator ------------------------------------------------------------------------------
+
+
+def test_operator_crds_are_the_services_crds() -> None:
+    source = REPO / "services" / "operator" / "deploy" / "crds"
+    copies = CHARTS_DIR / "operator" / "crds"
+    generated = sorted(p.name for p in source.glob("*.yaml"))
+    assert generated, "services/operator/deploy/crds has no CRDs"
+    drifted = [
+        n
+        for n in generated
+        if not (copies / n).is_file() or (copies / n).read_bytes() != (source / n).read_bytes()
+    ]
+    assert (
+        drifted == []
+    ), f"copy services/operator/deploy/crds/{{{','.join(drifted)}}} into helm/operator/crds/"
+    assert sorted(p.name for p in copies.iterdir()) == generated  # nothing else ships as a CRD
+
+
+def grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
+    """(group, resource, verb, name or "") for every combination a rule list allows."""
+    return {
+        (group, resource, verb, name)
+        for rule in rules
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+        for verb in rule.get("verbs", [])
+        for name in rule.get("resourceNames") or [""]
+    }
+
+
+def test_operator_rights_are_the_services_own(helm: Helm) -> None:
+    """The ClusterRole grants what services/operator/deploy/operator.yaml grants, and the Lease
+    Role only the Lease the operator is configured to elect in."""
+    rendered = render(helm, "operator", "default")
+    deploy = [
+        d
+        for d in yaml.safe_load_all(
+            (REPO / "services" / "operator" / "deploy" / "operator.yaml").read_text()
+        )
+        if d
+    ]
+    (service_role,) = (d for d in deploy if d["kind"] == "ClusterRole")
+    name = f"{RELEASE}-operator"
+    assert grants(rendered.rules("ClusterRole", name)) == grants(service_role["rules"])
+    cfg = service_config(rendered, "operator")
+    assert (cfg.leader_election.namespace, cfg.leader_election.name) == (NAMESPACE, name)
+    lease_role = rendered.one("Role", f"{name}-leader-election")
+    assert lease_role["metadata"]["namespace"] == NAMESPACE
+    assert grants(lease_role["rules"]) == {
+        ("coordination.k8s.io", "leases", "create", ""),
+        ("coordination.k8s.io", "leases", "get", name),
+        ("coordination.k8s.io", "leases", "update", name),
+    }
+    assert rendered.one("Deployment")["spec"]["replicas"] == 2
+    assert rendered.one("PodDisruptionBudget")["spec"]["minAvailable"] == 1
+
+
+def test_operator_custom_config_keeps_the_wiring(helm: Helm) -> None:
+    cfg = service_config(render(helm, "operator", "custom"), "operator")
+    assert cfg.namespaces == ["team-a", "team-b"]
+    assert cfg.leader_election.lease_duration_seconds == 30
+    assert cfg.leader_election.name == f"{RELEASE}-operator"
+
+
+# --- webhooks ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("release", "namespace", "url"),
+    [("kubext", "kubext-system", None), (RELEASE, NAMESPACE, "https://127.0.0.1:8443")],
+)
+def test_webhook_configurations_are_the_services_manifests(
+    helm: Helm, release: str, namespace: str, url: str | None
+) -> None:
+    values = {"webhooks": {"url": url}} if url else None
+    rendered = helm.template("webhooks", release=release, namespace=namespace, values=values)
+    name = f"{release}-webhooks"
+    where = {"namespace": namespace, "service": name, "name": name, "url": url}
+    expected = {
+        "ValidatingWebhookConfiguration": webhook_manifests.validating(**where),
+        "MutatingWebhookConfiguration": webhook_manifests.mutating(**where),
+    }
+    for kind, manifest in expected.items():
+        obj = rendered.one(kind, name)
+        assert json.loads(json.dumps(obj["webhooks"])) == manifest["webhooks"]
+
+
+def test_webhooks_config_is_wired_to_the_release_objects(helm: Helm) -> None:
+    rendered = render(helm, "webhooks", "default")
+    cfg = service_config(rendered, "webhooks")
+    name = f"{RELEASE}-webhooks"
+    service = rendered.one("Service", cfg.service_name)
+    assert cfg.effective_namespace() == NAMESPACE
+    assert service["spec"]["ports"] == [
+        {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}
+    ]
+    ports = {
+        p["name"]: p["containerPort"]
+        for p in service_container(rendered.one("Deployment"))["ports"]
+    }
+    assert ports["https"] == cfg.port
+    assert cfg.tls.mode == "self-managed"
+    assert cfg.tls.inject.validating_webhook_configurations == [
+        rendered.one("ValidatingWebhookConfiguration")["metadata"]["name"]
+    ]
+    assert cfg.tls.inject.mutating_webhook_configurations == [
+        rendered.one("MutatingWebhookConfiguration")["metadata"]["name"]
+    ]
+    assert cfg.tls.inject.custom_resource_definitions == ["databases.db.example.com"]
+    assert cfg.cert_settings().dns_names[0] == f"{name}.{NAMESPACE}.svc"
+    cluster = rendered.rules("ClusterRole", name)
+    assert rules_allow(
+        cluster, "admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch", name
+    )
+    assert not rules_allow(
+        cluster, "admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch", "other"
+    )
+    assert rules_allow(
+        cluster,
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "patch",
+        "databases.db.example.com",
+    )
+    assert rules_allow(cluster, "", "namespaces", "get")
+    local = rendered.rules("Role", name)
+    assert rules_allow(local, "", "secrets", "update", cfg.tls.secret_name)
+    assert not rules_allow(local, "", "secrets", "get", "other")
+
+
+def test_webhooks_are_fail_closed_and_never_see_their_own_namespace(helm: Helm) -> None:
+    for variant in ("default", "custom"):
+        rendered = render(helm, "webhooks", variant)
+        for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+            for hook in rendered.one(kind)["webhooks"]:
+                assert hook["sideEffects"] == "None"
+                assert hook["failurePolicy"] == ("Fail" if variant == "default" else "Ignore")
+                assert hook["timeoutSeconds"] == (5 if variant == "default" else 3)
+                (exclusion,) = (
+                    e
+                    for e in hook["namespaceSelector"]["matchExpressions"]
+                    if e["operator"] == "NotIn"
+                )
+                assert {"kube-system", NAMESPACE} <= set(exclusion["values"])
+                if hook["name"].startswith("pods.mutate"):
+                    assert hook["reinvocationPolicy"] == "IfNeeded"
+    custom = render(helm, "webhooks", "custom")
+    hooks = custom.one("ValidatingWebhookConfiguration")["webhooks"]
+    assert [h["name"] for h in hooks] == ["pods.validate.webhooks.kubext.io"]  # databases off
+    assert hooks[0]["namespaceSelector"]["matchLabels"] == {"kubext.io/webhooks": "enabled"}
+    assert "monitoring" in hooks[0]["namespaceSelector"]["matchExpressions"][0]["values"]
+    cfg = service_config(custom, "webhooks")
+    assert cfg.tls.inject.custom_resource_definitions == []
+    assert not rules_allow(
+        custom.rules("ClusterRole", f"{RELEASE}-webhooks"),
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "patch",
+        "databases.db.example.com",
+    )
+
+
+def test_webhooks_config_cannot_contradict_the_chart(helm: Helm) -> None:
+    with pytest.raises(
+        HelmError, match=r"config\.tls\.secret_name: the chart sets it to \"rel-webhooks-tls\""
+    ):
+        helm.template(
+            "webhooks", release=RELEASE, values={"config": {"tls": {"secret_name": "mine"}}}
+        )
+    # Restating what the chart sets is fine.
+    helm.template(
+        "webhooks",
+        release=RELEASE,
+        namespace=NAMESPACE,
+        values={"config": {"service_name": "rel-webhooks"}},
+    )
+
+
+def test_webhooks_with_cert_manager(helm: Helm) -> None:
+    values = {"certManager": {"enabled": True}, "config": {"tls": {"cert_dir": "/run/tls"}}}
+    rendered = helm.template(
+        "webhooks",
+        release=RELEASE,
+        namespace=NAMESPACE,
+        values=values,
+        extra=["--api-versions", "cert-manager.io/v1"],
+    )
+    name = f"{RELEASE}-webhooks"
+    cert = rendered.one("Certificate", name)
+    assert cert["spec"]["dnsNames"][0] == f"{name}.{NAMESPACE}.svc"
+    assert cert["spec"]["issuerRef"]["name"] == rendered.one("Issuer")["metadata"]["name"]
+    assert "selfSigned" in rendered.one("Issuer")["spec"]
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        annotations = rendered.one(kind)["metadata"]["annotations"]
+        assert annotations["cert-manager.io/inject-ca-from"] == f"{NAMESPACE}/{name}"
+    cfg = service_config(rendered, "webhooks")
+    assert cfg.tls.mode == "cert-manager"
+    deployment = rendered.one("Deployment")
+    mounts = {m["mountPath"]: m["name"] for m in service_container(deployment)["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mounts[cfg.tls.cert_dir]]["secret"]["secretName"] == cert["spec"]["secretName"]
+    assert rendered.of_kind("Role") == []  # no Secret of its own to write
+    assert [r["resources"] for r in rendered.rules("ClusterRole", name)] == [["namespaces"]]
+    # An issuer of the user's.
+    values["certManager"]["issuerRef"] = {
+        "name": "corp-ca",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
+    rendered = helm.template(
+        "webhooks",
+        release=RELEASE,
+        namespace=NAMESPACE,
+        values=values,
+        extra=["--api-versions", "cert-manager.io/v1"],
+    )
+    assert rendered.of_kind("Issuer") == []
+    assert rendered.one("Certificate")["spec"]["issuerRef"]["kind"] == "ClusterIssuer"
+
+
+def test_webhooks_cert_manager_without_cert_manager_is_a_clear_error(helm: Helm) -> None:
+    with pytest.raises(
+        HelmError, match=r"certManager\.enabled needs cert-manager \(API cert-manager\.io/v1\)"
+    ):
+        helm.template("webhooks", values={"certManager": {"enabled": True}})
+
+
+# --- scheduler -----------------------------------------------------------------------------
+
+
+def test_scheduler_is_bound_like_kube_scheduler(helm: Helm) -> None:
+    rendered = render(helm, "scheduler", "default")
+    sa = rendered.one("ServiceAccount")["metadata"]["name"]
+    bound = {
+        b["roleRef"]["name"]
+        for b in rendered.of_kind("ClusterRoleBinding")
+        if {"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE} in b["subjects"]
+    }
+    assert bound == {"system:kube-scheduler", "system:volume-scheduler"}
+    assert rendered.of_kind("ClusterRole") == []  # nothing beyond kube-scheduler's own rights
+    lease = rendered.rules("Role", f"{RELEASE}-scheduler-leader-election")
+    assert rules_allow(lease, "coordination.k8s.io", "leases", "update", "kubext-scheduler")
+    assert rendered.one("Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    assert rendered.of_kind("Service") == []
+
+
+def test_scheduler_extender_mode(helm: Helm) -> None:
+    rendered = render(helm, "scheduler", "custom")
+    name = f"{RELEASE}-scheduler"
+    service = rendered.one("Service", name)
+    assert service["spec"]["ports"][0]["port"] == 9888
+    extender = yaml.safe_load(
+        rendered.one("ConfigMap", f"{name}-extender")["data"]["extender.yaml"]
+    )
+    assert extender["urlPrefix"] == f"http://{name}.{NAMESPACE}.svc:9888/"
+    assert (extender["filterVerb"], extender["prioritizeVerb"], extender["bindVerb"]) == (
+        "filter",
+        "prioritize",
+        "bind",
+    )
+    assert extender["nodeCacheCapable"] is False and extender["ignorable"] is True
+    rules = rendered.rules("ClusterRole", f"{name}-extender")
+    assert rules_allow(rules, "", "pods/binding", "create")
+    assert not rules_allow(rules, "", "pods", "delete")
+    assert {b["roleRef"]["name"] for b in rendered.of_kind("ClusterRoleBinding")} == {
+        f"{name}-extender"
+    }
+    ports = {
+        p["name"]: p["containerPort"]
+        for p in service_container(rendered.one("Deployment"))["ports"]
+    }
+    assert ports["extender"] == 9888
+
+
+def test_scheduler_rejects_an_unknown_mode(helm: Helm) -> None:
+    with pytest.raises(HelmError, match='mode: "both" is neither scheduler nor extender'):
+        helm.template("scheduler", values={"mode": "both"})
+
+
+# --- cni -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["default", "custom"])
+def test_cni_daemon_shares_the_hosts_paths_with_the_launcher(helm: Helm, variant: str) -> None:
+    values = CUSTOM["cni"]["cni"] if variant == "custom" else {}
+    bin_dir = values.get("binDir", "/opt/cni/bin")
+    conf_name = values.get("confName", "10-kubext.conflist")
+    rendered = render(helm, "cni", variant)
+    cfg = service_config(rendered, "cni")
+    assert cfg.cni_bin_dir == bin_dir
+    assert cfg.plugin_python == values.get("hostPython", "/usr/bin/python3")
+    daemonset = rendered.one("DaemonSet")
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True  # the daemon refuses calls from another netns
+    assert pod["hostPID"] is (variant == "default")
+    host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    mounts = {m["name"]: m for m in service_container(daemonset)["volumeMounts"]}
+    # The launcher on the host and the daemon in the pod see the same paths.
+    for volume in ("cni-bin", "socket-dir", "netns", "cni-state"):
+        assert mounts[volume]["mountPath"] == host[volume], volume
+    assert host["cni-bin"] == cfg.cni_bin_dir
+    assert host["socket-dir"] == cfg.socket_path.rsplit("/", 1)[0]
+    assert mounts["netns"]["mountPropagation"] == "HostToContainer"
+    (install,) = pod["initContainers"]
+    conf_mount = {m["name"]: m["mountPath"] for m in install["volumeMounts"]}["cni-net"]
+    assert host["cni-net"] == "/etc/cni/net.d"
+    assert f"mv -f {conf_mount}/.{conf_name}.tmp {conf_mount}/{conf_name}" in install["command"][-1]
+    conflist = json.loads(rendered.one("ConfigMap", f"{RELEASE}-cni-network")["data"][conf_name])
+    assert (conflist["cniVersion"], conflist["name"]) == ("1.1.0", "kubext")
+    plugin = conflist["plugins"][0]
+    assert plugin["type"] == "kubext-bridge"
+    assert plugin["ipam"]["type"] == "host-local"
+    if variant == "custom":
+        assert (plugin["bridge"], plugin["mtu"], len(conflist["plugins"])) == ("kube0", 9000, 1)
+    else:
+        assert conflist["plugins"][1]["type"] == "portmap"
+        assert {"operator": "Exists"} in pod["tolerations"]
+    assert rendered.of_kind("ClusterRole") == rendered.of_kind("Role") == []
+    assert rendered.one("ServiceAccount")["automountServiceAccountToken"] is False
+
+
+def test_cni_plugin_name_is_the_services(helm: Helm) -> None:
+    conflist = render(helm, "cni", "default").one("ConfigMap", f"{RELEASE}-cni-network")["data"]
+    assert (
+        json.loads(conflist["10-kubext.conflist"])["plugins"][0]["type"] == cni_install.PLUGIN_NAME
+    )
+
+
+# --- csi -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["default", "custom"])
+def test_csi_driver_objects_follow_the_driver_name(helm: Helm, variant: str) -> None:
+    rendered = render(helm, "csi", variant)
+    cfg = service_config(rendered, "csi")
+    kubelet = "/var/lib/k0s/kubelet" if variant == "custom" else "/var/lib/kubelet"
+    driver = rendered.one("CSIDriver")
+    assert driver["metadata"]["name"] == cfg.driver_name
+    assert driver["spec"]["podInfoOnMount"] is True
+    assert driver["spec"]["attachRequired"] is (variant == "custom")
+    storage_class = rendered.one("StorageClass")
+    assert storage_class["provisioner"] == cfg.driver_name
+    assert storage_class["volumeBindingMode"] == "WaitForFirstConsumer"
+    node = rendered.one("DaemonSet", f"{RELEASE}-csi-node")
+    pod = node["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    assert host["plugin-dir"] == f"{kubelet}/plugins/{cfg.driver_name}"
+    assert host["registration-dir"] == f"{kubelet}/plugins_registry"
+    assert host["state"] == cfg.state_dir
+    containers = {c["name"]: c for c in pod["containers"]}
+    registrar = containers["node-driver-registrar"]
+    assert (
+        f"--kubelet-registration-path={kubelet}/plugins/{cfg.driver_name}/csi.sock"
+        in registrar["args"]
+    )
+    driver_mounts = {m["mountPath"]: m for m in containers["csi-driver"]["volumeMounts"]}
+    for path in (f"{kubelet}/pods", f"{kubelet}/plugins"):
+        assert driver_mounts[path]["mountPropagation"] == "Bidirectional"
+    assert driver_mounts[cfg.state_dir]["name"] == "state"
+    env = {e["name"]: e for e in containers["csi-driver"]["env"]}
+    assert env["CSI_ENDPOINT"]["value"] == "unix:///csi/csi.sock"
+    assert env["NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+
+
+@pytest.mark.parametrize("variant", ["default", "custom"])
+def test_csi_controller_runs_the_sidecars_it_needs(helm: Helm, variant: str) -> None:
+    rendered = render(helm, "csi", variant)
+    controller = rendered.one("Deployment", f"{RELEASE}-csi-controller")
+    containers = {c["name"]: c for c in controller["spec"]["template"]["spec"]["containers"]}
+    expected = {"csi-driver", "csi-provisioner", "csi-snapshotter", "csi-resizer"}
+    if variant == "custom":  # attachRequired, no snapshotter
+        expected = expected - {"csi-snapshotter"} | {"csi-attacher"}
+    assert set(containers) == expected
+    for name, container in containers.items():
+        if name != "csi-driver":
+            assert container["image"].startswith(f"registry.k8s.io/sig-storage/{name}:v")
+            assert (
+                "--csi-address=$(ADDRESS)" in container["args"]
+                and "--leader-election" in container["args"]
+            )
+    rules = rendered.rules("ClusterRole", f"{RELEASE}-csi-controller")
+    assert rules_allow(rules, "", "persistentvolumes", "create")
+    assert rules_allow(rules, "", "persistentvolumeclaims/status", "patch")
+    assert rules_allow(rules, "storage.k8s.io", "volumeattachments/status", "patch") is (
+        variant == "custom"
+    )
+    assert rules_allow(
+        rules, "snapshot.storage.k8s.io", "volumesnapshotcontents/status", "update"
+    ) is (variant == "default")
+    local = rendered.rules("Role", f"{RELEASE}-csi-controller")
+    assert rules_allow(local, "coordination.k8s.io", "leases", "update")
+    capacity = variant == "custom"
+    assert rules_allow(local, "storage.k8s.io", "csistoragecapacities", "create") is capacity
+    assert ("--enable-capacity" in containers["csi-provisioner"]["args"]) is capacity
+
+
+def test_csi_snapshot_class_needs_the_snapshot_api(helm: Helm) -> None:
+    with pytest.raises(
+        HelmError, match=r"snapshotClass\.create needs the external-snapshotter CRDs"
+    ):
+        helm.template("csi", values={"snapshotClass": {"create": True}})
+    rendered = helm.template(
+        "csi",
+        release=RELEASE,
+        namespace=NAMESPACE,
+        values={"snapshotClass": {"create": True}},
+        extra=["--api-versions", "snapshot.storage.k8s.io/v1/VolumeSnapshotClass"],
+    )
+    assert rendered.one("VolumeSnapshotClass")["driver"] == "csi.kubext.io"
+
+
+# --- deviceplugin --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["default", "custom"])
+def test_deviceplugin_mounts_the_kubelet_device_plugin_dir(helm: Helm, variant: str) -> None:
+    rendered = render(helm, "deviceplugin", variant)
+    daemonset = rendered.one("DaemonSet")
+    pod = daemonset["spec"]["template"]["spec"]
+    (volume,) = (v for v in pod["volumes"] if "hostPath" in v)
+    assert volume["hostPath"]["path"] == "/var/lib/kubelet/device-plugins"
+    mounts = {m["name"]: m["mountPath"] for m in service_container(daemonset)["volumeMounts"]}
+    assert mounts[volume["name"]] == "/var/lib/kubelet/device-plugins"
+    assert pod["automountServiceAccountToken"] is False
+    assert rendered.of_kind("ClusterRole") == rendered.of_kind("Role") == []
+    if variant == "custom":
+        assert pod["nodeSelector"]["accelerator"] == "gpu"
