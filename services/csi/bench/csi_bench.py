@@ -2,7 +2,7 @@
 
 For each driver: the full volume lifecycle (create, stage, publish, write 1 MiB + fsync,
 unpublish, unstage, delete) over N volumes, p50/p99; and the wall time of a full csi-sanity run.
-hostpathplugin comes from bench/build-hostpath.sh (Go modules, or a vendored source snapshot);
+hostpathplugin comes from bench/build-hostpath.sh (Go modules only);
 if it cannot be built the output says so. The last line is the csi-sanity time ratio.
 
 Run as root (loop devices and mounts):
