@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 
 import prometheus_client
 
-from kubext_cni import netns, plugin, shim
+from kubext_cni import locks, netns, plugin, shim
 
 log = logging.getLogger("kubext_cni.daemon")
 MAX_REQUEST = 16 << 20  # a config with a large prevResult is still far below this
@@ -144,6 +144,7 @@ class PluginServer:
 
         directory = os.path.dirname(socket_path)
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        locks.use_dir(directory)
         if os.path.exists(socket_path):
             os.unlink(socket_path)  # a stale socket from a previous run
 

@@ -11,7 +11,14 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+# The daemon moves this next to its socket (a hostPath that is writable and shared with the
+# host); the standalone plugin uses the same default path.
 LOCK_DIR = "/run/kubext-cni"
+
+
+def use_dir(directory: str) -> None:
+    global LOCK_DIR
+    LOCK_DIR = directory
 
 
 @contextmanager
