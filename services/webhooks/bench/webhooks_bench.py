@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from kubext_webhooks import certs
 
 HERE = Path(__file__).resolve().parent

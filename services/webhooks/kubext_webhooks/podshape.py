@@ -151,33 +151,36 @@ def check(pod: Any) -> str | None:
 # The fast path: the same checks as POD, written out flat. Almost every pod passes, and this
 # is a few times cheaper than the combinators; those run only to name the problem.
 def _opt(value: Any, kind: type) -> bool:
-    return value is None or type(value) is kind
+    return value is None or isinstance(value, kind)
 
 
 def _opt_int(value: Any) -> bool:
-    return value is None or type(value) is int
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def _str_map(value: Any) -> bool:
     if value is None:
         return True
-    if type(value) is not dict:
+    if not isinstance(value, dict):
         return False
-    return all(v is None or type(v) is str for v in value.values())
+    return all(v is None or isinstance(v, str) for v in value.values())
 
 
 def _quantity_map(value: Any) -> bool:
     if value is None:
         return True
-    if type(value) is not dict:
+    if not isinstance(value, dict):
         return False
-    return all(v is None or type(v) in (str, int, float) for v in value.values())
+    return all(
+        v is None or (isinstance(v, str | int | float) and not isinstance(v, bool))
+        for v in value.values()
+    )
 
 
 def _security_context_ok(sc: Any) -> bool:
     if sc is None:
         return True
-    if type(sc) is not dict:
+    if not isinstance(sc, dict):
         return False
     return (
         _opt(sc.get("privileged"), bool)
@@ -188,7 +191,7 @@ def _security_context_ok(sc: Any) -> bool:
 
 
 def _container_ok(c: Any) -> bool:
-    if type(c) is not dict:
+    if not isinstance(c, dict):
         return False
     if not (_opt(c.get("name"), str) and _opt(c.get("image"), str)):
         return False
@@ -196,7 +199,7 @@ def _container_ok(c: Any) -> bool:
         return False
     resources = c.get("resources")
     if resources is not None and not (
-        type(resources) is dict
+        isinstance(resources, dict)
         and _quantity_map(resources.get("requests"))
         and _quantity_map(resources.get("limits"))
     ):
@@ -204,10 +207,10 @@ def _container_ok(c: Any) -> bool:
     mounts = c.get("volumeMounts")
     if mounts is None:
         return True
-    if type(mounts) is not list:
+    if not isinstance(mounts, list):
         return False
     for mount in mounts:
-        if type(mount) is not dict:
+        if not isinstance(mount, dict):
             return False
         if not (_opt(mount.get("name"), str) and _opt(mount.get("mountPath"), str)):
             return False
@@ -217,7 +220,7 @@ def _container_ok(c: Any) -> bool:
 def _well_shaped(pod: dict[str, Any]) -> bool:
     metadata = pod.get("metadata")
     if metadata is not None:
-        if type(metadata) is not dict:
+        if not isinstance(metadata, dict):
             return False
         for key in ("name", "generateName", "namespace"):
             if not _opt(metadata.get(key), str):
@@ -227,17 +230,17 @@ def _well_shaped(pod: dict[str, Any]) -> bool:
     spec = pod.get("spec")
     if spec is None:
         return True
-    if type(spec) is not dict:
+    if not isinstance(spec, dict):
         return False
     for list_name in CONTAINER_LISTS:
         items = spec.get(list_name)
         if items is None:
             continue
-        if type(items) is not list or not all(_container_ok(c) for c in items):
+        if not isinstance(items, list) or not all(_container_ok(c) for c in items):
             return False
     sc = spec.get("securityContext")
     if sc is not None and not (
-        type(sc) is dict and _opt(sc.get("runAsNonRoot"), bool) and _opt_int(sc.get("runAsUser"))
+        isinstance(sc, dict) and _opt(sc.get("runAsNonRoot"), bool) and _opt_int(sc.get("runAsUser"))
     ):
         return False
     for key in ("hostNetwork", "hostPID", "hostIPC"):
@@ -246,9 +249,9 @@ def _well_shaped(pod: dict[str, Any]) -> bool:
     volumes = spec.get("volumes")
     if volumes is None:
         return True
-    if type(volumes) is not list:
+    if not isinstance(volumes, list):
         return False
-    return all(type(v) is dict and _opt(v.get("name"), str) for v in volumes)
+    return all(isinstance(v, dict) and _opt(v.get("name"), str) for v in volumes)
 
 
 @dataclass(frozen=True)

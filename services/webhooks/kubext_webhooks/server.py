@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,7 +88,13 @@ async def _every(seconds: float, step: Any, what: str) -> None:
             log.warning("%s failed", what, extra={"error": str(exc)})
 
 
-async def run(cfg: config.Config, *, registry: prom.CollectorRegistry = prom.REGISTRY) -> int:
+async def run(
+    cfg: config.Config,
+    *,
+    registry: prom.CollectorRegistry = prom.REGISTRY,
+    on_server: Callable[[uvicorn.Server], None] | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT; ``on_server`` sees the uvicorn server first (tests stop it)."""
     try:
         store = policy.PolicyStore.open(cfg.policy.path)
     except policy.PolicyError as exc:
@@ -168,6 +175,8 @@ async def run(cfg: config.Config, *, registry: prom.CollectorRegistry = prom.REG
     async def reload_policy() -> None:
         store.maybe_reload()
 
+    if on_server is not None:
+        on_server(server)
     health = kubext_health.HealthServer(
         host=cfg.health.host, port=cfg.health.port, ready=ctx.ready, registry=registry
     ).start()

@@ -221,6 +221,7 @@ def test_a_bad_pair_is_refused_and_the_old_one_stays(live) -> None:
     conn.close()
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1])
 def test_tls_below_1_2_is_refused(live, version) -> None:
     server, bundle = live
