@@ -7,8 +7,11 @@ import json
 from typing import Any
 
 import pytest
+import values_schema
 import yaml
 from helmcharts import CHARTS, CHARTS_DIR, REPO, Helm, HelmError, Rendered
+
+from kubext import cli
 from kubext_cni import config as cni_config
 from kubext_cni import install as cni_install
 from kubext_csi import config as csi_config
@@ -17,8 +20,6 @@ from kubext_operator import config as operator_config
 from kubext_scheduler import config as scheduler_config
 from kubext_webhooks import config as webhooks_config
 from kubext_webhooks import manifests as webhook_manifests
-
-from kubext import cli
 
 CONFIG_MODELS = {
     "operator": operator_config.Config,
@@ -245,6 +246,20 @@ def test_the_documentation_check_finds_an_undocumented_key() -> None:
 @pytest.mark.parametrize("chart", CHARTS)
 def test_every_values_key_is_documented(chart: str) -> None:
     assert undocumented_keys((CHARTS_DIR / chart / "values.yaml").read_text()) == []
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_values_schema_is_generated_from_values_yaml(chart: str) -> None:
+    committed = (CHARTS_DIR / chart / "values.schema.json").read_text()
+    assert committed == values_schema.render(chart), "run `python tests/helm/values_schema.py`"
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_a_misspelt_value_is_refused(helm: Helm, chart: str) -> None:
+    with pytest.raises(HelmError, match="additional properties 'replica' not allowed"):
+        helm.template(chart, values={"replica": 3})
+    with pytest.raises(HelmError, match="additional properties 'tags' not allowed"):
+        helm.template(chart, values={"image": {"tags": "1.0"}})
 
 
 # --- what every chart renders --------------------------------------------------------------
@@ -670,8 +685,11 @@ def test_scheduler_extender_mode(helm: Helm) -> None:
 
 
 def test_scheduler_rejects_an_unknown_mode(helm: Helm) -> None:
-    with pytest.raises(HelmError, match='mode: "both" is neither scheduler nor extender'):
+    with pytest.raises(HelmError, match="at '/mode': value must be one of 'scheduler', 'extender'"):
         helm.template("scheduler", values={"mode": "both"})
+    # The template refuses it too, where the schema is skipped.
+    with pytest.raises(HelmError, match='mode: "both" is neither scheduler nor extender'):
+        helm.template("scheduler", values={"mode": "both"}, extra=["--skip-schema-validation"])
 
 
 # --- cni -----------------------------------------------------------------------------------
