@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helmcharts import Helm
+from helmcharts import Helm  # pants: no-infer-dep
 
 pytest_plugins = ["kubext_rig.pytest_plugin"]
 

@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 import pytest
-import values_schema
+import values_schema  # pants: no-infer-dep
 import yaml
-from helmcharts import CHARTS, CHARTS_DIR, REPO, Helm, HelmError, Rendered
+from helmcharts import CHARTS, CHARTS_DIR, REPO, Helm, HelmError, Rendered  # pants: no-infer-dep
 
 from kubext import cli
 from kubext_cni import config as cni_config

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from helmcharts import Helm, HelmError
+from helmcharts import Helm, HelmError  # pants: no-infer-dep
 from kubernetes import client
 
 

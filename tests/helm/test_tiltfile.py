@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from helmcharts import CHARTS, CHARTS_DIR, REPO, Helm
+from helmcharts import CHARTS, CHARTS_DIR, REPO, Helm  # pants: no-infer-dep
 
 from kubext import cli
 
