@@ -30,15 +30,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from kubext_webhooks import certs
 
 HERE = Path(__file__).resolve().parent
 SERVICE_ROOT = HERE.parent
 
 IMAGES_OK = [
-    "nginx:1.25.3", "gcr.io/acme/checkout:2.14.1", "quay.io/prometheus/node-exporter:v1.7.0",
-    "registry.k8s.io/pause:3.9", "docker.io/library/redis:7.2", "bitnami/postgresql:16.1.0",
-    "your-private-registry.com/payments/api:4.2.0", "gcr.io/acme/cart@sha256:" + "ab" * 32,
+    "nginx:1.25.3",
+    "gcr.io/acme/checkout:2.14.1",
+    "quay.io/prometheus/node-exporter:v1.7.0",
+    "registry.k8s.io/pause:3.9",
+    "docker.io/library/redis:7.2",
+    "bitnami/postgresql:16.1.0",
+    "your-private-registry.com/payments/api:4.2.0",
+    "gcr.io/acme/cart@sha256:" + "ab" * 32,
 ]
 IMAGES_BAD = ["ghcr.io/acme/tool:1.0", "evil.example.com/miner:latest", "docker.io.evil.io/x:1"]
 APPS = ["checkout", "cart", "payments", "search", "catalog", "auth", "gateway", "reports"]
@@ -47,13 +53,23 @@ APPS = ["checkout", "cart", "payments", "search", "catalog", "auth", "gateway", 
 def _container(rng: random.Random, name: str, broken: set[str]) -> dict[str, Any]:
     image = rng.choice(IMAGES_BAD) if "image" in broken else rng.choice(IMAGES_OK)
     resources: dict[str, Any] = {
-        "requests": {"cpu": rng.choice(["50m", "100m", "250m", "1"]), "memory": rng.choice(["64Mi", "128Mi", "512Mi", "1Gi"])},
-        "limits": {"cpu": rng.choice(["500m", "1", "2"]), "memory": rng.choice(["256Mi", "1Gi", "2Gi"])},
+        "requests": {
+            "cpu": rng.choice(["50m", "100m", "250m", "1"]),
+            "memory": rng.choice(["64Mi", "128Mi", "512Mi", "1Gi"]),
+        },
+        "limits": {
+            "cpu": rng.choice(["500m", "1", "2"]),
+            "memory": rng.choice(["256Mi", "1Gi", "2Gi"]),
+        },
     }
     if "resources" in broken:
         del resources["limits"][rng.choice(["cpu", "memory"])]
-    context: dict[str, Any] = {"runAsNonRoot": True, "runAsUser": 1000 + rng.randrange(100), "allowPrivilegeEscalation": False,
-                               "capabilities": {"drop": ["ALL"]}}
+    context: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "runAsUser": 1000 + rng.randrange(100),
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
     if "privileged" in broken:
         context = {"privileged": True}
     port = rng.choice([8080, 8443, 9090, 3000])
@@ -62,17 +78,40 @@ def _container(rng: random.Random, name: str, broken: set[str]) -> dict[str, Any
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
-        "env": [{"name": f"SETTING_{i}", "value": f"value-{rng.randrange(10**6)}"} for i in range(rng.randrange(4, 16))]
-        + [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}}],
+        "env": [
+            {"name": f"SETTING_{i}", "value": f"value-{rng.randrange(10**6)}"}
+            for i in range(rng.randrange(4, 16))
+        ]
+        + [
+            {
+                "name": "POD_NAME",
+                "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}},
+            }
+        ],
         "resources": resources,
         "securityContext": context,
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": port, "scheme": "HTTP"}, "initialDelaySeconds": 10,
-                          "timeoutSeconds": 1, "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 3},
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": port, "scheme": "HTTP"}, "timeoutSeconds": 1,
-                           "periodSeconds": 5, "successThreshold": 1, "failureThreshold": 3},
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": port, "scheme": "HTTP"},
+            "initialDelaySeconds": 10,
+            "timeoutSeconds": 1,
+            "periodSeconds": 10,
+            "successThreshold": 1,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": port, "scheme": "HTTP"},
+            "timeoutSeconds": 1,
+            "periodSeconds": 5,
+            "successThreshold": 1,
+            "failureThreshold": 3,
+        },
         "volumeMounts": [
             {"name": "config", "mountPath": "/etc/app", "readOnly": True},
-            {"name": "kube-api-access-x7k2p", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": True},
+            {
+                "name": "kube-api-access-x7k2p",
+                "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                "readOnly": True,
+            },
         ],
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
@@ -82,23 +121,56 @@ def _container(rng: random.Random, name: str, broken: set[str]) -> dict[str, Any
 def realistic_review(rng: random.Random, index: int) -> dict[str, Any]:
     """An AdmissionReview for a Deployment-owned pod, as the API server sends it."""
     app = rng.choice(APPS)
-    broken = set(rng.sample(["image", "resources", "privileged", "labels", "hostNetwork"], k=1)) if rng.random() < 0.2 else set()
+    broken = (
+        set(rng.sample(["image", "resources", "privileged", "labels", "hostNetwork"], k=1))
+        if rng.random() < 0.2
+        else set()
+    )
     template_hash = f"{rng.randrange(16**10):010x}"[:10]
     containers = [_container(rng, app, broken)]
     if rng.random() < 0.4:
         containers.append(_container(rng, "metrics-exporter", set()))
-    labels = {"app": app, "version": f"1.{rng.randrange(20)}.{rng.randrange(10)}", "environment": rng.choice(["prod", "staging"]),
-              "pod-template-hash": template_hash, "app.kubernetes.io/name": app, "app.kubernetes.io/part-of": "shop"}
+    labels = {
+        "app": app,
+        "version": f"1.{rng.randrange(20)}.{rng.randrange(10)}",
+        "environment": rng.choice(["prod", "staging"]),
+        "pod-template-hash": template_hash,
+        "app.kubernetes.io/name": app,
+        "app.kubernetes.io/part-of": "shop",
+    }
     if "labels" in broken:
         del labels["environment"]
     spec: dict[str, Any] = {
         "volumes": [
             {"name": "config", "configMap": {"name": f"{app}-config", "defaultMode": 420}},
-            {"name": "kube-api-access-x7k2p", "projected": {"defaultMode": 420, "sources": [
-                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
-                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
-            ]}},
+            {
+                "name": "kube-api-access-x7k2p",
+                "projected": {
+                    "defaultMode": 420,
+                    "sources": [
+                        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                        {
+                            "configMap": {
+                                "name": "kube-root-ca.crt",
+                                "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                            }
+                        },
+                        {
+                            "downwardAPI": {
+                                "items": [
+                                    {
+                                        "path": "namespace",
+                                        "fieldRef": {
+                                            "apiVersion": "v1",
+                                            "fieldPath": "metadata.namespace",
+                                        },
+                                    }
+                                ]
+                            }
+                        },
+                    ],
+                },
+            },
         ],
         "containers": containers,
         "restartPolicy": "Always",
@@ -106,11 +178,25 @@ def realistic_review(rng: random.Random, index: int) -> dict[str, Any]:
         "dnsPolicy": "ClusterFirst",
         "serviceAccountName": app,
         "serviceAccount": app,
-        "securityContext": {"runAsNonRoot": True, "fsGroup": 2000, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "fsGroup": 2000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "schedulerName": "default-scheduler",
         "tolerations": [
-            {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
-            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+            {
+                "key": "node.kubernetes.io/not-ready",
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": 300,
+            },
+            {
+                "key": "node.kubernetes.io/unreachable",
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": 300,
+            },
         ],
         "priority": 0,
         "enableServiceLinks": True,
@@ -128,8 +214,16 @@ def realistic_review(rng: random.Random, index: int) -> dict[str, Any]:
             "namespace": "shop",
             "labels": labels,
             "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9090"},
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{app}-{template_hash}",
-                                 "uid": f"6f1c{index:08d}-0000-4000-8000-000000000000", "controller": True, "blockOwnerDeletion": True}],
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": f"{app}-{template_hash}",
+                    "uid": f"6f1c{index:08d}-0000-4000-8000-000000000000",
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
         },
         "spec": spec,
         "status": {},
@@ -145,8 +239,15 @@ def realistic_review(rng: random.Random, index: int) -> dict[str, Any]:
             "requestResource": {"group": "", "version": "v1", "resource": "pods"},
             "namespace": "shop",
             "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller",
-                         "uid": "1b2c3d4e", "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"]},
+            "userInfo": {
+                "username": "system:serviceaccount:kube-system:replicaset-controller",
+                "uid": "1b2c3d4e",
+                "groups": [
+                    "system:serviceaccounts",
+                    "system:serviceaccounts:kube-system",
+                    "system:authenticated",
+                ],
+            },
             "object": pod,
             "oldObject": None,
             "dryRun": False,
@@ -188,8 +289,12 @@ def _wait_healthy(port: int, ctx: ssl.SSLContext, proc: subprocess.Popen[bytes],
 
 def _go_build(name: str, out: Path) -> Path:
     binary = out / name
-    subprocess.run(["go", "build", "-trimpath", "-o", str(binary), "."], cwd=HERE / name, check=True,
-                   env={**os.environ, "CGO_ENABLED": "0"})
+    subprocess.run(
+        ["go", "build", "-trimpath", "-o", str(binary), "."],
+        cwd=HERE / name,
+        check=True,
+        env={**os.environ, "CGO_ENABLED": "0"},
+    )
     return binary
 
 
@@ -207,12 +312,19 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="webhooks-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        bundle = certs.plan(None, certs.Settings(dns_names=("localhost",), ip_addresses=("127.0.0.1",)), dt.datetime.now(dt.UTC))
+        bundle = certs.plan(
+            None,
+            certs.Settings(dns_names=("localhost",), ip_addresses=("127.0.0.1",)),
+            dt.datetime.now(dt.UTC),
+        )
         (tmp / "ca.crt").write_bytes(bundle.ca_bundle)
         (tmp / "tls.crt").write_bytes(bundle.serving.cert_pem)
         (tmp / "tls.key").write_bytes(bundle.serving.key_pem)
         rng = random.Random(20240607)
-        reviews = [json.dumps(realistic_review(rng, i), separators=(",", ":")).encode() for i in range(args.corpus)]
+        reviews = [
+            json.dumps(realistic_review(rng, i), separators=(",", ":")).encode()
+            for i in range(args.corpus)
+        ]
         (tmp / "reviews.jsonl").write_bytes(b"\n".join(reviews) + b"\n")
         sizes = sorted(len(r) for r in reviews)
         print(f"corpus: {len(reviews)} pod reviews, median {sizes[len(sizes) // 2]} bytes")
@@ -220,17 +332,39 @@ def main(argv: list[str] | None = None) -> int:
         peer, loadgen = _go_build("go-peer", tmp), _go_build("loadgen", tmp)
         py_port, go_port = _free_port(), _free_port()
         config = {
-            "log_level": "warning", "host": "127.0.0.1", "port": py_port, "health": {"host": "127.0.0.1", "port": 0},
+            "log_level": "warning",
+            "host": "127.0.0.1",
+            "port": py_port,
+            "health": {"host": "127.0.0.1", "port": 0},
             "tls": {"mode": "cert-manager", "cert_dir": str(tmp), "check_interval_seconds": 60},
         }
         (tmp / "config.yaml").write_text(yaml.safe_dump(config))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "KUBECONFIG": str(tmp / "none")}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+            "KUBECONFIG": str(tmp / "none"),
+        }
         servers = {
-            "python": subprocess.Popen([sys.executable, "-m", "kubext_webhooks", "--config", str(tmp / "config.yaml")],
-                                       env=env, stdout=subprocess.DEVNULL, stderr=(tmp / "python.log").open("wb")),
-            "go": subprocess.Popen([str(peer), "-addr", f"127.0.0.1:{go_port}", "-cert", str(tmp / "tls.crt"), "-key", str(tmp / "tls.key")],
-                                   env={**os.environ, "GOMAXPROCS": str(args.go_procs)}, stdout=subprocess.DEVNULL,
-                                   stderr=(tmp / "go.log").open("wb")),
+            "python": subprocess.Popen(
+                [sys.executable, "-m", "kubext_webhooks", "--config", str(tmp / "config.yaml")],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=(tmp / "python.log").open("wb"),
+            ),
+            "go": subprocess.Popen(
+                [
+                    str(peer),
+                    "-addr",
+                    f"127.0.0.1:{go_port}",
+                    "-cert",
+                    str(tmp / "tls.crt"),
+                    "-key",
+                    str(tmp / "tls.key"),
+                ],
+                env={**os.environ, "GOMAXPROCS": str(args.go_procs)},
+                stdout=subprocess.DEVNULL,
+                stderr=(tmp / "go.log").open("wb"),
+            ),
         }
         ports = {"python": py_port, "go": go_port}
         ctx = ssl.create_default_context(cadata=bundle.ca_bundle.decode())
@@ -239,33 +373,61 @@ def main(argv: list[str] | None = None) -> int:
                 _wait_healthy(ports[name], ctx, proc, name)
             same = denied = 0
             for body in reviews:
-                answers = [_post(ports[name], ctx, "/validate/pods", body)[1]["response"] for name in ("python", "go")]
+                answers = [
+                    _post(ports[name], ctx, "/validate/pods", body)[1]["response"]
+                    for name in ("python", "go")
+                ]
                 same += answers[0] == answers[1]
                 denied += not answers[0]["allowed"]
-            print(f"parity: {same}/{len(reviews)} identical AdmissionReview responses ({denied} denials)")
+            print(
+                f"parity: {same}/{len(reviews)} identical AdmissionReview responses ({denied} denials)"
+            )
             if same != len(reviews):
-                print("parity check FAILED: the peers do not implement the same rules", file=sys.stderr)
+                print(
+                    "parity check FAILED: the peers do not implement the same rules",
+                    file=sys.stderr,
+                )
                 return 1
 
             results: dict[str, list[dict[str, Any]]] = {"python": [], "go": []}
             for name in ("python", "go"):
                 for rate in [*rates, 0.0]:
-                    argv_ = [str(loadgen), "-url", f"https://127.0.0.1:{ports[name]}/validate/pods", "-ca", str(tmp / "ca.crt"),
-                             "-corpus", str(tmp / "reviews.jsonl"), "-rate", str(rate), "-duration", f"{args.duration}s",
-                             "-conns", str(args.conns)]
+                    argv_ = [
+                        str(loadgen),
+                        "-url",
+                        f"https://127.0.0.1:{ports[name]}/validate/pods",
+                        "-ca",
+                        str(tmp / "ca.crt"),
+                        "-corpus",
+                        str(tmp / "reviews.jsonl"),
+                        "-rate",
+                        str(rate),
+                        "-duration",
+                        f"{args.duration}s",
+                        "-conns",
+                        str(args.conns),
+                    ]
                     done = subprocess.run(argv_, capture_output=True, text=True, check=True)
                     results[name].append(json.loads(done.stdout))
-            print(f"{'server':8} {'rate/s':>8} {'done/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7}")
+            print(
+                f"{'server':8} {'rate/s':>8} {'done/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7}"
+            )
             for name, rows in results.items():
                 for row in rows:
                     rate = f"{row['rate']:.0f}" if row["rate"] else "max"
-                    print(f"{name:8} {rate:>8} {row['throughput']:8.0f} {row['p50_ms']:8.2f} {row['p90_ms']:8.2f} "
-                          f"{row['p99_ms']:8.2f} {row['max_ms']:8.1f} {row['errors']:7d}")
+                    print(
+                        f"{name:8} {rate:>8} {row['throughput']:8.0f} {row['p50_ms']:8.2f} {row['p90_ms']:8.2f} "
+                        f"{row['p99_ms']:8.2f} {row['max_ms']:8.1f} {row['errors']:7d}"
+                    )
             cpus = os.cpu_count()
             py_max, go_max = results["python"][-1]["throughput"], results["go"][-1]["throughput"]
-            print(f"setup: python = 1 uvicorn worker (uvloop, httptools); go = net/http, GOMAXPROCS={args.go_procs}; "
-                  f"loadgen and both servers on one host with {cpus} CPUs; HTTP/1.1 keep-alive, {args.conns} connections")
-            print(f"throughput ratio python/go: {py_max / go_max:.2f} (python {py_max:.0f}/s, go {go_max:.0f}/s)")
+            print(
+                f"setup: python = 1 uvicorn worker (uvloop, httptools); go = net/http, GOMAXPROCS={args.go_procs}; "
+                f"loadgen and both servers on one host with {cpus} CPUs; HTTP/1.1 keep-alive, {args.conns} connections"
+            )
+            print(
+                f"throughput ratio python/go: {py_max / go_max:.2f} (python {py_max:.0f}/s, go {go_max:.0f}/s)"
+            )
         finally:
             for proc in servers.values():
                 proc.terminate()

@@ -19,7 +19,6 @@ from typing import Any
 import fastapi
 import prometheus_client as prom
 from fastapi import responses
-from starlette import routing
 
 from kubext_webhooks import (
     conversion,
@@ -58,7 +57,12 @@ class Context:
 
 
 def status_body(code: int, message: str) -> bytes:
-    reasons = {400: "BadRequest", 404: "NotFound", 413: "RequestEntityTooLarge", 415: "UnsupportedMediaType"}
+    reasons = {
+        400: "BadRequest",
+        404: "NotFound",
+        413: "RequestEntityTooLarge",
+        415: "UnsupportedMediaType",
+    }
     return json.dumps(
         {
             "kind": "Status",
@@ -95,7 +99,9 @@ class WebhookEndpoint:
         self._decisions: dict[str, tuple[Any, Any]] = {}
         self._metrics = m
 
-    async def _body(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]]) -> bytes | None:
+    async def _body(
+        self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> bytes | None:
         """The body (None if the client went away), 413 as soon as it exceeds the limit."""
         content_type = declared = None
         for name, value in scope["headers"]:
@@ -116,7 +122,9 @@ class WebhookEndpoint:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                raise review.BadRequest(413, f"request body exceeds the limit of {self.limit} bytes")
+                raise review.BadRequest(
+                    413, f"request body exceeds the limit of {self.limit} bytes"
+                )
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -144,7 +152,9 @@ class WebhookEndpoint:
             self._latency.observe(elapsed)
             requests = self._requests.get(code)
             if requests is None:
-                requests = self._requests[code] = self._metrics.requests.labels(self.webhook, str(code))
+                requests = self._requests[code] = self._metrics.requests.labels(
+                    self.webhook, str(code)
+                )
             requests.inc()
             decision = self._decisions.get(outcome)
             if decision is None:
@@ -157,9 +167,7 @@ class WebhookEndpoint:
 
 
 def create_app(ctx: Context) -> fastapi.FastAPI:
-    app = fastapi.FastAPI(
-        title="kubext-webhooks", docs_url=None, redoc_url=None, openapi_url=None
-    )
+    app = fastapi.FastAPI(title="kubext-webhooks", docs_url=None, redoc_url=None, openapi_url=None)
 
     def admission(webhook: str, decide: Decider) -> Answer:
         async def answer(data: dict[str, Any]) -> tuple[bytes, str]:
@@ -169,7 +177,9 @@ def create_app(ctx: Context) -> fastapi.FastAPI:
             except Exception:  # a bug must not become a 500: deny, say so, log the trace
                 log.exception("webhook %s failed on request %s", webhook, req.uid)
                 decision = review.Decision(
-                    allowed=False, code=500, reason="InternalError",
+                    allowed=False,
+                    code=500,
+                    reason="InternalError",
                     message=f"internal error in webhook {webhook}; see its logs for uid {req.uid}",
                 )
             return review.encode_admission(req, decision), decision.label
@@ -194,7 +204,9 @@ def create_app(ctx: Context) -> fastapi.FastAPI:
                 labels = await ctx.namespaces.get(name)
             except kube.KubeError as exc:
                 return review.Decision(
-                    allowed=False, code=503, reason="ServiceUnavailable",
+                    allowed=False,
+                    code=503,
+                    reason="ServiceUnavailable",
                     message=f"cannot decide sidecar injection: {exc}",
                 )
         now = ctx.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -216,11 +228,16 @@ def create_app(ctx: Context) -> fastapi.FastAPI:
 
     def post(path: str, webhook: str, answer: Answer) -> None:
         endpoint = WebhookEndpoint(webhook=webhook, answer=answer, ctx=ctx)
-        app.router.routes.append(routing.Route(path, endpoint=endpoint, methods=["POST"]))
+        # A Starlette route whose endpoint is an ASGI app, not a FastAPI path operation.
+        app.add_route(path, endpoint, methods=["POST"], include_in_schema=False)
 
     post("/validate/pods", "/validate/pods", admission("/validate/pods", validate_pod))
     post("/mutate/pods", "/mutate/pods", admission("/mutate/pods", mutate_pod))
-    post("/validate/databases", "/validate/databases", admission("/validate/databases", validate_database))
+    post(
+        "/validate/databases",
+        "/validate/databases",
+        admission("/validate/databases", validate_database),
+    )
     post("/mutate/databases", "/mutate/databases", admission("/mutate/databases", mutate_database))
     post("/convert", "/convert", convert)
     # The seed's paths (12.9.3) for the pod webhooks, counted under the canonical names.
@@ -238,15 +255,21 @@ def create_app(ctx: Context) -> fastapi.FastAPI:
 
     @app.get("/metrics")
     async def metrics_route() -> fastapi.Response:
-        return fastapi.Response(prom.generate_latest(ctx.registry), media_type=prom.CONTENT_TYPE_LATEST)
+        return fastapi.Response(
+            prom.generate_latest(ctx.registry), media_type=prom.CONTENT_TYPE_LATEST
+        )
 
     @app.exception_handler(404)
     async def not_found(request: fastapi.Request, exc: Exception) -> fastapi.Response:
-        return fastapi.Response(status_body(404, f"no webhook at {request.url.path}"), 404, media_type=JSON)
+        return fastapi.Response(
+            status_body(404, f"no webhook at {request.url.path}"), 404, media_type=JSON
+        )
 
     @app.exception_handler(405)
     async def wrong_method(request: fastapi.Request, exc: Exception) -> fastapi.Response:
-        body = json.loads(status_body(405, f"{request.method} is not allowed on {request.url.path}"))
+        body = json.loads(
+            status_body(405, f"{request.method} is not allowed on {request.url.path}")
+        )
         body["reason"] = "MethodNotAllowed"
         return responses.JSONResponse(body, 405)
 

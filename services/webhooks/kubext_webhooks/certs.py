@@ -203,7 +203,9 @@ def plan(stored: Bundle | None, settings: Settings, now: dt.datetime) -> Bundle:
         )
     changes: list[str] = []
     signer = stored.signer
-    trust = [pem for pem in stored.trust if x509.load_pem_x509_certificate(pem).not_valid_after_utc > now]
+    trust = [
+        pem for pem in stored.trust if x509.load_pem_x509_certificate(pem).not_valid_after_utc > now
+    ]
     trust_updated_at = stored.trust_updated_at
     if len(trust) != len(stored.trust):
         changes.append("trust")  # expired CAs leave the bundle
@@ -253,7 +255,11 @@ def to_secret_data(bundle: Bundle) -> tuple[dict[str, bytes], dict[str, str]]:
 def from_secret_data(data: dict[str, bytes], annotations: dict[str, str]) -> Bundle:
     """The stored bundle; :class:`CertError` if anything is missing or unreadable."""
     try:
-        missing = [k for k in (SERVING_CERT, SERVING_KEY, TRUST, SIGNER_CERT, SIGNER_KEY) if not data.get(k)]
+        missing = [
+            k
+            for k in (SERVING_CERT, SERVING_KEY, TRUST, SIGNER_CERT, SIGNER_KEY)
+            if not data.get(k)
+        ]
         if missing:
             raise CertError(f"missing keys {missing}")
         bundle = Bundle(

@@ -88,7 +88,9 @@ def convert(obj: Any, desired_api_version: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ConversionError(f"expected a Database object, got {type(obj).__name__}")
     source = obj.get("apiVersion")
-    name = (obj.get("metadata") or {}).get("name") if isinstance(obj.get("metadata"), dict) else None
+    name = (
+        (obj.get("metadata") or {}).get("name") if isinstance(obj.get("metadata"), dict) else None
+    )
     who = f"Database {name!r}" if name else "Database"
     if obj.get("kind") != database.KIND:
         raise ConversionError(f"expected kind Database, got {obj.get('kind')!r}")

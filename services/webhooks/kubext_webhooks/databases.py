@@ -122,9 +122,7 @@ def _version_problem(spec: dict[str, Any], settings: DatabaseSettings) -> str | 
     if any(version == entry or version.startswith(entry + ".") for entry in supported):
         return None
     listed = ", ".join(supported) if supported else "none"
-    return _field(
-        "spec.version", f"{engine} {version} is not supported (supported: {listed})"
-    )
+    return _field("spec.version", f"{engine} {version} is not supported (supported: {listed})")
 
 
 def _schema_problems(exc: pydantic.ValidationError) -> list[str]:
@@ -142,9 +140,7 @@ def _as_v1(obj: Any) -> dict[str, Any]:
     return obj
 
 
-def problems(
-    spec: Any, old_spec: Any, settings: DatabaseSettings
-) -> list[str]:
+def problems(spec: Any, old_spec: Any, settings: DatabaseSettings) -> list[str]:
     """Every reason to refuse a v1 Database spec (``old_spec`` on UPDATE, else None)."""
     if not isinstance(spec, dict):
         return ["spec: a Database needs a spec object"]
@@ -187,7 +183,9 @@ def problems(
 
 def _kind_problem(request: review.AdmissionRequest) -> str | None:
     if request.kind != database.KIND or request.group != database.GROUP:
-        return f"this webhook handles {database.GROUP} Databases, got {request.group}/{request.kind}"
+        return (
+            f"this webhook handles {database.GROUP} Databases, got {request.group}/{request.kind}"
+        )
     return None
 
 

@@ -51,12 +51,16 @@ class SecretStore:
         """The stored bundle; None if the Secret is missing or its content unusable."""
         core = client.CoreV1Api(self.api)
         try:
-            secret = _body(core.read_namespaced_secret(self.name, self.namespace, _preload_content=False))
+            secret = _body(
+                core.read_namespaced_secret(self.name, self.namespace, _preload_content=False)
+            )
         except client.ApiException as exc:
             if exc.status == 404:
                 self.resource_version = None
                 return None
-            raise KubeError(f"reading Secret {self.namespace}/{self.name}: {_status(exc)}") from None
+            raise KubeError(
+                f"reading Secret {self.namespace}/{self.name}: {_status(exc)}"
+            ) from None
         self.resource_version = secret["metadata"]["resourceVersion"]
         data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
         try:
@@ -83,7 +87,9 @@ class SecretStore:
         core = client.CoreV1Api(self.api)
         try:
             if self.resource_version is None:
-                created = core.create_namespaced_secret(self.namespace, body, _preload_content=False)
+                created = core.create_namespaced_secret(
+                    self.namespace, body, _preload_content=False
+                )
                 self.resource_version = _body(created)["metadata"]["resourceVersion"]
             else:
                 body["metadata"]["resourceVersion"] = self.resource_version
@@ -94,7 +100,9 @@ class SecretStore:
         except client.ApiException as exc:
             if exc.status == 409:
                 return False
-            raise KubeError(f"writing Secret {self.namespace}/{self.name}: {_status(exc)}") from None
+            raise KubeError(
+                f"writing Secret {self.namespace}/{self.name}: {_status(exc)}"
+            ) from None
         return True
 
 
@@ -114,9 +122,15 @@ def inject_ca_bundle(api: client.ApiClient, target: InjectTarget, ca_bundle: byt
     read: Callable[..., Any]
     patch: Callable[..., Any]
     if target.kind == "ValidatingWebhookConfiguration":
-        read, patch = reg.read_validating_webhook_configuration, reg.patch_validating_webhook_configuration
+        read, patch = (
+            reg.read_validating_webhook_configuration,
+            reg.patch_validating_webhook_configuration,
+        )
     elif target.kind == "MutatingWebhookConfiguration":
-        read, patch = reg.read_mutating_webhook_configuration, reg.patch_mutating_webhook_configuration
+        read, patch = (
+            reg.read_mutating_webhook_configuration,
+            reg.patch_mutating_webhook_configuration,
+        )
     elif target.kind == "CustomResourceDefinition":
         read, patch = ext.read_custom_resource_definition, ext.patch_custom_resource_definition
     else:
@@ -126,24 +140,42 @@ def inject_ca_bundle(api: client.ApiClient, target: InjectTarget, ca_bundle: byt
     except client.ApiException as exc:
         raise KubeError(f"reading {target.kind} {target.name}: {_status(exc)}") from None
     ops: list[dict[str, Any]] = [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": obj["metadata"]["resourceVersion"]}
+        {
+            "op": "test",
+            "path": "/metadata/resourceVersion",
+            "value": obj["metadata"]["resourceVersion"],
+        }
     ]
     if target.kind == "CustomResourceDefinition":
         conv = (obj.get("spec") or {}).get("conversion") or {}
         if conv.get("strategy") != "Webhook":
             raise KubeError(f"CustomResourceDefinition {target.name} has no conversion webhook")
         if ((conv.get("webhook") or {}).get("clientConfig") or {}).get("caBundle") != encoded:
-            ops.append({"op": "add", "path": "/spec/conversion/webhook/clientConfig/caBundle", "value": encoded})
+            ops.append(
+                {
+                    "op": "add",
+                    "path": "/spec/conversion/webhook/clientConfig/caBundle",
+                    "value": encoded,
+                }
+            )
     else:
         for index, hook in enumerate(obj.get("webhooks") or []):
             if (hook.get("clientConfig") or {}).get("caBundle") != encoded:
-                ops.append({"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": encoded})
+                ops.append(
+                    {
+                        "op": "add",
+                        "path": f"/webhooks/{index}/clientConfig/caBundle",
+                        "value": encoded,
+                    }
+                )
     if len(ops) == 1:
         return False
     try:
         patch(target.name, ops, _preload_content=False)
     except client.ApiException as exc:
-        raise KubeError(f"patching the caBundle of {target.kind} {target.name}: {_status(exc)}") from None
+        raise KubeError(
+            f"patching the caBundle of {target.kind} {target.name}: {_status(exc)}"
+        ) from None
     return True
 
 
@@ -181,7 +213,9 @@ class NamespaceLabels:
         try:
             labels = await self._load(name, entry)
         except BaseException as exc:
-            future.set_exception(exc if isinstance(exc, Exception) else KubeError("lookup cancelled"))
+            future.set_exception(
+                exc if isinstance(exc, Exception) else KubeError("lookup cancelled")
+            )
             future.exception()  # retrieved: the waiters re-raise it; nothing else should log it
             raise
         else:

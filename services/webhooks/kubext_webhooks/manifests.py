@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="clientConfig.url base instead of the in-cluster Service")
     parser.add_argument("--cert-manager", action="store_true", help="add cainjector annotations")
     args = parser.parse_args(argv)
-    docs = all_configurations(namespace=args.namespace, url=args.url, cert_manager=args.cert_manager)
+    docs = all_configurations(
+        namespace=args.namespace, url=args.url, cert_manager=args.cert_manager
+    )
     sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False))
     return 0
 

@@ -143,9 +143,7 @@ def sidecar_container(settings: MutationSettings) -> dict[str, Any]:
     }
 
 
-def patch(
-    pod: dict[str, Any], settings: MutationSettings, *, inject: bool, now: str
-) -> list[Op]:
+def patch(pod: dict[str, Any], settings: MutationSettings, *, inject: bool, now: str) -> list[Op]:
     """The operations that bring a well-shaped ``pod`` to its mutated form (``[]`` if it is)."""
     ops: list[Op] = []
     metadata = pod.get("metadata")
@@ -172,7 +170,9 @@ def patch(
             path = f"/spec/{list_name}/{index}"
             ops += _resources_ops(path, container, settings)
             if not container.get("securityContext") and settings.security_context:
-                ops.append(_add(f"{path}/securityContext", copy.deepcopy(settings.security_context)))
+                ops.append(
+                    _add(f"{path}/securityContext", copy.deepcopy(settings.security_context))
+                )
 
     if inject:
         sidecar = settings.sidecar
@@ -188,7 +188,9 @@ def patch(
         if not any(v.get("name") == sidecar.volume_name for v in volumes or ()):
             volume = {"name": sidecar.volume_name, "emptyDir": {}}
             ops.append(
-                _add("/spec/volumes/-", volume) if volumes is not None else _add("/spec/volumes", [volume])
+                _add("/spec/volumes/-", volume)
+                if volumes is not None
+                else _add("/spec/volumes", [volume])
             )
     return ops
 

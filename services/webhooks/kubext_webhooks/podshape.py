@@ -240,7 +240,9 @@ def _well_shaped(pod: dict[str, Any]) -> bool:
             return False
     sc = spec.get("securityContext")
     if sc is not None and not (
-        isinstance(sc, dict) and _opt(sc.get("runAsNonRoot"), bool) and _opt_int(sc.get("runAsUser"))
+        isinstance(sc, dict)
+        and _opt(sc.get("runAsNonRoot"), bool)
+        and _opt_int(sc.get("runAsUser"))
     ):
         return False
     for key in ("hostNetwork", "hostPID", "hostIPC"):
@@ -271,7 +273,9 @@ class ContainerRef:
         return self.body.get("name") or f"#{self.index}"
 
 
-def containers(pod: dict[str, Any], lists: tuple[str, ...] = CONTAINER_LISTS) -> Iterator[ContainerRef]:
+def containers(
+    pod: dict[str, Any], lists: tuple[str, ...] = CONTAINER_LISTS
+) -> Iterator[ContainerRef]:
     spec = pod.get("spec") or {}
     for list_name in lists:
         for index, body in enumerate(spec.get(list_name) or ()):

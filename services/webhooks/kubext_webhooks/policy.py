@@ -37,7 +37,13 @@ log = logging.getLogger(__name__)
 API_VERSION = "webhooks.kubext.io/v1alpha1"
 # The registries of the seed's validating webhook (12.4.1); 12.9.1's single registry is a policy
 # value: `allowedRegistries: {registries: [registry.company.com]}`.
-DEFAULT_REGISTRIES = ["docker.io", "gcr.io", "quay.io", "registry.k8s.io", "your-private-registry.com"]
+DEFAULT_REGISTRIES = [
+    "docker.io",
+    "gcr.io",
+    "quay.io",
+    "registry.k8s.io",
+    "your-private-registry.com",
+]
 
 
 class PolicyError(Exception):
@@ -151,7 +157,9 @@ def parse_policy(text: str, *, source: str) -> PodPolicy:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise PolicyError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise PolicyError(
+            f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"
+        ) from None
     if not isinstance(data, dict):
         raise PolicyError(f"{source}: a policy must be a mapping, got {type(data).__name__}")
     try:
@@ -180,7 +188,9 @@ class PolicyStore:
     on_reload: Callable[[str], None] | None = None
 
     @classmethod
-    def open(cls, path: str | None, *, on_reload: Callable[[str], None] | None = None) -> PolicyStore:
+    def open(
+        cls, path: str | None, *, on_reload: Callable[[str], None] | None = None
+    ) -> PolicyStore:
         """Load ``path`` (or the built-in default policy); raises PolicyError when invalid."""
         if path is None:
             return cls(path=None, policy=PodPolicy(), on_reload=on_reload)

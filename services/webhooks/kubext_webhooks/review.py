@@ -98,7 +98,8 @@ def decode_json(body: bytes) -> dict[str, Any]:
         raise BadRequest(400, f"request body is not UTF-8 (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(
-            400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            400,
+            f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
         ) from None
     except RecursionError:
         raise BadRequest(400, "request body nests too deeply") from None
@@ -215,12 +216,16 @@ def parse_conversion(data: dict[str, Any]) -> ConversionRequest:
         raise BadRequest(400, "ConversionReview request.uid must be a non-empty string")
     desired = req.get("desiredAPIVersion")
     if not isinstance(desired, str) or not desired:
-        raise BadRequest(400, "ConversionReview request.desiredAPIVersion must be a non-empty string")
+        raise BadRequest(
+            400, "ConversionReview request.desiredAPIVersion must be a non-empty string"
+        )
     objects = req.get("objects")
     if objects is None:
         objects = []
     if not isinstance(objects, list):
-        raise BadRequest(400, f"ConversionReview request.objects must be an array, got {_json_type(objects)}")
+        raise BadRequest(
+            400, f"ConversionReview request.objects must be an array, got {_json_type(objects)}"
+        )
     return ConversionRequest(api_version, uid, desired, objects)
 
 

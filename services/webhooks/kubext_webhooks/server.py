@@ -57,14 +57,21 @@ class CertKeeper:
         assert bundle is not None
         for target in self.targets:
             try:
-                if await asyncio.to_thread(kube.inject_ca_bundle, self.api, target, bundle.ca_bundle):
-                    log.info("caBundle injected", extra={"kind": target.kind, "object": target.name})
+                if await asyncio.to_thread(
+                    kube.inject_ca_bundle, self.api, target, bundle.ca_bundle
+                ):
+                    log.info(
+                        "caBundle injected", extra={"kind": target.kind, "object": target.name}
+                    )
                 self.injected[target] = bundle.ca_bundle
             except kube.KubeError as exc:
                 self.injected.pop(target, None)
                 log.warning("caBundle injection failed; will retry", extra={"error": str(exc)})
         if self.tls.load_pem(bundle.serving.cert_pem, bundle.serving.key_pem):
-            log.info("serving certificate in use", extra={"not_after": bundle.serving.not_after.isoformat()})
+            log.info(
+                "serving certificate in use",
+                extra={"not_after": bundle.serving.not_after.isoformat()},
+            )
         self.ctx.metrics.cert_not_after.labels("serving").set(bundle.serving.not_after.timestamp())
         self.ctx.metrics.cert_not_after.labels("ca").set(bundle.signer.not_after.timestamp())
         return bundle
@@ -73,9 +80,18 @@ class CertKeeper:
 def _targets(cfg: config.Config) -> list[kube.InjectTarget]:
     inject = cfg.tls.inject
     return (
-        [kube.InjectTarget("ValidatingWebhookConfiguration", n) for n in inject.validating_webhook_configurations]
-        + [kube.InjectTarget("MutatingWebhookConfiguration", n) for n in inject.mutating_webhook_configurations]
-        + [kube.InjectTarget("CustomResourceDefinition", n) for n in inject.custom_resource_definitions]
+        [
+            kube.InjectTarget("ValidatingWebhookConfiguration", n)
+            for n in inject.validating_webhook_configurations
+        ]
+        + [
+            kube.InjectTarget("MutatingWebhookConfiguration", n)
+            for n in inject.mutating_webhook_configurations
+        ]
+        + [
+            kube.InjectTarget("CustomResourceDefinition", n)
+            for n in inject.custom_resource_definitions
+        ]
     )
 
 
@@ -107,7 +123,9 @@ async def run(
         if cfg.tls.mode == "self-managed":
             log.error("self-managed TLS needs the API server", extra={"error": str(exc)})
             return 2
-        log.warning("no API server: sidecar injection by namespace label is off", extra={"error": str(exc)})
+        log.warning(
+            "no API server: sidecar injection by namespace label is off", extra={"error": str(exc)}
+        )
         api = None
     tls = tlsctx.ReloadableContext()
     ctx = app.Context(
@@ -152,7 +170,9 @@ async def run(
             await cert_step()
             break
         except (kube.KubeError, OSError, ssl.SSLError, certs.CertError) as exc:
-            log.warning("no serving certificate yet; retrying", extra={"error": str(exc), "in_s": delay})
+            log.warning(
+                "no serving certificate yet; retrying", extra={"error": str(exc), "in_s": delay}
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
@@ -185,7 +205,9 @@ async def run(
         extra={"port": cfg.port, "health_port": health.port, "tls_mode": cfg.tls.mode},
     )
     loops = [
-        asyncio.create_task(_every(cfg.policy.reload_interval_seconds, reload_policy, "policy reload")),
+        asyncio.create_task(
+            _every(cfg.policy.reload_interval_seconds, reload_policy, "policy reload")
+        ),
         asyncio.create_task(_every(cfg.tls.check_interval_seconds, cert_step, "certificate check")),
     ]
     try:

@@ -105,7 +105,9 @@ def _root_settings(context: dict[str, Any], path: str, who: str) -> list[Violati
             Violation(f"{path}.runAsNonRoot", "noRunAsRoot", f"{who} sets runAsNonRoot to false")
         )
     if context.get("runAsUser") == 0:
-        out.append(Violation(f"{path}.runAsUser", "noRunAsRoot", f"{who} runs as root (runAsUser 0)"))
+        out.append(
+            Violation(f"{path}.runAsUser", "noRunAsRoot", f"{who} runs as root (runAsUser 0)")
+        )
     return out
 
 
@@ -168,7 +170,9 @@ def _resources(pod: dict[str, Any], rule: policy.ResourcesRule) -> list[Violatio
 def _labels(pod: dict[str, Any], rule: policy.LabelsRule) -> list[Violation]:
     labels = podshape.meta(pod).get("labels") or {}
     return [
-        Violation(f"metadata.labels.{name}", "requiredLabels", f"required label {name!r} is missing")
+        Violation(
+            f"metadata.labels.{name}", "requiredLabels", f"required label {name!r} is missing"
+        )
         for name in rule.labels
         if not labels.get(name)
     ]

@@ -11,7 +11,9 @@ RESOURCES = {
 }
 
 
-def container(name: str = "app", image: str = "gcr.io/team/app:1.0", **extra: Any) -> dict[str, Any]:
+def container(
+    name: str = "app", image: str = "gcr.io/team/app:1.0", **extra: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": name,
         "image": image,

@@ -36,35 +36,86 @@ JSON_HEADERS = ((b"content-type", b"application/json"),)
         pytest.param(b"", JSON_HEADERS, 400, "empty request body", id="empty"),
         pytest.param(b"  \n", JSON_HEADERS, 400, "empty request body", id="blank"),
         pytest.param(REVIEW, (), 415, "unsupported Content-Type 'none'", id="no-content-type"),
-        pytest.param(REVIEW, ((b"content-type", b"text/yaml"),), 415, "'text/yaml', expected application/json", id="yaml"),
-        pytest.param(b'{"apiVersion": ', JSON_HEADERS, 400, "not valid JSON: Expecting value at line 1 column 16", id="truncated"),
+        pytest.param(
+            REVIEW,
+            ((b"content-type", b"text/yaml"),),
+            415,
+            "'text/yaml', expected application/json",
+            id="yaml",
+        ),
+        pytest.param(
+            b'{"apiVersion": ',
+            JSON_HEADERS,
+            400,
+            "not valid JSON: Expecting value at line 1 column 16",
+            id="truncated",
+        ),
         pytest.param(b"\xff\xfe{}", JSON_HEADERS, 400, "not UTF-8", id="binary"),
         pytest.param(b"[1, 2]", JSON_HEADERS, 400, "must be a JSON object, got array", id="array"),
-        pytest.param(b"[" * 100000 + b"]" * 100000, JSON_HEADERS, 400, "nests too deeply", id="deep"),
-        pytest.param(b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v2"}', JSON_HEADERS, 400,
-                     "unsupported AdmissionReview apiVersion 'admission.k8s.io/v2'", id="apiversion"),
-        pytest.param(b'{"kind": "Pod", "apiVersion": "v1"}', JSON_HEADERS, 400, "expected kind AdmissionReview, got 'Pod'", id="kind"),
-        pytest.param(b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1"}', JSON_HEADERS, 400,
-                     "AdmissionReview has no request", id="no-request"),
-        pytest.param(b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": {"uid": 7}}',
-                     JSON_HEADERS, 400, "request.uid must be a non-empty string", id="uid-number"),
-        pytest.param(b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": {"uid": "u", "kind": []}}',
-                     JSON_HEADERS, 400, "request.kind must be an object, got array", id="kind-array"),
+        pytest.param(
+            b"[" * 100000 + b"]" * 100000, JSON_HEADERS, 400, "nests too deeply", id="deep"
+        ),
+        pytest.param(
+            b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v2"}',
+            JSON_HEADERS,
+            400,
+            "unsupported AdmissionReview apiVersion 'admission.k8s.io/v2'",
+            id="apiversion",
+        ),
+        pytest.param(
+            b'{"kind": "Pod", "apiVersion": "v1"}',
+            JSON_HEADERS,
+            400,
+            "expected kind AdmissionReview, got 'Pod'",
+            id="kind",
+        ),
+        pytest.param(
+            b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1"}',
+            JSON_HEADERS,
+            400,
+            "AdmissionReview has no request",
+            id="no-request",
+        ),
+        pytest.param(
+            b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": {"uid": 7}}',
+            JSON_HEADERS,
+            400,
+            "request.uid must be a non-empty string",
+            id="uid-number",
+        ),
+        pytest.param(
+            b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": {"uid": "u", "kind": []}}',
+            JSON_HEADERS,
+            400,
+            "request.kind must be an object, got array",
+            id="kind-array",
+        ),
     ],
 )
-def test_bad_envelopes_get_a_4xx_status_with_a_clear_message(body, headers, status, message) -> None:
+def test_bad_envelopes_get_a_4xx_status_with_a_clear_message(
+    body, headers, status, message
+) -> None:
     application, _ = make_app()
     for path in ("/validate/pods", "/mutate/pods", "/validate/databases", "/mutate/databases"):
         code, answer = post(application, path, body, headers=headers)
         assert code == status
-        assert answer["kind"] == "Status" and answer["code"] == status and answer["status"] == "Failure"
+        assert (
+            answer["kind"] == "Status"
+            and answer["code"] == status
+            and answer["status"] == "Failure"
+        )
         assert message in answer["message"]
 
 
 def test_oversized_body_is_refused_with_413_declared_or_streamed() -> None:
     application, _ = make_app(max_body_bytes=1024)
     big = json.dumps(pods.review(pods.compliant_pod(name="x" * 2000))).encode()
-    code, answer = post(application, "/validate/pods", big, headers=(*JSON_HEADERS, (b"content-length", str(len(big)).encode())))
+    code, answer = post(
+        application,
+        "/validate/pods",
+        big,
+        headers=(*JSON_HEADERS, (b"content-length", str(len(big)).encode())),
+    )
     assert code == 413 and "exceeds the limit of 1024" in answer["message"]
     code, answer = post(application, "/validate/pods", big, chunk=100)  # no content-length
     assert code == 413 and answer["reason"] == "RequestEntityTooLarge"
@@ -72,7 +123,10 @@ def test_oversized_body_is_refused_with_413_declared_or_streamed() -> None:
 
 def test_non_pod_gets_a_well_formed_denial() -> None:
     application, _ = make_app()
-    body = pods.review({"apiVersion": "apps/v1", "kind": "Deployment"}, kind={"group": "apps", "version": "v1", "kind": "Deployment"})
+    body = pods.review(
+        {"apiVersion": "apps/v1", "kind": "Deployment"},
+        kind={"group": "apps", "version": "v1", "kind": "Deployment"},
+    )
     for path in ("/validate/pods", "/mutate/pods"):
         code, answer = post(application, path, json.dumps(body).encode())
         assert code == 200 and answer["kind"] == "AdmissionReview"
@@ -125,12 +179,16 @@ def threading_sleep(seconds: float) -> None:
 
 def test_namespace_label_injects_with_one_cached_lookup() -> None:
     now = [0.0]
-    namespaces = FakeNamespaces({"team-a": {"sidecar.example.com/inject": "true"}}, ttl=30, clock=lambda: now[0])
+    namespaces = FakeNamespaces(
+        {"team-a": {"sidecar.example.com/inject": "true"}}, ttl=30, clock=lambda: now[0]
+    )
     application, ctx = make_app(namespaces=namespaces)
     body = json.dumps(pods.review(pods.compliant_pod())).encode()
 
     async def burst() -> list[tuple[int, dict[bytes, bytes], bytes]]:
-        return await asyncio.gather(*(asgi.call(application, "/mutate/pods", body) for _ in range(20)))
+        return await asyncio.gather(
+            *(asgi.call(application, "/mutate/pods", body) for _ in range(20))
+        )
 
     results = asyncio.run(burst())
     assert namespaces.calls == 1  # concurrent misses share one lookup
@@ -148,10 +206,15 @@ def test_namespace_lookup_failure_without_cache_denies_clearly() -> None:
     namespaces = FakeNamespaces({})
     namespaces.fail = True
     application, _ = make_app(namespaces=namespaces)
-    code, answer = post(application, "/mutate/pods", json.dumps(pods.review(pods.compliant_pod())).encode())
+    code, answer = post(
+        application, "/mutate/pods", json.dumps(pods.review(pods.compliant_pod())).encode()
+    )
     status = answer["response"]["status"]
     assert code == 200 and status["code"] == 503
-    assert "cannot decide sidecar injection: reading Namespace team-a: connection refused" in status["message"]
+    assert (
+        "cannot decide sidecar injection: reading Namespace team-a: connection refused"
+        in status["message"]
+    )
     # A pod that decides by annotation never needs the namespace.
     pod = pods.compliant_pod()
     pod["metadata"]["annotations"] = {"sidecar.example.com/inject": "false"}
@@ -161,19 +224,43 @@ def test_namespace_lookup_failure_without_cache_denies_clearly() -> None:
 
 def test_conversion_endpoint() -> None:
     application, _ = make_app()
-    beta = {"apiVersion": conversion.V1BETA1, "kind": "Database", "metadata": {"name": "a"},
-            "spec": {"engine": "mysql", "version": "8.0.1", "storageSize": "1Gi"}}
-    review = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
-              "request": {"uid": "c1", "desiredAPIVersion": conversion.V1, "objects": [beta]}}
+    beta = {
+        "apiVersion": conversion.V1BETA1,
+        "kind": "Database",
+        "metadata": {"name": "a"},
+        "spec": {"engine": "mysql", "version": "8.0.1", "storageSize": "1Gi"},
+    }
+    review = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "ConversionReview",
+        "request": {"uid": "c1", "desiredAPIVersion": conversion.V1, "objects": [beta]},
+    }
     code, answer = post(application, "/convert", json.dumps(review).encode())
     response = answer["response"]
     assert code == 200 and response["uid"] == "c1" and response["result"] == {"status": "Success"}
-    assert response["convertedObjects"][0]["spec"] == {"type": "mysql", "version": "8.0.1", "storage": {"size": "1Gi"}}
+    assert response["convertedObjects"][0]["spec"] == {
+        "type": "mysql",
+        "version": "8.0.1",
+        "storage": {"size": "1Gi"},
+    }
     review["request"]["desiredAPIVersion"] = "db.example.com/v9"
     code, answer = post(application, "/convert", json.dumps(review).encode())
     assert code == 200 and answer["response"]["result"]["status"] == "Failure"
-    assert "cannot convert to apiVersion 'db.example.com/v9'" in answer["response"]["result"]["message"]
-    code, answer = post(application, "/convert", json.dumps({"kind": "ConversionReview", "apiVersion": "apiextensions.k8s.io/v1", "request": {"uid": "x"}}).encode())
+    assert (
+        "cannot convert to apiVersion 'db.example.com/v9'"
+        in answer["response"]["result"]["message"]
+    )
+    code, answer = post(
+        application,
+        "/convert",
+        json.dumps(
+            {
+                "kind": "ConversionReview",
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "request": {"uid": "x"},
+            }
+        ).encode(),
+    )
     assert code == 400 and "desiredAPIVersion must be a non-empty string" in answer["message"]
 
 

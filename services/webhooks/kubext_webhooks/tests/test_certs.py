@@ -21,7 +21,9 @@ from kubext_webhooks import app, certs, policy, tlsctx
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
 DER = Encoding.DER
-SETTINGS = certs.Settings(dns_names=("kubext-webhooks.kubext-system.svc",), ip_addresses=("127.0.0.1",))
+SETTINGS = certs.Settings(
+    dns_names=("kubext-webhooks.kubext-system.svc",), ip_addresses=("127.0.0.1",)
+)
 
 
 def verifies(serving: certs.KeyPair, trust: tuple[bytes, ...], at: dt.datetime) -> bool:
@@ -145,12 +147,19 @@ class LiveServer:
         ctx = app.Context(policies=policy.PolicyStore.open(None))
         self.server = uvicorn.Server(
             uvicorn.Config(
-                app.create_app(ctx), host="127.0.0.1", port=self.port, log_config=None,
-                lifespan="off", ssl_context_factory=lambda *_: tls.context, access_log=False,
+                app.create_app(ctx),
+                host="127.0.0.1",
+                port=self.port,
+                log_config=None,
+                lifespan="off",
+                ssl_context_factory=lambda *_: tls.context,
+                access_log=False,
             )
         )
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self.server.serve(),), daemon=True)
+        self.thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(self.server.serve(),), daemon=True
+        )
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
@@ -186,22 +195,30 @@ def _client(trust: bytes) -> ssl.SSLContext:
 
 def test_reload_changes_new_handshakes_and_keeps_open_connections(live) -> None:
     server, bundle = live
-    old = http.client.HTTPSConnection("127.0.0.1", server.port, context=_client(bundle.ca_bundle), timeout=5)
+    old = http.client.HTTPSConnection(
+        "127.0.0.1", server.port, context=_client(bundle.ca_bundle), timeout=5
+    )
     old.request("GET", "/healthz")
     assert old.getresponse().read() == b"ok\n"
     first_cert = old.sock.getpeercert(binary_form=True)
 
     # A new SAN forces a new serving certificate from the same CA.
-    wider = certs.Settings(dns_names=(*SETTINGS.dns_names, "extra.svc"), ip_addresses=("127.0.0.1",))
+    wider = certs.Settings(
+        dns_names=(*SETTINGS.dns_names, "extra.svc"), ip_addresses=("127.0.0.1",)
+    )
     rotated = certs.plan(bundle, wider, dt.datetime.now(dt.UTC))
     assert rotated.changes == ("serving",)
     assert server.on_loop(server.tls.load_pem, rotated.serving.cert_pem, rotated.serving.key_pem)
-    assert not server.on_loop(server.tls.load_pem, rotated.serving.cert_pem, rotated.serving.key_pem)
+    assert not server.on_loop(
+        server.tls.load_pem, rotated.serving.cert_pem, rotated.serving.key_pem
+    )
 
     old.request("GET", "/healthz")  # same connection, still the first certificate
     assert old.getresponse().read() == b"ok\n"
     assert old.sock.getpeercert(binary_form=True) == first_cert
-    new = http.client.HTTPSConnection("127.0.0.1", server.port, context=_client(bundle.ca_bundle), timeout=5)
+    new = http.client.HTTPSConnection(
+        "127.0.0.1", server.port, context=_client(bundle.ca_bundle), timeout=5
+    )
     new.request("GET", "/readyz")
     assert new.getresponse().status == 200
     assert new.sock.getpeercert(binary_form=True) != first_cert
@@ -215,7 +232,9 @@ def test_a_bad_pair_is_refused_and_the_old_one_stays(live) -> None:
     other = certs.plan(None, SETTINGS, dt.datetime.now(dt.UTC))
     with pytest.raises(ssl.SSLError):
         server.on_loop(server.tls.load_pem, bundle.serving.cert_pem, other.serving.key_pem)
-    conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=_client(bundle.ca_bundle), timeout=5)
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", server.port, context=_client(bundle.ca_bundle), timeout=5
+    )
     conn.request("GET", "/healthz")
     assert conn.getresponse().status == 200
     conn.close()
@@ -231,5 +250,8 @@ def test_tls_below_1_2_is_refused(live, version) -> None:
         ctx.maximum_version = version
     except (ValueError, ssl.SSLError):
         pytest.skip("this OpenSSL cannot even offer old TLS")
-    with pytest.raises((ssl.SSLError, ConnectionError)), socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+    with (
+        pytest.raises((ssl.SSLError, ConnectionError)),
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+    ):
         ctx.wrap_socket(raw, server_hostname="127.0.0.1")

@@ -31,7 +31,12 @@ def spec(**over: Any) -> dict[str, Any]:
 
 
 def db(body: dict[str, Any], api_version: str = conversion.V1) -> dict[str, Any]:
-    return {"apiVersion": api_version, "kind": "Database", "metadata": {"name": "pg", "namespace": "prod"}, "spec": body}
+    return {
+        "apiVersion": api_version,
+        "kind": "Database",
+        "metadata": {"name": "pg", "namespace": "prod"},
+        "spec": body,
+    }
 
 
 def validate(body, *, old=None, operation="CREATE") -> review.Decision:
@@ -48,15 +53,57 @@ def test_seed_example_is_admitted() -> None:
 @pytest.mark.parametrize(
     ("over", "path", "words"),
     [
-        pytest.param({"version": "9.6.0"}, "spec.version", "postgresql 9.6.0 is not supported", id="old-pg"),
-        pytest.param({"type": "mysql", "version": "8.1.0"}, "spec.version", "supported: 5.7, 8.0, 8.4", id="mysql-8.1"),
-        pytest.param({"backup": {"enabled": True, "schedule": "61 * * * *"}}, "spec.backup.schedule", "not a valid cron", id="bad-cron"),
-        pytest.param({"backup": {"enabled": True, "schedule": "@reboot"}}, "spec.backup.schedule", "unsupported descriptor", id="reboot"),
-        pytest.param({"backup": {"enabled": True, "schedule": "*/5 * * * *", "retention": 300}}, "spec.backup.schedule", "every 5m", id="too-often"),
-        pytest.param({"backup": {"enabled": True, "schedule": "@hourly", "retention": 7}}, "spec.backup.retention", "covers only 7h", id="short-history"),
-        pytest.param({"backup": {"enabled": True, "schedule": "@yearly", "retention": 10}}, "spec.backup.retention", "the most allowed", id="long-history"),
-        pytest.param({"backup": {"enabled": True, "schedule": "@every 30m"}}, "spec.backup.schedule", "every 30m", id="every"),
-        pytest.param({"storage": {"size": "100G"}, "replicas": 11}, "spec.replicas", "less than or equal to 10", id="schema"),
+        pytest.param(
+            {"version": "9.6.0"}, "spec.version", "postgresql 9.6.0 is not supported", id="old-pg"
+        ),
+        pytest.param(
+            {"type": "mysql", "version": "8.1.0"},
+            "spec.version",
+            "supported: 5.7, 8.0, 8.4",
+            id="mysql-8.1",
+        ),
+        pytest.param(
+            {"backup": {"enabled": True, "schedule": "61 * * * *"}},
+            "spec.backup.schedule",
+            "not a valid cron",
+            id="bad-cron",
+        ),
+        pytest.param(
+            {"backup": {"enabled": True, "schedule": "@reboot"}},
+            "spec.backup.schedule",
+            "unsupported descriptor",
+            id="reboot",
+        ),
+        pytest.param(
+            {"backup": {"enabled": True, "schedule": "*/5 * * * *", "retention": 300}},
+            "spec.backup.schedule",
+            "every 5m",
+            id="too-often",
+        ),
+        pytest.param(
+            {"backup": {"enabled": True, "schedule": "@hourly", "retention": 7}},
+            "spec.backup.retention",
+            "covers only 7h",
+            id="short-history",
+        ),
+        pytest.param(
+            {"backup": {"enabled": True, "schedule": "@yearly", "retention": 10}},
+            "spec.backup.retention",
+            "the most allowed",
+            id="long-history",
+        ),
+        pytest.param(
+            {"backup": {"enabled": True, "schedule": "@every 30m"}},
+            "spec.backup.schedule",
+            "every 30m",
+            id="every",
+        ),
+        pytest.param(
+            {"storage": {"size": "100G"}, "replicas": 11},
+            "spec.replicas",
+            "less than or equal to 10",
+            id="schema",
+        ),
     ],
 )
 def test_rules_beyond_the_schema(over, path: str, words: str) -> None:
@@ -74,25 +121,38 @@ def test_sensible_schedules_pass(schedule: str) -> None:
 
 
 def test_disabled_backup_schedule_is_not_judged() -> None:
-    assert validate(spec(backup={"enabled": False, "schedule": "* * * * *", "retention": 1})).allowed
+    assert validate(
+        spec(backup={"enabled": False, "schedule": "* * * * *", "retention": 1})
+    ).allowed
 
 
 def test_update_rules_type_immutable_storage_never_shrinks() -> None:
     old = spec()
     assert validate(spec(storage={"size": "200Gi"}), old=old, operation="UPDATE").allowed
     shrink = validate(spec(storage={"size": "50Gi"}), old=old, operation="UPDATE")
-    assert not shrink.allowed and "spec.storage.size: storage cannot shrink (from 100Gi to 50Gi)" in shrink.message
+    assert (
+        not shrink.allowed
+        and "spec.storage.size: storage cannot shrink (from 100Gi to 50Gi)" in shrink.message
+    )
     # 100Gi is 107374182400 bytes; 107G is fewer bytes, so it is a shrink too.
     assert not validate(spec(storage={"size": "107G"}), old=old, operation="UPDATE").allowed
     retype = validate(spec(type="mysql", version="8.0.36"), old=old, operation="UPDATE")
     assert not retype.allowed
-    assert "spec.type: the database type is immutable (was 'postgresql', now 'mysql')" in retype.message
+    assert (
+        "spec.type: the database type is immutable (was 'postgresql', now 'mysql')"
+        in retype.message
+    )
     assert "storage" not in retype.message
 
 
 def test_all_problems_at_once() -> None:
     decision = validate(
-        spec(type="mysql", version="5.6.0", storage={"size": "1Gi"}, backup={"enabled": True, "schedule": "@hourly", "retention": 2}),
+        spec(
+            type="mysql",
+            version="5.6.0",
+            storage={"size": "1Gi"},
+            backup={"enabled": True, "schedule": "@hourly", "retention": 2},
+        ),
         old=spec(),
         operation="UPDATE",
     )
@@ -101,7 +161,9 @@ def test_all_problems_at_once() -> None:
 
 
 def test_v1beta1_objects_are_judged_as_v1() -> None:
-    beta = db({"engine": "postgresql", "version": "9.6.0", "storageSize": "1Gi"}, conversion.V1BETA1)
+    beta = db(
+        {"engine": "postgresql", "version": "9.6.0", "storageSize": "1Gi"}, conversion.V1BETA1
+    )
     request = review.parse_admission(pods.review(beta, kind={**DB_KIND, "version": "v1beta1"}))
     decision = databases.validate(request, SETTINGS)
     assert not decision.allowed and "spec.version" in decision.message
@@ -110,15 +172,25 @@ def test_v1beta1_objects_are_judged_as_v1() -> None:
 def test_wrong_kind_and_missing_spec() -> None:
     req = review.parse_admission(pods.review(pods.compliant_pod()))
     assert databases.validate(req, SETTINGS).code == 400
-    req = review.parse_admission(pods.review({"apiVersion": conversion.V1, "kind": "Database"}, kind=DB_KIND))
+    req = review.parse_admission(
+        pods.review({"apiVersion": conversion.V1, "kind": "Database"}, kind=DB_KIND)
+    )
     decision = databases.validate(req, SETTINGS)
     assert not decision.allowed and "spec: a Database needs a spec object" in decision.message
 
 
 def test_defaults_are_made_explicit_and_idempotent() -> None:
-    body = {"type": "mysql", "version": "8.0.36", "storage": {"size": "10Gi"}, "backup": {"enabled": True, "schedule": "@daily"}, "monitoring": {"enabled": True}}
+    body = {
+        "type": "mysql",
+        "version": "8.0.36",
+        "storage": {"size": "10Gi"},
+        "backup": {"enabled": True, "schedule": "@daily"},
+        "monitoring": {"enabled": True},
+    }
     ops = databases.defaults_patch(body)
-    patched = jsonpatch.JsonPatch([{**op, "path": op["path"].removeprefix("/spec")} for op in ops]).apply(copy.deepcopy(body))
+    patched = jsonpatch.JsonPatch(
+        [{**op, "path": op["path"].removeprefix("/spec")} for op in ops]
+    ).apply(copy.deepcopy(body))
     assert patched["replicas"] == 1 and patched["deletionPolicy"] == "Retain"
     assert patched["backup"] == {"enabled": True, "schedule": "@daily", "retention": 7}
     assert patched["monitoring"]["metrics"] == list(database.METRICS)
@@ -159,7 +231,11 @@ BETA_FULL = {
 
 
 def _with_status(obj: dict[str, Any]) -> dict[str, Any]:
-    obj["status"] = {"phase": "Running", "readyReplicas": 3, "conditions": [{"type": "Ready", "status": "True"}]}
+    obj["status"] = {
+        "phase": "Running",
+        "readyReplicas": 3,
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }
     obj["metadata"]["annotations"] = {"team": "db"}
     return obj
 
@@ -176,10 +252,20 @@ def test_full_objects_convert_both_ways_without_annotations() -> None:
 
 
 def test_fields_without_counterpart_travel_in_an_annotation() -> None:
-    v1 = db({**copy.deepcopy(V1_FULL), "backup": {}, "futureField": {"x": 1}, "storage": {"size": "1Gi", "iops": 300}})
+    v1 = db(
+        {
+            **copy.deepcopy(V1_FULL),
+            "backup": {},
+            "futureField": {"x": 1},
+            "storage": {"size": "1Gi", "iops": 300},
+        }
+    )
     beta = conversion.convert(v1, conversion.V1BETA1)
     saved = json.loads(beta["metadata"]["annotations"][conversion.RESIDUE_ANNOTATION])
-    assert saved == {"apiVersion": conversion.V1, "spec": {"backup": {}, "futureField": {"x": 1}, "storage": {"iops": 300}}}
+    assert saved == {
+        "apiVersion": conversion.V1,
+        "spec": {"backup": {}, "futureField": {"x": 1}, "storage": {"iops": 300}},
+    }
     back = conversion.convert(beta, conversion.V1)
     assert back == v1 and "annotations" not in back["metadata"]
 
@@ -192,7 +278,9 @@ def test_fields_without_counterpart_travel_in_an_annotation() -> None:
 def test_same_version_is_returned_unchanged_and_bad_objects_fail_precisely() -> None:
     v1 = db(copy.deepcopy(V1_FULL))
     assert conversion.convert(v1, conversion.V1) is v1
-    with pytest.raises(conversion.ConversionError, match="cannot convert to apiVersion 'db.example.com/v2'"):
+    with pytest.raises(
+        conversion.ConversionError, match="cannot convert to apiVersion 'db.example.com/v2'"
+    ):
         conversion.convert(v1, "db.example.com/v2")
     with pytest.raises(conversion.ConversionError, match="expected kind Database, got 'Pod'"):
         conversion.convert({"apiVersion": conversion.V1, "kind": "Pod"}, conversion.V1BETA1)
@@ -216,18 +304,43 @@ _v1_specs = st.fixed_dictionaries(
         "type": st.sampled_from(database.TYPES),
         "version": st.text(max_size=6),
         "storage": st.one_of(
-            st.fixed_dictionaries({}, optional={"size": st.text(max_size=4), "storageClass": st.text(max_size=4), "iops": st.integers()}),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "size": st.text(max_size=4),
+                    "storageClass": st.text(max_size=4),
+                    "iops": st.integers(),
+                },
+            ),
             st.text(max_size=3),
         ),
-        "backup": st.fixed_dictionaries({}, optional={"enabled": st.booleans(), "schedule": st.text(max_size=5), "retention": st.integers(), "x": _scalar}),
-        "monitoring": st.fixed_dictionaries({}, optional={"enabled": st.booleans(), "metrics": st.lists(st.sampled_from(database.METRICS))}),
+        "backup": st.fixed_dictionaries(
+            {},
+            optional={
+                "enabled": st.booleans(),
+                "schedule": st.text(max_size=5),
+                "retention": st.integers(),
+                "x": _scalar,
+            },
+        ),
+        "monitoring": st.fixed_dictionaries(
+            {},
+            optional={
+                "enabled": st.booleans(),
+                "metrics": st.lists(st.sampled_from(database.METRICS)),
+            },
+        ),
         "replicas": st.integers(),
         "deletionPolicy": st.sampled_from(["Retain", "Delete"]),
         "future": _extra,
     },
 )
-_beta_specs = st.fixed_dictionaries({}, optional={key: _scalar for _, key in database.FIELD_MAP} | {"legacy": _extra})
-_annotations = st.one_of(st.none(), st.dictionaries(st.sampled_from(["a", "b/c"]), st.text(max_size=3), max_size=2))
+_beta_specs = st.fixed_dictionaries(
+    {}, optional={key: _scalar for _, key in database.FIELD_MAP} | {"legacy": _extra}
+)
+_annotations = st.one_of(
+    st.none(), st.dictionaries(st.sampled_from(["a", "b/c"]), st.text(max_size=3), max_size=2)
+)
 
 
 @settings(max_examples=300, deadline=None, database=None)

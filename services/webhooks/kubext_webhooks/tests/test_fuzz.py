@@ -26,7 +26,11 @@ PATHS = (*ADMISSION_PATHS, "/convert")
 FUZZ: dict[str, Any] = {
     "deadline": None,
     "database": None,
-    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    "suppress_health_check": [
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
 }
 
 _ctx = app.Context(policies=policy.PolicyStore.open(None), max_body_bytes=64 * 1024)
@@ -34,14 +38,22 @@ APP = app.create_app(_ctx)
 LOOP = asyncio.new_event_loop()
 
 json_leaf = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**63), 2**63), st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=12), st.sampled_from(["", "0", "100m", "Pod", "v1", "CREATE", "UPDATE", "true", "a/b~c"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=12),
+    st.sampled_from(["", "0", "100m", "Pod", "v1", "CREATE", "UPDATE", "true", "a/b~c"]),
 )
 json_values = st.recursive(
     json_leaf,
     lambda inner: st.one_of(
         st.lists(inner, max_size=4),
-        st.dictionaries(st.text(max_size=10) | st.sampled_from(["spec", "metadata", "containers", "labels"]), inner, max_size=4),
+        st.dictionaries(
+            st.text(max_size=10) | st.sampled_from(["spec", "metadata", "containers", "labels"]),
+            inner,
+            max_size=4,
+        ),
     ),
     max_leaves=12,
 )
@@ -72,7 +84,9 @@ class Counter:
     requests = 0
 
 
-def send(path: str, body: bytes, headers=((b"content-type", b"application/json"),)) -> tuple[int, dict[bytes, bytes], bytes]:
+def send(
+    path: str, body: bytes, headers=((b"content-type", b"application/json"),)
+) -> tuple[int, dict[bytes, bytes], bytes]:
     Counter.requests += 1
     return LOOP.run_until_complete(asgi.call(APP, path, body, headers=headers))
 
@@ -80,7 +94,15 @@ def send(path: str, body: bytes, headers=((b"content-type", b"application/json")
 # 1. Arbitrary bytes and content types.
 @given(
     body=st.binary(max_size=300) | st.text(max_size=200).map(str.encode),
-    content_type=st.sampled_from([b"application/json", b"application/json; charset=utf-8", b"text/plain", b"", b"APPLICATION/JSON"]),
+    content_type=st.sampled_from(
+        [
+            b"application/json",
+            b"application/json; charset=utf-8",
+            b"text/plain",
+            b"",
+            b"APPLICATION/JSON",
+        ]
+    ),
 )
 def _raw(body: bytes, content_type: bytes) -> None:
     for path in PATHS:
@@ -90,11 +112,16 @@ def _raw(body: bytes, content_type: bytes) -> None:
 
 
 # 2. Arbitrary JSON documents, some shaped like reviews.
-@given(doc=json_values | st.fixed_dictionaries(
-    {"apiVersion": st.sampled_from(["admission.k8s.io/v1", "apiextensions.k8s.io/v1", "v1"]),
-     "kind": st.sampled_from(["AdmissionReview", "ConversionReview", "Pod"])},
-    optional={"request": json_values},
-))
+@given(
+    doc=json_values
+    | st.fixed_dictionaries(
+        {
+            "apiVersion": st.sampled_from(["admission.k8s.io/v1", "apiextensions.k8s.io/v1", "v1"]),
+            "kind": st.sampled_from(["AdmissionReview", "ConversionReview", "Pod"]),
+        },
+        optional={"request": json_values},
+    )
+)
 def _documents(doc: Any) -> None:
     body = json.dumps(doc).encode()
     for path in PATHS:
@@ -108,14 +135,45 @@ def _documents(doc: Any) -> None:
 #    replaced, removed or set to random JSON. Hypothesis draws one seeded Random per example
 #    (reproducible, shrinks by seed) and the walk uses it directly: drawing every decision
 #    through hypothesis cost more than the requests themselves.
-_LEAVES: list[Any] = [None, True, False, 0, -1, 2**64, 1.5, "", "0", "100m", "Pod", "v1", "a/b~c", "UPDATE", [], {}]
-_KEYS = ["spec", "metadata", "containers", "labels", "image", "securityContext", "resources", "x", "a/b"]
+_LEAVES: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**64,
+    1.5,
+    "",
+    "0",
+    "100m",
+    "Pod",
+    "v1",
+    "a/b~c",
+    "UPDATE",
+    [],
+    {},
+]
+_KEYS = [
+    "spec",
+    "metadata",
+    "containers",
+    "labels",
+    "image",
+    "securityContext",
+    "resources",
+    "x",
+    "a/b",
+]
 
 
 def _random_json(rnd: random.Random, depth: int = 0) -> Any:
     roll = rnd.random()
     if depth >= 3 or roll < 0.6:
-        return rnd.choice(_LEAVES) if rnd.random() < 0.8 else "".join(rnd.choice("ab/~\\\"é\x00 ") for _ in range(rnd.randrange(6)))
+        return (
+            rnd.choice(_LEAVES)
+            if rnd.random() < 0.8
+            else "".join(rnd.choice('ab/~\\"é\x00 ') for _ in range(rnd.randrange(6)))
+        )
     if roll < 0.8:
         return [_random_json(rnd, depth + 1) for _ in range(rnd.randrange(4))]
     return {rnd.choice(_KEYS): _random_json(rnd, depth + 1) for _ in range(rnd.randrange(4))}
@@ -139,7 +197,9 @@ def _mangle(obj: Any, rnd: random.Random, depth: int = 0) -> Any:
     elif isinstance(obj, list) and obj and depth < 6:
         obj = list(obj)
         index = rnd.randrange(len(obj))
-        obj[index] = _mangle(obj[index], rnd, depth + 1) if rnd.random() < 0.5 else _random_json(rnd)
+        obj[index] = (
+            _mangle(obj[index], rnd, depth + 1) if rnd.random() < 0.5 else _random_json(rnd)
+        )
     elif rnd.random() < 0.5:
         return _random_json(rnd)
     return obj
@@ -163,25 +223,48 @@ def _rich_pod() -> dict[str, Any]:
 
 
 DATABASE = {
-    "apiVersion": conversion.V1, "kind": "Database", "metadata": {"name": "pg", "annotations": {}},
-    "spec": {"type": "postgresql", "version": "16.1.0", "storage": {"size": "10Gi"},
-             "backup": {"enabled": True, "schedule": "0 2 * * *", "retention": 7}, "monitoring": {"enabled": True}},
+    "apiVersion": conversion.V1,
+    "kind": "Database",
+    "metadata": {"name": "pg", "annotations": {}},
+    "spec": {
+        "type": "postgresql",
+        "version": "16.1.0",
+        "storage": {"size": "10Gi"},
+        "backup": {"enabled": True, "schedule": "0 2 * * *", "retention": 7},
+        "monitoring": {"enabled": True},
+    },
 }
 
 
-@given(rnd=st.randoms(use_true_random=False), operation=st.sampled_from(["CREATE"] * 3 + ["UPDATE"] * 2 + ["DELETE", "CONNECT", ""]))
+@given(
+    rnd=st.randoms(use_true_random=False),
+    operation=st.sampled_from(["CREATE"] * 3 + ["UPDATE"] * 2 + ["DELETE", "CONNECT", ""]),
+)
 def _mangled(rnd: random.Random, operation: str) -> None:
-    pod_review = pods.review(_mangle_some(_rich_pod(), rnd), operation=operation, old=_mangle(_rich_pod(), rnd))
+    pod_review = pods.review(
+        _mangle_some(_rich_pod(), rnd), operation=operation, old=_mangle(_rich_pod(), rnd)
+    )
     db_kind = {"group": "db.example.com", "version": "v1", "kind": "Database"}
-    db_review = pods.review(_mangle_some(DATABASE, rnd), operation=operation, old=_mangle(DATABASE, rnd), kind=db_kind)
+    db_review = pods.review(
+        _mangle_some(DATABASE, rnd), operation=operation, old=_mangle(DATABASE, rnd), kind=db_kind
+    )
     conversion_review = {
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
-        "request": {"uid": "c", "desiredAPIVersion": rnd.choice([conversion.V1, conversion.V1BETA1, "x"]),
-                    "objects": [_mangle_some(DATABASE, rnd), conversion.convert(DATABASE, conversion.V1BETA1)]},
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "ConversionReview",
+        "request": {
+            "uid": "c",
+            "desiredAPIVersion": rnd.choice([conversion.V1, conversion.V1BETA1, "x"]),
+            "objects": [
+                _mangle_some(DATABASE, rnd),
+                conversion.convert(DATABASE, conversion.V1BETA1),
+            ],
+        },
     }
     for path, doc in (
-        ("/validate/pods", pod_review), ("/mutate/pods", pod_review),
-        ("/validate/databases", db_review), ("/mutate/databases", db_review),
+        ("/validate/pods", pod_review),
+        ("/mutate/pods", pod_review),
+        ("/validate/databases", db_review),
+        ("/mutate/databases", db_review),
         ("/convert", conversion_review),
     ):
         if rnd.random() < 0.1:  # sometimes mangle the envelope itself too

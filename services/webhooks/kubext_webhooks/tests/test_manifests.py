@@ -27,7 +27,11 @@ def test_every_webhook_is_fail_closed_fast_and_side_effect_free() -> None:
         assert hook["admissionReviewVersions"] == ["v1"]
         assert hook["matchPolicy"] == "Equivalent"
         assert hook["namespaceSelector"]["matchExpressions"] == [
-            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "kubext-system"]}
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": ["kube-system", "kubext-system"],
+            }
         ]
         assert hook["clientConfig"]["service"]["namespace"] == "kubext-system"
 
@@ -54,10 +58,16 @@ def test_url_mode_opt_in_labels_and_cert_manager() -> None:
     labelled = manifests.validating(namespace="ns", match_labels={"team": "a"})
     assert labelled["webhooks"][0]["namespaceSelector"]["matchLabels"] == {"team": "a"}
     objs = manifests.all_configurations(namespace="ns", cert_manager=True)
-    assert all(o["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": "ns/kubext-webhooks"} for o in objs)
+    assert all(
+        o["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": "ns/kubext-webhooks"}
+        for o in objs
+    )
 
 
 def test_cli_prints_both_objects(capsys) -> None:
     assert manifests.main(["--namespace", "webhooks"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert [d["kind"] for d in docs] == ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"]
+    assert [d["kind"] for d in docs] == [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ]

@@ -17,7 +17,9 @@ SETTINGS = mutation.MutationSettings()
 NOW = "2026-01-02T03:04:05Z"
 
 
-def mutate(pod: dict[str, Any], *, inject: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def mutate(
+    pod: dict[str, Any], *, inject: bool = False
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(mutated pod, patch): the patch applied exactly as the API server would."""
     ops = mutation.patch(pod, SETTINGS, inject=inject, now=NOW)
     patched = jsonpatch.JsonPatch(ops).apply(copy.deepcopy(pod))
@@ -25,7 +27,12 @@ def mutate(pod: dict[str, Any], *, inject: bool = False) -> tuple[dict[str, Any]
 
 
 def bare(**spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "app", "image": "nginx"}], **spec}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "app", "image": "nginx"}], **spec},
+    }
 
 
 SHAPES = {
@@ -54,7 +61,11 @@ SHAPES = {
         containers=[
             {"name": "a", "image": "x", "resources": {}},
             {"name": "b", "image": "x", "resources": {"requests": {"cpu": "1"}}},
-            {"name": "c", "image": "x", "resources": {"limits": {"memory": "64Mi"}, "requests": None}},
+            {
+                "name": "c",
+                "image": "x",
+                "resources": {"limits": {"memory": "64Mi"}, "requests": None},
+            },
             {"name": "d", "image": "x", "resources": {"requests": {"memory": "2Gi"}, "limits": {}}},
         ]
     ),
@@ -97,8 +108,12 @@ def test_patch_applies_and_second_pass_is_empty(shape: str, inject: bool) -> Non
 
 
 def test_keys_with_slash_and_tilde_are_escaped() -> None:
-    settings_ = mutation.MutationSettings(default_labels={"example.com/tier": "web", "odd~key/x": "1"})
-    ops = mutation.patch({"metadata": {"labels": {}}, "spec": None}, settings_, inject=False, now=NOW)
+    settings_ = mutation.MutationSettings(
+        default_labels={"example.com/tier": "web", "odd~key/x": "1"}
+    )
+    ops = mutation.patch(
+        {"metadata": {"labels": {}}, "spec": None}, settings_, inject=False, now=NOW
+    )
     label_paths = [op["path"] for op in ops if op["path"].startswith("/metadata/labels/")]
     assert label_paths == ["/metadata/labels/example.com~1tier", "/metadata/labels/odd~0key~1x"]
     patched = jsonpatch.JsonPatch(ops).apply({"metadata": {"labels": {}}, "spec": None})
@@ -109,7 +124,10 @@ def test_sidecar_injection_adds_container_and_shared_volume_once() -> None:
     patched, _ = mutate(SHAPES["existing-volumes"], inject=True)
     names = [c["name"] for c in patched["spec"]["containers"]]
     assert names == ["app", "logging-sidecar"]
-    assert patched["spec"]["volumes"] == [{"name": "data", "emptyDir": {}}, {"name": "varlog", "emptyDir": {}}]
+    assert patched["spec"]["volumes"] == [
+        {"name": "data", "emptyDir": {}},
+        {"name": "varlog", "emptyDir": {}},
+    ]
     sidecar = patched["spec"]["containers"][1]
     assert sidecar["volumeMounts"] == [{"name": "varlog", "mountPath": "/var/log"}]
     assert sidecar["image"] == "fluent/fluent-bit:1.9"
@@ -120,7 +138,10 @@ def test_sidecar_injection_adds_container_and_shared_volume_once() -> None:
 def test_defaults_fit_under_existing_limits_and_above_existing_requests() -> None:
     patched, _ = mutate(SHAPES["partial-resources"])
     res = {c["name"]: c["resources"] for c in patched["spec"]["containers"]}
-    assert res["a"] == {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}}
+    assert res["a"] == {
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "limits": {"cpu": "500m", "memory": "512Mi"},
+    }
     assert res["b"]["requests"] == {"cpu": "1", "memory": "128Mi"}
     assert res["b"]["limits"] == {"cpu": "1", "memory": "512Mi"}  # limit raised to the request
     assert res["c"]["requests"] == {"cpu": "100m", "memory": "64Mi"}  # request lowered to the limit
@@ -150,7 +171,13 @@ def test_mutated_pod_passes_the_policy_apart_from_labels() -> None:
 
 @pytest.mark.parametrize(
     ("annotation", "namespace_label", "expected"),
-    [(None, None, False), ("true", None, True), ("false", "true", False), (None, "true", True), ("yes", None, False)],
+    [
+        (None, None, False),
+        ("true", None, True),
+        ("false", "true", False),
+        (None, "true", True),
+        ("yes", None, False),
+    ],
 )
 def test_sidecar_wanted(annotation, namespace_label, expected: bool) -> None:
     pod = bare()
@@ -165,22 +192,30 @@ def test_decide_mutates_create_only() -> None:
     req = review.parse_admission(pods.review(bare(), operation="UPDATE", old=bare()))
     assert mutation.decide(req, SETTINGS, namespace_labels=None, now=NOW).patch is None
     req = review.parse_admission(pods.review(bare()))
-    decision = mutation.decide(req, SETTINGS, namespace_labels={"sidecar.example.com/inject": "true"}, now=NOW)
+    decision = mutation.decide(
+        req, SETTINGS, namespace_labels={"sidecar.example.com/inject": "true"}, now=NOW
+    )
     assert decision.allowed and any(op["path"] == "/spec/containers/-" for op in decision.patch)
 
 
 # Random pods built from the pieces that make patches go wrong: absent/null/empty maps and
 # lists, keys full of '/' and '~', existing sidecars and volumes, odd resources.
 _keys = st.text(alphabet="ab/~.-_1", min_size=1, max_size=8)
-_maybe_map = st.one_of(st.none(), st.just({}), st.dictionaries(_keys, st.text(max_size=4), max_size=4))
+_maybe_map = st.one_of(
+    st.none(), st.just({}), st.dictionaries(_keys, st.text(max_size=4), max_size=4)
+)
 _quantity = st.sampled_from(["1", "100m", "64Mi", "2Gi", "0.5", 3])
 _resources = st.one_of(
     st.none(),
     st.fixed_dictionaries(
         {},
         optional={
-            "requests": st.one_of(st.none(), st.dictionaries(st.sampled_from(["cpu", "memory"]), _quantity)),
-            "limits": st.one_of(st.none(), st.dictionaries(st.sampled_from(["cpu", "memory"]), _quantity)),
+            "requests": st.one_of(
+                st.none(), st.dictionaries(st.sampled_from(["cpu", "memory"]), _quantity)
+            ),
+            "limits": st.one_of(
+                st.none(), st.dictionaries(st.sampled_from(["cpu", "memory"]), _quantity)
+            ),
         },
     ),
 )
@@ -205,7 +240,11 @@ _pods = st.fixed_dictionaries(
                 "containers": _containers,
                 "initContainers": _containers,
                 "volumes": st.one_of(
-                    st.none(), st.lists(st.fixed_dictionaries({"name": st.sampled_from(["varlog", "data"])}), max_size=2)
+                    st.none(),
+                    st.lists(
+                        st.fixed_dictionaries({"name": st.sampled_from(["varlog", "data"])}),
+                        max_size=2,
+                    ),
                 ),
             },
         ),
@@ -213,7 +252,9 @@ _pods = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(pod=_pods, inject=st.booleans())
 def test_patch_is_valid_and_idempotent_for_random_pods(pod: dict[str, Any], inject: bool) -> None:
     assert podshape.check(pod) is None
@@ -221,4 +262,6 @@ def test_patch_is_valid_and_idempotent_for_random_pods(pod: dict[str, Any], inje
     assert mutation.patch(patched, SETTINGS, inject=inject, now="later") == []
     if inject and pod.get("spec") is not None:
         names = [c["name"] for c in patched["spec"]["containers"]]
-        assert names.count("logging-sidecar") == max(1, [c["name"] for c in (pod["spec"].get("containers") or [])].count("logging-sidecar"))
+        assert names.count("logging-sidecar") == max(
+            1, [c["name"] for c in (pod["spec"].get("containers") or [])].count("logging-sidecar")
+        )

@@ -20,8 +20,12 @@ from kubext_webhooks import certs, config, server
 
 
 def test_renewal_must_come_before_expiry() -> None:
-    with pytest.raises(pydantic.ValidationError, match="serving_renew_before_seconds must be below"):
-        config.Config.model_validate({"tls": {"serving_validity_seconds": 10, "serving_renew_before_seconds": 10}})
+    with pytest.raises(
+        pydantic.ValidationError, match="serving_renew_before_seconds must be below"
+    ):
+        config.Config.model_validate(
+            {"tls": {"serving_validity_seconds": 10, "serving_renew_before_seconds": 10}}
+        )
 
 
 def test_cert_settings_default_to_the_service_dns_names() -> None:
@@ -35,7 +39,10 @@ def _fingerprint(port: int) -> str:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw) as tls,
+    ):
         return hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
 
 
@@ -53,14 +60,20 @@ def test_cert_manager_mode_serves_and_reloads_the_mounted_files(tmp_path, monkey
             "host": "127.0.0.1",
             "port": port,
             "health": {"host": "127.0.0.1", "port": 0},
-            "tls": {"mode": "cert-manager", "cert_dir": str(tmp_path), "check_interval_seconds": 0.2},
+            "tls": {
+                "mode": "cert-manager",
+                "cert_dir": str(tmp_path),
+                "check_interval_seconds": 0.2,
+            },
         }
     )
     servers: list = []
     done: list[int] = []
     thread = threading.Thread(
         target=lambda: done.append(
-            asyncio.run(server.run(cfg, registry=prom.CollectorRegistry(), on_server=servers.append))
+            asyncio.run(
+                server.run(cfg, registry=prom.CollectorRegistry(), on_server=servers.append)
+            )
         ),
         daemon=True,
     )
@@ -76,7 +89,10 @@ def test_cert_manager_mode_serves_and_reloads_the_mounted_files(tmp_path, monkey
         assert seen == _sha256(first)
         second = certs.plan(None, settings, dt.datetime.now(dt.UTC))
         # Written as kubelet updates a Secret volume: new files, then swapped in.
-        for name, data in (("tls.key", second.serving.key_pem), ("tls.crt", second.serving.cert_pem)):
+        for name, data in (
+            ("tls.key", second.serving.key_pem),
+            ("tls.crt", second.serving.cert_pem),
+        ):
             (tmp_path / f"{name}.new").write_bytes(data)
             (tmp_path / f"{name}.new").replace(tmp_path / name)
         while time.monotonic() < deadline and _fingerprint(port) != _sha256(second):

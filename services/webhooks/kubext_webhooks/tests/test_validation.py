@@ -31,7 +31,12 @@ def paths(pod, pod_policy=DEFAULT) -> list[str]:
         pytest.param("localhost/app", "localhost", "app", id="localhost"),
         pytest.param("index.docker.io/library/nginx", "docker.io", "library/nginx", id="hub-alias"),
         pytest.param("Quay.IO/x/y@sha256:" + "a" * 64, "quay.io", "x/y", id="digest-case"),
-        pytest.param("registry.k8s.io/pause:3.9@sha256:" + "b" * 64, "registry.k8s.io", "pause", id="tag-digest"),
+        pytest.param(
+            "registry.k8s.io/pause:3.9@sha256:" + "b" * 64,
+            "registry.k8s.io",
+            "pause",
+            id="tag-digest",
+        ),
     ],
 )
 def test_image_location(image: str, registry: str, path: str) -> None:
@@ -69,7 +74,9 @@ def test_denial_lists_every_violation_with_its_path() -> None:
     pod["spec"]["initContainers"] = [
         pods.container("init", image="evil.io/x", securityContext={"privileged": True})
     ]
-    pod["spec"]["ephemeralContainers"] = [{"name": "debug", "image": "busybox", "securityContext": {"runAsNonRoot": False}}]
+    pod["spec"]["ephemeralContainers"] = [
+        {"name": "debug", "image": "busybox", "securityContext": {"runAsNonRoot": False}}
+    ]
     del pod["spec"]["containers"][0]["resources"]["limits"]["memory"]
     pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "0"
     decision = decide(pod)
@@ -104,7 +111,16 @@ def test_ephemeral_containers_are_not_held_to_the_resources_rule() -> None:
 
 @pytest.mark.parametrize(
     ("value", "ok"),
-    [("1", True), ("0.5", True), ("1e-3", True), (2, True), ("0m", False), ("0", False), ("-1", False), ("lots", False)],
+    [
+        ("1", True),
+        ("0.5", True),
+        ("1e-3", True),
+        (2, True),
+        ("0m", False),
+        ("0", False),
+        ("-1", False),
+        ("lots", False),
+    ],
 )
 def test_resource_quantities(value, ok: bool) -> None:
     pod = pods.compliant_pod()
@@ -134,7 +150,9 @@ def test_audit_mode_allows_with_warnings_and_audit_annotation() -> None:
     decision = decide(pod, pod_policy=audit)
     assert decision.allowed
     assert decision.warnings == ["policy default (audit): spec.hostIPC: hostIPC is not allowed"]
-    assert decision.audit_annotations == {"policy-violations": "spec.hostIPC: hostIPC is not allowed"}
+    assert decision.audit_annotations == {
+        "policy-violations": "spec.hostIPC: hostIPC is not allowed"
+    }
 
 
 def test_namespace_overrides_first_match_wins() -> None:
@@ -201,19 +219,43 @@ def test_terminating_pod_updates_pass_and_delete_is_allowed() -> None:
 @pytest.mark.parametrize(
     ("obj", "kind", "message"),
     [
-        pytest.param(pods.compliant_pod(), {"group": "apps", "version": "v1", "kind": "Deployment"},
-                     "validates core/v1 Pods, got apps/v1 Deployment", id="not-a-pod"),
+        pytest.param(
+            pods.compliant_pod(),
+            {"group": "apps", "version": "v1", "kind": "Deployment"},
+            "validates core/v1 Pods, got apps/v1 Deployment",
+            id="not-a-pod",
+        ),
         pytest.param(None, None, "malformed Pod: expected a Pod object, got null", id="no-object"),
-        pytest.param({"spec": {"containers": "web"}}, None,
-                     "malformed Pod: spec.containers: expected an array, got string", id="containers-string"),
-        pytest.param({"spec": {"containers": [{"securityContext": []}]}}, None,
-                     "spec.containers[0].securityContext: expected an object, got array", id="sc-array"),
-        pytest.param({"metadata": {"labels": {"app": 1}}}, None,
-                     "metadata.labels['app']: expected a string, got number", id="label-number"),
-        pytest.param({"spec": {"hostNetwork": "yes"}}, None,
-                     "spec.hostNetwork: expected a boolean, got string", id="bool-string"),
-        pytest.param({"spec": {"containers": [{"resources": {"limits": {"cpu": True}}}]}}, None,
-                     "limits['cpu']: expected a quantity", id="quantity-bool"),
+        pytest.param(
+            {"spec": {"containers": "web"}},
+            None,
+            "malformed Pod: spec.containers: expected an array, got string",
+            id="containers-string",
+        ),
+        pytest.param(
+            {"spec": {"containers": [{"securityContext": []}]}},
+            None,
+            "spec.containers[0].securityContext: expected an object, got array",
+            id="sc-array",
+        ),
+        pytest.param(
+            {"metadata": {"labels": {"app": 1}}},
+            None,
+            "metadata.labels['app']: expected a string, got number",
+            id="label-number",
+        ),
+        pytest.param(
+            {"spec": {"hostNetwork": "yes"}},
+            None,
+            "spec.hostNetwork: expected a boolean, got string",
+            id="bool-string",
+        ),
+        pytest.param(
+            {"spec": {"containers": [{"resources": {"limits": {"cpu": True}}}]}},
+            None,
+            "limits['cpu']: expected a quantity",
+            id="quantity-bool",
+        ),
     ],
 )
 def test_malformed_objects_are_denied_with_400(obj, kind, message: str) -> None:
@@ -223,7 +265,9 @@ def test_malformed_objects_are_denied_with_400(obj, kind, message: str) -> None:
 
 
 def test_policy_validation_names_the_key() -> None:
-    with pytest.raises(policy.PolicyError, match=r"src: spec.namespaces.0.exemptRules: .*unknown rule 'nope'"):
+    with pytest.raises(
+        policy.PolicyError, match=r"src: spec.namespaces.0.exemptRules: .*unknown rule 'nope'"
+    ):
         policy.parse_policy("spec: {namespaces: [{names: [a], exemptRules: [nope]}]}", source="src")
     with pytest.raises(policy.PolicyError, match=r"spec.rules.noPrivilege: unknown key"):
         policy.parse_policy("spec: {rules: {noPrivilege: {}}}", source="src")
@@ -231,8 +275,12 @@ def test_policy_validation_names_the_key() -> None:
         policy.parse_policy("spec: {mode: enforce}", source="src")
     with pytest.raises(policy.PolicyError, match="not valid YAML at line 1"):
         policy.parse_policy("spec: [", source="src")
-    with pytest.raises(policy.PolicyError, match="allowedRegistries.registries: 'https://x' is not a registry"):
-        policy.parse_policy("spec: {rules: {allowedRegistries: {registries: ['https://x']}}}", source="s")
+    with pytest.raises(
+        policy.PolicyError, match="allowedRegistries.registries: 'https://x' is not a registry"
+    ):
+        policy.parse_policy(
+            "spec: {rules: {allowedRegistries: {registries: ['https://x']}}}", source="s"
+        )
 
 
 def test_store_hot_reloads_valid_files_and_keeps_the_old_policy_on_errors(tmp_path) -> None:

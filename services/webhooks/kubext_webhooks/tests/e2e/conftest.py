@@ -41,33 +41,55 @@ def _point_crd_conversion(api: client.ApiClient, url: str) -> dict[str, Any] | N
         ext.create_custom_resource_definition(yaml.safe_load(CRD_FILE.read_text()))
         wait_for("the Database CRD", lambda: _established(ext), timeout=60)
         crd = ext.read_custom_resource_definition(CRD_NAME)
-    original = client.ApiClient().sanitize_for_serialization(crd.spec.conversion.webhook.client_config)
+    original = client.ApiClient().sanitize_for_serialization(
+        crd.spec.conversion.webhook.client_config
+    )
     ext.patch_custom_resource_definition(
         CRD_NAME,
-        [{"op": "replace", "path": "/spec/conversion/webhook/clientConfig", "value": {"url": url + "/convert"}}],
+        [
+            {
+                "op": "replace",
+                "path": "/spec/conversion/webhook/clientConfig",
+                "value": {"url": url + "/convert"},
+            }
+        ],
     )
     return original
 
 
 def _established(ext: client.ApiextensionsV1Api) -> bool:
     crd = ext.read_custom_resource_definition(CRD_NAME)
-    return any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or []))
+    return any(
+        c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])
+    )
 
 
 @pytest.fixture(scope="module")
-def webhook(kube_cluster: Any, kube_api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookServer]:
+def webhook(
+    kube_cluster: Any, kube_api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WebhookServer]:
     run = uuid.uuid4().hex[:6]
     core = client.CoreV1Api(kube_api)
     reg = client.AdmissionregistrationV1Api(kube_api)
     home = f"kubext-webhooks-e2e-{run}"
     core.create_namespace({"metadata": {"name": home}})
-    server = WebhookServer(api=kube_api, kubeconfig=kube_cluster.kubeconfig, home=home, run=run, workdir=tmp_path_factory.mktemp("webhooks"))
+    server = WebhookServer(
+        api=kube_api,
+        kubeconfig=kube_cluster.kubeconfig,
+        home=home,
+        run=run,
+        workdir=tmp_path_factory.mktemp("webhooks"),
+    )
     selector = {E2E_LABEL: run}
     reg.create_validating_webhook_configuration(
-        manifests.validating(namespace=home, url=server.url, name=server.config_name, match_labels=selector)
+        manifests.validating(
+            namespace=home, url=server.url, name=server.config_name, match_labels=selector
+        )
     )
     reg.create_mutating_webhook_configuration(
-        manifests.mutating(namespace=home, url=server.url, name=server.config_name, match_labels=selector)
+        manifests.mutating(
+            namespace=home, url=server.url, name=server.config_name, match_labels=selector
+        )
     )
     original_conversion = _point_crd_conversion(kube_api, server.url)
     try:
@@ -82,7 +104,13 @@ def webhook(kube_cluster: Any, kube_api: client.ApiClient, tmp_path_factory: pyt
             with contextlib.suppress(client.ApiException):
                 client.ApiextensionsV1Api(kube_api).patch_custom_resource_definition(
                     CRD_NAME,
-                    [{"op": "replace", "path": "/spec/conversion/webhook/clientConfig", "value": original_conversion}],
+                    [
+                        {
+                            "op": "replace",
+                            "path": "/spec/conversion/webhook/clientConfig",
+                            "value": original_conversion,
+                        }
+                    ],
                 )
         server.stop()
         with contextlib.suppress(client.ApiException):
@@ -95,10 +123,17 @@ def enrolled(namespace: str, kube_api: client.ApiClient, webhook: WebhookServer)
     once the API server demonstrably does (its webhook informer may lag a moment)."""
     core = client.CoreV1Api(kube_api)
     core.patch_namespace(namespace, {"metadata": {"labels": {E2E_LABEL: webhook.run}}})
-    wait_for("the default ServiceAccount", lambda: core.read_namespaced_service_account("default", namespace), timeout=30)
+    wait_for(
+        "the default ServiceAccount",
+        lambda: core.read_namespaced_service_account("default", namespace),
+        timeout=30,
+    )
 
     def ours() -> str | None:
-        probe = {"metadata": {"generateName": "probe-"}, "spec": {"containers": [{"name": "c", "image": "evil.example/x"}]}}
+        probe = {
+            "metadata": {"generateName": "probe-"},
+            "spec": {"containers": [{"name": "c", "image": "evil.example/x"}]},
+        }
         try:
             core.create_namespaced_pod(namespace, probe, dry_run="All")
         except client.ApiException as exc:

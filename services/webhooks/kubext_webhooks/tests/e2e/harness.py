@@ -20,14 +20,20 @@ import yaml
 from kubernetes import client
 
 CRD_FILE = (
-    Path(__file__).resolve().parents[4] / "operator" / "deploy" / "crds" / "databases.db.example.com.yaml"
+    Path(__file__).resolve().parents[4]
+    / "operator"
+    / "deploy"
+    / "crds"
+    / "databases.db.example.com.yaml"
 )
 CRD_NAME = "databases.db.example.com"
 E2E_LABEL = "webhooks.kubext.io/e2e"
 T = TypeVar("T")
 
 
-def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 60, every: float = 0.3) -> T:
+def wait_for(
+    what: str, probe: Callable[[], T | None], *, timeout: float = 60, every: float = 0.3
+) -> T:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -50,7 +56,9 @@ def _free_port() -> int:
 class WebhookServer:
     """One ``python -m kubext_webhooks`` process and what the tests need to reach it."""
 
-    def __init__(self, *, api: client.ApiClient, kubeconfig: str, home: str, run: str, workdir: Path) -> None:
+    def __init__(
+        self, *, api: client.ApiClient, kubeconfig: str, home: str, run: str, workdir: Path
+    ) -> None:
         self.api = api
         self.home = home
         self.run = run
@@ -95,7 +103,12 @@ class WebhookServer:
     # -- lifecycle --------------------------------------------------------------------------
 
     def write_policy(self, spec: dict[str, Any]) -> None:
-        doc = {"apiVersion": "webhooks.kubext.io/v1alpha1", "kind": "PodPolicy", "metadata": {"name": "e2e"}, "spec": spec}
+        doc = {
+            "apiVersion": "webhooks.kubext.io/v1alpha1",
+            "kind": "PodPolicy",
+            "metadata": {"name": "e2e"},
+            "spec": spec,
+        }
         tmp = self.policy_path.with_suffix(".tmp")
         tmp.write_text(yaml.safe_dump(doc))
         tmp.replace(self.policy_path)  # atomic, as a ConfigMap update is
@@ -108,7 +121,9 @@ class WebhookServer:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kubext_webhooks", "--config", str(config_path)],
-            env=env, stdout=log, stderr=log,
+            env=env,
+            stdout=log,
+            stderr=log,
         )
         wait_for("the serving certificate", self._serving, timeout=60)
         return self
@@ -147,13 +162,20 @@ class WebhookServer:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
+        with (
+            socket.create_connection(("127.0.0.1", self.port), timeout=5) as raw,
+            ctx.wrap_socket(raw) as tls,
+        ):
             return hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
 
-    def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
         import http.client
 
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.client_context(), timeout=10)
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", self.port, context=self.client_context(), timeout=10
+        )
         try:
             conn.request(method, path, body=body, headers=headers or {})
             response = conn.getresponse()

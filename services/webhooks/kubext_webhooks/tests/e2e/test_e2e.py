@@ -19,12 +19,18 @@ def pod(name: str, **spec: Any) -> dict[str, Any]:
     container = {
         "name": "app",
         "image": "gcr.io/team/app:1.0",
-        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "200m", "memory": "128Mi"}},
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "64Mi"},
+            "limits": {"cpu": "200m", "memory": "128Mi"},
+        },
     }
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app": "web", "version": "1.0", "environment": "e2e"}},
+        "metadata": {
+            "name": name,
+            "labels": {"app": "web", "version": "1.0", "environment": "e2e"},
+        },
         "spec": {"containers": [container], **spec},
     }
 
@@ -47,10 +53,15 @@ def test_compliant_pod_is_admitted_and_mutated(enrolled: str, kube_api: client.A
     assert app.security_context.capabilities.drop == ["ALL"]
     assert sidecar.volume_mounts[0].name == "varlog"
     assert [v.name for v in created.spec.volumes if v.empty_dir is not None] == ["varlog"]
-    wait_for("the pod to run on a kwok node", lambda: core.read_namespaced_pod("web", enrolled).status.phase == "Running")
+    wait_for(
+        "the pod to run on a kwok node",
+        lambda: core.read_namespaced_pod("web", enrolled).status.phase == "Running",
+    )
 
 
-def test_non_compliant_pod_is_denied_with_every_violation(enrolled: str, kube_api: client.ApiClient) -> None:
+def test_non_compliant_pod_is_denied_with_every_violation(
+    enrolled: str, kube_api: client.ApiClient
+) -> None:
     core = client.CoreV1Api(kube_api)
     body = pod("bad", hostNetwork=True)
     body["metadata"]["labels"].pop("environment")
@@ -61,7 +72,9 @@ def test_non_compliant_pod_is_denied_with_every_violation(enrolled: str, kube_ap
         core.create_namespaced_pod(enrolled, body)
     assert caught.value.status == 403
     message = denial_message(caught.value)
-    assert message.startswith('admission webhook "pods.validate.webhooks.kubext.io" denied the request: ')
+    assert message.startswith(
+        'admission webhook "pods.validate.webhooks.kubext.io" denied the request: '
+    )
     assert f"pod {enrolled}/bad violates policy e2e (" in message
     for path in (
         "metadata.labels.environment",
@@ -97,7 +110,9 @@ def _created_containers(core: client.CoreV1Api, namespace: str) -> list[str] | N
     return names if len(names) == 2 else None
 
 
-def test_policy_file_hot_reload_and_audit_mode(enrolled: str, kube_api: client.ApiClient, webhook: WebhookServer) -> None:
+def test_policy_file_hot_reload_and_audit_mode(
+    enrolled: str, kube_api: client.ApiClient, webhook: WebhookServer
+) -> None:
     core = client.CoreV1Api(kube_api)
     body = pod("host", hostPID=True)
     with pytest.raises(client.ApiException):
@@ -127,21 +142,42 @@ def test_policy_file_hot_reload_and_audit_mode(enrolled: str, kube_api: client.A
 
 
 def _db(name: str, spec: dict[str, Any], version: str = "v1") -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{version}", "kind": "Database", "metadata": {"name": name}, "spec": spec}
+    return {
+        "apiVersion": f"{GROUP}/{version}",
+        "kind": "Database",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 def test_database_admission_and_defaults(enrolled: str, kube_api: client.ApiClient) -> None:
     custom = client.CustomObjectsApi(kube_api)
-    good = {"type": "postgresql", "version": "16.2.0", "storage": {"size": "10Gi"},
-            "backup": {"enabled": True, "schedule": "0 2 * * *"}}
-    created = custom.create_namespaced_custom_object(GROUP, "v1", enrolled, "databases", _db("pg", good))
+    good = {
+        "type": "postgresql",
+        "version": "16.2.0",
+        "storage": {"size": "10Gi"},
+        "backup": {"enabled": True, "schedule": "0 2 * * *"},
+    }
+    created = custom.create_namespaced_custom_object(
+        GROUP, "v1", enrolled, "databases", _db("pg", good)
+    )
     assert created["spec"]["replicas"] == 1 and created["spec"]["deletionPolicy"] == "Retain"
     assert created["spec"]["backup"]["retention"] == 7
 
     with pytest.raises(client.ApiException) as caught:
         custom.create_namespaced_custom_object(
-            GROUP, "v1", enrolled, "databases",
-            _db("old", {**good, "version": "9.6.0", "backup": {"enabled": True, "schedule": "*/5 * * * *", "retention": 3}}),
+            GROUP,
+            "v1",
+            enrolled,
+            "databases",
+            _db(
+                "old",
+                {
+                    **good,
+                    "version": "9.6.0",
+                    "backup": {"enabled": True, "schedule": "*/5 * * * *", "retention": 3},
+                },
+            ),
         )
     message = denial_message(caught.value)
     assert 'admission webhook "databases.validate.webhooks.kubext.io" denied the request' in message
@@ -156,38 +192,63 @@ def test_database_admission_and_defaults(enrolled: str, kube_api: client.ApiClie
     update(storage={"size": "20Gi"})
     with pytest.raises(client.ApiException) as caught:
         update(storage={"size": "5Gi"})
-    assert "spec.storage.size: storage cannot shrink (from 20Gi to 5Gi)" in denial_message(caught.value)
+    assert "spec.storage.size: storage cannot shrink (from 20Gi to 5Gi)" in denial_message(
+        caught.value
+    )
     with pytest.raises(client.ApiException) as caught:
         update(type="mysql", version="8.0.36")
     assert "spec.type: the database type is immutable" in denial_message(caught.value)
 
 
-def test_conversion_round_trip_through_the_api_server(enrolled: str, kube_api: client.ApiClient) -> None:
+def test_conversion_round_trip_through_the_api_server(
+    enrolled: str, kube_api: client.ApiClient
+) -> None:
     custom = client.CustomObjectsApi(kube_api)
     beta_spec = {
-        "engine": "mysql", "version": "8.0.36", "storageSize": "50Gi", "storageClassName": "fast",
-        "backupEnabled": True, "backupSchedule": "30 3 * * *", "backupRetention": 14,
-        "monitoringEnabled": True, "metrics": ["cpu", "queries"], "replicas": 2, "deletionPolicy": "Delete",
+        "engine": "mysql",
+        "version": "8.0.36",
+        "storageSize": "50Gi",
+        "storageClassName": "fast",
+        "backupEnabled": True,
+        "backupSchedule": "30 3 * * *",
+        "backupRetention": 14,
+        "monitoringEnabled": True,
+        "metrics": ["cpu", "queries"],
+        "replicas": 2,
+        "deletionPolicy": "Delete",
     }
-    custom.create_namespaced_custom_object(GROUP, "v1beta1", enrolled, "databases", _db("legacy", beta_spec, "v1beta1"))
+    custom.create_namespaced_custom_object(
+        GROUP, "v1beta1", enrolled, "databases", _db("legacy", beta_spec, "v1beta1")
+    )
     as_v1 = custom.get_namespaced_custom_object(GROUP, "v1", enrolled, "databases", "legacy")
     assert as_v1["apiVersion"] == f"{GROUP}/v1"
     assert as_v1["spec"] == {
-        "type": "mysql", "version": "8.0.36", "storage": {"size": "50Gi", "storageClass": "fast"},
+        "type": "mysql",
+        "version": "8.0.36",
+        "storage": {"size": "50Gi", "storageClass": "fast"},
         "backup": {"enabled": True, "schedule": "30 3 * * *", "retention": 14},
-        "monitoring": {"enabled": True, "metrics": ["cpu", "queries"]}, "replicas": 2, "deletionPolicy": "Delete",
+        "monitoring": {"enabled": True, "metrics": ["cpu", "queries"]},
+        "replicas": 2,
+        "deletionPolicy": "Delete",
     }
     back = custom.get_namespaced_custom_object(GROUP, "v1beta1", enrolled, "databases", "legacy")
     assert back["apiVersion"] == f"{GROUP}/v1beta1" and back["spec"] == beta_spec
 
     # A v1 object read as v1beta1 and written back unchanged stays the same v1 object.
     custom.replace_namespaced_custom_object(GROUP, "v1beta1", enrolled, "databases", "legacy", back)
-    assert custom.get_namespaced_custom_object(GROUP, "v1", enrolled, "databases", "legacy")["spec"] == as_v1["spec"]
+    assert (
+        custom.get_namespaced_custom_object(GROUP, "v1", enrolled, "databases", "legacy")["spec"]
+        == as_v1["spec"]
+    )
 
     # v1beta1 requests are judged by the v1 rules (matchPolicy Equivalent through /convert).
     with pytest.raises(client.ApiException) as caught:
         custom.create_namespaced_custom_object(
-            GROUP, "v1beta1", enrolled, "databases", _db("bad", {**beta_spec, "version": "5.6.0"}, "v1beta1")
+            GROUP,
+            "v1beta1",
+            enrolled,
+            "databases",
+            _db("bad", {**beta_spec, "version": "5.6.0"}, "v1beta1"),
         )
     assert "spec.version: mysql 5.6.0 is not supported" in denial_message(caught.value)
 
@@ -197,18 +258,33 @@ def test_bad_input_over_tls(webhook: WebhookServer) -> None:
         (b"", {"Content-Type": "application/json"}, 400, "empty request body"),
         (b"{}", {"Content-Type": "text/plain"}, 415, "unsupported Content-Type"),
         (b"{nope", {"Content-Type": "application/json"}, 400, "not valid JSON"),
-        (b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}', {"Content-Type": "application/json"}, 400, "no request"),
-        (b"x" * 2_000_000, {"Content-Type": "application/json"}, 413, "exceeds the limit of 1048576"),
+        (
+            b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}',
+            {"Content-Type": "application/json"},
+            400,
+            "no request",
+        ),
+        (
+            b"x" * 2_000_000,
+            {"Content-Type": "application/json"},
+            413,
+            "exceeds the limit of 1048576",
+        ),
     ]
     for body, headers, status, words in cases:
         code, out = webhook.request("POST", "/validate/pods", body, headers)
         assert code == status, out
         assert words in json.loads(out)["message"]
     code, out = webhook.get("/metrics")
-    assert code == 200 and b'controller_runtime_webhook_requests_total{code="413",webhook="/validate/pods"}' in out
+    assert (
+        code == 200
+        and b'controller_runtime_webhook_requests_total{code="413",webhook="/validate/pods"}' in out
+    )
 
 
-def test_certificate_rotation_during_a_stream_of_pod_creations(enrolled: str, kube_api: client.ApiClient, webhook: WebhookServer) -> None:
+def test_certificate_rotation_during_a_stream_of_pod_creations(
+    enrolled: str, kube_api: client.ApiClient, webhook: WebhookServer
+) -> None:
     """~40 s of pod creations across several serving-certificate renewals and a CA rollover:
     every single creation must pass through the webhooks."""
     core = client.CoreV1Api(kube_api)
