@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 
-from kubext_rig import cluster, tools
+from pathlib import Path
+
+from kubext_rig import cluster, stack, tools
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,6 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     p_up = sub.add_parser("up", help="start the cluster (reuses a healthy one)")
     p_up.add_argument("--nodes", type=int, default=3, help="kwok fake nodes (default 3)")
     p_up.add_argument("--fresh", action="store_true", help="wipe etcd data first")
+    p_up.add_argument(
+        "--services",
+        metavar="DIST",
+        help="also start the operator and webhooks from the pexes in DIST",
+    )
+    p_up.add_argument("--no-samples", action="store_true", help="with --services: skip examples/")
     p_down = sub.add_parser("down", help="stop every process the rig started")
     p_down.add_argument("--keep-data", action="store_true", help="keep etcd data for the next up")
     sub.add_parser("status", help="each component's state, as JSON")
@@ -25,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "up":
             info = cluster.up(nodes=args.nodes, fresh=args.fresh)
+            if args.services:
+                stack.up(info, dist=Path(args.services).resolve(), samples=not args.no_samples)
             print(f"export KUBECONFIG={info.kubeconfig}")
         elif args.cmd == "down":
             cluster.down(wipe=not args.keep_data)

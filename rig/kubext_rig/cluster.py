@@ -190,14 +190,26 @@ def _pid_file(root: Path, name: str) -> Path:
     return root / "pids" / f"{name}.pid"
 
 
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks: with the PID, it names one process for good."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+
+
 def _running_pid(root: Path, name: str) -> int | None:
-    """The PID we recorded for ``name`` if that process is still that binary."""
+    """The PID we recorded for ``name`` if that very process (not a reused PID) still runs."""
     try:
-        pid = int(_pid_file(root, name).read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        pid_text, *started = _pid_file(root, name).read_text().split()
+        pid = int(pid_text)
+        if started:
+            alive = _start_time(pid) == started[0]
+        else:  # a pid file from before start times were recorded: match the binary's name
+            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+            alive = Path(argv0).name == name
+        if not alive or _is_zombie(pid):
+            return None
     except (FileNotFoundError, ValueError, ProcessLookupError):
         return None
-    return pid if Path(cmdline.decode()).name == name else None
+    return pid
 
 
 def _port_free(port: int) -> bool:
@@ -231,7 +243,7 @@ def _healthy(root: Path, url: str) -> bool:
         return False
 
 
-def _start(root: Path, comp: Component) -> int:
+def start_process(root: Path, comp: Component) -> int:
     log_path = root / "logs" / f"{comp.name}.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -242,11 +254,11 @@ def _start(root: Path, comp: Component) -> int:
             start_new_session=True,  # outlives the test process that started it; stopped by PID
             cwd=root,
         )
-    _pid_file(root, comp.name).write_text(str(proc.pid))
+    _pid_file(root, comp.name).write_text(f"{proc.pid} {_start_time(proc.pid)}")
     return proc.pid
 
 
-def _wait_healthy(root: Path, comp: Component, timeout: float) -> None:
+def wait_healthy(root: Path, comp: Component, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _healthy(root, comp.health):
@@ -350,8 +362,8 @@ def up(*, nodes: int = 3, root: Path | None = None, fresh: bool = False) -> Clus
             )
         for comp in comps:
             t = time.monotonic()
-            pid = _start(root, comp)
-            _wait_healthy(root, comp, timeout=90)
+            pid = start_process(root, comp)
+            wait_healthy(root, comp, timeout=90)
             say(f"{comp.name} healthy (pid {pid}, {time.monotonic() - t:.1f} s)")
         info = ClusterInfo(root)
         ensure_nodes(info, nodes)
@@ -453,6 +465,17 @@ def _is_zombie(pid: int) -> bool:
 
 
 def _down_locked(root: Path, *, wipe: bool) -> None:
+    # Services started on the cluster (stack.py) go first, then the control plane in reverse.
+    names = {c.name for c in _components(root, "10.244.0.0/16")}
+    for pid_path in sorted((root / "pids").glob("*.pid")):
+        name = pid_path.stem
+        if name in names:
+            continue
+        pid = _running_pid(root, name)
+        if pid is not None:
+            _stop_pid(pid, name)
+            say(f"stopped {name} (pid {pid})")
+        pid_path.unlink(missing_ok=True)
     for comp in reversed(_components(root, "10.244.0.0/16")):
         pid = _running_pid(root, comp.name)
         if pid is not None:

@@ -178,7 +178,7 @@ def test_a_second_cluster_starts_and_down_leaves_nothing_behind(
     started = rig("up", "--nodes", "1")
     try:
         assert started.returncode == 0, started.stderr
-        pids = [int(p.read_text()) for p in (tmp_path / "second" / "pids").glob("*.pid")]
+        pids = [int(p.read_text().split()[0]) for p in (tmp_path / "second" / "pids").glob("*.pid")]
         assert len(pids) == 5 and all(Path(f"/proc/{pid}").exists() for pid in pids)
         assert rig("status").returncode == 0
     finally:

@@ -1,0 +1,154 @@
+"""The services on the local control plane, for the main command (`./kubext up`).
+
+The operator and the webhooks run as host processes against the rig's API server (no container
+runtime here): the webhooks on https://127.0.0.1:<port> with their self-managed TLS, registered
+with url clientConfigs; the operator with the admin kubeconfig. Both are stopped by `down`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+from kubext_rig import cluster, tools
+
+WEBHOOKS_PORT = 18443 + cluster._OFFSET
+WEBHOOKS_HEALTH_PORT = 18080 + cluster._OFFSET
+OPERATOR_HEALTH_PORT = 18081 + cluster._OFFSET
+NAMESPACE = "kubext-system"
+SERVICES = ("kubext-webhooks", "kubext-operator")
+
+
+def _repo() -> Path:
+    return tools._repo_rig_dir().parent
+
+
+def _kubectl(info: cluster.ClusterInfo, *args: str, stdin: str | None = None) -> str:
+    return cluster._kubectl(info, *args, stdin=stdin)
+
+
+def _components(info: cluster.ClusterInfo, dist: Path) -> list[cluster.Component]:
+    configs = info.root / "services"
+    configs.mkdir(exist_ok=True)
+    webhooks = {
+        "host": "127.0.0.1",
+        "port": WEBHOOKS_PORT,
+        "namespace": NAMESPACE,
+        "kubeconfig": info.kubeconfig,
+        "health": {"host": "127.0.0.1", "port": WEBHOOKS_HEALTH_PORT},
+        "policy": {"path": str(_repo() / "services/webhooks/deploy/policy.yaml")},
+        # Checked every few seconds so the caBundle lands right after the configurations do.
+        "tls": {
+            "dns_names": ["localhost"],
+            "ip_addresses": ["127.0.0.1"],
+            "check_interval_seconds": 3,
+        },
+    }
+    operator = {
+        "kubeconfig": info.kubeconfig,
+        "health": {"host": "127.0.0.1", "port": OPERATOR_HEALTH_PORT},
+        "leader_election": {"namespace": NAMESPACE},
+    }
+    (configs / "webhooks.yaml").write_text(yaml.safe_dump(webhooks))
+    (configs / "operator.yaml").write_text(yaml.safe_dump(operator))
+    return [
+        cluster.Component(
+            "kubext-webhooks",
+            [str(dist / "kubext-webhooks.pex"), "--config", str(configs / "webhooks.yaml")],
+            f"http://127.0.0.1:{WEBHOOKS_HEALTH_PORT}/readyz",
+        ),
+        cluster.Component(
+            "kubext-operator",
+            [str(dist / "kubext-operator.pex"), "--config", str(configs / "operator.yaml")],
+            f"http://127.0.0.1:{OPERATOR_HEALTH_PORT}/healthz",
+        ),
+    ]
+
+
+def up(info: cluster.ClusterInfo, *, dist: Path, samples: bool = True) -> None:
+    """Install CRDs and admission configuration, start both services, apply the samples."""
+    repo = _repo()
+    url = f"https://127.0.0.1:{WEBHOOKS_PORT}"
+    _apply_crds(info, repo / "services/operator/deploy/crds", url)
+    _kubectl(info, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    _kubectl(info, "apply", "-f", "-", stdin=json.dumps(ns))
+    for comp in _components(info, dist):
+        if cluster._running_pid(info.root, comp.name) is not None:
+            cluster.say(f"{comp.name} already running")
+        else:
+            t = time.monotonic()
+            pid = cluster.start_process(info.root, comp)
+            cluster.wait_healthy(info.root, comp, timeout=120)
+            cluster.say(f"{comp.name} ready (pid {pid}, {time.monotonic() - t:.1f} s)")
+        if comp.name == "kubext-webhooks":
+            # Registered only once the server answers: failurePolicy Fail would block pods before.
+            _register_webhooks(info, dist, url)
+    if samples:
+        _ensure_volumes(info)
+        _kubectl(info, "apply", "-f", str(repo / "examples"))
+        cluster.say("samples applied: kubectl get webapps,databases -A")
+
+
+def _ensure_volumes(info: cluster.ClusterInfo, count: int = 12) -> None:
+    """Class-less PersistentVolumes for the samples' claims: kwok nodes have no provisioner."""
+    pvs = [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"kubext-local-{i}", "labels": {"kubext.io/local": "true"}},
+            "spec": {
+                "capacity": {"storage": "100Gi"},
+                "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
+                "persistentVolumeReclaimPolicy": "Delete",
+                "storageClassName": "",
+                "hostPath": {"path": f"/tmp/kubext-local-pv/{i}"},
+            },
+        }
+        for i in range(count)
+    ]
+    _kubectl(
+        info,
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": pvs}),
+    )
+
+
+def _register_webhooks(info: cluster.ClusterInfo, dist: Path, url: str) -> None:
+    # The service's own generator (PEX_MODULE runs another module of the same pex).
+    docs = subprocess.run(
+        [str(dist / "kubext-webhooks.pex"), "--namespace", NAMESPACE, "--url", url],
+        env={**os.environ, "PEX_MODULE": "kubext_webhooks.manifests"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    _kubectl(info, "apply", "-f", "-", stdin=docs)
+
+
+def _apply_crds(info: cluster.ClusterInfo, directory: Path, url: str) -> None:
+    """The operator's CRDs, with conversion pointed at the host's webhook server (it keeps the
+    caBundle current); server-side apply keeps the caBundle field the service owns."""
+    crds = [yaml.safe_load(p.read_text()) for p in sorted(directory.glob("*.yaml"))]
+    for crd in crds:
+        webhook = crd["spec"].get("conversion", {}).get("webhook")
+        if webhook:
+            webhook["clientConfig"] = {"url": f"{url}/convert"}
+    _kubectl(
+        info,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=kubext-up",
+        "-f",
+        "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": crds}),
+    )
