@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import ssl
@@ -197,6 +198,11 @@ async def run(
 
     if on_server is not None:
         on_server(server)
+    # Everything imported so far (the kubernetes client alone is ~70k objects) lives for the
+    # whole process: move it out of the collector's reach. Otherwise each full collection
+    # walks it, a ~35 ms pause every few hundred reviews, which was the whole p99.
+    gc.collect()
+    gc.freeze()
     health = kubext_health.HealthServer(
         host=cfg.health.host, port=cfg.health.port, ready=ctx.ready, registry=registry
     ).start()
