@@ -289,5 +289,6 @@ def meta(pod: dict[str, Any]) -> dict[str, Any]:
 def display_name(pod: dict[str, Any], namespace: str) -> str:
     """``ns/name`` (or ``ns/generateName*`` before the name is generated)."""
     metadata = meta(pod)
-    name = metadata.get("name") or ((metadata.get("generateName") or "") + "*")
+    generate = metadata.get("generateName")
+    name = metadata.get("name") or (f"{generate}*" if generate else "(unnamed)")
     return f"{namespace}/{name}" if namespace else name

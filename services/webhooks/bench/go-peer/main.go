@@ -313,8 +313,10 @@ func validatePods(w http.ResponseWriter, r *http.Request) {
 				ns = p.Metadata.Namespace
 			}
 			name := p.Metadata.Name
-			if name == "" {
+			if name == "" && p.Metadata.GenerateName != "" {
 				name = p.Metadata.GenerateName + "*"
+			} else if name == "" {
+				name = "(unnamed)"
 			}
 			plural := "s"
 			if len(found) == 1 {
