@@ -83,10 +83,9 @@ CUSTOM: dict[str, dict[str, Any]] = {
     "csi": {
         "config": {"driver_name": "local.csi.example.org", "state_dir": "/data/kubext-csi"},
         "kubeletDir": "/var/lib/k0s/kubelet",
-        "csiDriver": {"attachRequired": True, "storageCapacity": True},
-        "storageClass": {"name": "fast-local", "isDefault": True},
-        "sidecars": {"snapshotter": {"enabled": False}},
-        "controller": {"replicas": 2},
+        "csiDriver": {"attachRequired": True, "storageCapacity": False},
+        "storageClass": {"name": "fast-local", "isDefault": True, "allowVolumeExpansion": True},
+        "sidecars": {"snapshotter": {"enabled": False}, "resizer": {"enabled": True}},
     },
     "deviceplugin": {
         "image": {"digest": "sha256:" + "ab" * 32},
@@ -200,7 +199,6 @@ OPAQUE_BLOCKS = {
     "chain",
     "parameters",
     "issuerRef",
-    "stateVolume",
     "matchLabels",
     "matchExpressions",
 }
@@ -778,36 +776,164 @@ def test_csi_driver_objects_follow_the_driver_name(helm: Helm, variant: str) -> 
     assert env["NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
 
 
+# The sidecars that call the API server (the registrar talks only to the kubelet).
+CSI_API_SIDECARS = {"csi-provisioner", "csi-snapshotter", "csi-resizer", "csi-attacher"}
+
+
+def csi_node_containers(rendered: Rendered) -> dict[str, dict[str, Any]]:
+    pod = rendered.one("DaemonSet", f"{RELEASE}-csi-node")["spec"]["template"]["spec"]
+    return {c["name"]: c for c in pod["containers"]}
+
+
 @pytest.mark.parametrize("variant", ["default", "custom"])
-def test_csi_controller_runs_the_sidecars_it_needs(helm: Helm, variant: str) -> None:
+def test_csi_runs_every_sidecar_in_the_node_pod_per_node(helm: Helm, variant: str) -> None:
+    """The distributed layout: no controller workload; the driver's node pod provisions (and
+    snapshots) for its own node, told which one by the downward API."""
     rendered = render(helm, "csi", variant)
-    controller = rendered.one("Deployment", f"{RELEASE}-csi-controller")
-    containers = {c["name"]: c for c in controller["spec"]["template"]["spec"]["containers"]}
-    expected = {"csi-driver", "csi-provisioner", "csi-snapshotter", "csi-resizer"}
-    if variant == "custom":  # attachRequired, no snapshotter
-        expected = expected - {"csi-snapshotter"} | {"csi-attacher"}
+    assert rendered.of_kind("Deployment") == rendered.of_kind("StatefulSet") == []
+    containers = csi_node_containers(rendered)
+    expected = {"csi-driver", "node-driver-registrar", "csi-provisioner", "csi-snapshotter"}
+    if variant == "custom":  # attachRequired and the resizer; no snapshotter
+        expected = expected - {"csi-snapshotter"} | {"csi-resizer", "csi-attacher"}
     assert set(containers) == expected
-    for name, container in containers.items():
-        if name != "csi-driver":
-            assert container["image"].startswith(f"registry.k8s.io/sig-storage/{name}:v")
-            assert (
-                "--csi-address=$(ADDRESS)" in container["args"]
-                and "--leader-election" in container["args"]
-            )
-    rules = rendered.rules("ClusterRole", f"{RELEASE}-csi-controller")
-    assert rules_allow(rules, "", "persistentvolumes", "create")
-    assert rules_allow(rules, "", "persistentvolumeclaims/status", "patch")
-    assert rules_allow(rules, "storage.k8s.io", "volumeattachments/status", "patch") is (
-        variant == "custom"
+    for name in set(containers) & CSI_API_SIDECARS:
+        container = containers[name]
+        args = container["args"]
+        assert container["image"].startswith(f"registry.k8s.io/sig-storage/{name}:v"), name
+        assert "--csi-address=$(ADDRESS)" in args, name
+        # The driver refuses CreateVolume/CreateSnapshot parameters it does not know.
+        assert "--extra-create-metadata" not in args, name
+        env = {e["name"]: e for e in container["env"]}
+        assert env["ADDRESS"]["value"] == "/csi/csi.sock"
+        assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+        for var in ("NAMESPACE", "POD_NAMESPACE"):
+            assert env[var]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+        assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert mounts["/csi"] == "plugin-dir"  # the driver's socket, as the kubelet sees it
+        per_node = name in ("csi-provisioner", "csi-snapshotter")
+        assert ("--node-deployment=true" in args) is per_node, name
+        # Per-node instances each own their node; the others elect one leader.
+        assert ("--leader-election" in args) is not per_node, name
+        if not per_node:
+            assert "--leader-election-namespace=$(POD_NAMESPACE)" in args
+    provisioner = containers["csi-provisioner"]["args"]
+    assert {"--feature-gates=Topology=true", "--strict-topology=true"} <= set(provisioner)
+    capacity = variant == "default"
+    assert rendered.one("CSIDriver")["spec"]["storageCapacity"] is capacity
+    assert ("--enable-capacity" in provisioner) is capacity
+    # The DaemonSet (one level up from the pod) owns each node's CSIStorageCapacity objects.
+    assert ("--capacity-ownerref-level=1" in provisioner) is capacity
+    assert rendered.one("StorageClass")["allowVolumeExpansion"] is (variant == "custom")
+
+
+@pytest.mark.parametrize("variant", ["default", "custom"])
+def test_csi_only_the_api_sidecars_get_the_token_and_they_run_restricted(
+    helm: Helm, variant: str
+) -> None:
+    rendered = render(helm, "csi", variant)
+    pod = rendered.one("DaemonSet")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert rendered.one("ServiceAccount")["automountServiceAccountToken"] is False
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    sources = volumes["kube-api-access"]["projected"]["sources"]
+    assert sources[0]["serviceAccountToken"]["path"] == "token"
+    assert sources[1]["configMap"]["name"] == "kube-root-ca.crt"
+    token_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
+    for name, container in csi_node_containers(rendered).items():
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert (token_dir in mounts) is (name in CSI_API_SIDECARS), name
+        if name not in CSI_API_SIDECARS:
+            continue
+        assert mounts[token_dir]["readOnly"] is True
+        ctx = container["securityContext"]
+        assert (ctx["runAsNonRoot"], ctx["runAsUser"]) == (True, 10001), name
+        assert ctx["runAsGroup"] == 0, name  # the driver's socket is root:root 0660
+        assert ctx["allowPrivilegeEscalation"] is False and ctx["readOnlyRootFilesystem"] is True
+        assert ctx["capabilities"]["drop"] == ["ALL"] and not ctx.get("privileged"), name
+
+
+@pytest.mark.parametrize("variant", ["default", "custom"])
+def test_csi_rbac_is_what_the_node_sidecars_need(helm: Helm, variant: str) -> None:
+    rendered = render(helm, "csi", variant)
+    name = f"{RELEASE}-csi-node"
+    cluster = rendered.rules("ClusterRole", name)
+    default = variant == "default"
+    for resource, verb in [
+        ("persistentvolumes", "create"),
+        ("persistentvolumes", "delete"),
+        ("persistentvolumeclaims", "update"),
+        ("events", "create"),
+    ]:
+        assert rules_allow(cluster, "", resource, verb), (resource, verb)
+    assert rules_allow(cluster, "storage.k8s.io", "storageclasses", "watch")
+    assert rules_allow(cluster, "snapshot.storage.k8s.io", "volumesnapshots", "get")
+    # --node-deployment takes its Node and CSINode from the local driver, watches neither.
+    for verb in ("get", "list", "watch"):
+        assert not rules_allow(cluster, "", "nodes", verb)
+    assert rules_allow(cluster, "storage.k8s.io", "csinodes", "list") is not default  # attacher
+    assert not rules_allow(cluster, "storage.k8s.io", "volumeattributesclasses", "list")
+    assert not rules_allow(cluster, "", "secrets", "get")
+    assert (
+        rules_allow(cluster, "snapshot.storage.k8s.io", "volumesnapshotcontents/status", "update")
+        is default
     )
-    assert rules_allow(
-        rules, "snapshot.storage.k8s.io", "volumesnapshotcontents/status", "update"
-    ) is (variant == "default")
-    local = rendered.rules("Role", f"{RELEASE}-csi-controller")
-    assert rules_allow(local, "coordination.k8s.io", "leases", "update")
-    capacity = variant == "custom"
-    assert rules_allow(local, "storage.k8s.io", "csistoragecapacities", "create") is capacity
-    assert ("--enable-capacity" in containers["csi-provisioner"]["args"]) is capacity
+    assert rules_allow(cluster, "", "persistentvolumeclaims/status", "patch") is not default
+    assert rules_allow(cluster, "storage.k8s.io", "volumeattachments/status", "patch") is (
+        not default
+    )
+    local = rendered.rules("Role", name)
+    assert rendered.one("Role")["metadata"]["namespace"] == NAMESPACE
+    assert rules_allow(local, "storage.k8s.io", "csistoragecapacities", "create") is default
+    assert rules_allow(local, "", "pods", "get") is default  # the capacity owner lookup
+    if default:  # nothing elects a leader
+        assert not rules_allow(local, "coordination.k8s.io", "leases", "create")
+        return
+    assert rules_allow(local, "coordination.k8s.io", "leases", "create")
+    # csi-lib-utils' lock names: the sidecar's prefix and the sanitised driver name.
+    for lease in (
+        "external-resizer-local-csi-example-org",
+        "external-attacher-leader-local-csi-example-org",
+    ):
+        assert rules_allow(local, "coordination.k8s.io", "leases", "update", lease), lease
+    assert not rules_allow(local, "coordination.k8s.io", "leases", "update", "other")
+    assert not rules_allow(local, "coordination.k8s.io", "leases", "delete", "other")
+
+
+def test_csi_without_capacity_or_leader_election_has_no_role(helm: Helm) -> None:
+    rendered = helm.template(
+        "csi",
+        release=RELEASE,
+        namespace=NAMESPACE,
+        values={"csiDriver": {"storageCapacity": False}},
+    )
+    assert rendered.of_kind("Role") == rendered.of_kind("RoleBinding") == []
+    assert rendered.one("ClusterRoleBinding")["subjects"][0]["name"] == f"{RELEASE}-csi-node"
+    none = helm.template("csi", release=RELEASE, values={"rbac": {"create": False}})
+    assert none.of_kind("ClusterRole") == none.of_kind("Role") == []
+
+
+def test_csi_values_that_cannot_work_stop_the_render(helm: Helm) -> None:
+    with pytest.raises(
+        HelmError, match=r"storageClass\.allowVolumeExpansion needs sidecars\.resizer\.enabled"
+    ):
+        helm.template("csi", values={"storageClass": {"allowVolumeExpansion": True}})
+    with pytest.raises(
+        HelmError, match=r"snapshotClass\.create needs sidecars\.snapshotter\.enabled"
+    ):
+        helm.template(
+            "csi",
+            values={
+                "snapshotClass": {"create": True},
+                "sidecars": {"snapshotter": {"enabled": False}},
+            },
+            extra=["--api-versions", "snapshot.storage.k8s.io/v1/VolumeSnapshotClass"],
+        )
+    with pytest.raises(HelmError, match=r"config\.node_id: leave it unset"):
+        helm.template("csi", values={"config": {"node_id": "node-a"}})
+    # The controller Deployment is gone; its values are refused, not ignored.
+    with pytest.raises(HelmError, match="additional properties 'controller' not allowed"):
+        helm.template("csi", values={"controller": {"replicas": 2}})
 
 
 def test_csi_snapshot_class_needs_the_snapshot_api(helm: Helm) -> None:

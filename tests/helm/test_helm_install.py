@@ -107,13 +107,16 @@ CASES = {
     ),
     "csi": Case(
         chart="csi",
-        service_account="{rel}-csi-controller",
-        workloads=[("Deployment", "{rel}-csi-controller"), ("DaemonSet", "{rel}-csi-node")],
+        service_account="{rel}-csi-node",
+        workloads=[("DaemonSet", "{rel}-csi-node")],
         values=lambda rel: {"config": {"driver_name": f"{rel}.csi.kubext.io"}},
         allowed=[
             Access("create", "persistentvolumes", namespace=None),
-            Access("patch", "persistentvolumeclaims", subresource="status", namespace="default"),
-            Access("list", "csinodes", "storage.k8s.io", namespace=None),
+            Access("delete", "persistentvolumes", namespace=None),
+            Access("update", "persistentvolumeclaims", namespace="default"),
+            Access("watch", "storageclasses", "storage.k8s.io", namespace=None),
+            Access("create", "events", namespace="default"),
+            Access("list", "volumesnapshots", "snapshot.storage.k8s.io", namespace="default"),
             Access(
                 "update",
                 "volumesnapshotcontents",
@@ -121,25 +124,75 @@ CASES = {
                 subresource="status",
                 namespace=None,
             ),
-            Access("create", "leases", "coordination.k8s.io"),
+            # Capacity tracking (on by default), in the release namespace only.
+            Access("create", "csistoragecapacities", "storage.k8s.io"),
+            Access("get", "pods"),
         ],
         denied=[
-            Access("create", "leases", "coordination.k8s.io", namespace="default"),
+            Access("create", "csistoragecapacities", "storage.k8s.io", namespace="default"),
+            Access("get", "pods", namespace="default"),
+            # --node-deployment: no nodes or CSINodes to watch, no leader to elect.
+            Access("get", "nodes", namespace=None),
+            Access("list", "csinodes", "storage.k8s.io", namespace=None),
+            Access("create", "leases", "coordination.k8s.io"),
+            # No resizer, no attacher.
+            Access("patch", "persistentvolumeclaims", subresource="status", namespace="default"),
             Access(
                 "patch", "volumeattachments", "storage.k8s.io", subresource="status", namespace=None
             ),
             Access("create", "pods", namespace="default"),
             *NOTHING_SECRET,
         ],
-        extra_accounts={
-            "{rel}-csi-node": (
-                [],
-                [
-                    Access("get", "nodes", namespace=None),
-                    Access("list", "persistentvolumes", namespace=None),
-                ],
-            ),
+    ),
+    "csi-single-node": Case(
+        chart="csi",
+        service_account="{rel}-csi-node",
+        workloads=[("DaemonSet", "{rel}-csi-node")],
+        values=lambda rel: {
+            "config": {"driver_name": f"{rel}.csi.kubext.io"},
+            "csiDriver": {"attachRequired": True, "storageCapacity": False},
+            "storageClass": {"allowVolumeExpansion": True},
+            "sidecars": {"snapshotter": {"enabled": False}, "resizer": {"enabled": True}},
         },
+        allowed=[
+            Access("patch", "persistentvolumeclaims", subresource="status", namespace="default"),
+            Access(
+                "patch", "volumeattachments", "storage.k8s.io", subresource="status", namespace=None
+            ),
+            # The Leases csi-resizer and csi-attacher elect in: created, then only these two.
+            Access("create", "leases", "coordination.k8s.io"),
+            Access(
+                "update",
+                "leases",
+                "coordination.k8s.io",
+                name="external-resizer-{rel}-csi-kubext-io",
+            ),
+            Access(
+                "get",
+                "leases",
+                "coordination.k8s.io",
+                name="external-attacher-leader-{rel}-csi-kubext-io",
+            ),
+        ],
+        denied=[
+            Access("update", "leases", "coordination.k8s.io", name="kube-scheduler"),
+            Access(
+                "update",
+                "leases",
+                "coordination.k8s.io",
+                name="external-resizer-{rel}-csi-kubext-io",
+                namespace="default",
+            ),
+            Access("create", "csistoragecapacities", "storage.k8s.io"),
+            Access(
+                "update",
+                "volumesnapshotcontents",
+                "snapshot.storage.k8s.io",
+                subresource="status",
+                namespace=None,
+            ),
+            *NOTHING_SECRET,
+        ],
     ),
     "deviceplugin": Case(
         chart="deviceplugin",

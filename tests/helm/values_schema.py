@@ -34,7 +34,6 @@ OPAQUE = {
     "plugin",
     "parameters",
     "issuerRef",
-    "stateVolume",
     "matchLabels",
     "objectSelector",
 }

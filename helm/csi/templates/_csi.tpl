@@ -22,13 +22,36 @@
 {{- default (include "kubext.fullname" .) .Values.storageClass.name -}}
 {{- end -}}
 
-{{/* Labels of one component's pods: (dict "root" $ "component" "controller"). */}}
+{{/* Labels of one component's pods: (dict "root" $ "component" "node"). */}}
 {{- define "csi.selectorLabels" -}}
 {{ include "kubext.selectorLabels" .root }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
-{{/* A sidecar of the controller pod: (dict "root" $ "name" "csi-provisioner" "sidecar" <values> "args" <list>). */}}
+{{/*
+The Leases the leader-electing sidecars take (csi-lib-utils' sanitizeName over the lock name they
+build from the driver name): (dict "root" $ "prefix" "external-resizer-").
+*/}}
+{{- define "csi.leaseName" -}}
+{{- $name := regexReplaceAll "[^a-zA-Z0-9-]" (printf "%s%s" .prefix (include "csi.driverName" .root)) "-" -}}
+{{- if hasSuffix "-" $name }}{{ $name }}X{{ else }}{{ $name }}{{ end -}}
+{{- end -}}
+
+{{/* The Leases of this release's leader-electing sidecars, one a line (none: empty). */}}
+{{- define "csi.leases" -}}
+{{- if .Values.sidecars.resizer.enabled }}
+{{ include "csi.leaseName" (dict "root" . "prefix" "external-resizer-") }}
+{{- end }}
+{{- if .Values.csiDriver.attachRequired }}
+{{ include "csi.leaseName" (dict "root" . "prefix" "external-attacher-leader-") }}
+{{- end }}
+{{- end -}}
+
+{{/*
+An API-calling sidecar of the node pod: (dict "root" $ "name" "csi-provisioner" "sidecar" <values>
+"args" <list>). Only these containers get the ServiceAccount's token (the kube-api-access volume);
+the privileged driver and the registrar never do.
+*/}}
 {{- define "csi.sidecar" -}}
 - name: {{ .name }}
   image: {{ .sidecar.image }}
@@ -38,19 +61,46 @@ app.kubernetes.io/component: {{ .component }}
   env:
     - name: ADDRESS
       value: /csi/csi.sock
-    - name: POD_NAME
+    # --node-deployment: the node whose PVCs, PVs and snapshots this instance handles.
+    - name: NODE_NAME
       valueFrom:
         fieldRef:
-          fieldPath: metadata.name
+          fieldPath: spec.nodeName
+    # Where CSIStorageCapacity objects go (csi-provisioner) and the Leases live.
+    - name: NAMESPACE
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.namespace
     - name: POD_NAMESPACE
       valueFrom:
         fieldRef:
           fieldPath: metadata.namespace
+    # With --capacity-ownerref-level the owner is found from this pod.
+    - name: POD_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
   resources:
     {{- toYaml .sidecar.resources | nindent 4 }}
   securityContext:
     {{- toYaml .root.Values.sidecarSecurityContext | nindent 4 }}
   volumeMounts:
-    - name: socket-dir
+    - name: plugin-dir
       mountPath: /csi
+    - name: kube-api-access
+      mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+      readOnly: true
+{{- end -}}
+
+{{/* Values that contradict each other stop the render with a message. */}}
+{{- define "csi.checks" -}}
+{{- if dig "node_id" "" (.Values.config | default dict) -}}
+{{- fail "config.node_id: leave it unset; each node's driver takes its node name (NODE_ID), which is also its topology value, and one fixed id would claim every volume is on every node" -}}
+{{- end -}}
+{{- if and .Values.storageClass.create .Values.storageClass.allowVolumeExpansion (not .Values.sidecars.resizer.enabled) -}}
+{{- fail "storageClass.allowVolumeExpansion needs sidecars.resizer.enabled: without csi-resizer a resized claim waits forever. external-resizer cannot run per node (no --node-deployment), so enable it only where the driver runs on one node (see values.yaml)" -}}
+{{- end -}}
+{{- if and .Values.snapshotClass.create (not .Values.sidecars.snapshotter.enabled) -}}
+{{- fail "snapshotClass.create needs sidecars.snapshotter.enabled: without csi-snapshotter no snapshot of the class is ever cut" -}}
+{{- end -}}
 {{- end -}}
