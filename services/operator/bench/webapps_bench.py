@@ -182,26 +182,45 @@ def main() -> int:
             f"writes during restart + resync with nothing changed: {resync_objects:.0f} "
             f"(+{resync_events:.0f} Events) over {reconciles(op):.0f} reconciles"
         )
+    finally:
+        op.stop()
 
+    env.pop("KUBEXT_OPERATOR_RESYNC_PERIOD_SECONDS")
+    op = Operator(kubeconfig=info.kubeconfig, namespace=NAMESPACE, log_dir=logs, **env).start()
+    try:
+        more = args.scale_to - args.count
         create(custom, range(args.count, args.scale_to), args.replicas)
-        wait_for(
-            f"{args.scale_to} WebApps reconciled",
-            lambda: sum(
+
+        def settled() -> bool:
+            samples = op.metrics()
+            made = sum(
                 v
-                for k, v in op.metrics().items()
+                for k, v in samples.items()
                 if k.startswith('kubext_operator_api_writes_total{resource="services"')
             )
-            >= args.scale_to - args.count,
-            timeout=900,
-            every=2,
+            return made >= more and samples.get('workqueue_depth{name="kubext-operator"}', 1) == 0
+
+        wait_for(f"{args.scale_to} WebApps reconciled", settled, timeout=1800, every=2)
+        time.sleep(10)
+        rss_grown = rss_mb(op)
+        print(f"operator RSS after growing to {args.scale_to} WebApps: {rss_grown:.0f} MB")
+    finally:
+        op.stop()
+    # And an operator (re)started with all of them there: list, sync, reconcile everything.
+    op = Operator(kubeconfig=info.kubeconfig, namespace=NAMESPACE, log_dir=logs, **env).start()
+    try:
+        wait_for(
+            "a full reconcile pass", lambda: reconciles(op) >= args.scale_to, timeout=900, every=2
         )
-        time.sleep(5)
-        rss_big = rss_mb(op)
-        print(f"operator RSS with {args.scale_to} WebApps: {rss_big:.0f} MB")
+        time.sleep(10)
+        rss_started = rss_mb(op)
+        print(f"operator RSS started with {args.scale_to} WebApps: {rss_started:.0f} MB")
+        rss_big = max(rss_grown, rss_started)
     finally:
         op.stop()
         if not args.keep:
             cluster.down()
+    print(f"machine load average (1, 5, 15 min): {os.getloadavg()}")
 
     ratios = {
         "ready": ready_s / TARGETS["ready_s"],

@@ -15,11 +15,33 @@ import uuid
 import kopf
 
 from kubext import health
-from kubext_operator import config, controller, handlers, kube, leader, reconciler, store
+from kubext_operator import (
+    config,
+    controller,
+    handlers,
+    informer,
+    kube,
+    leader,
+    reconciler,
+    store,
+)
+from kubext_operator.planning import common
 from kubext_operator.planning import database as db_plan
 from kubext_operator.planning import webapp as wa_plan
 
 log = logging.getLogger("kubext_operator")
+
+MANAGED = f"{common.LABEL_MANAGED_BY}={common.MANAGED_BY}"
+CHILD_SELECTORS = {
+    "Deployment": MANAGED,
+    "StatefulSet": MANAGED,
+    "CronJob": MANAGED,
+    "Service": MANAGED,
+    "Secret": MANAGED,
+    "PersistentVolumeClaim": MANAGED,
+    "Pod": f"{MANAGED},{common.LABEL_NAME}=database",
+}
+"""The children's watches, with server-side label selectors (only what the operator made)."""
 
 
 def identity() -> str:
@@ -89,7 +111,24 @@ async def run(cfg: config.Config, *, ready: threading.Event, stop: asyncio.Event
         server_timeout=cfg.watching.server_timeout_seconds,
         client_timeout=cfg.watching.client_timeout_seconds,
         connect_timeout=cfg.watching.connect_timeout_seconds,
+        list_page_size=cfg.watching.list_page_size,
     )
+    reflectors = [
+        informer.Reflector(
+            api=api,
+            kind=kind,
+            namespace=namespace,
+            selector=selector,
+            upsert=work.child_upsert,
+            delete=work.child_delete,
+            known=cache.child_names,
+            server_timeout=cfg.watching.server_timeout_seconds,
+            client_timeout=cfg.watching.client_timeout_seconds,
+            page_size=cfg.watching.list_page_size,
+        )
+        for kind, selector in CHILD_SELECTORS.items()
+        for namespace in (cfg.namespaces or [None])
+    ]
     elector = None
     background: list[asyncio.Task[None]] = []
     try:
@@ -112,6 +151,19 @@ async def run(cfg: config.Config, *, ready: threading.Event, stop: asyncio.Event
                 acquiring.cancel()
                 return 0
             stopping.cancel()
+        background.extend(
+            asyncio.create_task(r.run(), name=f"reflect-{r.kind}") for r in reflectors
+        )
+        # Reconcile only from complete caches: a half-listed cache would look like missing
+        # children and cause needless writes.
+        synced = asyncio.gather(*(r.synced.wait() for r in reflectors))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({synced, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            synced.cancel()
+            return 0
+        stopping.cancel()
+        log.info("caches synced", extra={"children": len(cache)})
         work.start()
         if cfg.resync_period_seconds > 0:
             background.append(asyncio.create_task(work.resync(cfg.resync_period_seconds)))

@@ -26,6 +26,7 @@ class Watching(config.StrictModel):
     server_timeout_seconds: int = pydantic.Field(300, gt=0)
     client_timeout_seconds: int = pydantic.Field(330, gt=0)
     connect_timeout_seconds: int = pydantic.Field(10, gt=0)
+    list_page_size: int = pydantic.Field(500, gt=0)
 
 
 class Client(config.StrictModel):

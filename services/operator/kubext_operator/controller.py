@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from kubext_operator import metrics, reconciler, store, views, workqueue
 
@@ -23,30 +24,29 @@ class Controller:
         self.queue: workqueue.WorkQueue[store.Key] = workqueue.WorkQueue("kubext-operator")
         self._tasks: list[asyncio.Task[None]] = []
 
-    # -- fed by the kopf handlers ------------------------------------------------------------
+    # -- fed by the kopf handlers (the custom resources) ---------------------------------------
 
-    def owner_seen(self, view: views.OwnerView) -> None:
-        self.cache.upsert_owner(view)
-
-    def owner_event(self, kind: str, namespace: str, name: str, *, deleted: bool) -> None:
-        key = (kind, namespace, name)
+    def owner_event(self, kind: str, body: Any, *, deleted: bool) -> None:
+        view = views.owner_view(kind, body)
         if deleted:
-            gone = self.cache.delete_owner(key)
+            gone = self.cache.delete_owner(view.key)
             if gone is not None:
                 self.reconciler.forget_owner(gone.uid)
             return
-        self.queue.add(key)
+        self.cache.upsert_owner(view)
+        self.queue.add(view.key)
 
-    def child_seen(self, view: views.ChildView) -> None:
-        self.cache.upsert_child(view)
+    # -- fed by the children's reflectors ----------------------------------------------------
 
-    def child_event(self, kind: str, namespace: str, name: str, *, deleted: bool) -> None:
+    def child_upsert(self, kind: str, body: dict[str, Any]) -> None:
+        owner = self.cache.upsert_child(views.child_view(kind, body))
+        if owner is not None and self.cache.owner(owner) is not None:
+            self.queue.add(owner)
+
+    def child_delete(self, kind: str, namespace: str, name: str) -> None:
         key = (kind, namespace, name)
-        child = self.cache.child(key)
-        owner = store.Store.owner_key_of(child) if child is not None else None
-        if deleted:
-            self.cache.delete_child(key)
-            self.reconciler.forget_child(key)
+        owner = self.cache.delete_child(key)
+        self.reconciler.forget_child(key)
         if owner is not None and self.cache.owner(owner) is not None:
             self.queue.add(owner)
 

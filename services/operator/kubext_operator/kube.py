@@ -12,6 +12,7 @@ import dataclasses
 import json
 import time
 import urllib.parse
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -171,6 +172,27 @@ class Api:
         if code >= 400:
             raise ApiError(code, str(payload.get("reason") or code), str(payload.get("message")))
         return payload
+
+    async def watch(
+        self, path: str, *, params: dict[str, str], timeout: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Watch events, one JSON object per line, until the server ends the stream. A stream
+        silent for ``timeout`` seconds (no event, no bookmark) raises TimeoutError."""
+        timing = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout)
+        async with self._client().get(
+            self.server + path, params=params, timeout=timing
+        ) as response:
+            metrics.REST_REQUESTS.labels(str(response.status), "GET", self.host).inc()
+            if response.status >= 400:
+                payload = await response.text()
+                raise ApiError(response.status, "WatchFailed", payload[:500])
+            buffer = b""
+            async for chunk in response.content.iter_any():
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         return await self.request("GET", KINDS[kind].path(namespace, name))

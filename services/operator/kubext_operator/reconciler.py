@@ -420,6 +420,9 @@ class Reconciler:
         if finalizer not in view.finalizers:
             return Result()
         if view.uid not in self._cleaned:
+            log.info(
+                "cleaning up", extra={"object": f"{view.namespace}/{view.name}", "kind": view.kind}
+            )
             await cleanup(view)
             self._cleaned.add(view.uid)  # once: a retried removal does not clean up again
         await self._edit_finalizers(

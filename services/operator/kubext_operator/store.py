@@ -62,6 +62,14 @@ class Store:
                     del self._by_owner[owner]
         return owner
 
+    def child_names(self, kind: str, namespace: str | None) -> set[tuple[str, str]]:
+        """(namespace, name) of every cached child of ``kind`` (in ``namespace``, if given)."""
+        return {
+            (ns, name)
+            for (k, ns, name) in self._children
+            if k == kind and (namespace is None or ns == namespace)
+        }
+
     def child(self, key: Key) -> views.ChildView | None:
         return self._children.get(key)
 
