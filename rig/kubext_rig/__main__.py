@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                 stack.up(info, dist=Path(args.services).resolve(), samples=not args.no_samples)
             print(f"export KUBECONFIG={info.kubeconfig}")
         elif args.cmd == "down":
+            stack.down(cluster.ClusterInfo(cluster.state_dir()))
             cluster.down(wipe=not args.keep_data)
         elif args.cmd == "status":
             st = cluster.status()

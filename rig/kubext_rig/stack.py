@@ -152,3 +152,15 @@ def _apply_crds(info: cluster.ClusterInfo, directory: Path, url: str) -> None:
         "-",
         stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": crds}),
     )
+
+
+def down(info: cluster.ClusterInfo) -> None:
+    """Unregister the admission webhooks before their server stops: fail-closed configurations
+    left pointing at a dead port would block every pod on a cluster that keeps its data."""
+    if cluster._running_pid(info.root, "kube-apiserver") is None:
+        return
+    for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+        try:
+            _kubectl(info, "delete", kind, "kubext-webhooks", "--ignore-not-found")
+        except cluster.RigError as exc:
+            cluster.say(f"could not delete {kind} kubext-webhooks: {exc}")
