@@ -26,7 +26,8 @@ class Watching(config.StrictModel):
     server_timeout_seconds: int = pydantic.Field(300, gt=0)
     client_timeout_seconds: int = pydantic.Field(330, gt=0)
     connect_timeout_seconds: int = pydantic.Field(10, gt=0)
-    list_page_size: int = pydantic.Field(500, gt=0)
+    list_page_size: int = pydantic.Field(100, gt=0)
+    object_workers: int = pydantic.Field(200, gt=0)
 
 
 class Client(config.StrictModel):

@@ -46,13 +46,19 @@ def configure(
     client_timeout: int,
     connect_timeout: int,
     list_page_size: int,
+    object_workers: int,
 ) -> None:
     """kopf settings: watch timeouts (a stream without them can stall silently), paged initial
-    listing, quiet event posting, no peering (leader election is by Lease, see ``leader``)."""
+    listing, bounded per-object workers, quiet event posting, no peering (leader election is
+    by Lease, see ``leader``)."""
     settings.watching.server_timeout = server_timeout
     settings.watching.client_timeout = client_timeout
     settings.watching.connect_timeout = connect_timeout
     settings.watching.chunk_size = list_page_size
+    # kopf runs one worker per object with events pending; after a listing of thousands that
+    # is thousands of tasks holding bodies at once. Bound them (and let idle ones go sooner).
+    settings.queueing.worker_limit = object_workers
+    settings.queueing.idle_timeout = 0.2  # a slot held by an idle worker is a slot lost
     # Only warnings about objects become Kubernetes Events; the reconciler posts its own.
     settings.posting.level = logging.WARNING
     settings.peering.standalone = True
