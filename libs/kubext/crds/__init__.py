@@ -11,7 +11,8 @@ Modules (import the module, use its names):
   v1 (storage): ``DatabaseSpec`` (``Storage``, ``Backup``, ``Monitoring``), ``DatabaseStatus``,
   ``Database``. v1beta1 (deprecated, flat): ``DatabaseSpecV1beta1``, ``DatabaseV1beta1``.
   Conversion of spec bodies, lossless both ways: ``spec_v1beta1_to_v1(dict) -> dict`` and
-  ``spec_v1_to_v1beta1(dict) -> dict`` (status is identical in both versions; copy it).
+  ``spec_v1_to_v1beta1(dict) -> dict`` (status is identical in both versions; copy it);
+  ``FIELD_MAP`` is the v1 path <-> v1beta1 key bijection they apply.
   ``schedule_problem(str) -> str | None`` says why a CronJob would refuse a schedule that
   the seed's pattern lets through (``@reboot``, six fields, ``@dailyx``).
 - ``kubext.crds.common``: ``Condition`` (metav1.Condition), ``SpecModel``/``StatusModel`` bases.
