@@ -173,12 +173,9 @@ def main() -> int:
         rss_1000 = rss_mb(op)
         print(f"created {args.count} WebApps in {created_s:.1f} s; all Ready after {ready_s:.1f} s")
         samples = op.metrics()
-        latency = samples[
-            'rest_client_request_duration_seconds_sum{host="%s",verb="PATCH"}' % host(info)
-        ]
-        patches = samples[
-            'rest_client_request_duration_seconds_count{host="%s",verb="PATCH"}' % host(info)
-        ]
+        labels = f'{{host="{host(info)}",verb="PATCH"}}'
+        latency = samples[f"rest_client_request_duration_seconds_sum{labels}"]
+        patches = samples[f"rest_client_request_duration_seconds_count{labels}"]
         print(
             f"the operator had written every Deployment and Service after "
             f"{children_s[0] if children_s else ready_s:.1f} s; mean PATCH latency "
