@@ -34,7 +34,8 @@ APISERVER_PORT = 16443 + _OFFSET
 CONTROLLER_MANAGER_PORT = 17257 + _OFFSET
 SCHEDULER_PORT = 17259 + _OFFSET
 KWOK_PORT = 17247 + _OFFSET
-SERVICE_CIDR = "10.0.0.0/24"
+# A /16: the operator benchmark alone creates a thousand Services.
+SERVICE_CIDR = "10.0.0.0/16"
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
 

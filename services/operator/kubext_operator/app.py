@@ -113,9 +113,13 @@ async def run(cfg: config.Config, *, ready: threading.Event, stop: asyncio.Event
         api=api,
         cache=cache,
         webapp_defaults=wa_plan.Defaults(
-            cpu=cfg.webapp_defaults.cpu, memory=cfg.webapp_defaults.memory
+            cpu=cfg.webapp_defaults.cpu,
+            memory=cfg.webapp_defaults.memory,
+            pod_labels=dict(cfg.pod_labels),
         ),
-        database_settings=db_plan.Settings(registry=cfg.database.image_registry),
+        database_settings=db_plan.Settings(
+            registry=cfg.database.image_registry, pod_labels=dict(cfg.pod_labels)
+        ),
         identity=me,
         status_settle=cfg.status_settle_seconds,
     )

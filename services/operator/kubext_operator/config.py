@@ -45,6 +45,12 @@ def _quantity(value: str) -> str:
 
 
 Quantity = Annotated[str, pydantic.AfterValidator(_quantity)]
+LabelValue = Annotated[
+    str,
+    pydantic.StringConstraints(
+        pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$", max_length=63
+    ),
+]
 
 
 class WebAppDefaults(config.StrictModel):
@@ -70,6 +76,9 @@ class Config(cli.ServiceConfig):
     watching: Watching = Watching()
     client: Client = Client()
     webapp_defaults: WebAppDefaults = WebAppDefaults()
+    # Labels on every pod template the operator makes, beside app (the object's name) and version
+    # (image tag or engine version): what a platform pod policy asks for (the seed's: environment).
+    pod_labels: dict[str, LabelValue] = {"environment": "production"}
     database: DatabaseSettings = DatabaseSettings()
 
     @pydantic.model_validator(mode="after")

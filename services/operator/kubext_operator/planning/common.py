@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
+from collections.abc import Mapping
 from typing import Any
 
 MANAGED_BY = "kubext-operator"
@@ -58,6 +60,30 @@ def labels(*, app: str, instance: str, component: str | None = None) -> dict[str
     if component:
         out[LABEL_COMPONENT] = component
     return out
+
+
+_LABEL_VALUE_JUNK = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def label_value(text: str) -> str:
+    """``text`` as a valid label value: at most 63 of [A-Za-z0-9._-], alphanumeric at both ends."""
+    value = _LABEL_VALUE_JUNK.sub("-", text)[:63].strip("-._")
+    return value or "unknown"
+
+
+def image_version(image: str) -> str:
+    """The tag of an image reference (``latest`` when it has none), as a label value."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return label_value(last.rsplit(":", 1)[1] if ":" in last else "latest")
+
+
+def pod_labels(
+    base: dict[str, str], *, app: str, version: str, extra: Mapping[str, str]
+) -> dict[str, str]:
+    """Pod template labels: ours, plus the ones platform pod policies ask for (the seed's
+    webhook requires app, version and environment; ``extra`` comes from config.pod_labels)."""
+    return {**base, "app": label_value(app), "version": label_value(version), **extra}
 
 
 def selector_string(selector: dict[str, str]) -> str:

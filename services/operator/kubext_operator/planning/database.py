@@ -34,6 +34,8 @@ PRUNABLE_KINDS = ("StatefulSet", "Service", "CronJob")
 class Settings:
     registry: str = ""
     """Prefix for the engine images (a mirror); empty uses Docker Hub names."""
+    pod_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Extra labels on every pod template (config.pod_labels)."""
 
 
 def secret_name(name: str) -> str:
@@ -106,7 +108,11 @@ def statefulset(
     }
     if spec.storage.storage_class:
         claim_spec["storageClassName"] = spec.storage.storage_class
-    template_meta: dict[str, Any] = {"labels": labels}
+    template_meta: dict[str, Any] = {
+        "labels": common.pod_labels(
+            labels, app=name, version=spec.version, extra=settings.pod_labels
+        )
+    }
     if pod_annotations:
         template_meta["annotations"] = pod_annotations
     return common.child(
@@ -196,7 +202,11 @@ def backup_children(
         {"name": "RETENTION", "value": str(spec.backup.retention)},
     ]
     job_pod = {
-        "metadata": {"labels": labels},
+        "metadata": {
+            "labels": common.pod_labels(
+                labels, app=name, version=spec.version, extra=settings.pod_labels
+            )
+        },
         "spec": {
             "restartPolicy": "OnFailure",
             "containers": [

@@ -22,6 +22,8 @@ class Defaults:
 
     cpu: str = "100m"
     memory: str = "128Mi"
+    pod_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Extra labels on every pod template (config.pod_labels)."""
 
 
 def selector(name: str) -> dict[str, str]:
@@ -67,7 +69,14 @@ def plan_children(
                 "replicas": spec.replicas,
                 "selector": {"matchLabels": match},
                 "template": {
-                    "metadata": {"labels": labels},
+                    "metadata": {
+                        "labels": common.pod_labels(
+                            labels,
+                            app=name,
+                            version=common.image_version(spec.image),
+                            extra=defaults.pod_labels,
+                        )
+                    },
                     "spec": {"containers": [container]},
                 },
             }

@@ -294,3 +294,19 @@ def test_failed_and_deleting_keep_the_rest_of_the_status() -> None:
     assert failed["phase"] == "Failed" and failed["endpoints"] == running["endpoints"]
     deleting = plan.deleting_status(owner=OWNER, previous=running, now=NOW)
     assert deleting["phase"] == "Deleting"
+
+
+def test_pod_templates_carry_the_policy_labels() -> None:
+    spec = _spec(backup={"enabled": True, "schedule": "0 2 * * *", "retention": 3})
+    planned = plan.plan_children(
+        OWNER, spec, plan.Settings(pod_labels={"environment": "dev"}), password="x"
+    )
+    by_kind = {d.kind: d for d in planned}
+    sts_labels = by_kind["StatefulSet"].body["spec"]["template"]["metadata"]["labels"]
+    job = by_kind["CronJob"].body["spec"]["jobTemplate"]["spec"]["template"]
+    for labels in (sts_labels, job["metadata"]["labels"]):
+        assert (labels["app"], labels["version"], labels["environment"]) == (
+            "orders",
+            "13.7.0",
+            "dev",
+        )

@@ -161,3 +161,25 @@ def test_invalid_spec_status_names_the_problem() -> None:
     assert status["phase"] == "Failed"
     assert _ready(status)["reason"] == "InvalidSpec"
     assert _ready(status)["message"] == "spec.resources.cpu: bad"
+
+
+@pytest.mark.parametrize(
+    ("image", "version"),
+    [
+        pytest.param("nginx:1.21", "1.21", id="tag"),
+        pytest.param("nginx", "latest", id="no-tag"),
+        pytest.param("registry.local:5000/team/web", "latest", id="registry-port-no-tag"),
+        pytest.param("registry.local:5000/team/web:v2+build", "v2-build", id="tag-sanitised"),
+        pytest.param("nginx@sha256:" + "a" * 64, "latest", id="digest"),
+    ],
+)
+def test_pod_template_carries_the_policy_labels(image: str, version: str) -> None:
+    defaults = plan.Defaults(pod_labels={"environment": "staging"})
+    deployment, _ = plan.plan_children(OWNER, _spec(image=image), defaults)
+    labels = deployment.body["spec"]["template"]["metadata"]["labels"]
+    assert labels["app"] == "shop"
+    assert labels["version"] == version
+    assert labels["environment"] == "staging"
+    # The selector stays as it was: it is immutable once the Deployment exists.
+    assert deployment.body["spec"]["selector"]["matchLabels"] == plan.selector("shop")
+    assert set(plan.selector("shop").items()) <= set(labels.items())
