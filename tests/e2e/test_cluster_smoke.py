@@ -6,25 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
 from kubext_rig import cluster, tools
-
-
-def wait_for(
-    predicate: Callable[[], bool], *, timeout: float = 60, what: str = "condition"
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+from kubext_rig.testing import wait_for
 
 
 def pod_spec(app: str) -> client.V1PodSpec:
@@ -54,7 +42,7 @@ def test_deployment_becomes_available(kube_api: client.ApiClient, namespace: str
         st = apps.read_namespaced_deployment_status("web", namespace).status
         return (st.available_replicas or 0) == 3
 
-    wait_for(available, what="3 available replicas")
+    wait_for("3 available replicas", available)
     pods = client.CoreV1Api(kube_api).list_namespaced_pod(namespace).items
     assert len(pods) == 3
     assert {p.spec.node_name for p in pods} <= {f"kwok-node-{i}" for i in range(3)}
@@ -82,7 +70,7 @@ def test_daemonset_gets_one_pod_per_node(kube_api: client.ApiClient, namespace: 
         st = apps.read_namespaced_daemon_set_status("agent", namespace).status
         return st.number_ready == len(nodes) == st.desired_number_scheduled
 
-    wait_for(one_per_node, what="a ready pod on every node")
+    wait_for("a ready pod on every node", one_per_node)
     pods = client.CoreV1Api(kube_api).list_namespaced_pod(namespace).items
     assert sorted(p.spec.node_name for p in pods) == sorted(n.metadata.name for n in nodes)
 

@@ -6,53 +6,30 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
 
+from kubext_rig import testing
+from kubext_rig.testing import wait_for
+
 pytest_plugins = ["kubext_rig.pytest_plugin"]
 
 CRD_DIR = Path(__file__).resolve().parents[3] / "deploy" / "crds"
-T = TypeVar("T")
-
-
-def wait_for(
-    what: str, probe: Callable[[], T | None], *, timeout: float = 60, every: float = 0.5
-) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what`` and the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except client.ApiException as exc:
-            last = f"{exc.status} {exc.reason}"
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Operator:
     """One operator process; its JSON logs go to a file, /metrics is read over HTTP."""
 
     def __init__(self, *, kubeconfig: str, namespace: str, log_dir: Path, **env: str) -> None:
-        self.port = _free_port()
+        self.port = testing.free_port()
         self.log_path = log_dir / f"operator-{self.port}.log"
         self.env = {
             **os.environ,

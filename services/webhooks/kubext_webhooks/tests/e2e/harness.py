@@ -11,13 +11,14 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from kubernetes import client
+
+from kubext_rig import testing
+from kubext_rig.testing import wait_for
 
 CRD_FILE = (
     Path(__file__).resolve().parents[4]
@@ -28,29 +29,6 @@ CRD_FILE = (
 )
 CRD_NAME = "databases.db.example.com"
 E2E_LABEL = "webhooks.kubext.io/e2e"
-T = TypeVar("T")
-
-
-def wait_for(
-    what: str, probe: Callable[[], T | None], *, timeout: float = 60, every: float = 0.3
-) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except client.ApiException as exc:
-            last = f"{exc.status} {exc.reason}"
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class WebhookServer:
@@ -62,7 +40,7 @@ class WebhookServer:
         self.api = api
         self.home = home
         self.run = run
-        self.port = _free_port()
+        self.port = testing.free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.config_name = f"kubext-webhooks-e2e-{run}"
         self.workdir = workdir
