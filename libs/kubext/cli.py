@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Literal, TypeVar
@@ -70,3 +72,11 @@ def run(
     logs.configure(service=name, level=cfg.log_level)
     log.info("starting", extra={"version": version})
     return main(cfg)
+
+
+def stop_event() -> threading.Event:
+    """An Event set by SIGTERM or SIGINT: long-running services wait on it, then shut down."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop

@@ -74,3 +74,17 @@ def test_empty_file_means_defaults(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
     f.write_text("")
     assert config.load(cli.ServiceConfig, path=f).health.port == 8080
+
+
+def test_stop_event_is_set_by_sigterm() -> None:
+    import os
+    import signal
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        stop = cli.stop_event()
+        assert not stop.is_set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.wait(timeout=5)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

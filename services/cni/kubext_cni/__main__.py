@@ -7,9 +7,7 @@ launcher into the CNI bin directory, and exposes /healthz, /readyz and /metrics.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 
 from kubext import cli, health
@@ -21,9 +19,7 @@ log = logging.getLogger("kubext_cni")
 def serve(cfg: config.Config) -> int:
     from kubext_cni import daemon, install
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = cli.stop_event()
     plugins = daemon.PluginServer(cfg.socket_path).start()
     try:
         log.info("plugin socket listening", extra={"socket": cfg.socket_path})

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import sys
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -55,9 +53,7 @@ def serve(cfg: config.Config) -> int:
             file=sys.stderr,
         )
         return 2
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = cli.stop_event()
     the_driver = driver.Driver(settings_from(cfg, os.environ))
     try:
         the_driver.recover()

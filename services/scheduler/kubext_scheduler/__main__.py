@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 
 from kubext import cli, health
@@ -15,9 +13,7 @@ log = logging.getLogger("kubext_scheduler")
 
 
 def serve(cfg: config.Config) -> int:
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = cli.stop_event()
     server = health.HealthServer(host=cfg.health.host, port=cfg.health.port).start()
     log.info("health server listening", extra={"port": server.port})
     stop.wait()
