@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 from google.protobuf import descriptor, descriptor_pb2
+
 from kubext_proto.csi.v1 import csi_pb2
 from kubext_proto.deviceplugin.v1beta1 import api_pb2
 

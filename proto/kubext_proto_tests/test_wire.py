@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import wrappers_pb2
+
 from kubext_proto.csi.v1 import csi_pb2, csi_pb2_grpc
 
 

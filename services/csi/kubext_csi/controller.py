@@ -12,6 +12,7 @@ import time
 import uuid
 
 from google.protobuf import timestamp_pb2, wrappers_pb2
+
 from kubext_proto.csi.v1 import csi_pb2, csi_pb2_grpc
 
 from . import driver as driver_

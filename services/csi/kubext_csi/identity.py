@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from google.protobuf import wrappers_pb2
+
 from kubext_proto.csi.v1 import csi_pb2, csi_pb2_grpc
 
 from . import driver as driver_

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import prometheus_client
+
 from kubext_proto.csi.v1 import csi_pb2_grpc
 
 from . import controller, errors, identity, node

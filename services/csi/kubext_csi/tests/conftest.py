@@ -19,6 +19,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from kubext_proto.csi.v1 import csi_pb2_grpc
 
 from .. import driver, server, system

@@ -7,6 +7,7 @@ import concurrent.futures
 
 import grpc
 import pytest
+
 from kubext_proto.csi.v1 import csi_pb2
 
 from .conftest import Running

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from kubext_proto.csi.v1 import csi_pb2
 
 from .. import system

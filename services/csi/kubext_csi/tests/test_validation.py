@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+
 from kubext_proto.csi.v1 import csi_pb2
 
 from .. import errors, validation
