@@ -153,6 +153,8 @@ def main() -> int:
     custom = client.CustomObjectsApi(client.ApiClient(cfg))
     logs = Path(tempfile.mkdtemp(prefix="operator-bench-"))
     env = {"KUBEXT_OPERATOR_LEADER_ELECTION__ENABLED": "false"}
+    # Operator settings to try (e.g. KUBEXT_OPERATOR_WORKERS=48) pass through to it.
+    env.update({k: v for k, v in os.environ.items() if k.startswith("KUBEXT_OPERATOR_")})
 
     op = Operator(kubeconfig=info.kubeconfig, namespace=NAMESPACE, log_dir=logs, **env).start()
     try:
