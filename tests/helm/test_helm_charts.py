@@ -179,31 +179,6 @@ def test_the_shared_helpers_are_one_file_in_every_chart() -> None:
     assert [c for c, text in copies.items() if text != reference] == []
 
 
-# Blocks whose children are Kubernetes' own fields or free-form data, not keys of the chart.
-OPAQUE_BLOCKS = {
-    "resources",
-    "securityContext",
-    "podSecurityContext",
-    "sidecarSecurityContext",
-    "livenessProbe",
-    "readinessProbe",
-    "updateStrategy",
-    "nodeSelector",
-    "tolerations",
-    "affinity",
-    "podAnnotations",
-    "podLabels",
-    "commonLabels",
-    "config",
-    "plugin",
-    "chain",
-    "parameters",
-    "issuerRef",
-    "matchLabels",
-    "matchExpressions",
-}
-
-
 def undocumented_keys(text: str) -> list[str]:
     """Keys of values.yaml without a comment above them (a run of one-line sibling keys may
     share one comment)."""
@@ -217,7 +192,7 @@ def undocumented_keys(text: str) -> list[str]:
         indent = len(line) - len(line.lstrip())
         while stack and stack[-1][0] >= indent:
             stack.pop()
-        opaque = any(key in OPAQUE_BLOCKS for _, key in stack)
+        opaque = any(key in values_schema.OPAQUE for _, key in stack)
         stack.append((indent, stripped.split(":")[0]))
         if opaque:
             continue

@@ -25,6 +25,7 @@ OPAQUE = {
     "readinessProbe",
     "updateStrategy",
     "nodeSelector",
+    "tolerations",
     "affinity",
     "podAnnotations",
     "podLabels",
@@ -32,9 +33,11 @@ OPAQUE = {
     "annotations",
     "config",
     "plugin",
+    "chain",
     "parameters",
     "issuerRef",
     "matchLabels",
+    "matchExpressions",
     "objectSelector",
 }
 # Keys with a closed set of values, by chart and dotted path.
