@@ -163,6 +163,9 @@ def _components(root: Path, nodes_cidr: str) -> list[Component]:
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={SCHEDULER_PORT}",
+                # The default 50 QPS caps binding (plus its Scheduled event) at ~25 pods/s.
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
             ],
             f"https://127.0.0.1:{SCHEDULER_PORT}/healthz",
         ),
