@@ -21,6 +21,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIST",
         help="also start the operator and webhooks from the pexes in DIST",
     )
+    p_up.add_argument(
+        "--services-from-source",
+        action="store_true",
+        help="like --services, running the packages with this interpreter (PYTHONPATH)",
+    )
     p_up.add_argument("--no-samples", action="store_true", help="with --services: skip examples/")
     p_down = sub.add_parser("down", help="stop every process the rig started")
     p_down.add_argument("--keep-data", action="store_true", help="keep etcd data for the next up")
@@ -32,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "up":
             info = cluster.up(nodes=args.nodes, fresh=args.fresh)
-            if args.services:
-                stack.up(info, dist=Path(args.services).resolve(), samples=not args.no_samples)
+            if args.services or args.services_from_source:
+                dist = Path(args.services).resolve() if args.services else None
+                stack.up(info, dist=dist, samples=not args.no_samples)
             print(f"export KUBECONFIG={info.kubeconfig}")
         elif args.cmd == "down":
             stack.down(cluster.ClusterInfo(cluster.state_dir()))

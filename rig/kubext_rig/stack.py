@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -32,7 +33,14 @@ def _kubectl(info: cluster.ClusterInfo, *args: str, stdin: str | None = None) ->
     return cluster._kubectl(info, *args, stdin=stdin)
 
 
-def _components(info: cluster.ClusterInfo, dist: Path) -> list[cluster.Component]:
+def _command(dist: Path | None, service: str) -> list[str]:
+    """The service's pex in ``dist``, or (``dist`` None) its package run by this interpreter."""
+    if dist is None:
+        return [sys.executable, "-m", service.replace("-", "_")]
+    return [str(dist / f"{service}.pex")]
+
+
+def _components(info: cluster.ClusterInfo, dist: Path | None) -> list[cluster.Component]:
     configs = info.root / "services"
     configs.mkdir(exist_ok=True)
     webhooks = {
@@ -59,19 +67,21 @@ def _components(info: cluster.ClusterInfo, dist: Path) -> list[cluster.Component
     return [
         cluster.Component(
             "kubext-webhooks",
-            [str(dist / "kubext-webhooks.pex"), "--config", str(configs / "webhooks.yaml")],
+            [*_command(dist, "kubext-webhooks"), "--config", str(configs / "webhooks.yaml")],
             f"http://127.0.0.1:{WEBHOOKS_HEALTH_PORT}/readyz",
         ),
         cluster.Component(
             "kubext-operator",
-            [str(dist / "kubext-operator.pex"), "--config", str(configs / "operator.yaml")],
+            [*_command(dist, "kubext-operator"), "--config", str(configs / "operator.yaml")],
             f"http://127.0.0.1:{OPERATOR_HEALTH_PORT}/healthz",
         ),
     ]
 
 
-def up(info: cluster.ClusterInfo, *, dist: Path, samples: bool = True) -> None:
-    """Install CRDs and admission configuration, start both services, apply the samples."""
+def up(info: cluster.ClusterInfo, *, dist: Path | None, samples: bool = True) -> None:
+    """Install CRDs and admission configuration, start both services, apply the samples.
+
+    ``dist`` holds the services' pexes; None runs them from source (PYTHONPATH must reach them)."""
     repo = _repo()
     url = f"https://127.0.0.1:{WEBHOOKS_PORT}"
     _apply_crds(info, repo / "services/operator/deploy/crds", url)
@@ -121,10 +131,11 @@ def _ensure_volumes(info: cluster.ClusterInfo, count: int = 12) -> None:
     )
 
 
-def _register_webhooks(info: cluster.ClusterInfo, dist: Path, url: str) -> None:
+def _register_webhooks(info: cluster.ClusterInfo, dist: Path | None, url: str) -> None:
     # The service's own generator (PEX_MODULE runs another module of the same pex).
+    argv = _command(dist, "kubext-webhooks.manifests" if dist is None else "kubext-webhooks")
     docs = subprocess.run(
-        [str(dist / "kubext-webhooks.pex"), "--namespace", NAMESPACE, "--url", url],
+        [*argv, "--namespace", NAMESPACE, "--url", url],
         env={**os.environ, "PEX_MODULE": "kubext_webhooks.manifests"},
         capture_output=True,
         text=True,
@@ -132,6 +143,35 @@ def _register_webhooks(info: cluster.ClusterInfo, dist: Path, url: str) -> None:
         timeout=120,
     ).stdout
     _kubectl(info, "apply", "-f", "-", stdin=docs)
+    _wait_ca_bundles(info)
+
+
+def _wait_ca_bundles(info: cluster.ClusterInfo, timeout: float = 60) -> None:
+    """Until the service has injected its CA into every webhook and the CRD conversion: before
+    that the API server cannot call it, and fail-closed webhooks refuse everything."""
+    queries = [
+        (
+            "validatingwebhookconfiguration",
+            "kubext-webhooks",
+            "{.webhooks[*].clientConfig.caBundle}",
+        ),
+        ("mutatingwebhookconfiguration", "kubext-webhooks", "{.webhooks[*].clientConfig.caBundle}"),
+        ("crd", "databases.db.example.com", "{.spec.conversion.webhook.clientConfig.caBundle}"),
+    ]
+    deadline = time.monotonic() + timeout
+    for kind, name, path in queries:
+        count = (
+            1
+            if kind == "crd"
+            else len(
+                _kubectl(info, "get", kind, name, "-o", "jsonpath={.webhooks[*].name}").split()
+            )
+        )
+        while len(_kubectl(info, "get", kind, name, "-o", f"jsonpath={path}").split()) < count:
+            if time.monotonic() > deadline:
+                raise cluster.RigError(f"no caBundle in {kind} {name} after {timeout:.0f} s")
+            time.sleep(0.5)
+    time.sleep(1)  # the API server's webhook informers pick the change up within a moment
 
 
 def _apply_crds(info: cluster.ClusterInfo, directory: Path, url: str) -> None:
