@@ -27,13 +27,13 @@ from kubext_rig import pki, tools
 
 # Every port moves by KUBEXT_RIG_PORT_OFFSET, so a second cluster (a benchmark's) can run beside
 # the shared test cluster with its own KUBEXT_RIG_DIR.
-_OFFSET = int(os.environ.get("KUBEXT_RIG_PORT_OFFSET", "0"))
-ETCD_PORT = 12379 + _OFFSET
-ETCD_PEER_PORT = 12380 + _OFFSET
-APISERVER_PORT = 16443 + _OFFSET
-CONTROLLER_MANAGER_PORT = 17257 + _OFFSET
-SCHEDULER_PORT = 17259 + _OFFSET
-KWOK_PORT = 17247 + _OFFSET
+PORT_OFFSET = int(os.environ.get("KUBEXT_RIG_PORT_OFFSET", "0"))
+ETCD_PORT = 12379 + PORT_OFFSET
+ETCD_PEER_PORT = 12380 + PORT_OFFSET
+APISERVER_PORT = 16443 + PORT_OFFSET
+CONTROLLER_MANAGER_PORT = 17257 + PORT_OFFSET
+SCHEDULER_PORT = 17259 + PORT_OFFSET
+KWOK_PORT = 17247 + PORT_OFFSET
 # A /16: the operator benchmark alone creates a thousand Services.
 SERVICE_CIDR = "10.0.0.0/16"
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
@@ -199,7 +199,7 @@ def _start_time(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
 
 
-def _running_pid(root: Path, name: str) -> int | None:
+def running_pid(root: Path, name: str) -> int | None:
     """The PID we recorded for ``name`` if that very process (not a reused PID) still runs."""
     try:
         pid_text, *started = _pid_file(root, name).read_text().split()
@@ -267,7 +267,7 @@ def wait_healthy(root: Path, comp: Component, timeout: float) -> None:
     while time.monotonic() < deadline:
         if _healthy(root, comp.health):
             return
-        if _running_pid(root, comp.name) is None:
+        if running_pid(root, comp.name) is None:
             tail = (root / "logs" / f"{comp.name}.log").read_text(errors="replace")[-2000:]
             raise RigError(f"{comp.name} exited during start; last log lines:\n{tail}")
         time.sleep(0.3)
@@ -296,7 +296,7 @@ def status(root: Path | None = None) -> dict[str, str]:
     root = root or state_dir()
     out = {}
     for comp in _components(root, "10.244.0.0/16"):
-        if _running_pid(root, comp.name) is None:
+        if running_pid(root, comp.name) is None:
             out[comp.name] = "stopped"
         else:
             out[comp.name] = "healthy" if _healthy(root, comp.health) else "unhealthy"
@@ -376,7 +376,7 @@ def up(*, nodes: int = 3, root: Path | None = None, fresh: bool = False) -> Clus
         return info
 
 
-def _kubectl(info: ClusterInfo, *args: str, stdin: str | None = None) -> str:
+def kubectl(info: ClusterInfo, *args: str, stdin: str | None = None) -> str:
     res = subprocess.run(
         [info.bin("kubectl"), f"--kubeconfig={info.kubeconfig}", *args],
         input=stdin,
@@ -411,7 +411,7 @@ def node_manifest(name: str) -> dict[str, object]:
 
 def ensure_nodes(info: ClusterInfo, count: int, *, timeout: float = 120) -> None:
     """At least ``count`` kwok nodes named kwok-node-<i>, all Ready."""
-    existing = set(_kubectl(info, "get", "nodes", "-o", "name").split())
+    existing = set(kubectl(info, "get", "nodes", "-o", "name").split())
     missing = [f"kwok-node-{i}" for i in range(count) if f"node/kwok-node-{i}" not in existing]
     for start in range(0, len(missing), 200):
         docs = {
@@ -419,10 +419,10 @@ def ensure_nodes(info: ClusterInfo, count: int, *, timeout: float = 120) -> None
             "kind": "List",
             "items": [node_manifest(n) for n in missing[start : start + 200]],
         }
-        _kubectl(info, "create", "-f", "-", stdin=json.dumps(docs))
+        kubectl(info, "create", "-f", "-", stdin=json.dumps(docs))
     deadline = time.monotonic() + timeout
     while True:
-        nodes = json.loads(_kubectl(info, "get", "nodes", "-l", "type=kwok", "-o", "json"))["items"]
+        nodes = json.loads(kubectl(info, "get", "nodes", "-l", "type=kwok", "-o", "json"))["items"]
         ready = sum(
             1
             for n in nodes
@@ -442,7 +442,7 @@ def _wait_default_service_account(info: ClusterInfo, timeout: float = 60) -> Non
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(RigError):
-            _kubectl(info, "get", "serviceaccount", "default", "-n", "default")
+            kubectl(info, "get", "serviceaccount", "default", "-n", "default")
             return
         time.sleep(0.5)
     raise RigError("the default ServiceAccount never appeared (controller-manager not working?)")
@@ -475,13 +475,13 @@ def _down_locked(root: Path, *, wipe: bool) -> None:
         name = pid_path.stem
         if name in names:
             continue
-        pid = _running_pid(root, name)
+        pid = running_pid(root, name)
         if pid is not None:
             _stop_pid(pid, name)
             say(f"stopped {name} (pid {pid})")
         pid_path.unlink(missing_ok=True)
     for comp in reversed(_components(root, "10.244.0.0/16")):
-        pid = _running_pid(root, comp.name)
+        pid = running_pid(root, comp.name)
         if pid is not None:
             _stop_pid(pid, comp.name)
             say(f"stopped {comp.name} (pid {pid})")

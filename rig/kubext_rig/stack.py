@@ -18,19 +18,15 @@ import yaml
 
 from kubext_rig import cluster, tools
 
-WEBHOOKS_PORT = 18443 + cluster._OFFSET
-WEBHOOKS_HEALTH_PORT = 18080 + cluster._OFFSET
-OPERATOR_HEALTH_PORT = 18081 + cluster._OFFSET
+WEBHOOKS_PORT = 18443 + cluster.PORT_OFFSET
+WEBHOOKS_HEALTH_PORT = 18080 + cluster.PORT_OFFSET
+OPERATOR_HEALTH_PORT = 18081 + cluster.PORT_OFFSET
 NAMESPACE = "kubext-system"
 SERVICES = ("kubext-webhooks", "kubext-operator")
 
 
 def _repo() -> Path:
     return tools._repo_rig_dir().parent
-
-
-def _kubectl(info: cluster.ClusterInfo, *args: str, stdin: str | None = None) -> str:
-    return cluster._kubectl(info, *args, stdin=stdin)
 
 
 def _command(dist: Path | None, service: str) -> list[str]:
@@ -85,11 +81,11 @@ def up(info: cluster.ClusterInfo, *, dist: Path | None, samples: bool = True) ->
     repo = _repo()
     url = f"https://127.0.0.1:{WEBHOOKS_PORT}"
     _apply_crds(info, repo / "services/operator/deploy/crds", url)
-    _kubectl(info, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    cluster.kubectl(info, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
-    _kubectl(info, "apply", "-f", "-", stdin=json.dumps(ns))
+    cluster.kubectl(info, "apply", "-f", "-", stdin=json.dumps(ns))
     for comp in _components(info, dist):
-        if cluster._running_pid(info.root, comp.name) is not None:
+        if cluster.running_pid(info.root, comp.name) is not None:
             cluster.say(f"{comp.name} already running")
         else:
             t = time.monotonic()
@@ -101,7 +97,7 @@ def up(info: cluster.ClusterInfo, *, dist: Path | None, samples: bool = True) ->
             _register_webhooks(info, dist, url)
     if samples:
         _ensure_volumes(info)
-        _kubectl(info, "apply", "-f", str(repo / "examples"))
+        cluster.kubectl(info, "apply", "-f", str(repo / "examples"))
         cluster.say("samples applied: kubectl get webapps,databases -A")
 
 
@@ -122,7 +118,7 @@ def _ensure_volumes(info: cluster.ClusterInfo, count: int = 12) -> None:
         }
         for i in range(count)
     ]
-    _kubectl(
+    cluster.kubectl(
         info,
         "apply",
         "-f",
@@ -142,7 +138,7 @@ def _register_webhooks(info: cluster.ClusterInfo, dist: Path | None, url: str) -
         check=True,
         timeout=120,
     ).stdout
-    _kubectl(info, "apply", "-f", "-", stdin=docs)
+    cluster.kubectl(info, "apply", "-f", "-", stdin=docs)
     _wait_ca_bundles(info)
 
 
@@ -164,10 +160,14 @@ def _wait_ca_bundles(info: cluster.ClusterInfo, timeout: float = 60) -> None:
             1
             if kind == "crd"
             else len(
-                _kubectl(info, "get", kind, name, "-o", "jsonpath={.webhooks[*].name}").split()
+                cluster.kubectl(
+                    info, "get", kind, name, "-o", "jsonpath={.webhooks[*].name}"
+                ).split()
             )
         )
-        while len(_kubectl(info, "get", kind, name, "-o", f"jsonpath={path}").split()) < count:
+        while (
+            len(cluster.kubectl(info, "get", kind, name, "-o", f"jsonpath={path}").split()) < count
+        ):
             if time.monotonic() > deadline:
                 raise cluster.RigError(f"no caBundle in {kind} {name} after {timeout:.0f} s")
             time.sleep(0.5)
@@ -182,7 +182,7 @@ def _apply_crds(info: cluster.ClusterInfo, directory: Path, url: str) -> None:
         webhook = crd["spec"].get("conversion", {}).get("webhook")
         if webhook:
             webhook["clientConfig"] = {"url": f"{url}/convert"}
-    _kubectl(
+    cluster.kubectl(
         info,
         "apply",
         "--server-side",
@@ -197,10 +197,10 @@ def _apply_crds(info: cluster.ClusterInfo, directory: Path, url: str) -> None:
 def down(info: cluster.ClusterInfo) -> None:
     """Unregister the admission webhooks before their server stops: fail-closed configurations
     left pointing at a dead port would block every pod on a cluster that keeps its data."""
-    if cluster._running_pid(info.root, "kube-apiserver") is None:
+    if cluster.running_pid(info.root, "kube-apiserver") is None:
         return
     for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
         try:
-            _kubectl(info, "delete", kind, "kubext-webhooks", "--ignore-not-found")
+            cluster.kubectl(info, "delete", kind, "kubext-webhooks", "--ignore-not-found")
         except cluster.RigError as exc:
             cluster.say(f"could not delete {kind} kubext-webhooks: {exc}")

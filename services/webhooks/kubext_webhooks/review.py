@@ -142,17 +142,25 @@ def _opt_dict(req: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return value
 
 
-def parse_admission(data: dict[str, Any]) -> AdmissionRequest:
-    """Check the AdmissionReview envelope and extract its request."""
-    api_version = _envelope(data, kind="AdmissionReview", versions=ADMISSION_VERSIONS)
+def _request(
+    data: dict[str, Any], *, kind: str, versions: tuple[str, ...]
+) -> tuple[str, dict[str, Any], str]:
+    """The envelope's apiVersion, its ``request`` object and that request's non-empty uid."""
+    api_version = _envelope(data, kind=kind, versions=versions)
     req = data.get("request")
     if req is None:
-        raise BadRequest(400, "AdmissionReview has no request")
+        raise BadRequest(400, f"{kind} has no request")
     if not isinstance(req, dict):
-        raise BadRequest(400, f"AdmissionReview request must be an object, got {_json_type(req)}")
+        raise BadRequest(400, f"{kind} request must be an object, got {_json_type(req)}")
     uid = req.get("uid")
     if not isinstance(uid, str) or not uid:
-        raise BadRequest(400, "AdmissionReview request.uid must be a non-empty string")
+        raise BadRequest(400, f"{kind} request.uid must be a non-empty string")
+    return api_version, req, uid
+
+
+def parse_admission(data: dict[str, Any]) -> AdmissionRequest:
+    """Check the AdmissionReview envelope and extract its request."""
+    api_version, req, uid = _request(data, kind="AdmissionReview", versions=ADMISSION_VERSIONS)
     kind = _opt_dict(req, "kind", "request")
     for key in ("group", "version", "kind"):
         _opt_str(kind, key, "request.kind")
@@ -205,15 +213,7 @@ class ConversionRequest:
 
 def parse_conversion(data: dict[str, Any]) -> ConversionRequest:
     """Check the ConversionReview envelope and extract its request."""
-    api_version = _envelope(data, kind="ConversionReview", versions=CONVERSION_VERSIONS)
-    req = data.get("request")
-    if req is None:
-        raise BadRequest(400, "ConversionReview has no request")
-    if not isinstance(req, dict):
-        raise BadRequest(400, f"ConversionReview request must be an object, got {_json_type(req)}")
-    uid = req.get("uid")
-    if not isinstance(uid, str) or not uid:
-        raise BadRequest(400, "ConversionReview request.uid must be a non-empty string")
+    api_version, req, uid = _request(data, kind="ConversionReview", versions=CONVERSION_VERSIONS)
     desired = req.get("desiredAPIVersion")
     if not isinstance(desired, str) or not desired:
         raise BadRequest(
