@@ -126,6 +126,16 @@ def test_rbac_denies_an_unprivileged_service_account(
     assert exc.value.status == 403
 
 
+def test_components_run_with_the_rigs_go_collector_setting(
+    kube_cluster: cluster.ClusterInfo,
+) -> None:
+    for name in ("etcd", "kube-apiserver", "kube-controller-manager"):
+        pid = cluster.running_pid(kube_cluster.root, name)
+        assert pid is not None, name
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert f"GOGC={cluster.component_env()['GOGC']}".encode() in environ, name
+
+
 def test_up_twice_is_safe(kube_cluster: cluster.ClusterInfo) -> None:
     again = cluster.up(nodes=3)
     assert again.kubeconfig == kube_cluster.kubeconfig

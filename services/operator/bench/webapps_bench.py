@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -74,6 +75,21 @@ def count_ready(custom: client.CustomObjectsApi) -> tuple[int, int]:
     return ready, len(items)
 
 
+def ready_latencies(custom: client.CustomObjectsApi) -> list[float]:
+    """Seconds from each WebApp's creation to its Ready condition (1 s timestamp resolution)."""
+    out = []
+    for item in custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]:
+        born = _stamp(item["metadata"]["creationTimestamp"])
+        for cond in (item.get("status") or {}).get("conditions", []):
+            if cond["type"] == "Ready" and cond["status"] == "True":
+                out.append(_stamp(cond["lastTransitionTime"]) - born)
+    return sorted(out)
+
+
+def _stamp(text: str) -> float:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 def writes(op: Operator) -> tuple[float, float]:
     """(writes to objects, Events posted), Lease renewals excluded."""
     objects = events = 0.0
@@ -85,6 +101,17 @@ def writes(op: Operator) -> tuple[float, float]:
         else:
             objects += value
     return objects, events
+
+
+def writes_by_kind(op: Operator) -> str:
+    """Writes by resource and verb, for seeing where the per-WebApp count goes."""
+    parts = []
+    for key, value in sorted(op.metrics().items()):
+        if key.startswith("kubext_operator_api_writes_total{") and value:
+            labels = dict(p.split("=", 1) for p in key[key.index("{") + 1 : -1].split(","))
+            resource, verb = labels["resource"].strip('"'), labels["verb"].strip('"')
+            parts.append(f"{resource} {verb} {value:.0f}")
+    return ", ".join(parts)
 
 
 def services_written(op: Operator) -> float:
@@ -174,6 +201,11 @@ def main() -> int:
         objects, events = writes(op)
         rss_1000 = rss_mb(op)
         print(f"created {args.count} WebApps in {created_s:.1f} s; all Ready after {ready_s:.1f} s")
+        each = ready_latencies(custom)
+        print(
+            f"each WebApp from creation to Ready: p50 {each[len(each) // 2]:.0f} s, "
+            f"p90 {each[len(each) * 9 // 10]:.0f} s, max {each[-1]:.0f} s"
+        )
         samples = op.metrics()
         labels = f'{{host="{host(info)}",verb="PATCH"}}'
         latency = samples[f"rest_client_request_duration_seconds_sum{labels}"]
@@ -188,6 +220,7 @@ def main() -> int:
             f"writes per new WebApp: {objects / args.count:.2f} to objects "
             f"(+{events / args.count:.2f} Events)"
         )
+        print(f"  by resource and verb: {writes_by_kind(op)}")
         print(f"operator RSS with {args.count} WebApps: {rss_1000:.0f} MB")
     finally:
         op.stop()

@@ -232,6 +232,7 @@ async def run(cfg: config.Config, *, ready: threading.Event, stop: asyncio.Event
         for task in background:
             task.cancel()
         await work.stop()
+        await reconcile.events.drain(timeout=5.0)
         if elector is not None:
             with contextlib.suppress(Exception):
                 await elector.release()

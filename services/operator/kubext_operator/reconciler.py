@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import logging
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ import pydantic
 from kubext.crds import database as db_crd
 from kubext.crds import webapp as wa_crd
 from kubext_operator import kube, store, views
+from kubext_operator.events import EventRecorder
 from kubext_operator.planning import common, engines
 from kubext_operator.planning import database as db_plan
 from kubext_operator.planning import webapp as wa_plan
@@ -58,15 +60,22 @@ class Reconciler:
         status_settle: float = 5.0,
         now: Callable[[], str] = utc_now,
         password: Callable[[], str] = lambda: secrets.token_urlsafe(24),
+        events: EventRecorder | None = None,
     ) -> None:
         self.api, self.cache = api, cache
         self.webapp_defaults, self.database_settings = webapp_defaults, database_settings
         self.identity, self.now, self.password = identity, now, password
         self.status_settle = status_settle
+        self.events = events or EventRecorder(
+            api, identity=identity, api_versions=API_VERSIONS, now=now
+        )
         # What this process wrote last, which the watch cache may not show yet.
         self._applied: dict[store.Key, tuple[str, int]] = {}
         self._status: dict[str, dict[str, Any]] = {}
         self._finalizer_added: set[str] = set()
+        # When this process created a new WebApp's Deployment (monotonic): its first status
+        # waits for the rollout from then, not from the WebApp's creation (see _webapp_body).
+        self._rollout_started: dict[str, float] = {}
         self._cleaned: set[str] = set()
 
     # -- cache notifications -------------------------------------------------------------
@@ -79,6 +88,7 @@ class Reconciler:
         self._status.pop(uid, None)
         self._finalizer_added.discard(uid)
         self._cleaned.discard(uid)
+        self._rollout_started.pop(uid, None)
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -118,7 +128,7 @@ class Reconciler:
                 owner=owner, problem=problem, previous=previous, now=self.now()
             )
             if await self._write_status(view, new, previous):
-                await self.event(view, "Warning", "InvalidSpec", problem)
+                self.event(view, "Warning", "InvalidSpec", problem)
             return Result()
         desired = wa_plan.plan_children(owner, spec, self.webapp_defaults)
         if not await self._children_are_ours(view, desired):
@@ -135,13 +145,15 @@ class Reconciler:
                 reason="ApplyFailed",
             )
             if await self._write_status(view, failed, previous):
-                await self.event(view, "Warning", "ApplyFailed", exc.message)
+                self.event(view, "Warning", "ApplyFailed", exc.message)
             if exc.invalid:
                 return Result()
             raise
+        if f"created Deployment {view.name}" in changes:
+            self._rollout_started[view.uid] = time.monotonic()
         if changes:
             summary = f"replicas {spec.replicas}, image {spec.image}"
-            await self.event(view, "Normal", _reason(changes), f"{'; '.join(changes)} ({summary})")
+            self.event(view, "Normal", _reason(changes), f"{'; '.join(changes)} ({summary})")
         deployment = self.cache.child(("Deployment", view.namespace, view.name))
         new = wa_plan.status(
             owner=owner,
@@ -153,11 +165,16 @@ class Reconciler:
         )
         if new["phase"] == "Pending" and not previous.get("phase"):
             # A new WebApp's first status waits until it is Ready or has settled: one status
-            # write instead of Pending-then-Running for WebApps that come up quickly.
-            wait = self.status_settle - _age(view.created)
+            # write instead of Pending-then-Running for WebApps that come up quickly. The wait
+            # runs from the Deployment's creation when this process made it: time spent in the
+            # operator's queue during a burst says nothing about whether the rollout is slow.
+            started = self._rollout_started.get(view.uid)
+            waited = time.monotonic() - started if started is not None else _age(view.created)
+            wait = self.status_settle - waited
             if wait > 0:
                 return Result(requeue_after=min(wait, self.status_settle))
-        await self._write_status(view, new, previous)
+        if await self._write_status(view, new, previous):
+            self._rollout_started.pop(view.uid, None)
         return Result()
 
     async def _cleanup_webapp(self, view: views.OwnerView) -> None:
@@ -165,7 +182,7 @@ class Reconciler:
         # a WebApp re-created under the same name does not meet its predecessor's Deployment.
         for kind in ("Deployment", "Service"):
             await self.api.delete(kind, view.namespace, view.name)
-        await self.event(view, "Normal", "Deleted", f"deleted Deployment and Service {view.name}")
+        self.event(view, "Normal", "Deleted", f"deleted Deployment and Service {view.name}")
 
     # -- Database --------------------------------------------------------------------------
 
@@ -196,7 +213,7 @@ class Reconciler:
         changes += await self._prune(view, desired, db_plan.PRUNABLE_KINDS)
         if changes:
             summary = f"{spec.type} {spec.version}, {spec.replicas} replica(s)"
-            await self.event(view, "Normal", _reason(changes), f"{'; '.join(changes)} ({summary})")
+            self.event(view, "Normal", _reason(changes), f"{'; '.join(changes)} ({summary})")
         await self._label_pods(view)
         sts = self.cache.child(("StatefulSet", view.namespace, view.name))
         cron = self.cache.child(("CronJob", view.namespace, f"{view.name}-backup"))
@@ -222,7 +239,7 @@ class Reconciler:
         )
         await self._write_status(view, new, previous)
         if previous.get("phase") != new["phase"] and new["phase"] in ("Running", "Updating"):
-            await self.event(view, "Normal", new["phase"], f"phase {new['phase']}")
+            self.event(view, "Normal", new["phase"], f"phase {new['phase']}")
         return Result(requeue_after=_until(new.get("backupStatus", {}).get("nextBackup")))
 
     async def _database_failed(
@@ -236,7 +253,7 @@ class Reconciler:
             now=self.now(),
         )
         if await self._write_status(view, new, previous):
-            await self.event(view, "Warning", reason, problem)
+            self.event(view, "Warning", reason, problem)
         return Result()
 
     async def _label_pods(self, view: views.OwnerView) -> None:
@@ -286,7 +303,7 @@ class Reconciler:
                     "PersistentVolumeClaim", view.namespace, claim["metadata"]["name"]
                 )
             message = "deletionPolicy Delete: deleting volumes, backups and credentials"
-        await self.event(view, "Normal", "Deleting", message)
+        self.event(view, "Normal", "Deleting", message)
 
     # -- shared steps ----------------------------------------------------------------------
 
@@ -452,34 +469,9 @@ class Reconciler:
             names = list(fresh["metadata"].get("finalizers") or [])
             version = fresh["metadata"]["resourceVersion"]
 
-    async def event(self, view: views.OwnerView, type_: str, reason: str, message: str) -> None:
-        """Record a core/v1 Event on the object; failing to record one never fails a reconcile."""
-        now = self.now()
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{view.name}.", "namespace": view.namespace},
-            "involvedObject": {
-                "apiVersion": API_VERSIONS[view.kind],
-                "kind": view.kind,
-                "name": view.name,
-                "namespace": view.namespace,
-                "uid": view.uid,
-            },
-            "type": type_,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": common.FIELD_MANAGER},
-            "reportingComponent": common.FIELD_MANAGER,
-            "reportingInstance": self.identity,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        try:
-            await self.api.create(body)
-        except kube.ApiError as exc:
-            log.warning("event not recorded", extra={"reason": reason, "error": str(exc)})
+    def event(self, view: views.OwnerView, type_: str, reason: str, message: str) -> None:
+        """Record a core/v1 Event on the object, in the background (see :mod:`events`)."""
+        self.events.record(view, type_, reason, message)
 
 
 def _reason(changes: list[str]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from typing import Any
 
 import pytest
@@ -104,7 +105,15 @@ def _observe(api: FakeApi, cache: store.Store, *, ready: int) -> None:
 
 
 def run(coro):
-    return asyncio.run(coro)
+    """Reconcile, then let the Events posted in the background land before the calls are read."""
+
+    async def reconcile_and_drain():
+        result = await coro
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        await asyncio.gather(*others)
+        return result
+
+    return asyncio.run(reconcile_and_drain())
 
 
 KEY = ("WebApp", "ns", "shop")
@@ -112,22 +121,50 @@ KEY = ("WebApp", "ns", "shop")
 
 def test_new_webapp_four_writes_then_nothing() -> None:
     api, cache, rec = _setup(_webapp())
-    run(rec.reconcile(KEY))
+    result = run(rec.reconcile(KEY))
     assert sorted(api.writes()) == [  # the finalizer and the children go out concurrently
         ("apply", "Deployment", "shop"),
         ("apply", "Service", "shop"),
         ("create", "Event", ""),
         ("patch", "WebApp", "shop"),  # finalizer
-        ("patch/status", "WebApp", "shop"),  # settled long ago: Pending is written at once
     ]
+    # The Deployment was just created: the first status waits for its rollout, even though the
+    # WebApp itself is old (it waited in the queue, or the operator was down).
+    assert result.requeue_after is not None and 0 < result.requeue_after <= 5
     _observe(api, cache, ready=2)
     api.calls.clear()
     run(rec.reconcile(KEY))
-    assert api.writes() == [("patch/status", "WebApp", "shop")]  # Running
+    assert api.writes() == [("patch/status", "WebApp", "shop")]  # straight to Running
     assert api.bodies[("WebApp/status", "shop")]["status"]["phase"] == "Running"
     api.calls.clear()
     run(rec.reconcile(KEY))
     assert api.writes() == []
+
+
+def test_a_slow_rollout_gets_pending_once_settled() -> None:
+    api, cache, rec = _setup(_webapp())
+    rec.status_settle = 0.2
+    run(rec.reconcile(KEY))
+    _observe(api, cache, ready=0)
+    api.calls.clear()
+    run(rec.reconcile(KEY))
+    assert api.writes() == []  # still within the settle time
+    time.sleep(0.25)
+    run(rec.reconcile(KEY))
+    assert api.writes() == [("patch/status", "WebApp", "shop")]
+    assert api.bodies[("WebApp/status", "shop")]["status"]["phase"] == "Pending"
+
+
+def test_children_made_by_a_predecessor_settle_from_the_webapps_age() -> None:
+    made, _cache, predecessor = _setup(_webapp())  # the WebApp dates from 2020
+    run(predecessor.reconcile(KEY))
+    api, cache, restarted = _setup(_webapp(finalizers=[wa_plan.FINALIZER]))
+    api.bodies = made.bodies
+    _observe(api, cache, ready=0)  # the restarted process finds the children in its cache
+    api.calls.clear()
+    run(restarted.reconcile(KEY))
+    assert api.writes() == [("patch/status", "WebApp", "shop")]  # no reason to wait
+    assert api.bodies[("WebApp/status", "shop")]["status"]["phase"] == "Pending"
 
 
 def test_a_fresh_webapp_waits_to_settle_before_writing_pending() -> None:

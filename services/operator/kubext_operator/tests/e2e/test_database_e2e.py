@@ -209,13 +209,17 @@ def test_database_update_and_scale(
     wait_for("Running on 15.6", _running(custom, namespace, name), timeout=120)
     sts = apps.read_namespaced_stateful_set(name, namespace)
     assert sts.spec.template.spec.containers[0].image == "postgres:15.6"
-    reasons = [
-        e.reason
-        for e in core.list_namespaced_event(
-            namespace, field_selector=f"involvedObject.uid={uid}"
-        ).items
-    ]
-    assert "Updating" in reasons and reasons.count("Running") >= 2
+
+    def reasons() -> list[str]:
+        events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.uid={uid}")
+        return [e.reason for e in events.items]
+
+    # Events are posted in the background (like client-go's recorder): wait for them to land.
+    wait_for(
+        "Updating and a second Running event",
+        lambda: "Updating" in reasons() and reasons().count("Running") >= 2,
+        timeout=10,
+    )
 
     kubectl("scale", f"db/{name}", "--replicas=2")
     wait_for("Running with 2 replicas", _running(custom, namespace, name, replicas=2), timeout=120)

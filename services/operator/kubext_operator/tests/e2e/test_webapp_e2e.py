@@ -67,10 +67,14 @@ def test_webapp_lifecycle(
     assert all(
         p.spec.node_name.startswith("kwok-node-") and p.status.phase == "Running" for p in pods
     )
-    events = core.list_namespaced_event(
-        namespace, field_selector=f"involvedObject.uid={uid},reason=Created"
-    ).items
-    assert events and "Deployment shop" in events[0].message
+    events = wait_for(  # posted in the background, like client-go's event recorder
+        "a Created event",
+        lambda: core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.uid={uid},reason=Created"
+        ).items,
+        timeout=10,
+    )
+    assert "Deployment shop" in events[0].message
 
     # Nothing changed: touching the object's metadata causes a reconcile but no write.
     before = operator.writes()
