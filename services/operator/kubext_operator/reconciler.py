@@ -149,7 +149,7 @@ class Reconciler:
             if exc.invalid:
                 return Result()
             raise
-        if f"created Deployment {view.name}" in changes:
+        if _change("created", "Deployment", view.name) in changes:
             self._rollout_started[view.uid] = time.monotonic()
         if changes:
             summary = f"replicas {spec.replicas}, image {spec.image}"
@@ -382,7 +382,7 @@ class Reconciler:
                 "verb": verb or "kept",
             },
         )
-        return f"{verb} {want.kind} {want.name}" if verb else ""
+        return _change(verb, want.kind, want.name) if verb else ""
 
     async def _prune(
         self, view: views.OwnerView, desired: list[common.Desired], kinds: tuple[str, ...]
@@ -394,7 +394,7 @@ class Reconciler:
             if unwanted and child.owner_uid == view.uid:
                 await self.api.delete(child.kind, view.namespace, child.name)
                 self.forget_child((child.kind, child.namespace, child.name))
-                removed.append(f"deleted {child.kind} {child.name}")
+                removed.append(_change("deleted", child.kind, child.name))
         return removed
 
     async def _write_status(
@@ -472,6 +472,11 @@ class Reconciler:
     def event(self, view: views.OwnerView, type_: str, reason: str, message: str) -> None:
         """Record a core/v1 Event on the object, in the background (see :mod:`events`)."""
         self.events.record(view, type_, reason, message)
+
+
+def _change(verb: str, kind: str, name: str) -> str:
+    """One entry of a reconcile's changes, as the event message lists them."""
+    return f"{verb} {kind} {name}"
 
 
 def _reason(changes: list[str]) -> str:
