@@ -27,7 +27,6 @@ from kubext_rig import pki, tools
 
 # Every port moves by KUBEXT_RIG_PORT_OFFSET, so a second cluster (a benchmark's) can run beside
 # the shared test cluster with its own KUBEXT_RIG_DIR.
-GOGC = "400"
 PORT_OFFSET = int(os.environ.get("KUBEXT_RIG_PORT_OFFSET", "0"))
 ETCD_PORT = 12379 + PORT_OFFSET
 ETCD_PEER_PORT = 12380 + PORT_OFFSET
@@ -252,7 +251,7 @@ def component_env() -> dict[str, str]:
     """The components' environment. A test cluster trades memory for CPU: Go's collector at
     GOGC=100 costs the API server and etcd a large share of their CPU under write bursts, and
     the 2 cores are what bounds them (KUBEXT_RIG_GOGC overrides; "100" is Go's default)."""
-    return {**os.environ, "GOGC": os.environ.get("KUBEXT_RIG_GOGC", GOGC)}
+    return {**os.environ, "GOGC": os.environ.get("KUBEXT_RIG_GOGC", "400")}
 
 
 def start_process(root: Path, comp: Component) -> int:

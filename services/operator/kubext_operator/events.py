@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from kubext_operator import kube, views
+from kubext_operator import views
 from kubext_operator.planning import common
 
 log = logging.getLogger("kubext_operator.events")
@@ -80,13 +80,10 @@ class EventRecorder:
         async with self._slots:
             try:
                 await self.api.create(body)
-            except kube.ApiError as exc:
+            except Exception as exc:  # refused or unreachable: logged, never a task error
                 log.warning(
-                    "event not recorded", extra={"reason": body["reason"], "error": str(exc)}
-                )
-            except Exception as exc:  # a dropped connection must not surface as a task error
-                log.warning(
-                    "event not recorded", extra={"reason": body["reason"], "error": repr(exc)}
+                    "event not recorded",
+                    extra={"reason": body["reason"], "error": f"{type(exc).__name__}: {exc}"},
                 )
 
     async def drain(self, timeout: float | None = None) -> None:
