@@ -53,6 +53,7 @@ CASES = {
             Access("patch", "databases", "db.example.com", "status", namespace="default"),
             Access("update", "webapps", "example.com", "finalizers", namespace="default"),
             Access("create", "cronjobs", "batch", namespace="default"),
+            Access("delete", "jobs", "batch", namespace="default"),
             Access("patch", "pods", namespace="default"),
             Access("update", "leases", "coordination.k8s.io", name="{rel}-operator"),
         ],

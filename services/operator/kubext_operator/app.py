@@ -39,6 +39,7 @@ CHILD_SELECTORS = {
     "Deployment": MANAGED,
     "StatefulSet": MANAGED,
     "CronJob": MANAGED,
+    "Job": MANAGED,  # backup and restore requests; the CronJob's own Jobs carry no such label
     "Service": MANAGED,
     "Secret": MANAGED,
     "PersistentVolumeClaim": MANAGED,

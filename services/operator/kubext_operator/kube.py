@@ -46,6 +46,7 @@ KINDS: dict[str, Kind] = {
     "Deployment": Kind("apps", "v1", "deployments"),
     "StatefulSet": Kind("apps", "v1", "statefulsets"),
     "CronJob": Kind("batch", "v1", "cronjobs"),
+    "Job": Kind("batch", "v1", "jobs"),
     "Service": Kind("", "v1", "services"),
     "Secret": Kind("", "v1", "secrets"),
     "PersistentVolumeClaim": Kind("", "v1", "persistentvolumeclaims"),

@@ -199,8 +199,9 @@ class Reconciler:
             problem = _problem(exc)
         if problem:
             return await self._database_failed(view, "InvalidSpec", problem, previous)
+        reqs = db_plan.requests(view.name, spec, view.requests)
         desired = db_plan.plan_children(
-            owner, spec, self.database_settings, password=self.password()
+            owner, spec, self.database_settings, password=self.password(), reqs=reqs
         )
         if not await self._children_are_ours(view, desired):
             return Result(requeue_after=2.0)
@@ -226,6 +227,12 @@ class Reconciler:
             previous=previous,
             created=view.created,
             now=self.now(),
+            reqs=reqs,
+            jobs={
+                req.job_name: job.facts
+                for req in reqs
+                if (job := self.cache.child(("Job", view.namespace, req.job_name)))
+            },
         )
         log.debug(
             "database observed",
@@ -240,6 +247,15 @@ class Reconciler:
         await self._write_status(view, new, previous)
         if previous.get("phase") != new["phase"] and new["phase"] in ("Running", "Updating"):
             self.event(view, "Normal", new["phase"], f"phase {new['phase']}")
+        for req in reqs:  # a request's outcome, once
+            outcome = _condition(new, req.condition)
+            if outcome.get("status") in ("True", "False") and outcome != _condition(
+                previous, req.condition
+            ):
+                type_ = "Normal" if outcome["status"] == "True" else "Warning"
+                self.event(
+                    view, type_, f"{req.action.title()}{outcome['reason']}", outcome["message"]
+                )
         return Result(requeue_after=_until(new.get("backupStatus", {}).get("nextBackup")))
 
     async def _database_failed(
@@ -472,6 +488,14 @@ class Reconciler:
     def event(self, view: views.OwnerView, type_: str, reason: str, message: str) -> None:
         """Record a core/v1 Event on the object, in the background (see :mod:`events`)."""
         self.events.record(view, type_, reason, message)
+
+
+def _condition(status: Mapping[str, Any], type_: str) -> dict[str, Any]:
+    """The condition's status, reason and message (not its timestamps), or {}."""
+    for cond in status.get("conditions") or ():
+        if cond.get("type") == type_:
+            return {k: cond.get(k) for k in ("status", "reason", "message")}
+    return {}
 
 
 def _change(verb: str, kind: str, name: str) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubext_operator.planning import common
+from kubext_operator.planning import database as db_plan
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -28,6 +29,8 @@ class OwnerView:
     spec: Mapping[str, Any]
     status: Mapping[str, Any]
     created: str
+    requests: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """The Database's backup/restore request annotations (the only annotations kept)."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -65,6 +68,11 @@ def owner_view(kind: str, body: Mapping[str, Any]) -> OwnerView:
         spec=dict(body.get("spec") or {}),
         status=dict(body.get("status") or {}),
         created=str(meta.get("creationTimestamp", "")),
+        requests={
+            k: str(v)
+            for k, v in (meta.get("annotations") or {}).items()
+            if k in db_plan.REQUEST_ANNOTATIONS
+        },
     )
 
 
@@ -107,14 +115,20 @@ def _facts(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
             "last_success": status.get("lastSuccessfulTime"),
             "active": len(status.get("active") or ()),
         }
+    if kind == "Job":
+        finished = {
+            c.get("type"): c for c in status.get("conditions") or () if c.get("status") == "True"
+        }
+        failed = finished.get("Failed")
+        return {
+            "succeeded": "Complete" in finished,
+            "failed": str(failed.get("reason") or "Failed") if failed else None,
+            "completed": status.get("completionTime"),
+        }
     if kind == "Pod":
         labels = meta.get("labels") or {}
-        return {"role": labels.get(ROLE_LABEL)}
+        return {"role": labels.get(db_plan.ROLE_LABEL)}
     return {}
-
-
-ROLE_LABEL = "db.example.com/role"
-"""primary on a Database's ordinal-0 pod, replica on the others (the -rw/-ro Services select it)."""
 
 
 def child_view(kind: str, body: Mapping[str, Any]) -> ChildView:

@@ -1,8 +1,12 @@
-"""The backup Job's script: one gzip'd logical dump per run, then prune to the newest N."""
+"""The Jobs' scripts: a backup writes one gzip'd logical dump and prunes to the newest N; a
+restore loads one dump (a named one, or the newest) into the primary."""
 
 from __future__ import annotations
 
 BACKUP_DIR = "/backup"
+LATEST = "latest"
+DUMP_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*\.dump\.gz"
+"""A dump's file name in the backup volume, as a restore request may name it (no paths)."""
 
 _SCRIPT = """\
 set -euo pipefail
@@ -22,3 +26,26 @@ def script(dump: str) -> str:
     RETENTION; a failed dump leaves no file behind (pipefail, then the .partial is removed on
     the next run), and pruning counts only complete dumps (names sort by their UTC time)."""
     return _SCRIPT.format(dump=dump)
+
+
+_RESTORE = """\
+set -euo pipefail
+if [ "$RESTORE_FROM" = {latest} ]; then
+  file=$(ls -1 "$BACKUP_DIR"/"$DB_NAME"-*.dump.gz 2>/dev/null | sort -r | head -n 1 || true)
+else
+  file="$BACKUP_DIR/$RESTORE_FROM"
+fi
+if [ -z "$file" ] || [ ! -f "$file" ]; then
+  echo "restore: no dump $RESTORE_FROM in $BACKUP_DIR" >&2
+  exit 1
+fi
+gunzip -c "$file" | {restore}
+echo "restore: loaded $file"
+"""
+
+
+def restore_script(restore: str) -> str:
+    """Bash run by a restore Job. Reads RESTORE_FROM (a dump's file name, or ``latest`` for the
+    newest complete dump of DB_NAME), BACKUP_DIR and the DB_* variables; fails, loading
+    nothing, when the dump is not there or is not a valid gzip stream."""
+    return _RESTORE.format(latest=LATEST, restore=restore)

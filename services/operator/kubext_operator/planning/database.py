@@ -5,15 +5,19 @@ Children, for a Database named N:
 - StatefulSet ``N`` with a ``data`` volumeClaimTemplate per replica; ordinal 0 is the primary.
 - Services ``N-headless`` (governing), ``N-rw`` (the primary pod), ``N-ro`` (the replicas; the
   primary when there is only one instance).
-- When backups are on: PVC ``N-backup`` (created once) and CronJob ``N-backup``.
+- When backups are on: PVC ``N-backup`` (created once) and CronJob ``N-backup``; and, on
+  request by annotation, a Job ``N-backup-<hash>`` (a backup now) or ``N-restore-<hash>``
+  (load a dump from the backup volume into the primary). Changing or removing the annotation
+  deletes that Job; the dumps stay.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import croniter
@@ -26,8 +30,17 @@ FINALIZER = "database.db.example.com/finalizer"
 DATA_VOLUME = "data"
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 ROLE_LABEL = "db.example.com/role"
+"""primary on a Database's ordinal-0 pod, replica on the others (the -rw/-ro Services select it)."""
 # Children a changed spec may make unnecessary; volumes and credentials are never pruned.
-PRUNABLE_KINDS = ("StatefulSet", "Service", "CronJob")
+PRUNABLE_KINDS = ("StatefulSet", "Service", "CronJob", "Job")
+BACKUP_NOW = "db.example.com/backup-now"
+"""Annotation: any new value asks for one backup now (e.g. ``kubectl annotate --overwrite``)."""
+RESTORE_FROM = "db.example.com/restore-from"
+"""Annotation: a dump's file name in the backup volume, or ``latest``: load it into the primary."""
+REQUEST_ANNOTATIONS = (BACKUP_NOW, RESTORE_FROM)
+JOB_APP = "database-job"
+"""The name label of backup and restore pods: the Database's Services and its scale selector
+(``app.kubernetes.io/name=database``) must not count them as database instances."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -169,6 +182,58 @@ def services(owner: common.Owner, spec: database.DatabaseSpec) -> list[common.De
     ]
 
 
+def _backup_env(name: str, spec: database.DatabaseSpec) -> list[dict[str, Any]]:
+    secret = secret_name(name)
+    retention = spec.backup.retention if spec.backup else 0
+    return [
+        {"name": "DB_HOST", "value": f"{name}-rw"},
+        {"name": "DB_NAME", "value": name},
+        {"name": "DB_USER", "valueFrom": {"secretKeyRef": {"name": secret, "key": "username"}}},
+        {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}},
+        {"name": "BACKUP_DIR", "value": backup.BACKUP_DIR},
+        {"name": "RETENTION", "value": str(retention)},
+    ]
+
+
+def _job_pod(
+    owner: common.Owner,
+    spec: database.DatabaseSpec,
+    settings: Settings,
+    *,
+    component: str,
+    script: str,
+    restart: str = "OnFailure",
+    env: tuple[dict[str, Any], ...] = (),
+) -> dict[str, Any]:
+    """The pod of a backup or restore Job: the engine's image (its client tools), the
+    credentials, and the backup volume."""
+    name = owner.name
+    labels = common.labels(app=JOB_APP, instance=name, component=component)
+    engine = engines.ENGINES[spec.type]
+    return {
+        "metadata": {
+            "labels": common.pod_labels(
+                labels, app=name, version=spec.version, extra=settings.pod_labels
+            )
+        },
+        "spec": {
+            "restartPolicy": restart,
+            "containers": [
+                {
+                    "name": component,
+                    "image": engine.image(spec.version, registry=settings.registry),
+                    "command": ["bash", "-c", script],
+                    "env": [*_backup_env(name, spec), *env],
+                    "volumeMounts": [{"name": "backup", "mountPath": backup.BACKUP_DIR}],
+                }
+            ],
+            "volumes": [
+                {"name": "backup", "persistentVolumeClaim": {"claimName": f"{name}-backup"}}
+            ],
+        },
+    }
+
+
 def backup_children(
     owner: common.Owner, spec: database.DatabaseSpec, settings: Settings
 ) -> list[common.Desired]:
@@ -192,37 +257,7 @@ def backup_children(
         body={"spec": claim},
         create_only=True,
     )
-    secret = secret_name(name)
-    env = [
-        {"name": "DB_HOST", "value": f"{name}-rw"},
-        {"name": "DB_NAME", "value": name},
-        {"name": "DB_USER", "valueFrom": {"secretKeyRef": {"name": secret, "key": "username"}}},
-        {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}},
-        {"name": "BACKUP_DIR", "value": backup.BACKUP_DIR},
-        {"name": "RETENTION", "value": str(spec.backup.retention)},
-    ]
-    job_pod = {
-        "metadata": {
-            "labels": common.pod_labels(
-                labels, app=name, version=spec.version, extra=settings.pod_labels
-            )
-        },
-        "spec": {
-            "restartPolicy": "OnFailure",
-            "containers": [
-                {
-                    "name": "backup",
-                    "image": engine.image(spec.version, registry=settings.registry),
-                    "command": ["bash", "-c", backup.script(engine.dump)],
-                    "env": env,
-                    "volumeMounts": [{"name": "backup", "mountPath": backup.BACKUP_DIR}],
-                }
-            ],
-            "volumes": [
-                {"name": "backup", "persistentVolumeClaim": {"claimName": f"{name}-backup"}}
-            ],
-        },
-    }
+    job_pod = _job_pod(owner, spec, settings, component="backup", script=backup.script(engine.dump))
     cronjob = common.child(
         api_version="batch/v1",
         kind="CronJob",
@@ -244,14 +279,100 @@ def backup_children(
     return [volume, cronjob]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Request:
+    """A backup or restore asked for by an annotation on the Database."""
+
+    action: str
+    """``backup`` or ``restore``."""
+    value: str
+    job_name: str
+    problem: str | None = None
+
+    @property
+    def condition(self) -> str:
+        return "OnDemandBackupSucceeded" if self.action == "backup" else "RestoreSucceeded"
+
+
+def requests(
+    name: str, spec: database.DatabaseSpec, annotations: Mapping[str, str]
+) -> list[Request]:
+    """The requests the annotations make; each value gets its own Job (a new value, a new run)."""
+    out = []
+    for action, key in (("backup", BACKUP_NOW), ("restore", RESTORE_FROM)):
+        value = annotations.get(key)
+        if value is None:
+            continue
+        # Job names are DNS labels (63) and name their pods (+6): a hash keeps them unique.
+        digest = hashlib.sha256(f"{name}\0{value}".encode()).hexdigest()[:8]
+        job = f"{name[:40].rstrip('-.')}-{action}-{digest}"
+        problem = None
+        if not (spec.backup and spec.backup.enabled):
+            problem = f"{key}: needs spec.backup.enabled (the dumps live in the backup volume)"
+        elif action == "restore" and not (
+            value == backup.LATEST or re.fullmatch(backup.DUMP_NAME, value)
+        ):
+            problem = (
+                f"{key}: {value!r} is neither {backup.LATEST!r} nor a dump's file name "
+                f"(like {name}-20260101T020000Z.dump.gz)"
+            )
+        out.append(Request(action, value, job, problem))
+    return out
+
+
+def request_jobs(
+    owner: common.Owner, spec: database.DatabaseSpec, settings: Settings, reqs: Sequence[Request]
+) -> list[common.Desired]:
+    engine = engines.ENGINES[spec.type]
+    jobs = []
+    for req in reqs:
+        if req.problem:
+            continue
+        if req.action == "backup":
+            pod = _job_pod(
+                owner, spec, settings, component="backup", script=backup.script(engine.dump)
+            )
+            retries = 2
+        else:
+            # Never retried: a second run over a half-loaded database is not a restore.
+            pod = _job_pod(
+                owner,
+                spec,
+                settings,
+                component="restore",
+                script=backup.restore_script(engine.restore),
+                restart="Never",
+                env=({"name": "RESTORE_FROM", "value": req.value},),
+            )
+            retries = 0
+        jobs.append(
+            common.child(
+                api_version="batch/v1",
+                kind="Job",
+                name=req.job_name,
+                owner=owner,
+                labels=common.labels(app=APP, instance=owner.name, component=req.action),
+                body={"spec": {"backoffLimit": retries, "template": pod}},
+                create_only=True,  # a Job's pod template is immutable; a new request, a new Job
+            )
+        )
+    return jobs
+
+
 def plan_children(
-    owner: common.Owner, spec: database.DatabaseSpec, settings: Settings, *, password: str
+    owner: common.Owner,
+    spec: database.DatabaseSpec,
+    settings: Settings,
+    *,
+    password: str,
+    reqs: Sequence[Request] = (),
 ) -> list[common.Desired]:
     return [
         secret(owner, spec, password=password),
         statefulset(owner, spec, settings),
         *services(owner, spec),
         *backup_children(owner, spec, settings),
+        *request_jobs(owner, spec, settings, reqs),
     ]
 
 
@@ -311,8 +432,11 @@ def status(
     previous: Mapping[str, Any],
     created: str,
     now: str,
+    reqs: Sequence[Request] = (),
+    jobs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Phase, conditions, endpoints and backup status from the observed StatefulSet and CronJob."""
+    """Phase, conditions, endpoints and backup status from the observed StatefulSet and CronJob;
+    a condition per backup or restore request from its Job (``jobs``: name -> facts)."""
     facts = statefulset or {}
     ready_count, updated = int(facts.get("ready", 0)), int(facts.get("updated", 0))
     ready = (
@@ -369,8 +493,40 @@ def status(
         )
     else:
         conditions = common.drop_condition(conditions, "LastBackupSucceeded")
+    asked = {req.condition: req for req in reqs}
+    for type_ in ("OnDemandBackupSucceeded", "RestoreSucceeded"):
+        req = asked.get(type_)
+        if req is None:
+            conditions = common.drop_condition(conditions, type_)
+            continue
+        conditions = common.set_condition(
+            conditions,
+            type_=type_,
+            **_request_condition(req, (jobs or {}).get(req.job_name)),
+            generation=owner.generation,
+            now=now,
+        )
     out["conditions"] = conditions
     return out
+
+
+def _request_condition(req: Request, job: Mapping[str, Any] | None) -> dict[str, str]:
+    what = f"{req.action} {req.value!r}"
+    if req.problem:
+        return {"status": "False", "reason": "InvalidRequest", "message": req.problem}
+    if job and job.get("succeeded"):
+        return {
+            "status": "True",
+            "reason": "Completed",
+            "message": f"{what}: Job {req.job_name} completed at {job.get('completed')}",
+        }
+    if job and job.get("failed"):
+        return {
+            "status": "False",
+            "reason": "Failed",
+            "message": f"{what}: Job {req.job_name} failed ({job.get('failed')}); see its pod logs",
+        }
+    return {"status": "Unknown", "reason": "Running", "message": f"{what}: Job {req.job_name}"}
 
 
 def _backup_condition(job: Mapping[str, Any]) -> dict[str, str]:

@@ -17,6 +17,8 @@ class Engine:
     probe: tuple[str, ...]
     dump: str
     """Shell command writing a logical dump of everything to stdout (reads DB_* variables)."""
+    restore: str
+    """Shell command loading such a dump from stdin into the primary (reads DB_* variables)."""
 
     def image(self, version: str, *, registry: str = "") -> str:
         return f"{registry.rstrip('/') + '/' if registry else ''}{self.repository}:{tag(self, version)}"
@@ -55,6 +57,9 @@ ENGINES: dict[str, Engine] = {
         ),
         probe=("pg_isready", "-h", "127.0.0.1", "-U", "postgres"),
         dump='PGPASSWORD="$DB_PASSWORD" pg_dumpall -h "$DB_HOST" -U "$DB_USER"',
+        # pg_dumpall's script re-creates roles that exist already (the superuser): psql reports
+        # those and goes on, as the PostgreSQL manual describes for restoring a dumpall.
+        restore='PGPASSWORD="$DB_PASSWORD" psql -h "$DB_HOST" -U "$DB_USER" -d postgres -q',
     ),
     "mysql": Engine(
         repository="mysql",
@@ -65,6 +70,7 @@ ENGINES: dict[str, Engine] = {
         probe=("sh", "-c", 'mysqladmin ping -h 127.0.0.1 -uroot -p"$MYSQL_ROOT_PASSWORD"'),
         dump='mysqldump -h "$DB_HOST" -u"$DB_USER" -p"$DB_PASSWORD" --all-databases '
         "--single-transaction --routines --events",
+        restore='mysql -h "$DB_HOST" -u"$DB_USER" -p"$DB_PASSWORD"',
     ),
     "mongodb": Engine(
         repository="mongo",
@@ -78,6 +84,8 @@ ENGINES: dict[str, Engine] = {
         probe=("mongosh", "--quiet", "--eval", "db.adminCommand('ping')"),
         dump='mongodump --host "$DB_HOST" -u "$DB_USER" -p "$DB_PASSWORD" '
         "--authenticationDatabase admin --archive",
+        restore='mongorestore --host "$DB_HOST" -u "$DB_USER" -p "$DB_PASSWORD" '
+        "--authenticationDatabase admin --archive --drop",
     ),
 }
 

@@ -199,7 +199,9 @@ def test_monitoring_adds_the_sidecar_and_scrape_annotations() -> None:
     assert "--no-collect.info_schema.tables" in exporter["args"]
 
 
-def _status(sts: dict | None, *, current=True, previous=None, cron=None, spec=None) -> dict:
+def _status(
+    sts: dict | None, *, current=True, previous=None, cron=None, spec=None, reqs=(), jobs=None
+) -> dict:
     return plan.status(
         owner=OWNER,
         spec=spec or _spec(),
@@ -209,6 +211,8 @@ def _status(sts: dict | None, *, current=True, previous=None, cron=None, spec=No
         previous=previous or {},
         created=CREATED,
         now=NOW,
+        reqs=reqs,
+        jobs=jobs,
     )
 
 
@@ -310,3 +314,149 @@ def test_pod_templates_carry_the_policy_labels() -> None:
             "13.7.0",
             "dev",
         )
+
+
+BACKUPS_ON = {"enabled": True, "schedule": "0 2 * * *", "retention": 3}
+
+
+def _jobs(annotations: dict[str, str], **spec: Any) -> dict[str, common.Desired]:
+    spec_ = _spec(backup=BACKUPS_ON, **spec)
+    reqs = plan.requests("orders", spec_, annotations)
+    planned = plan.plan_children(OWNER, spec_, plan.Settings(), password="pw", reqs=reqs)
+    return {d.name: d for d in planned if d.kind == "Job"}
+
+
+def test_backup_now_runs_one_job_per_request_value() -> None:
+    first = _jobs({plan.BACKUP_NOW: "2026-03-10"})
+    [(name, job)] = first.items()
+    assert name.startswith("orders-backup-") and job.create_only
+    assert _jobs({plan.BACKUP_NOW: "2026-03-10"}).keys() == first.keys()  # same request
+    assert _jobs({plan.BACKUP_NOW: "again"}).keys() != first.keys()  # a new one, a new Job
+    spec = job.body["spec"]
+    pod = spec["template"]["spec"]
+    assert spec["backoffLimit"] == 2 and "pg_dumpall" in pod["containers"][0]["command"][-1]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "orders-backup"
+    assert job.body["metadata"]["ownerReferences"][0]["uid"] == OWNER.uid
+
+
+@pytest.mark.parametrize(
+    ("type_", "version", "tool"),
+    [
+        ("postgresql", "13.7.0", "psql"),
+        ("mysql", "8.0.36", "mysql"),
+        ("mongodb", "7.0.5", "mongorestore"),
+    ],
+)
+def test_restore_job_loads_into_the_primary_once(type_: str, version: str, tool: str) -> None:
+    [job] = _jobs({plan.RESTORE_FROM: "latest"}, type=type_, version=version).values()
+    assert job.name.startswith("orders-restore-")
+    spec = job.body["spec"]
+    pod = spec["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert (env["RESTORE_FROM"], env["DB_HOST"]) == ("latest", "orders-rw")
+    assert engines.ENGINES[type_].restore in pod["containers"][0]["command"][-1]
+    assert tool in engines.ENGINES[type_].restore.replace('"', " ").split()
+    assert spec["backoffLimit"] == 0 and pod["restartPolicy"] == "Never"  # never run twice
+
+
+@pytest.mark.parametrize(
+    ("annotations", "backups", "says"),
+    [
+        ({plan.RESTORE_FROM: "../../etc/shadow"}, BACKUPS_ON, "neither 'latest' nor a dump"),
+        ({plan.RESTORE_FROM: "orders.sql"}, BACKUPS_ON, "neither 'latest' nor a dump"),
+        ({plan.BACKUP_NOW: "x"}, {"enabled": False}, "needs spec.backup.enabled"),
+    ],
+)
+def test_a_request_that_cannot_run_plans_no_job_and_says_why(annotations, backups, says) -> None:
+    spec = _spec(backup=backups)
+    reqs = plan.requests("orders", spec, annotations)
+    planned = plan.plan_children(OWNER, spec, plan.Settings(), password="pw", reqs=reqs)
+    assert not [d for d in planned if d.kind == "Job"]
+    status = _status(READY, spec=spec, reqs=reqs)
+    [cond] = [c for c in status["conditions"] if c["type"] == reqs[0].condition]
+    assert (cond["status"], cond["reason"]) == ("False", "InvalidRequest")
+    assert says in cond["message"]
+
+
+def test_job_pods_are_not_counted_as_database_instances() -> None:
+    """The Services and the scale selector select app.kubernetes.io/name=database pods."""
+    children = _jobs({plan.BACKUP_NOW: "1", plan.RESTORE_FROM: "latest"})
+    cron = _children(_spec(backup=BACKUPS_ON))[("CronJob", "orders-backup")]
+    templates = [j.body["spec"]["template"] for j in children.values()]
+    templates.append(cron.body["spec"]["jobTemplate"]["spec"]["template"])
+    selector = plan.selector("orders")
+    for template in templates:
+        labels = template["metadata"]["labels"]
+        assert not selector.items() <= labels.items()
+        assert labels["app.kubernetes.io/instance"] == "orders"
+
+
+def test_request_condition_follows_its_job() -> None:
+    spec = _spec(backup=BACKUPS_ON)
+    reqs = plan.requests("orders", spec, {plan.BACKUP_NOW: "now-1"})
+    job = reqs[0].job_name
+
+    def condition(jobs, previous=None) -> dict:
+        status = _status(READY, spec=spec, reqs=reqs, jobs=jobs, previous=previous or {})
+        return next(c for c in status["conditions"] if c["type"] == "OnDemandBackupSucceeded")
+
+    assert condition({})["status"] == "Unknown"  # not seen yet
+    running = {"succeeded": False, "failed": None, "completed": None}
+    assert condition({job: running})["reason"] == "Running"
+    done = {"succeeded": True, "failed": None, "completed": "2026-03-10T12:01:00Z"}
+    assert (condition({job: done})["status"], condition({job: done})["reason"]) == (
+        "True",
+        "Completed",
+    )
+    failed = {"succeeded": False, "failed": "BackoffLimitExceeded", "completed": None}
+    assert condition({job: failed})["status"] == "False"
+    finished = _status(READY, spec=spec, reqs=reqs, jobs={job: done})
+    dropped = _status(READY, spec=spec, previous=finished)  # the annotation was removed
+    assert not [c for c in dropped["conditions"] if c["type"] == "OnDemandBackupSucceeded"]
+
+
+def test_restore_script_loads_the_named_or_the_newest_dump(tmp_path: Path) -> None:
+    """The real script with a stub client that records what it was fed."""
+    bindir, store = tmp_path / "bin", tmp_path / "backup"
+    bindir.mkdir()
+    store.mkdir()
+    loaded = tmp_path / "loaded"
+    stub = bindir / "psql"
+    stub.write_text(f'#!/bin/sh\ncat > "{loaded}"\n')
+    stub.chmod(0o755)
+    for day in (1, 2, 3):
+        (store / f"orders-2026010{day}T020000Z.dump.gz").write_bytes(
+            gzip.compress(f"dump {day}\n".encode())
+        )
+    (store / "other-20260109T020000Z.dump.gz").write_bytes(gzip.compress(b"another db\n"))
+    (store / "orders-20260109T020000Z.dump.gz.partial").write_bytes(b"half")
+    script = backup.restore_script(engines.ENGINES["postgresql"].restore)
+    env = {
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+        "DB_HOST": "orders-rw",
+        "DB_USER": "postgres",
+        "DB_PASSWORD": "pw",
+        "DB_NAME": "orders",
+        "BACKUP_DIR": str(store),
+    }
+
+    def restore(value: str) -> subprocess.CompletedProcess:
+        loaded.unlink(missing_ok=True)
+        return subprocess.run(
+            ["bash", "-c", script],
+            env={**env, "RESTORE_FROM": value},
+            capture_output=True,
+            text=True,
+        )
+
+    newest = restore("latest")
+    assert newest.returncode == 0, newest.stderr
+    assert loaded.read_text() == "dump 3\n"  # the newest complete dump of this database
+    named = restore("orders-20260101T020000Z.dump.gz")
+    assert named.returncode == 0 and loaded.read_text() == "dump 1\n"
+    missing = restore("orders-20991231T000000Z.dump.gz")
+    assert missing.returncode != 0 and "no dump" in missing.stderr and not loaded.exists()
+    for dump in store.glob("orders-*.dump.gz"):
+        dump.unlink()
+    empty = restore("latest")
+    assert empty.returncode != 0 and "no dump latest" in empty.stderr

@@ -320,3 +320,42 @@ def test_refused_child_is_reported_on_the_object_and_retried() -> None:
     ready = status["conditions"][0]
     assert (status["phase"], ready["reason"]) == ("Failed", "ApplyFailed")
     assert "range is full" in ready["message"]
+
+
+def test_backup_request_runs_one_job_and_a_new_request_replaces_it() -> None:
+    backups = {"enabled": True, "schedule": "0 2 * * *"}
+    body = _database(backup=backups)
+    body["metadata"]["annotations"] = {db_plan.BACKUP_NOW: "first", "unrelated": "x"}
+    api, cache, rec = _setup(_webapp())
+    cache.upsert_owner(views.owner_view("Database", body))
+    key = ("Database", "ns", "db")
+    run(rec.reconcile(key))
+    [(_, _, job)] = [c for c in api.writes("create") if c[1] == "Job"]
+    secret = api.bodies[("Secret", "db-credentials")]
+    seen_secret = {**secret, "metadata": {**secret["metadata"], "uid": "s"}}
+    cache.upsert_child(views.child_view("Secret", seen_secret))
+    api.calls.clear()
+    run(rec.reconcile(key))  # the watch has not shown the Job yet: not created twice
+    assert [c for c in api.writes() if c[1] == "Job"] == []
+
+    made = api.bodies[("Job", job)]
+    done = {"conditions": [{"type": "Complete", "status": "True"}], "completionTime": "T1"}
+    seen = {**made, "metadata": {**made["metadata"], "uid": "j1"}, "status": done}
+    cache.upsert_child(views.child_view("Job", seen))
+    api.calls.clear()
+    run(rec.reconcile(key))
+    status = api.bodies[("Database/status", "db")]["status"]
+    [cond] = [c for c in status["conditions"] if c["type"] == "OnDemandBackupSucceeded"]
+    assert (cond["status"], cond["reason"]) == ("True", "Completed")
+    assert ("create", "Event", "") in api.writes()  # BackupCompleted
+    api.calls.clear()
+    cache.upsert_owner(views.owner_view("Database", {**body, "status": status}))
+    run(rec.reconcile(key))
+    assert [c for c in api.writes() if c[1] in ("Job", "Event", "Database")] == []  # once
+
+    body["metadata"]["annotations"] = {db_plan.BACKUP_NOW: "second"}
+    cache.upsert_owner(views.owner_view("Database", {**body, "status": status}))
+    run(rec.reconcile(key))
+    assert ("delete", "Job", job) in api.writes()
+    [(_, _, newer)] = [c for c in api.writes("create") if c[1] == "Job"]
+    assert newer != job

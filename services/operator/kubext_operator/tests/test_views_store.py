@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kubext_operator import store, views
 from kubext_operator.planning import common
+from kubext_operator.planning import database as db_plan
 
 
 def _deployment(**status) -> dict:
@@ -64,7 +65,7 @@ def test_pod_view_belongs_to_its_database_by_label() -> None:
             "name": "db-0",
             "namespace": "ns",
             "uid": "p",
-            "labels": {common.LABEL_INSTANCE: "db", views.ROLE_LABEL: "primary"},
+            "labels": {common.LABEL_INSTANCE: "db", db_plan.ROLE_LABEL: "primary"},
         }
     }
     view = views.child_view("Pod", pod)

@@ -233,3 +233,77 @@ def test_database_update_and_scale(
         == "replica",
         timeout=30,
     )
+
+
+def _condition(custom, namespace: str, name: str, type_: str) -> dict[str, Any] | None:
+    obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    for cond in (obj.get("status") or {}).get("conditions") or ():
+        if cond["type"] == type_:
+            return cond
+    return None
+
+
+def test_backup_now_and_restore_run_as_jobs(
+    operator: Operator,
+    custom: client.CustomObjectsApi,
+    kube_api: client.ApiClient,
+    namespace: str,
+    volumes: Callable[..., None],
+    kubectl,
+) -> None:
+    batch, core = client.BatchV1Api(kube_api), client.CoreV1Api(kube_api)
+    name = "ledger"
+    volumes(f"data-{name}-0", f"{name}-backup")
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, _database(name, "mysql", "8.0.36", "Delete")
+    )
+    wait_for("Running", _running(custom, namespace, name), timeout=120)
+
+    def finished(type_: str, status: str):
+        return lambda: (c := _condition(custom, namespace, name, type_)) and (
+            c if c["status"] == status else None
+        )
+
+    kubectl("annotate", f"db/{name}", "db.example.com/backup-now=2026-11-27T10:00")
+    done = wait_for("the backup Job done", finished("OnDemandBackupSucceeded", "True"), timeout=60)
+    [job] = batch.list_namespaced_job(
+        namespace, label_selector="app.kubernetes.io/component=backup"
+    ).items
+    assert job.metadata.name in done["message"]
+    assert job.metadata.owner_references[0].name == name
+    container = job.spec.template.spec.containers[0]
+    assert container.image == "mysql:8.0.36" and "mysqldump" in container.command[-1]
+
+    kubectl("annotate", f"db/{name}", "db.example.com/restore-from=latest")
+    wait_for("the restore Job done", finished("RestoreSucceeded", "True"), timeout=60)
+    [restore] = batch.list_namespaced_job(
+        namespace, label_selector="app.kubernetes.io/component=restore"
+    ).items
+    env = {e.name: e.value for e in restore.spec.template.spec.containers[0].env}
+    assert env["RESTORE_FROM"] == "latest" and restore.spec.backoff_limit == 0
+    # Backup and restore pods are not database instances: the scale selector counts one.
+    obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    selected = core.list_namespaced_pod(namespace, label_selector=obj["status"]["selector"])
+    assert [p.metadata.name for p in selected.items] == [f"{name}-0"]
+
+    kubectl("annotate", "--overwrite", f"db/{name}", "db.example.com/restore-from=../../etc/shadow")
+    refused = wait_for("a refused request", finished("RestoreSucceeded", "False"), timeout=30)
+    assert refused["reason"] == "InvalidRequest" and "dump's file name" in refused["message"]
+    wait_for(
+        "the previous restore Job deleted",
+        lambda: not batch.list_namespaced_job(
+            namespace, label_selector="app.kubernetes.io/component=restore"
+        ).items,
+        timeout=30,
+    )
+
+    kubectl("annotate", f"db/{name}", "db.example.com/backup-now-", "db.example.com/restore-from-")
+    wait_for(
+        "request Jobs and conditions gone",
+        lambda: not batch.list_namespaced_job(namespace).items
+        and _condition(custom, namespace, name, "OnDemandBackupSucceeded") is None
+        and _condition(custom, namespace, name, "RestoreSucceeded") is None,
+        timeout=30,
+    )
+    reasons = {e.reason for e in core.list_namespaced_event(namespace).items}
+    assert {"BackupCompleted", "RestoreCompleted", "RestoreInvalidRequest"} <= reasons
