@@ -89,6 +89,26 @@ def test_up_runs_the_samples_through_operator_and_webhooks(
                 "db.example.com", "v1beta1", "default", "databases", "orders"
             )
             assert old["spec"]["engine"] == "postgresql" and old["spec"]["storageSize"] == "10Gi"
+            # An on-demand backup: its Job's pod passes the same admission chain and completes.
+            custom.patch_namespaced_custom_object(
+                "db.example.com",
+                "v1",
+                "default",
+                "databases",
+                "orders",
+                {"metadata": {"annotations": {"db.example.com/backup-now": "e2e"}}},
+            )
+
+            def backed_up() -> bool:
+                obj = custom.get_namespaced_custom_object(
+                    "db.example.com", "v1", "default", "databases", "orders"
+                )
+                return any(
+                    c["type"] == "OnDemandBackupSucceeded" and c["status"] == "True"
+                    for c in (obj.get("status") or {}).get("conditions", [])
+                )
+
+            wait_for("the on-demand backup of orders done", backed_up, timeout=90)
     finally:
         stopped = rig("down")
     assert stopped.returncode == 0, stopped.stderr
