@@ -130,6 +130,19 @@ def test_backup_cronjob_and_volume() -> None:
     assert "pg_dumpall" in pod["containers"][0]["command"][-1]
 
 
+def _script_env(bindir: Path, store: Path, **extra: str) -> dict[str, str]:
+    """What the Job's container gets, with stub client tools first on PATH."""
+    return {
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+        "DB_HOST": "orders-rw",
+        "DB_USER": "postgres",
+        "DB_PASSWORD": "pw",
+        "DB_NAME": "orders",
+        "BACKUP_DIR": str(store),
+        **extra,
+    }
+
+
 def test_backup_script_dumps_and_keeps_the_newest(tmp_path: Path) -> None:
     """Run the real script with a stub dump tool: a failed run leaves nothing, pruning keeps N."""
     bindir = tmp_path / "bin"
@@ -142,15 +155,7 @@ def test_backup_script_dumps_and_keeps_the_newest(tmp_path: Path) -> None:
     for day in range(1, 6):  # five older dumps
         (store / f"orders-2026010{day}T020000Z.dump.gz").write_bytes(b"old")
     (store / "orders-leftover.dump.gz.partial").write_bytes(b"half")
-    env = {
-        "PATH": f"{bindir}:{os.environ['PATH']}",
-        "DB_HOST": "orders-rw",
-        "DB_USER": "postgres",
-        "DB_PASSWORD": "pw",
-        "DB_NAME": "orders",
-        "BACKUP_DIR": str(store),
-        "RETENTION": "3",
-    }
+    env = _script_env(bindir, store, RETENTION="3")
     script = backup.script(engines.ENGINES["postgresql"].dump)
     failed = subprocess.run(["bash", "-c", script], env={**env, "FAIL": "1"}, capture_output=True)
     assert failed.returncode != 0
@@ -431,14 +436,7 @@ def test_restore_script_loads_the_named_or_the_newest_dump(tmp_path: Path) -> No
     (store / "other-20260109T020000Z.dump.gz").write_bytes(gzip.compress(b"another db\n"))
     (store / "orders-20260109T020000Z.dump.gz.partial").write_bytes(b"half")
     script = backup.restore_script(engines.ENGINES["postgresql"].restore)
-    env = {
-        "PATH": f"{bindir}:{os.environ['PATH']}",
-        "DB_HOST": "orders-rw",
-        "DB_USER": "postgres",
-        "DB_PASSWORD": "pw",
-        "DB_NAME": "orders",
-        "BACKUP_DIR": str(store),
-    }
+    env = _script_env(bindir, store)
 
     def restore(value: str) -> subprocess.CompletedProcess:
         loaded.unlink(missing_ok=True)
