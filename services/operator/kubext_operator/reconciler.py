@@ -248,9 +248,9 @@ class Reconciler:
         if previous.get("phase") != new["phase"] and new["phase"] in ("Running", "Updating"):
             self.event(view, "Normal", new["phase"], f"phase {new['phase']}")
         for req in reqs:  # a request's outcome, once
-            outcome = _condition(new, req.condition)
-            if outcome.get("status") in ("True", "False") and outcome != _condition(
-                previous, req.condition
+            outcome = common.condition_state(new.get("conditions"), req.condition)
+            if outcome.get("status") in ("True", "False") and outcome != common.condition_state(
+                previous.get("conditions"), req.condition
             ):
                 type_ = "Normal" if outcome["status"] == "True" else "Warning"
                 self.event(
@@ -488,14 +488,6 @@ class Reconciler:
     def event(self, view: views.OwnerView, type_: str, reason: str, message: str) -> None:
         """Record a core/v1 Event on the object, in the background (see :mod:`events`)."""
         self.events.record(view, type_, reason, message)
-
-
-def _condition(status: Mapping[str, Any], type_: str) -> dict[str, Any]:
-    """The condition's status, reason and message (not its timestamps), or {}."""
-    for cond in status.get("conditions") or ():
-        if cond.get("type") == type_:
-            return {k: cond.get(k) for k in ("status", "reason", "message")}
-    return {}
 
 
 def _change(verb: str, kind: str, name: str) -> str:

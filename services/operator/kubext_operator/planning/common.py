@@ -163,6 +163,14 @@ def _prune(value: Any) -> Any:
     return value
 
 
+def condition_state(conditions: list[dict[str, Any]] | None, type_: str) -> dict[str, Any]:
+    """The ``type_`` condition's status, reason and message (not its timestamps), or {}."""
+    for cond in conditions or ():
+        if cond.get("type") == type_:
+            return {k: cond.get(k) for k in ("status", "reason", "message")}
+    return {}
+
+
 def drop_condition(conditions: list[dict[str, Any]] | None, type_: str) -> list[dict[str, Any]]:
     return [c for c in conditions or [] if c.get("type") != type_]
 
