@@ -213,7 +213,9 @@ def cmd_add(ctx: Context) -> bytes:
 
 
 def cmd_del(ctx: Context) -> bytes:
-    """Best effort and repeatable: every step runs; IPAM is always released."""
+    """Best effort and repeatable: every step runs whatever failed before it; IPAM is always
+    released. A missing netns is not an error (DEL may come again); any other failure is
+    reported, but only after every step was attempted."""
     from kubext_cni import masq, netlink, netns
 
     conf, req = ctx.conf, ctx.request
@@ -225,23 +227,31 @@ def cmd_del(ctx: Context) -> bytes:
         except errors.CNIError as exc:
             ctx.warn(f"DEL: {what}: {exc}")
             problems.append(exc)
+        except Exception as exc:  # e.g. OSError from setns: must not skip the release below
+            ctx.warn(f"DEL: {what}: {traceback.format_exc()}")
+            problems.append(errors.CNIError(INTERNAL_ERROR, f"{what}: {type(exc).__name__}: {exc}"))
+
+    def delete_container_interface() -> None:
+        try:
+            ns = netns.open_netns(req.netns)
+        except errors.CNIError as exc:
+            ctx.warn(f"DEL: {exc}; cleaning up the host side only")
+            return
+        with ns, netlink.Links.inside(ns) as container:
+            container.delete(req.ifname)
+
+    def delete_host_veth() -> None:
+        # Normally gone with its peer; still here when the netns path vanished first.
+        with netlink.Links.host() as host:
+            host.delete(plan.host_veth_name(conf.name, req.container_id, req.ifname))
 
     # nft mostly waits on child processes: run it beside the netlink work.
     teardown = None
     if conf.ipam_type and conf.ip_masq:
         teardown = _Background(lambda: masq.teardown(conf, req.container_id, req.ifname))
     if req.netns:
-        try:
-            ns = netns.open_netns(req.netns)
-        except errors.CNIError as exc:
-            ctx.warn(f"DEL: {exc}; cleaning up the host side only")
-        else:
-            with ns, netlink.Links.inside(ns) as container:
-                attempt("delete container interface", lambda: container.delete(req.ifname))
-    with netlink.Links.host() as host:
-        # Normally gone with its peer; still here when the netns path vanished first.
-        veth = plan.host_veth_name(conf.name, req.container_id, req.ifname)
-        attempt("delete host veth", lambda: host.delete(veth))
+        attempt("delete container interface", delete_container_interface)
+    attempt("delete host veth", delete_host_veth)
     if conf.ipam_type:
         # Only now: the address must not be handed out while the old interface still has it.
         attempt("IPAM DEL", lambda: _ipam(ctx, "DEL"))
