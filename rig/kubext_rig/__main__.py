@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             stack.down(cluster.ClusterInfo(cluster.state_dir()))
             cluster.down(wipe=not args.keep_data)
         elif args.cmd == "status":
-            st = cluster.status()
+            root = cluster.state_dir()
+            st = {**cluster.status(root), **stack.status(root)}
             print(json.dumps(st, indent=2))
             return 0 if all(s == "healthy" for s in st.values()) else 3
         elif args.cmd == "build":

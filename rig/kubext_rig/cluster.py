@@ -232,7 +232,7 @@ def _ssl_context(root: Path) -> ssl.SSLContext:
     return ctx
 
 
-def _healthy(root: Path, url: str) -> bool:
+def healthy(root: Path, url: str) -> bool:
     try:
         ctx = _ssl_context(root) if url.startswith("https") else None
         if ctx is not None and (
@@ -273,7 +273,7 @@ def start_process(root: Path, comp: Component) -> int:
 def wait_healthy(root: Path, comp: Component, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _healthy(root, comp.health):
+        if healthy(root, comp.health):
             return
         if running_pid(root, comp.name) is None:
             tail = (root / "logs" / f"{comp.name}.log").read_text(errors="replace")[-2000:]
@@ -307,7 +307,7 @@ def status(root: Path | None = None) -> dict[str, str]:
         if running_pid(root, comp.name) is None:
             out[comp.name] = "stopped"
         else:
-            out[comp.name] = "healthy" if _healthy(root, comp.health) else "unhealthy"
+            out[comp.name] = "healthy" if healthy(root, comp.health) else "unhealthy"
     return out
 
 

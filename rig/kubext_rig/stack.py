@@ -23,10 +23,14 @@ WEBHOOKS_HEALTH_PORT = 18080 + cluster.PORT_OFFSET
 OPERATOR_HEALTH_PORT = 18081 + cluster.PORT_OFFSET
 NAMESPACE = "kubext-system"
 SERVICES = ("kubext-webhooks", "kubext-operator")
+HEALTH = {
+    "kubext-webhooks": f"http://127.0.0.1:{WEBHOOKS_HEALTH_PORT}/readyz",
+    "kubext-operator": f"http://127.0.0.1:{OPERATOR_HEALTH_PORT}/healthz",
+}
 
 
 def _repo() -> Path:
-    return tools._repo_rig_dir().parent
+    return tools.repo_root()
 
 
 def _command(dist: Path | None, service: str) -> list[str]:
@@ -64,12 +68,12 @@ def _components(info: cluster.ClusterInfo, dist: Path | None) -> list[cluster.Co
         cluster.Component(
             "kubext-webhooks",
             [*_command(dist, "kubext-webhooks"), "--config", str(configs / "webhooks.yaml")],
-            f"http://127.0.0.1:{WEBHOOKS_HEALTH_PORT}/readyz",
+            HEALTH["kubext-webhooks"],
         ),
         cluster.Component(
             "kubext-operator",
             [*_command(dist, "kubext-operator"), "--config", str(configs / "operator.yaml")],
-            f"http://127.0.0.1:{OPERATOR_HEALTH_PORT}/healthz",
+            HEALTH["kubext-operator"],
         ),
     ]
 
@@ -192,6 +196,21 @@ def _apply_crds(info: cluster.ClusterInfo, directory: Path, url: str) -> None:
         "-",
         stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": crds}),
     )
+
+
+def status(root: Path) -> dict[str, str]:
+    """The services' states, as ``cluster.status`` gives the control plane's: for a cluster that
+    ``up --services`` set up (their configs exist) or that still has a service's PID file."""
+    out = {}
+    for name in SERVICES:
+        config = root / "services" / f"{name.removeprefix('kubext-')}.yaml"
+        if not config.exists() and not (root / "pids" / f"{name}.pid").exists():
+            continue
+        if cluster.running_pid(root, name) is None:
+            out[name] = "stopped"
+        else:
+            out[name] = "healthy" if cluster.healthy(root, HEALTH[name]) else "unhealthy"
+    return out
 
 
 def down(info: cluster.ClusterInfo) -> None:

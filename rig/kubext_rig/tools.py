@@ -25,12 +25,27 @@ _COMPONENTS = {
 }
 
 
+def repo_root() -> Path:
+    """The checkout, as an absolute path: ``KUBEXT_REPO`` (which ``./kubext`` sets), else the tree
+    this package sits in when that holds the rig (a source run or a test sandbox's copy).
+
+    Never the working directory: under ``pants run`` the package lives in a pex without the
+    checkout's files, and the services run with their state directory as working directory."""
+    explicit = os.environ.get("KUBEXT_REPO")
+    if explicit:
+        root = Path(explicit).resolve()
+        if not (root / "rig" / "versions.env").is_file():
+            raise FileNotFoundError(f"KUBEXT_REPO={explicit}: no rig/versions.env under {root}")
+        return root
+    if (RIG_DIR / "versions.env").is_file():
+        return RIG_DIR.parent
+    raise FileNotFoundError(
+        f"rig/versions.env not found beside {RIG_DIR}; set KUBEXT_REPO to the repository root"
+    )
+
+
 def _repo_rig_dir() -> Path:
-    # Inside a Pants sandbox the package is copied without build.sh; find the checkout's rig/.
-    for candidate in (RIG_DIR, Path(os.environ.get("KUBEXT_REPO", "")) / "rig", Path.cwd() / "rig"):
-        if (candidate / "versions.env").is_file():
-            return candidate
-    raise FileNotFoundError("rig/versions.env not found; set KUBEXT_REPO to the repository root")
+    return repo_root() / "rig"
 
 
 def versions() -> dict[str, str]:

@@ -1,0 +1,198 @@
+"""The README's main command from a fresh clone, exactly as a new user types it.
+
+What is real: a `git clone` of the checkout's HEAD, its own `./pants` bootstrap and Pants daemon,
+the packaged service pexes, and the rig's real etcd, kube-apiserver, controller-manager,
+kube-scheduler and kwok on ports of their own; the samples' pods are kwok fakes (no container
+runs). The clone shares the machine's caches (~/.cache/kubext, Pants' caches), as a user's second
+checkout would. Run by `./kubext test` (which sets KUBEXT_CLONE_FROM) after the other tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SOURCE = os.environ.get("KUBEXT_CLONE_FROM")
+OFFSET = 2000  # beside `./kubext up`'s cluster (0) and the test cluster (1000)
+# The rig's and the stack's ports at that offset (rig/kubext_rig/cluster.py, stack.py).
+PORTS = {p + OFFSET for p in (12379, 12380, 16443, 17257, 17259, 17247, 18443, 18080, 18081)}
+
+pytestmark = pytest.mark.skipif(
+    not SOURCE, reason="run through ./kubext test, which names the checkout in KUBEXT_CLONE_FROM"
+)
+
+
+def _listening_ports() -> set[int]:
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _links() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True)
+    return {line.split(":")[1].strip().split("@")[0] for line in out.stdout.splitlines()}
+
+
+def _nft_tables() -> set[str]:
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True)
+    return set(out.stdout.splitlines()) if out.returncode == 0 else set()
+
+
+def _mounts_under(*roots: Path) -> list[str]:
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return [m for m in lines if any(f" {r}" in m for r in roots)]
+
+
+def _processes_under(*roots: Path) -> dict[int, str]:
+    """Processes whose command line or working directory is inside one of ``roots``."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if any(str(r) in cmdline or cwd.startswith(str(r)) for r in roots):
+            found[int(proc.name)] = cmdline.strip()
+    return found
+
+
+@pytest.fixture
+def clone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    assert SOURCE is not None
+    root = tmp_path_factory.mktemp("fresh") / "kubext"
+    subprocess.run(["git", "clone", "--quiet", SOURCE, str(root)], check=True, timeout=120)
+    yield root
+    # The clone's Pants daemon is the build tool's, which outlives a command by design: stop it
+    # with the checkout it serves.
+    for pid in _pants_processes(_processes_under(root)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _pants_processes(processes: dict[int, str]) -> set[int]:
+    return {pid for pid, cmdline in processes.items() if "pants-venv" in cmdline}
+
+
+def _kubext(
+    clone: Path, env: dict[str, str], *args: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    started = time.monotonic()
+    done = subprocess.run(
+        ["./kubext", *args], cwd=clone, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    print(
+        f"./kubext {' '.join(args)}: exit {done.returncode} in {time.monotonic() - started:.0f} s"
+    )
+    return done
+
+
+def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(
+    clone: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "cluster"
+    env = {
+        "HOME": os.environ["HOME"],
+        "PATH": os.environ["PATH"],
+        # Its own cluster: state directory and ports apart from the other clusters on the machine.
+        "KUBEXT_RIG_DIR": str(state),
+        "KUBEXT_RIG_PORT_OFFSET": str(OFFSET),
+    }
+    if os.environ.get("KUBEXT_CACHE"):
+        env["KUBEXT_CACHE"] = os.environ["KUBEXT_CACHE"]
+    links, tables = _links(), _nft_tables()
+    assert not PORTS & _listening_ports(), "the fresh-clone cluster's ports are taken already"
+
+    up = _kubext(clone, env, "up", timeout=1800)
+    try:
+        assert up.returncode == 0, f"./kubext up failed:\n{up.stdout[-2000:]}\n{up.stderr[-5000:]}"
+        exports = re.findall(r"^export KUBECONFIG=(\S+)$", up.stdout, re.MULTILINE)
+        assert exports == [str(state / "admin.kubeconfig")], up.stdout[-2000:]
+        kubectl = _kubectl(exports[0])
+
+        # The samples converge through the operator and the admission webhooks.
+        for kind, name in (("webapp", "hello"), ("database", "orders")):
+            _wait(
+                f"{kind} {name} Running",
+                lambda k=kind, n=name: kubectl("get", k, n, "-o", "jsonpath={.status.phase}")
+                == "Running",
+                timeout=180,
+            )
+
+        # `status` is truthful: every component healthy, with the processes really there...
+        st = _kubext(clone, env, "status", timeout=120)
+        states = json.loads(st.stdout)
+        assert st.returncode == 0, st.stdout
+        for name in ("etcd", "kube-apiserver", "kwok", "kubext-webhooks", "kubext-operator"):
+            assert states.get(name) == "healthy", states
+        # ... and a component that died is reported as stopped, with a non-zero exit.
+        pid = int((state / "pids" / "kubext-operator.pid").read_text().split()[0])
+        os.killpg(pid, signal.SIGKILL)
+        _wait("the operator gone", lambda: not _alive(pid), timeout=30)
+        st = _kubext(clone, env, "status", timeout=120)
+        assert (
+            st.returncode == 3 and json.loads(st.stdout)["kubext-operator"] == "stopped"
+        ), st.stdout
+    finally:
+        down = _kubext(clone, env, "down", timeout=300)
+    assert down.returncode == 0, down.stderr[-3000:]
+
+    # Nothing of ours is left: processes, ports, mounts, network devices, nft tables.
+    processes = _processes_under(clone, state)
+    leftovers = {
+        pid: cmd for pid, cmd in processes.items() if pid not in _pants_processes(processes)
+    }
+    assert leftovers == {}
+    assert PORTS & _listening_ports() == set()
+    assert _mounts_under(clone, state) == []
+    assert _links() - links == set()
+    assert _nft_tables() - tables == set()
+    st = _kubext(clone, env, "status", timeout=120)
+    assert st.returncode == 3 and set(json.loads(st.stdout).values()) == {"stopped"}, st.stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _kubectl(kubeconfig: str):  # type: ignore[no-untyped-def]
+    cache = Path(os.environ.get("KUBEXT_CACHE") or Path.home() / ".cache" / "kubext")
+    binaries = sorted((cache / "bin").glob("kubernetes-*/kubectl"))
+    assert binaries, f"no kubectl under {cache}/bin"
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [str(binaries[-1]), "--kubeconfig", kubeconfig, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    return run
+
+
+def _wait(what: str, probe, *, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
