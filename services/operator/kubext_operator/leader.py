@@ -130,24 +130,46 @@ class LeaderElector:
             return False
         return True
 
+    async def _attempt(self, *, within: float) -> bool:
+        """One acquire-or-renew, abandoned after ``within`` seconds; any error is a failed
+        attempt (a request can take the client's general timeout, longer than the lease)."""
+        if within <= 0:
+            return False
+        try:
+            return await asyncio.wait_for(self._try(), timeout=within)
+        except TimeoutError:
+            log.warning("lease request timed out", extra={"after_s": round(within, 3)})
+        except Exception as exc:
+            log.warning("lease request failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+        return False
+
     async def acquire(self) -> None:
         """Block until this process holds the Lease."""
         log.info("waiting for leadership", extra={"lease": f"{self.namespace}/{self.name}"})
         metrics.LEADER.labels(self.name).set(0)
-        while not await self._try():
+        while True:
+            # The write lands after the attempt starts: counting from the start is safe.
+            started = self.clock()
+            if await self._attempt(within=self.timing.renew_deadline):
+                break
             await asyncio.sleep(self.timing.retry_period)
-        self._renewed_at = self.clock()
+        self._renewed_at = started
         self.leading = True
         metrics.LEADER.labels(self.name).set(1)
         log.info("became leader", extra={"identity": self.identity})
 
     async def keep(self) -> None:
-        """Renew until renewal fails for longer than the renew deadline; then return (lost)."""
+        """Renew until renewal fails for longer than the renew deadline; then return (lost).
+
+        Each attempt is bounded by what is left of the deadline, as client-go does, so the
+        leader gives up (renew deadline) before a standby may take over (lease duration)."""
         while True:
             await asyncio.sleep(self.timing.retry_period)
-            if await self._try():
-                self._renewed_at = self.clock()
-            elif self.clock() - self._renewed_at > self.timing.renew_deadline:
+            started = self.clock()
+            left = self._renewed_at + self.timing.renew_deadline - started
+            if await self._attempt(within=left):
+                self._renewed_at = started
+            elif self.clock() - self._renewed_at >= self.timing.renew_deadline:
                 self.leading = False
                 metrics.LEADER.labels(self.name).set(0)
                 log.error("lost leadership", extra={"identity": self.identity})
