@@ -12,6 +12,12 @@ import prometheus_client
 log = logging.getLogger(__name__)
 
 Check = Callable[[], bool]
+"""True when healthy. A check may raise :class:`Unhealthy` to fail with a reason."""
+
+
+class Unhealthy(Exception):
+    """A check's "not ok" with the reason, which the probe's body carries (for kubectl describe
+    and whoever curls the probe)."""
 
 
 class HealthServer:
@@ -35,12 +41,16 @@ class HealthServer:
                     body = prometheus_client.generate_latest(registry)
                     self._reply(200, body, prometheus_client.CONTENT_TYPE_LATEST)
                 elif path in checks:
+                    reason = ""
                     try:
                         ok = checks[path]()
+                    except Unhealthy as exc:
+                        ok, reason = False, str(exc)
                     except Exception:  # a failing check means "not ok", never a crash
                         log.exception("health check %s raised", path)
                         ok = False
-                    self._reply(200 if ok else 503, b"ok\n" if ok else b"not ok\n", "text/plain")
+                    body = "ok" if ok else f"not ok: {reason}" if reason else "not ok"
+                    self._reply(200 if ok else 503, f"{body}\n".encode(), "text/plain")
                 else:
                     self._reply(404, b"not found\n", "text/plain")
 

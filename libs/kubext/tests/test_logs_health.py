@@ -55,3 +55,15 @@ def test_health_ready_and_metrics() -> None:
         assert _get(srv.port, "/nope")[0] == 404
     finally:
         srv.stop()
+
+
+def test_an_unhealthy_check_says_why() -> None:
+    def reflector_down() -> bool:
+        raise health.Unhealthy("reflect-Pod failed 5 times in a row")
+
+    srv = health.HealthServer(live=reflector_down, ready=lambda: True).start()
+    try:
+        assert _get(srv.port, "/healthz") == (503, "not ok: reflect-Pod failed 5 times in a row\n")
+        assert _get(srv.port, "/readyz") == (200, "ok\n")
+    finally:
+        srv.stop()
