@@ -27,6 +27,7 @@ from kubext_operator import (
     leader,
     reconciler,
     store,
+    supervisor,
 )
 from kubext_operator.planning import common
 from kubext_operator.planning import database as db_plan
@@ -103,7 +104,15 @@ class Heartbeat:
         return time.monotonic() - self.beat < self.limit
 
 
-async def run(cfg: config.Config, *, ready: threading.Event, stop: asyncio.Event) -> int:
+async def run(
+    cfg: config.Config,
+    *,
+    ready: threading.Event,
+    stop: asyncio.Event,
+    tasks: supervisor.Supervisor,
+) -> int:
+    """Lead (or wait to), then reconcile until ``stop`` or lost leadership; the background
+    tasks run under ``tasks``, which the probes watch."""
     info = connection(cfg)
     api = kube.Api(
         info, qps=cfg.client.qps, burst=cfg.client.burst, timeout=cfg.client.timeout_seconds
@@ -158,7 +167,7 @@ async def run(cfg: config.Config, *, ready: threading.Event, stop: asyncio.Event
         for namespace in (cfg.namespaces or [None])
     ]
     elector = None
-    background: list[asyncio.Task[None]] = []
+    flag: asyncio.Future[None] | None = None
     try:
         if cfg.leader_election.enabled:
             le = cfg.leader_election
@@ -179,9 +188,8 @@ async def run(cfg: config.Config, *, ready: threading.Event, stop: asyncio.Event
                 acquiring.cancel()
                 return 0
             stopping.cancel()
-        background.extend(
-            asyncio.create_task(r.run(), name=f"reflect-{r.kind}") for r in reflectors
-        )
+        for r in reflectors:
+            tasks.start(f"reflect-{r.kind}" + (f"-{r.namespace}" if r.namespace else ""), r.run)
         # Reconcile only from complete caches: a half-listed cache would look like missing
         # children and cause needless writes.
         synced = asyncio.gather(*(r.synced.wait() for r in reflectors))
@@ -194,28 +202,21 @@ async def run(cfg: config.Config, *, ready: threading.Event, stop: asyncio.Event
         log.info("caches synced", extra={"children": len(cache)})
         release_free_memory()
         work.start()
-        background.append(asyncio.create_task(trim_when_idle(lambda: len(work.queue))))
+        tasks.start("trim-when-idle", lambda: trim_when_idle(lambda: len(work.queue)))
         if cfg.resync_period_seconds > 0:
-            background.append(asyncio.create_task(work.resync(cfg.resync_period_seconds)))
+            tasks.start("resync", lambda: work.resync(cfg.resync_period_seconds))
         lost = asyncio.Event()
         if elector is not None:
 
             async def keep() -> None:
                 await elector.keep()
+                await work.stop()  # stop acting at once; kopf's shutdown can take a while
                 lost.set()
 
-            background.append(asyncio.create_task(keep()))
+            tasks.start("lease-renewal", keep)
         kopf_ready = asyncio.Event()
-
-        async def stop_flag() -> None:
-            await asyncio.wait(
-                {asyncio.create_task(stop.wait()), asyncio.create_task(lost.wait())},
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-
-        flag: asyncio.Future[None] = asyncio.ensure_future(stop_flag())
-        ready_watch = asyncio.create_task(_mark_ready(kopf_ready, ready))
-        background.append(ready_watch)
+        flag = asyncio.ensure_future(first_of(stop, lost))
+        tasks.start("mark-ready", lambda: _mark_ready(kopf_ready, ready))
         await kopf.operator(
             registry=registry,
             settings=settings,
@@ -230,14 +231,25 @@ async def run(cfg: config.Config, *, ready: threading.Event, stop: asyncio.Event
             return 1
         return 0
     finally:
-        for task in background:
-            task.cancel()
+        if flag is not None:
+            flag.cancel()
+        await tasks.stop()
         await work.stop()
         await reconcile.events.drain(timeout=5.0)
         if elector is not None:
             with contextlib.suppress(Exception):
                 await elector.release()
         await api.close()
+
+
+async def first_of(*events: asyncio.Event) -> None:
+    """Return once any of ``events`` is set; the waits on the others do not outlive it."""
+    waits = {asyncio.create_task(e.wait()) for e in events}
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 async def _mark_ready(kopf_ready: asyncio.Event, ready: threading.Event) -> None:
@@ -267,8 +279,12 @@ def serve(cfg: config.Config) -> int:
     quiet_kopf(cfg.log_level)
     ready = threading.Event()
     heartbeat = Heartbeat()
+    tasks = supervisor.Supervisor()
     server = health.HealthServer(
-        host=cfg.health.host, port=cfg.health.port, live=heartbeat.alive, ready=ready.is_set
+        host=cfg.health.host,
+        port=cfg.health.port,
+        live=lambda: heartbeat.alive() and tasks.check(),
+        ready=lambda: ready.is_set() and tasks.check(),
     ).start()
     log.info("health server listening", extra={"port": server.port})
 
@@ -279,7 +295,7 @@ def serve(cfg: config.Config) -> int:
             loop.add_signal_handler(sig, stop.set)
         beat = asyncio.create_task(heartbeat.run())
         try:
-            return await run(cfg, ready=ready, stop=stop)
+            return await run(cfg, ready=ready, stop=stop, tasks=tasks)
         finally:
             beat.cancel()
 
