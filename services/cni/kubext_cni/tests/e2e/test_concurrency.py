@@ -7,7 +7,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from kubext_cni.tests.e2e.harness import Netns, Network, Plugin, container_ip, ports
+from kubext_cni.tests.e2e.harness import (
+    Netns,
+    Network,
+    Plugin,
+    container_ip,
+    global_addresses,
+    masqueraded,
+    ports,
+)
 
 
 def _storm(plugin: Plugin, network: Network, pods: Callable[[], Netns], count: int) -> None:
@@ -26,8 +34,16 @@ def _storm(plugin: Plugin, network: Network, pods: Callable[[], Netns], count: i
     addresses = [container_ip(r) for r in results]
     assert len(set(addresses)) == count
     assert sorted(network.reservations(plugin)) == sorted(addresses)
-    assert len(plugin.node.ip_json("link", "show", "type", "bridge")) >= 1
+    # Every ADD raced to create and address the bridge: one bridge, the gateway on it once.
+    bridges = [link["ifname"] for link in plugin.node.ip_json("link", "show", "type", "bridge")]
+    assert bridges == [network.bridge]
+    prefix = network.subnet4.split("/")[1]
+    assert global_addresses(plugin.node, network.bridge) == [
+        {"address": f"{network.gateway4()}/{prefix}", "tentative": False}
+    ]
     assert len([p for p in ports(plugin.node, network.bridge) if p["up"]]) == count
+    # Concurrent nft transactions each refill the shared chain: none may drop another's element.
+    assert set(addresses) <= masqueraded(plugin.node)
 
     def delete(i: int) -> int:
         call = plugin("DEL", conf, container_id=f"storm-{i}", netns=namespaces[i].path)
@@ -37,6 +53,7 @@ def _storm(plugin: Plugin, network: Network, pods: Callable[[], Netns], count: i
         assert set(pool.map(delete, range(count))) == {0}
     assert ports(plugin.node, network.bridge) == []
     assert network.reservations(plugin) == []
+    assert not set(addresses) & masqueraded(plugin.node)
 
 
 def test_fifty_concurrent_adds_through_the_daemon(
