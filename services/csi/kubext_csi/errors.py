@@ -1,14 +1,31 @@
-"""Errors that already carry their gRPC status code, so servicers pass them on unchanged."""
+"""Errors that already carry their status code, so servicers pass them on unchanged.
+
+Pure (no grpc import), so the checks and the state store that raise them stay pure too; the gRPC
+edge (``server``) turns a ``Code`` into the ``grpc.StatusCode`` of the same name.
+"""
 
 from __future__ import annotations
 
-import grpc
+import enum
+
+
+class Code(enum.Enum):
+    """The gRPC status codes (same names and numbers) the CSI spec has this driver return."""
+
+    INVALID_ARGUMENT = 3
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    INTERNAL = 13
 
 
 class CsiError(Exception):
     """A failed RPC: ``code`` is the CSI spec's status code, ``message`` says what and why."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: Code, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -18,32 +35,32 @@ class CsiError(Exception):
 
 
 def invalid(message: str) -> CsiError:
-    return CsiError(grpc.StatusCode.INVALID_ARGUMENT, message)
+    return CsiError(Code.INVALID_ARGUMENT, message)
 
 
 def not_found(message: str) -> CsiError:
-    return CsiError(grpc.StatusCode.NOT_FOUND, message)
+    return CsiError(Code.NOT_FOUND, message)
 
 
 def already_exists(message: str) -> CsiError:
-    return CsiError(grpc.StatusCode.ALREADY_EXISTS, message)
+    return CsiError(Code.ALREADY_EXISTS, message)
 
 
 def precondition(message: str) -> CsiError:
-    return CsiError(grpc.StatusCode.FAILED_PRECONDITION, message)
+    return CsiError(Code.FAILED_PRECONDITION, message)
 
 
 def out_of_range(message: str) -> CsiError:
-    return CsiError(grpc.StatusCode.OUT_OF_RANGE, message)
+    return CsiError(Code.OUT_OF_RANGE, message)
 
 
 def exhausted(message: str) -> CsiError:
-    return CsiError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+    return CsiError(Code.RESOURCE_EXHAUSTED, message)
 
 
 def aborted(message: str) -> CsiError:
-    return CsiError(grpc.StatusCode.ABORTED, message)
+    return CsiError(Code.ABORTED, message)
 
 
 def internal(message: str) -> CsiError:
-    return CsiError(grpc.StatusCode.INTERNAL, message)
+    return CsiError(Code.INTERNAL, message)

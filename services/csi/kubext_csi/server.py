@@ -79,7 +79,7 @@ class _StatusInterceptor(grpc.ServerInterceptor):
             try:
                 return inner(request, context)
             except errors.CsiError as exc:
-                code, message = exc.code, exc.message
+                code, message = grpc.StatusCode[exc.code.name], exc.message
             except NotImplementedError:  # the generated base class: an RPC we do not offer
                 code = grpc.StatusCode.UNIMPLEMENTED
                 message = f"{method} is not offered by this driver (see its capabilities)"

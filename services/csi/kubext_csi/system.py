@@ -2,8 +2,8 @@
 
 Mounts use mount(2)/umount2(2) and loop devices their ioctls directly (no helper process on the
 hot path); filesystems use e2fsprogs (mkfs.ext*, resize2fs, e2fsck). State is read from /proc and
-/sys. Failures carry a gRPC code (INTERNAL with the tool's or kernel's message); checks that find
-nothing return None rather than raising.
+/sys and handed to the pure parsers in ``parse``. Failures carry a status code (INTERNAL with the
+tool's or kernel's message); checks that find nothing return None rather than raising.
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import grpc
-
-from . import errors
+from . import errors, parse
 
 # Tools the driver runs, and the Debian packages that ship them (scripts/ensure-tools.sh).
 # Mounts and loop devices use mount(2) and ioctls directly; losetup is only the fallback for
@@ -38,17 +36,13 @@ FIFREEZE = 0xC0045877  # _IOWR('X', 119, int)
 FITHAW = 0xC0045878  # _IOWR('X', 120, int)
 SYS_BLOCK = Path("/sys/block")
 MOUNTINFO = Path("/proc/self/mountinfo")
-# Per-mount flags a bind mount can change on remount; other flags belong to the filesystem.
-BIND_FLAGS = frozenset(
-    "ro rw nosuid suid nodev dev noexec exec noatime atime nodiratime diratime "
-    "relatime norelatime strictatime".split()
-)
+PROC_STATUS = Path("/proc/self/status")
 
 
 class CommandFailed(errors.CsiError):
     def __init__(self, argv: Sequence[str], returncode: int, output: str) -> None:
         detail = output.strip().splitlines()[-1] if output.strip() else f"exit status {returncode}"
-        super().__init__(grpc.StatusCode.INTERNAL, f"{' '.join(argv[:2])} failed: {detail}")
+        super().__init__(errors.Code.INTERNAL, f"{' '.join(argv[:2])} failed: {detail}")
         self.returncode = returncode
         self.output = output
 
@@ -136,36 +130,15 @@ def remove(path: Path) -> None:
 # ---- ext filesystems ----
 
 
-@dataclasses.dataclass(frozen=True)
-class ExtInfo:
-    fs_type: str
-    size: int
-
-
-def ext_info(path: Path | str) -> ExtInfo | None:
+def ext_info(path: Path | str) -> parse.ExtInfo | None:
     """Reads the ext2/3/4 superblock of an image or device; None if there is none."""
     try:
         with open(path, "rb") as f:
-            f.seek(1024)
-            sb = f.read(1024)
+            f.seek(parse.EXT_SUPERBLOCK_OFFSET)
+            sb = f.read(parse.EXT_SUPERBLOCK_SIZE)
     except OSError:
         return None
-    if len(sb) < 1024 or struct.unpack_from("<H", sb, 0x38)[0] != 0xEF53:
-        return None
-    blocks_lo, log_block = (
-        struct.unpack_from("<I", sb, 0x4)[0],
-        struct.unpack_from("<I", sb, 0x18)[0],
-    )
-    compat, incompat = struct.unpack_from("<I", sb, 0x5C)[0], struct.unpack_from("<I", sb, 0x60)[0]
-    blocks_hi = struct.unpack_from("<I", sb, 0x150)[0] if incompat & 0x80 else 0
-    block_size = 1024 << log_block
-    if incompat & (0x40 | 0x80 | 0x200):  # extents, 64bit, flex_bg: ext4 only
-        fs_type = "ext4"
-    elif compat & 0x4:  # has_journal
-        fs_type = "ext3"
-    else:
-        fs_type = "ext2"
-    return ExtInfo(fs_type, ((blocks_hi << 32) | blocks_lo) * block_size)
+    return parse.ext_superblock(sb)
 
 
 def mkfs(path: Path | str, fs_type: str) -> None:
@@ -188,10 +161,8 @@ CAP_SYS_RESOURCE = 24
 
 
 def has_capability(bit: int) -> bool:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return bool(int(line.split()[1], 16) >> bit & 1)
-    return False
+    """Whether this process holds capability ``bit`` (linux/capability.h) in its effective set."""
+    return bit in parse.effective_capabilities(PROC_STATUS.read_text())
 
 
 def can_resize_online() -> bool:
@@ -360,51 +331,11 @@ def device_size(device: str) -> int:
 # ---- mounts ----
 
 
-@dataclasses.dataclass(frozen=True)
-class Mount:
-    mount_point: str
-    root: str
-    source: str
-    fs_type: str
-    options: frozenset[str]
+def mounts() -> list[parse.Mount]:
+    return parse.mountinfo(MOUNTINFO.read_text())
 
 
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo.
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def parse_mountinfo(text: str) -> list[Mount]:
-    mounts = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        fields, tail = left.split(), right.split()
-        if len(fields) < 6 or len(tail) < 2:
-            continue
-        options = frozenset(fields[5].split(","))
-        mounts.append(
-            Mount(_unescape(fields[4]), _unescape(fields[3]), _unescape(tail[1]), tail[0], options)
-        )
-    return mounts
-
-
-def mounts() -> list[Mount]:
-    return parse_mountinfo(MOUNTINFO.read_text())
-
-
-def mount_at(path: str) -> Mount | None:
+def mount_at(path: str) -> parse.Mount | None:
     """The topmost mount at exactly ``path`` (symlinks resolved), if any."""
     path = os.path.realpath(path)
     found = None
@@ -414,46 +345,10 @@ def mount_at(path: str) -> Mount | None:
     return found
 
 
-# mount(2) flags for the generic options; everything else is filesystem data (e.g. "discard").
-MS_RDONLY, MS_REMOUNT, MS_BIND = 0x1, 0x20, 0x1000
-_FLAG_BITS = {
-    "ro": (0x1, True),
-    "rw": (0x1, False),
-    "nosuid": (0x2, True),
-    "suid": (0x2, False),
-    "nodev": (0x4, True),
-    "dev": (0x4, False),
-    "noexec": (0x8, True),
-    "exec": (0x8, False),
-    "sync": (0x10, True),
-    "async": (0x10, False),
-    "dirsync": (0x80, True),
-    "noatime": (0x400, True),
-    "atime": (0x400, False),
-    "nodiratime": (0x800, True),
-    "diratime": (0x800, False),
-    "relatime": (1 << 21, True),
-    "norelatime": (1 << 21, False),
-    "strictatime": (1 << 24, True),
-    "lazytime": (1 << 25, True),
-    "nolazytime": (1 << 25, False),
-    "defaults": (0, True),
-}
+MS_RDONLY, MS_REMOUNT, MS_BIND = 0x1, 0x20, 0x1000  # mount(2) flags set here, not from options
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-
-
-def mount_options(options: Sequence[str]) -> tuple[int, str]:
-    """Splits mount options into mount(2) flag bits and the filesystem's data string."""
-    flags, data = 0, []
-    for option in options:
-        if option in _FLAG_BITS:
-            bit, on = _FLAG_BITS[option]
-            flags = flags | bit if on else flags & ~bit
-        else:
-            data.append(option)
-    return flags, ",".join(data)
 
 
 def _mount(source: str | None, target: str, fs_type: str | None, flags: int, data: str) -> None:
@@ -476,14 +371,14 @@ def _mount(source: str | None, target: str, fs_type: str | None, flags: int, dat
 def mount_device(
     device: str, path: str, *, fs_type: str, flags: Sequence[str], read_only: bool
 ) -> None:
-    bits, data = mount_options([*flags, "ro"] if read_only else flags)
+    bits, data = parse.mount_options([*flags, "ro"] if read_only else flags)
     _mount(device, path, fs_type, bits, data)
 
 
 def bind_mount(source: str, target: str, *, flags: Sequence[str], read_only: bool) -> None:
     """Bind-mounts ``source`` on ``target``; per-mount flags and read-only need a remount."""
     _mount(source, target, None, MS_BIND, "")
-    bits, _ = mount_options([f for f in flags if f in BIND_FLAGS])
+    bits, _ = parse.mount_options([f for f in flags if f in parse.BIND_FLAGS])
     if read_only:
         bits |= MS_RDONLY
     if bits:

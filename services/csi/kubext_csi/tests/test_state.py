@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import grpc
 import pytest
 
 from .. import errors, state
@@ -38,10 +37,10 @@ def test_missing_records(tmp_path: Path) -> None:
     assert store.find_volume("nope") is None
     with pytest.raises(errors.CsiError) as err:
         store.get_volume("nope")
-    assert err.value.code == grpc.StatusCode.NOT_FOUND
+    assert err.value.code == errors.Code.NOT_FOUND
     with pytest.raises(errors.CsiError) as err:
         store.get_snapshot("nope")
-    assert err.value.code == grpc.StatusCode.NOT_FOUND
+    assert err.value.code == errors.Code.NOT_FOUND
     store.delete_volume("nope")  # deleting what is gone is fine
     store.delete_stage("nope")
 
