@@ -59,12 +59,14 @@ class Reconciler:
         identity: str,
         status_settle: float = 5.0,
         now: Callable[[], str] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
         password: Callable[[], str] = lambda: secrets.token_urlsafe(24),
         events: EventRecorder | None = None,
     ) -> None:
         self.api, self.cache = api, cache
         self.webapp_defaults, self.database_settings = webapp_defaults, database_settings
         self.identity, self.now, self.password = identity, now, password
+        self.monotonic = monotonic
         self.status_settle = status_settle
         self.events = events or EventRecorder(
             api, identity=identity, api_versions=API_VERSIONS, now=now
@@ -150,7 +152,7 @@ class Reconciler:
                 return Result()
             raise
         if _change("created", "Deployment", view.name) in changes:
-            self._rollout_started[view.uid] = time.monotonic()
+            self._rollout_started[view.uid] = self.monotonic()
         if changes:
             summary = f"replicas {spec.replicas}, image {spec.image}"
             self.event(view, "Normal", _reason(changes), f"{'; '.join(changes)} ({summary})")
@@ -169,7 +171,11 @@ class Reconciler:
             # runs from the Deployment's creation when this process made it: time spent in the
             # operator's queue during a burst says nothing about whether the rollout is slow.
             started = self._rollout_started.get(view.uid)
-            waited = time.monotonic() - started if started is not None else _age(view.created)
+            waited = (
+                self.monotonic() - started
+                if started is not None
+                else _seconds_between(view.created, self.now())
+            )
             wait = self.status_settle - waited
             if wait > 0:
                 return Result(requeue_after=min(wait, self.status_settle))
@@ -256,7 +262,9 @@ class Reconciler:
                 self.event(
                     view, type_, f"{req.action.title()}{outcome['reason']}", outcome["message"]
                 )
-        return Result(requeue_after=_until(new.get("backupStatus", {}).get("nextBackup")))
+        return Result(
+            requeue_after=_until(new.get("backupStatus", {}).get("nextBackup"), self.now())
+        )
 
     async def _database_failed(
         self, view: views.OwnerView, reason: str, problem: str, previous: Mapping[str, Any]
@@ -499,17 +507,19 @@ def _reason(changes: list[str]) -> str:
     return "Created" if all(c.startswith("created") for c in changes) else "Updated"
 
 
-def _age(created: str) -> float:
-    """Seconds since ``created`` (an API timestamp); 0 when unknown."""
+def _timestamp(moment: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(moment.replace("Z", "+00:00"))
+
+
+def _seconds_between(created: str, now: str) -> float:
+    """Seconds from ``created`` to ``now`` (API timestamps); 0 when unknown."""
     if not created:
         return 0.0
-    born = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
-    return max(0.0, (dt.datetime.now(dt.UTC) - born).total_seconds())
+    return max(0.0, (_timestamp(now) - _timestamp(created)).total_seconds())
 
 
-def _until(moment: str | None) -> float | None:
-    """Seconds until ``moment`` (plus one), to refresh nextBackup once the run is due."""
+def _until(moment: str | None, now: str) -> float | None:
+    """Seconds from ``now`` until ``moment`` (plus one), to refresh nextBackup once it is due."""
     if not moment:
         return None
-    due = dt.datetime.fromisoformat(moment.replace("Z", "+00:00"))
-    return max(1.0, (due - dt.datetime.now(dt.UTC)).total_seconds() + 1.0)
+    return max(1.0, (_timestamp(moment) - _timestamp(now)).total_seconds() + 1.0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 from typing import Any
 
 import pytest
@@ -72,8 +71,28 @@ def _webapp(*, generation: int = 1, finalizers=(), deleting=False, created=None,
     }
 
 
-def _setup(body: dict) -> tuple[FakeApi, store.Store, reconciler.Reconciler]:
-    api, cache = FakeApi(), store.Store()
+class Clock:
+    """Wall and monotonic time for the reconciler that move only when the test advances them."""
+
+    def __init__(self, wall: str = "2026-01-01T00:00:00Z") -> None:
+        self.wall = dt.datetime.fromisoformat(wall.replace("Z", "+00:00"))
+        self.ticks = 1000.0
+
+    def now(self) -> str:
+        return self.wall.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def monotonic(self) -> float:
+        return self.ticks
+
+    def advance(self, seconds: float) -> None:
+        self.wall += dt.timedelta(seconds=seconds)
+        self.ticks += seconds
+
+
+def _setup(
+    body: dict, clock: Clock | None = None
+) -> tuple[FakeApi, store.Store, reconciler.Reconciler]:
+    api, cache, clock = FakeApi(), store.Store(), clock or Clock()
     cache.upsert_owner(views.owner_view("WebApp", body))
     rec = reconciler.Reconciler(
         api=api,  # type: ignore[arg-type]
@@ -81,7 +100,8 @@ def _setup(body: dict) -> tuple[FakeApi, store.Store, reconciler.Reconciler]:
         webapp_defaults=wa_plan.Defaults(),
         database_settings=db_plan.Settings(),
         identity="test",
-        now=lambda: "2026-01-01T00:00:00Z",
+        now=clock.now,
+        monotonic=clock.monotonic,
     )
     return api, cache, rec
 
@@ -142,14 +162,15 @@ def test_new_webapp_four_writes_then_nothing() -> None:
 
 
 def test_a_slow_rollout_gets_pending_once_settled() -> None:
-    api, cache, rec = _setup(_webapp())
-    rec.status_settle = 0.2
-    run(rec.reconcile(KEY))
+    clock = Clock()
+    api, cache, rec = _setup(_webapp(), clock)  # status_settle 5 s
+    assert run(rec.reconcile(KEY)).requeue_after == 5.0
     _observe(api, cache, ready=0)
     api.calls.clear()
-    run(rec.reconcile(KEY))
+    clock.advance(4.5)
+    assert run(rec.reconcile(KEY)).requeue_after == pytest.approx(0.5)
     assert api.writes() == []  # still within the settle time
-    time.sleep(0.25)
+    clock.advance(0.5)
     run(rec.reconcile(KEY))
     assert api.writes() == [("patch/status", "WebApp", "shop")]
     assert api.bodies[("WebApp/status", "shop")]["status"]["phase"] == "Pending"
@@ -168,15 +189,34 @@ def test_children_made_by_a_predecessor_settle_from_the_webapps_age() -> None:
 
 
 def test_a_fresh_webapp_waits_to_settle_before_writing_pending() -> None:
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    api, cache, rec = _setup(_webapp(created=now))
+    clock = Clock()
+    api, cache, rec = _setup(_webapp(created=clock.now()), clock)
     result = run(rec.reconcile(KEY))
     assert ("patch/status", "WebApp", "shop") not in api.writes()
-    assert result.requeue_after is not None and 0 < result.requeue_after <= 5
+    assert result.requeue_after == 5.0
+    clock.advance(1.0)
     _observe(api, cache, ready=2)
     api.calls.clear()
     run(rec.reconcile(KEY))
     assert api.writes() == [("patch/status", "WebApp", "shop")]  # straight to Running
+
+
+def test_a_young_webapp_with_a_predecessors_children_settles_from_its_creation() -> None:
+    clock = Clock()
+    created = clock.now()
+    made, _cache, predecessor = _setup(_webapp(created=created), clock)
+    run(predecessor.reconcile(KEY))
+    clock.advance(2.0)  # then the operator restarted
+    api, cache, restarted = _setup(_webapp(created=created, finalizers=[wa_plan.FINALIZER]), clock)
+    api.bodies = made.bodies
+    _observe(api, cache, ready=0)
+    api.calls.clear()
+    assert run(restarted.reconcile(KEY)).requeue_after == pytest.approx(3.0)
+    assert api.writes() == []
+    clock.advance(3.0)
+    run(restarted.reconcile(KEY))
+    assert api.writes() == [("patch/status", "WebApp", "shop")]
+    assert api.bodies[("WebApp/status", "shop")]["status"]["phase"] == "Pending"
 
 
 def test_cache_lag_does_not_cause_a_second_apply() -> None:
