@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from kubext_operator import kube, views
 from kubext_operator.events import EventRecorder
@@ -19,11 +22,13 @@ VIEW = views.owner_view(
 class SlowApi:
     def __init__(self, *, fail: BaseException | None = None) -> None:
         self.gate = asyncio.Event()
+        self.sent: list[dict] = []  # every POST, refused or not
         self.posted: list[dict] = []
         self.fail = fail
 
     async def create(self, body: dict) -> dict:
         await self.gate.wait()
+        self.sent.append(body)
         if self.fail:
             raise self.fail
         self.posted.append(body)
@@ -62,17 +67,37 @@ def test_record_returns_before_the_post_and_drain_waits_for_it() -> None:
     asyncio.run(scenario())
 
 
-def test_a_refused_or_failed_post_is_logged_not_raised() -> None:
-    async def scenario(error: BaseException) -> None:
+@pytest.mark.parametrize(
+    ("error", "logged"),
+    [
+        (kube.ApiError(403, "Forbidden", "events is forbidden"), "ApiError: 403 Forbidden"),
+        (ConnectionResetError("reset by peer"), "ConnectionResetError: reset by peer"),
+    ],
+    ids=["refused", "unreachable"],
+)
+def test_a_refused_or_failed_post_is_logged_not_raised(
+    error: BaseException, logged: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> SlowApi:
         api = SlowApi(fail=error)
         api.gate.set()
         events = recorder(api)
         events.record(VIEW, "Warning", "InvalidSpec", "x" * 5000)
         await events.drain()
-        assert api.posted == []
+        return api
 
-    asyncio.run(scenario(kube.ApiError(403, "Forbidden", "events is forbidden")))
-    asyncio.run(scenario(ConnectionResetError("reset by peer")))
+    with caplog.at_level(logging.WARNING, logger="kubext_operator.events"):
+        api = asyncio.run(scenario())  # no exception escapes, nor a task error
+    [sent] = api.sent
+    assert sent["message"] == "x" * 1024  # the API server's limit for a message
+    assert api.posted == []
+    [record] = [r for r in caplog.records if r.name == "kubext_operator.events"]
+    assert (record.levelno, record.getMessage(), record.reason) == (
+        logging.WARNING,
+        "event not recorded",
+        "InvalidSpec",
+    )
+    assert record.error.startswith(logged)
 
 
 def test_backlog_is_bounded_and_overflow_dropped() -> None:

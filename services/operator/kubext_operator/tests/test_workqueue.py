@@ -57,7 +57,10 @@ def test_add_after_delivers_later_and_earliest_wins() -> None:
         return before, key, loop.time() - started
 
     before, key, waited = run(scenario())
-    assert (before, key) == (0, "a") and waited < 1
+    assert (before, key) == (0, "a")
+    # Not before its delay (the loop's timer may fire within its clock resolution), and the
+    # earlier wake-up replaced the later one.
+    assert 0.04 <= waited < 1
 
 
 def test_shutdown_releases_waiting_workers() -> None:
