@@ -82,6 +82,18 @@ class Operator:
             and (leases or 'resource="leases"' not in k)
         )
 
+    def reconciles(self, controller: str) -> float:
+        """Reconciles ``controller`` (webapp, database) has finished, whatever their result."""
+        prefix = f'controller_runtime_reconcile_total{{controller="{controller}",'
+        return sum(v for k, v in self.metrics().items() if k.startswith(prefix))
+
+    def idle(self) -> bool:
+        """Nothing in the work queue and no reconcile running."""
+        samples = self.metrics()
+        return samples.get('workqueue_depth{name="kubext-operator"}', 0.0) == 0 and not any(
+            v for k, v in samples.items() if k.startswith("controller_runtime_active_workers{")
+        )
+
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from kubernetes import client
@@ -76,12 +75,19 @@ def test_webapp_lifecycle(
     )
     assert "Deployment shop" in events[0].message
 
-    # Nothing changed: touching the object's metadata causes a reconcile but no write.
-    before = operator.writes()
+    # Nothing changed: touching the object's metadata causes a reconcile but no write. "No
+    # write" counts only once the operator has reconciled the touched object.
+    wait_for("the operator idle", operator.idle, timeout=30)
+    before, reconciled = operator.writes(), operator.reconciles("webapp")
     custom.patch_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, "shop", {"metadata": {"labels": {"touched": "yes"}}}
     )
-    time.sleep(3)
+    wait_for(
+        "a reconcile of the touched WebApp",
+        lambda: operator.reconciles("webapp") > reconciled,
+        timeout=30,
+    )
+    wait_for("the operator idle", operator.idle, timeout=30)
     assert operator.writes() == before
 
     # kubectl scale goes through the scale subresource.
