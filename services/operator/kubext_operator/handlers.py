@@ -12,12 +12,12 @@ from typing import Any
 
 import kopf
 
+from kubext.crds import database as db_crd
+from kubext.crds import webapp as wa_crd
 from kubext_operator import controller as ctl
 
-OWNERS = {
-    "WebApp": ("example.com", "v1", "webapps"),
-    "Database": ("db.example.com", "v1", "databases"),
-}
+OWNERS = {crd.KIND: (crd.GROUP, crd.VERSION, crd.PLURAL) for crd in (wa_crd, db_crd)}
+"""The custom resources kopf watches, at the version the operator reads (the CRDs' own)."""
 
 
 def register(registry: kopf.OperatorRegistry, controller: ctl.Controller) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 import aiohttp
 import kopf
 
+from kubext.crds import database as db_crd
+from kubext.crds import webapp as wa_crd
 from kubext_operator import metrics
 from kubext_operator.planning import common
 
@@ -41,8 +43,8 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    "WebApp": Kind("example.com", "v1", "webapps"),
-    "Database": Kind("db.example.com", "v1", "databases"),
+    wa_crd.KIND: Kind(wa_crd.GROUP, wa_crd.VERSION, wa_crd.PLURAL),
+    db_crd.KIND: Kind(db_crd.GROUP, db_crd.VERSION, db_crd.PLURAL),
     "Deployment": Kind("apps", "v1", "deployments"),
     "StatefulSet": Kind("apps", "v1", "statefulsets"),
     "CronJob": Kind("batch", "v1", "cronjobs"),
