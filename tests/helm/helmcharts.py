@@ -1,10 +1,11 @@
-"""Helm for the chart tests: the charts' location, a runner for the pinned helm binary, and
-the objects one `helm template` renders."""
+"""Helm for the chart tests: the charts' location, a runner for the pinned helm binary over a
+copy of the charts with their dependencies built, and the objects one `helm template` renders."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,25 +17,50 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHARTS_DIR = REPO / "helm"
 CHARTS = ("operator", "webhooks", "scheduler", "cni", "csi", "deviceplugin")
+# The library chart every chart depends on (file://../kubext-common) for the shared helpers.
+LIBRARY = "kubext-common"
 
 
 class HelmError(Exception):
     """helm exited non-zero; the message is its stderr."""
 
 
+def run_helm(binary: str, *args: str, timeout: float = 120) -> str:
+    done = subprocess.run([binary, *args], capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise HelmError(done.stderr.strip() or done.stdout.strip())
+    return done.stdout
+
+
+def build_charts(binary: str, into: Path) -> Path:
+    """A copy of helm/ in ``into`` with the library built into each chart's charts/, which lint,
+    template and install need. Built afresh from the library's files every time (a version
+    bump is not needed to see a change), and the checkout is left as it is."""
+    copy = into / "helm"
+    # charts/ and Chart.lock are what `helm dependency build` leaves in a checkout (Tilt's).
+    shutil.copytree(CHARTS_DIR, copy, ignore=shutil.ignore_patterns("charts", "Chart.lock"))
+    for chart in CHARTS:
+        # --skip-refresh: the library is a local directory; no chart repository is consulted.
+        run_helm(binary, "dependency", "build", "--skip-refresh", str(copy / chart))
+    return copy
+
+
 @dataclass(frozen=True)
 class Helm:
-    """The rig's pinned helm binary, with the few commands the tests use."""
+    """The rig's pinned helm binary over built charts, with the few commands the tests use.
+    kubeconfig is the rig's cluster, for install and uninstall only."""
 
     binary: str
-    kubeconfig: str
+    charts: Path
     work: Path
+    kubeconfig: str = ""
+
+    @classmethod
+    def with_built_charts(cls, *, binary: str, work: Path) -> Helm:
+        return cls(binary=binary, charts=build_charts(binary, work), work=work)
 
     def run(self, *args: str, timeout: float = 120) -> str:
-        done = subprocess.run([self.binary, *args], capture_output=True, text=True, timeout=timeout)
-        if done.returncode != 0:
-            raise HelmError(done.stderr.strip() or done.stdout.strip())
-        return done.stdout
+        return run_helm(self.binary, *args, timeout=timeout)
 
     def values_file(self, values: dict[str, Any] | None) -> list[str]:
         if not values:
@@ -45,7 +71,7 @@ class Helm:
         return ["--values", str(path)]
 
     def lint(self, chart: str, values: dict[str, Any] | None = None) -> str:
-        return self.run("lint", "--strict", str(CHARTS_DIR / chart), *self.values_file(values))
+        return self.run("lint", "--strict", str(self.charts / chart), *self.values_file(values))
 
     def template(
         self,
@@ -59,7 +85,7 @@ class Helm:
         out = self.run(
             "template",
             release,
-            str(CHARTS_DIR / chart),
+            str(self.charts / chart),
             "--namespace",
             namespace,
             *self.values_file(values),
@@ -73,7 +99,7 @@ class Helm:
         return self.run(
             "install",
             release,
-            str(CHARTS_DIR / chart),
+            str(self.charts / chart),
             "--namespace",
             namespace,
             "--kubeconfig",

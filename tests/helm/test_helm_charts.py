@@ -4,8 +4,10 @@ objects that follow the project's conventions and stay in step with the services
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+import helmcharts  # pants: no-infer-dep
 import pytest
 import values_schema  # pants: no-infer-dep
 import yaml
@@ -61,9 +63,9 @@ CUSTOM: dict[str, dict[str, Any]] = {
         "conversion": {"injectCABundle": False},
     },
     "scheduler": {
-        "mode": "extender",
-        "config": {"log_level": "debug"},
-        "extender": {"port": 9888, "bindVerb": "bind", "nodeCacheCapable": False},
+        "image": {"tag": "dev-2"},
+        "config": {"log_level": "debug", "health": {"port": 9092}},
+        "schedulerName": "team-scheduler",
     },
     "cni": {
         "config": {"health": {"port": 9190}, "socket_path": "/var/run/kubext/cni.sock"},
@@ -171,12 +173,42 @@ def test_lint_strict(helm: Helm, chart: str, variant: str) -> None:
     assert "1 chart(s) linted, 0 chart(s) failed" in out
 
 
-def test_the_shared_helpers_are_one_file_in_every_chart() -> None:
-    copies = {
-        chart: (CHARTS_DIR / chart / "templates" / "_helpers.tpl").read_text() for chart in CHARTS
+def test_the_library_chart_is_a_library() -> None:
+    meta = yaml.safe_load((CHARTS_DIR / helmcharts.LIBRARY / "Chart.yaml").read_text())
+    assert (meta["apiVersion"], meta["name"], meta["type"]) == ("v2", helmcharts.LIBRARY, "library")
+    assert "dependencies" not in meta
+
+
+def test_the_library_lints_strict(helm: Helm) -> None:
+    assert "1 chart(s) linted, 0 chart(s) failed" in helm.lint(helmcharts.LIBRARY)
+
+
+# A chart's own templates define only its hooks into the library, never a helper of its own.
+OWN_DEFINE = re.compile(r'define "(?!kubext\.wiring")(kubext\.[^"]*)"')
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_every_chart_takes_the_shared_helpers_from_the_library(helm: Helm, chart: str) -> None:
+    meta = yaml.safe_load((CHARTS_DIR / chart / "Chart.yaml").read_text())
+    library = yaml.safe_load((CHARTS_DIR / helmcharts.LIBRARY / "Chart.yaml").read_text())
+    assert meta["dependencies"] == [
+        {
+            "name": helmcharts.LIBRARY,
+            "version": library["version"],
+            "repository": f"file://../{helmcharts.LIBRARY}",
+        }
+    ]
+    own = {
+        f"{path.name}: {name}"
+        for path in (CHARTS_DIR / chart / "templates").iterdir()
+        for name in OWN_DEFINE.findall(path.read_text())
     }
-    reference = copies["operator"]
-    assert [c for c, text in copies.items() if text != reference] == []
+    assert own == set()
+    # Rendered with the library resolved: its helpers name and label every object.
+    rendered = helm.template(chart, release=RELEASE, namespace=NAMESPACE)
+    assert rendered.one("ConfigMap", f"{RELEASE}-{chart}-config")
+    for obj in rendered.objects:
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "kubext"
 
 
 def undocumented_keys(text: str) -> list[str]:
@@ -305,6 +337,26 @@ def test_workloads_run_the_service_with_its_config(helm: Helm, chart: str, varia
             assert pod["serviceAccountName"] in {
                 sa["metadata"]["name"] for sa in rendered.of_kind("ServiceAccount")
             }
+
+
+# The ports each service's container listens on; the others serve only health (so far).
+SERVED_PORTS = {"webhooks": {"health", "https"}}
+
+
+@pytest.mark.parametrize(("chart", "variant"), VARIANTS)
+def test_every_container_port_is_one_the_service_serves(
+    helm: Helm, chart: str, variant: str
+) -> None:
+    rendered = render(helm, chart, variant)
+    for workload in rendered.workloads():
+        ports = {p["name"] for p in service_container(workload)["ports"]}
+        assert ports == SERVED_PORTS.get(chart, {"health"}), workload["metadata"]["name"]
+    served = {
+        (s["metadata"]["name"], p["targetPort"])
+        for s in rendered.of_kind("Service")
+        for p in s["spec"]["ports"]
+    }
+    assert {port for _, port in served} <= SERVED_PORTS.get(chart, {"health"}) - {"health"}
 
 
 @pytest.mark.parametrize(("chart", "variant"), VARIANTS)
@@ -629,40 +681,19 @@ def test_scheduler_is_bound_like_kube_scheduler(helm: Helm) -> None:
     assert rendered.of_kind("Service") == []
 
 
-def test_scheduler_extender_mode(helm: Helm) -> None:
+def test_scheduler_offers_no_extender_until_the_service_serves_one(helm: Helm) -> None:
+    """The service is a health server so far: no extender Service, port or `mode` to pick."""
+    for values in ({"mode": "extender"}, {"extender": {"port": 8888}}):
+        key = next(iter(values))
+        with pytest.raises(HelmError, match=f"additional properties '{key}' not allowed"):
+            helm.template("scheduler", values=values)
     rendered = render(helm, "scheduler", "custom")
-    name = f"{RELEASE}-scheduler"
-    service = rendered.one("Service", name)
-    assert service["spec"]["ports"][0]["port"] == 9888
-    extender = yaml.safe_load(
-        rendered.one("ConfigMap", f"{name}-extender")["data"]["extender.yaml"]
-    )
-    assert extender["urlPrefix"] == f"http://{name}.{NAMESPACE}.svc:9888/"
-    assert (extender["filterVerb"], extender["prioritizeVerb"], extender["bindVerb"]) == (
-        "filter",
-        "prioritize",
-        "bind",
-    )
-    assert extender["nodeCacheCapable"] is False and extender["ignorable"] is True
-    rules = rendered.rules("ClusterRole", f"{name}-extender")
-    assert rules_allow(rules, "", "pods/binding", "create")
-    assert not rules_allow(rules, "", "pods", "delete")
-    assert {b["roleRef"]["name"] for b in rendered.of_kind("ClusterRoleBinding")} == {
-        f"{name}-extender"
-    }
-    ports = {
-        p["name"]: p["containerPort"]
-        for p in service_container(rendered.one("Deployment"))["ports"]
-    }
-    assert ports["extender"] == 9888
-
-
-def test_scheduler_rejects_an_unknown_mode(helm: Helm) -> None:
-    with pytest.raises(HelmError, match="at '/mode': value must be one of 'scheduler', 'extender'"):
-        helm.template("scheduler", values={"mode": "both"})
-    # The template refuses it too, where the schema is skipped.
-    with pytest.raises(HelmError, match='mode: "both" is neither scheduler nor extender'):
-        helm.template("scheduler", values={"mode": "both"}, extra=["--skip-schema-validation"])
+    assert rendered.of_kind("Service") == []
+    assert [c["metadata"]["name"] for c in rendered.of_kind("ConfigMap")] == [
+        f"{RELEASE}-scheduler-config"
+    ]
+    lease = rendered.rules("Role", f"{RELEASE}-scheduler-leader-election")
+    assert rules_allow(lease, "coordination.k8s.io", "leases", "update", "team-scheduler")
 
 
 # --- cni -----------------------------------------------------------------------------------

@@ -88,18 +88,6 @@ CASES = {
             *NOTHING_SECRET,
         ],
     ),
-    "scheduler-extender": Case(
-        chart="scheduler",
-        service_account="{rel}-scheduler",
-        workloads=[("Deployment", "{rel}-scheduler")],
-        values=lambda rel: {"mode": "extender"},
-        allowed=[Access("list", "nodes", namespace=None), Access("watch", "pods", namespace=None)],
-        denied=[
-            Access("create", "pods", subresource="binding", namespace="default"),
-            Access("update", "leases", "coordination.k8s.io", name="kubext-scheduler"),
-            Access("delete", "pods", namespace="default"),
-        ],
-    ),
     "cni": Case(
         chart="cni",
         service_account="{rel}-cni",
@@ -288,10 +276,12 @@ def installed(
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_install_becomes_ready_with_least_privilege_and_uninstalls_clean(
-    helm: Helm, kube_api: client.ApiClient, namespace: str, case: Case
+    helm_on_cluster: Helm, kube_api: client.ApiClient, namespace: str, case: Case
 ) -> None:
     rel = new_release()
-    with installed(helm, case.chart, release=rel, namespace=namespace, values=case.values(rel)):
+    with installed(
+        helm_on_cluster, case.chart, release=rel, namespace=namespace, values=case.values(rel)
+    ):
         for kind, name in case.workloads:
             assert_ready(kube_api, namespace, kind, name.format(rel=rel))
         # What the release owns cluster-wide, found by its instance label (so the check after
@@ -344,7 +334,7 @@ def dry_run_pod(api: client.ApiClient, namespace: str) -> None:
 
 
 def test_webhooks_install_fails_closed_only_where_it_is_scoped(
-    helm: Helm, kube_api: client.ApiClient, namespace: str
+    helm_on_cluster: Helm, kube_api: client.ApiClient, namespace: str
 ) -> None:
     """The webhooks chart installed for real, its configurations called by the API server.
 
@@ -362,7 +352,9 @@ def test_webhooks_install_fails_closed_only_where_it_is_scoped(
                 "namespaceSelector": {"matchLabels": label},
             },
         }
-        with installed(helm, "webhooks", release=rel, namespace=namespace, values=values):
+        with installed(
+            helm_on_cluster, "webhooks", release=rel, namespace=namespace, values=values
+        ):
             assert_ready(kube_api, namespace, "Deployment", name)
             registration = client.AdmissionregistrationV1Api(kube_api)
             validating = registration.read_validating_webhook_configuration(name)
@@ -416,13 +408,15 @@ def test_webhooks_install_fails_closed_only_where_it_is_scoped(
 
 
 def test_cert_manager_mode_without_cert_manager_installs_nothing(
-    helm: Helm, kube_api: client.ApiClient, namespace: str
+    helm_on_cluster: Helm, kube_api: client.ApiClient, namespace: str
 ) -> None:
     rel = new_release()
     with pytest.raises(HelmError, match=r"certManager\.enabled needs cert-manager"):
-        helm.install(
+        helm_on_cluster.install(
             "webhooks", release=rel, namespace=namespace, values={"certManager": {"enabled": True}}
         )
     with pytest.raises(HelmError, match="not found"):
-        helm.run("status", rel, "--namespace", namespace, "--kubeconfig", helm.kubeconfig)
+        helm_on_cluster.run(
+            "status", rel, "--namespace", namespace, "--kubeconfig", helm_on_cluster.kubeconfig
+        )
     assert leftovers(kube_api, rel) == {}

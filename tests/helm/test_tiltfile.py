@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import helmcharts  # pants: no-infer-dep
 import pytest
 from helmcharts import CHARTS, CHARTS_DIR, REPO, Helm  # pants: no-infer-dep
 
@@ -81,6 +82,9 @@ def run_tiltfile(**given: Any) -> Recorder:
         **{
             name: recorder.builtin(name)
             for name in (
+                "local",
+                "watch_file",
+                "watch_settings",
                 "local_resource",
                 "docker_build",
                 "k8s_yaml",
@@ -113,6 +117,22 @@ def test_every_service_builds_its_pex_its_image_and_deploys_its_chart(svc: str) 
     assert ("rendered", f"helm/{svc}") in [a[0] for a, _ in tilt.of("k8s_yaml")]
 
 
+def test_each_chart_has_the_library_built_in_before_tilt_renders_it() -> None:
+    """Tilt's helm() reads the chart directory as it is: the library must already be in its
+    charts/, and a change to the library must run the Tiltfile (and so the build) again."""
+    tilt = run_tiltfile()
+    for svc in CHARTS:
+        build = ("local", (f"helm dependency build --skip-refresh helm/{svc}",))
+        calls = [(name, args) for name, args, _ in tilt.calls]
+        assert build in calls, svc
+        render = next(i for i, (name, args) in enumerate(calls) if args == (f"helm/{svc}",))
+        assert calls.index(build) < render, svc
+    assert ((f"helm/{helmcharts.LIBRARY}",), {}) in tilt.of("watch_file")
+    # What the build writes into the charts is ignored, so it does not run the Tiltfile again.
+    ((_, settings),) = tilt.of("watch_settings")
+    assert {"helm/*/charts", "helm/*/Chart.lock"} <= set(settings["ignore"])
+
+
 def test_tilt_waits_for_the_pex_before_each_workload_the_charts_render(helm: Helm) -> None:
     tilt = run_tiltfile()
     resources = {a[0]: k for a, k in tilt.of("k8s_resource")}
@@ -140,7 +160,6 @@ def test_services_can_be_chosen_and_a_typo_is_refused() -> None:
         run_tiltfile(services=["operater"])
 
 
-def test_the_charts_directory_has_a_chart_per_service() -> None:
-    assert sorted(p.name for p in CHARTS_DIR.iterdir() if (p / "Chart.yaml").is_file()) == sorted(
-        CHARTS
-    )
+def test_the_charts_directory_has_a_chart_per_service_and_the_library() -> None:
+    charts = {p.name for p in CHARTS_DIR.iterdir() if (p / "Chart.yaml").is_file()}
+    assert charts == {*CHARTS, helmcharts.LIBRARY}

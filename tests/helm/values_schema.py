@@ -43,7 +43,6 @@ OPAQUE = {
 # Keys with a closed set of values, by chart and dotted path.
 ENUMS: dict[tuple[str, str], list[Any]] = {
     ("webhooks", "webhooks.failurePolicy"): ["Fail", "Ignore"],
-    ("scheduler", "mode"): ["scheduler", "extender"],
     ("csi", "csiDriver.fsGroupPolicy"): ["File", "ReadWriteOnceWithFSType", "None"],
     ("csi", "storageClass.reclaimPolicy"): ["Delete", "Retain"],
     ("csi", "storageClass.volumeBindingMode"): ["Immediate", "WaitForFirstConsumer"],
@@ -82,12 +81,28 @@ def node(chart: str, path: str, value: Any) -> dict[str, Any]:
     return {}
 
 
+def dependency_blocks(chart: str) -> dict[str, Any]:
+    """Helm gives each dependency a block of the values, holding at least the globals. The only
+    dependency is the library chart, which reads no values: nothing else may go there."""
+    meta = yaml.safe_load((CHARTS_DIR / chart / "Chart.yaml").read_text())
+    return {
+        dependency["name"]: {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"global": {"type": "object"}},
+        }
+        for dependency in meta.get("dependencies", [])
+    }
+
+
 def schema(chart: str) -> dict[str, Any]:
     values = yaml.safe_load((CHARTS_DIR / chart / "values.yaml").read_text())
+    root = node(chart, "", values)
+    root["properties"].update(dependency_blocks(chart))
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": f"Values of the kubext {chart} chart (generated from values.yaml)",
-        **node(chart, "", values),
+        **root,
     }
 
 
@@ -96,9 +111,10 @@ def render(chart: str) -> str:
 
 
 def main() -> int:
-    for chart_yaml in sorted(CHARTS_DIR.glob("*/Chart.yaml")):
-        chart = chart_yaml.parent.name
-        (chart_yaml.parent / "values.schema.json").write_text(render(chart))
+    # Every chart with values: the library chart has none.
+    for values_yaml in sorted(CHARTS_DIR.glob("*/values.yaml")):
+        chart = values_yaml.parent.name
+        (values_yaml.parent / "values.schema.json").write_text(render(chart))
         print(f"wrote helm/{chart}/values.schema.json")
     return 0
 

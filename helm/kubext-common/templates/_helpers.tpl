@@ -1,6 +1,7 @@
 {{- /*
-Helpers shared by every kubext chart. This file is identical in each chart (a test keeps the
-copies equal); what differs per chart lives in _<chart>.tpl next to it.
+Helpers shared by every kubext chart, which depends on this library chart. They are called with
+the chart's own context, so .Chart and .Values are the calling chart's; what differs per chart
+(the "kubext.wiring" hook included) lives in that chart's templates/_<chart>.tpl.
 */ -}}
 
 {{/* The chart name, or .Values.nameOverride. */}}

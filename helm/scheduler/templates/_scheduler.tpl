@@ -2,9 +2,3 @@
 {{- define "kubext.wiring" -}}
 {}
 {{- end -}}
-
-{{- define "scheduler.validate" -}}
-{{- if not (has .Values.mode (list "scheduler" "extender")) -}}
-{{- fail (printf "mode: %q is neither scheduler nor extender" .Values.mode) -}}
-{{- end -}}
-{{- end -}}
