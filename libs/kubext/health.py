@@ -49,8 +49,8 @@ class HealthServer:
                     except Exception:  # a failing check means "not ok", never a crash
                         log.exception("health check %s raised", path)
                         ok = False
-                    body = "ok" if ok else f"not ok: {reason}" if reason else "not ok"
-                    self._reply(200 if ok else 503, f"{body}\n".encode(), "text/plain")
+                    text = "ok" if ok else f"not ok: {reason}" if reason else "not ok"
+                    self._reply(200 if ok else 503, f"{text}\n".encode(), "text/plain")
                 else:
                     self._reply(404, b"not found\n", "text/plain")
 

@@ -108,9 +108,10 @@ def parse_quantity(text: str | int | float) -> Quantity:
 
 def _round_up_nano(value: Decimal) -> Decimal:
     # Kubernetes keeps at most nano precision and rounds up (resource.Quantity.RoundUp(Nano)).
+    exponent = value.as_tuple().exponent  # a letter only for NaN and infinity
     return (
         value.quantize(Decimal("1e-9"), rounding=ROUND_CEILING)
-        if value.as_tuple().exponent < -9
+        if isinstance(exponent, int) and exponent < -9
         else value
     )
 

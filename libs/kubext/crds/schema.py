@@ -66,7 +66,8 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
 def openapi_schema(model: type[pydantic.BaseModel]) -> dict[str, Any]:
     """The structural schema of ``model`` (camelCase property names, validation rules kept)."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
-    return _inline(raw, raw.get("$defs", {}))
+    schema: dict[str, Any] = _inline(raw, raw.get("$defs", {}))
+    return schema
 
 
 def object_schema(

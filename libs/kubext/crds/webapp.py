@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 
@@ -79,6 +79,6 @@ class WebApp(pydantic.BaseModel):
 
     api_version: str = pydantic.Field(API_VERSION, alias="apiVersion")
     kind: str = KIND
-    metadata: dict = pydantic.Field(default_factory=dict)
+    metadata: dict[str, Any] = pydantic.Field(default_factory=dict)
     spec: WebAppSpec
     status: WebAppStatus | None = None

@@ -60,7 +60,8 @@ class Capability:
 
     @property
     def mode_name(self) -> str:
-        return Mode.Name(self.mode)
+        name: str = Mode.Name(self.mode)  # generated protobuf code is untyped
+        return name
 
 
 def _shown(value: str, limit: int = 64) -> str:

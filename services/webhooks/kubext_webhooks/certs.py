@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, types
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # Clocks of the API server and the webhook may disagree by a little.
@@ -177,8 +177,8 @@ def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     return True
 
 
-def _public(key: object) -> bytes:
-    return key.public_bytes(  # type: ignore[attr-defined]
+def _public(key: types.PublicKeyTypes) -> bytes:
+    return key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 

@@ -78,7 +78,7 @@ def sidecar_wanted(
     sidecar = settings.sidecar
     if not sidecar.enabled:
         return False
-    annotations = podshape.meta(pod).get("annotations") or {}
+    annotations: dict[str, str] = podshape.meta(pod).get("annotations") or {}
     if sidecar.annotation in annotations:
         return annotations[sidecar.annotation] == "true"
     return (namespace_labels or {}).get(sidecar.namespace_label) == "true"
