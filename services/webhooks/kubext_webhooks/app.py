@@ -2,8 +2,10 @@
 
 Envelope problems (content type, size, JSON, apiVersion/kind, missing request) are answered
 with a 4xx and a ``metav1.Status`` body, the API server's own error format, so its message
-reaches the user; problems with the object inside a good envelope get a review denial.
-Nothing here answers 500.
+reaches the user; problems with the object inside a good envelope get a review denial. A bug
+(an exception anywhere past the envelope) is logged with its traceback and answered in the
+review's own format: an AdmissionReview denial with code 500, a ConversionReview with result
+Failure. Only a body that cannot be read as a review at all gets a 500, as a ``Status``.
 """
 
 from __future__ import annotations
@@ -23,11 +25,10 @@ from fastapi import responses
 from kubext_webhooks import (
     conversion,
     databases,
-    kube,
     metrics,
     mutation,
     podshape,
-    policy,
+    ports,
     review,
     validation,
 )
@@ -42,14 +43,14 @@ Decider = Callable[[review.AdmissionRequest], Awaitable[review.Decision]]
 class Context:
     """What the routes need; the server builds it, tests build their own."""
 
-    policies: policy.PolicyStore
+    policies: ports.PolicySource
     mutation: mutation.MutationSettings = field(default_factory=mutation.MutationSettings)
     databases: databases.DatabaseSettings = field(default_factory=databases.DatabaseSettings)
-    namespaces: kube.NamespaceLabels | None = None
+    namespaces: ports.NamespaceLookup | None = None
     registry: prom.CollectorRegistry = field(default_factory=prom.CollectorRegistry)
     max_body_bytes: int = 8 * 1024 * 1024
     ready: Callable[[], bool] = lambda: True
-    clock: Callable[[], dt.datetime] = kube.utcnow
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     metrics: metrics.Metrics = field(init=False)
 
     def __post_init__(self) -> None:
@@ -62,6 +63,7 @@ def status_body(code: int, message: str) -> bytes:
         404: "NotFound",
         413: "RequestEntityTooLarge",
         415: "UnsupportedMediaType",
+        500: "InternalError",
     }
     return json.dumps(
         {
@@ -134,15 +136,19 @@ class WebhookEndpoint:
         start = time.perf_counter()
         code, outcome = 200, "error"
         try:
+            data: dict[str, Any] | None = None
             try:
                 raw = await self._body(scope, receive)
                 if raw is None:
                     outcome = "disconnected"
                     return
-                body, outcome = await self.answer(review.decode_json(raw))
+                data = review.decode_json(raw)
+                body, outcome = await self.answer(data)
             except review.BadRequest as exc:
                 code, outcome = exc.status, "bad-request"
                 body = status_body(exc.status, exc.message)
+            except Exception:  # a bug must not become a bare 500: answer in the review's format
+                code, outcome, body = self._internal_error(data)
             headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
             await send({"type": "http.response.start", "status": code, "headers": headers})
             await send({"type": "http.response.body", "body": body})
@@ -165,23 +171,25 @@ class WebhookEndpoint:
             decision[0].inc()
             decision[1].observe(elapsed)
 
+    def _internal_error(self, data: dict[str, Any] | None) -> tuple[int, str, bytes]:
+        """(HTTP code, outcome, body) for an exception being handled: logged with its traceback;
+        a review denial or Failure when the review names its uid, else a 500 Status."""
+        uid = review.request_uid(data)
+        log.exception("webhook %s failed on request %s", self.webhook, uid or "(unread)")
+        message = f"internal error in webhook {self.webhook}; see its logs"
+        body = review.encode_internal_error(data, f"{message} for uid {uid}") if uid else None
+        if body is None:
+            return 500, "error", status_body(500, message)
+        return 200, "error", body
+
 
 def create_app(ctx: Context) -> fastapi.FastAPI:
     app = fastapi.FastAPI(title="kubext-webhooks", docs_url=None, redoc_url=None, openapi_url=None)
 
-    def admission(webhook: str, decide: Decider) -> Answer:
+    def admission(decide: Decider) -> Answer:
         async def answer(data: dict[str, Any]) -> tuple[bytes, str]:
             req = review.parse_admission(data)
-            try:
-                decision = await decide(req)
-            except Exception:  # a bug must not become a 500: deny, say so, log the trace
-                log.exception("webhook %s failed on request %s", webhook, req.uid)
-                decision = review.Decision(
-                    allowed=False,
-                    code=500,
-                    reason="InternalError",
-                    message=f"internal error in webhook {webhook}; see its logs for uid {req.uid}",
-                )
+            decision = await decide(req)  # an exception: WebhookEndpoint answers and logs it
             return review.encode_admission(req, decision), decision.label
 
         return answer
@@ -202,7 +210,7 @@ def create_app(ctx: Context) -> fastapi.FastAPI:
             name = req.namespace or podshape.meta(pod).get("namespace") or "default"
             try:
                 labels = await ctx.namespaces.get(name)
-            except kube.KubeError as exc:
+            except ports.KubeError as exc:
                 return review.Decision(
                     allowed=False,
                     code=503,
@@ -231,18 +239,14 @@ def create_app(ctx: Context) -> fastapi.FastAPI:
         # A Starlette route whose endpoint is an ASGI app, not a FastAPI path operation.
         app.add_route(path, endpoint, methods=["POST"], include_in_schema=False)
 
-    post("/validate/pods", "/validate/pods", admission("/validate/pods", validate_pod))
-    post("/mutate/pods", "/mutate/pods", admission("/mutate/pods", mutate_pod))
-    post(
-        "/validate/databases",
-        "/validate/databases",
-        admission("/validate/databases", validate_database),
-    )
-    post("/mutate/databases", "/mutate/databases", admission("/mutate/databases", mutate_database))
+    post("/validate/pods", "/validate/pods", admission(validate_pod))
+    post("/mutate/pods", "/mutate/pods", admission(mutate_pod))
+    post("/validate/databases", "/validate/databases", admission(validate_database))
+    post("/mutate/databases", "/mutate/databases", admission(mutate_database))
     post("/convert", "/convert", convert)
     # The seed's paths (12.9.3) for the pod webhooks, counted under the canonical names.
-    post("/validate", "/validate/pods", admission("/validate/pods", validate_pod))
-    post("/mutate", "/mutate/pods", admission("/mutate/pods", mutate_pod))
+    post("/validate", "/validate/pods", admission(validate_pod))
+    post("/mutate", "/mutate/pods", admission(mutate_pod))
 
     @app.get("/healthz")
     async def healthz() -> responses.PlainTextResponse:

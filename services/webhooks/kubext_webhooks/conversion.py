@@ -5,6 +5,9 @@ a conversion webhook must convert whatever is stored (an object admitted under o
 must stay readable in every served version). Whatever the target version has no field for
 (unknown keys, an empty ``backup: {}`` group) rides along in the annotation
 :data:`RESIDUE_ANNOTATION` and is put back when the object is converted back.
+
+Every object gets an answer, never an exception other than :class:`ConversionError`: one nested
+deeper than :data:`MAX_DEPTH` is refused with its path, and an unusable residue is ignored.
 """
 
 from __future__ import annotations
@@ -16,6 +19,12 @@ from typing import Any
 from kubext.crds import database
 
 RESIDUE_ANNOTATION = "conversion.webhooks.kubext.io/unconverted-spec"
+# Levels of objects and arrays an object may nest, itself being level 1. A Database is 3 levels
+# deep under its spec; managedFields and unknown fields add a few. Python cannot follow the API
+# server's own JSON limit (10,000 levels): its recursion limit is 1,000 frames and copy.deepcopy
+# takes 2 a level. 100 leaves every recursive step (the copy, the JSON encoding of the answer)
+# far inside that, wherever the call stack stands, and no real Database near it.
+MAX_DEPTH = 100
 V1 = f"{database.GROUP}/{database.VERSION}"
 V1BETA1 = f"{database.GROUP}/{database.V1BETA1}"
 _MISSING = object()
@@ -32,6 +41,32 @@ for _path, _ in database.FIELD_MAP:
 
 class ConversionError(Exception):
     """An object that cannot be converted; the message names the object and the problem."""
+
+
+def _too_deep(value: Any) -> tuple[str | int, ...] | None:
+    """The path of the first object or array below level :data:`MAX_DEPTH`, or None.
+
+    Iterative: a recursive walk would fail at the very depth it is there to refuse.
+    """
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.items()
+        elif isinstance(node, list):
+            children = enumerate(node)
+        else:
+            continue
+        if len(path) >= MAX_DEPTH:
+            return path
+        stack.extend((child, (*path, key)) for key, child in children)
+    return None
+
+
+def _shown(path: tuple[str | int, ...], parts: int = 4) -> str:
+    """``spec.a[0].b...``: the start of ``path``, enough to find the field."""
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[:parts])
+    return text.lstrip(".") + ("..." if len(path) > parts else "")
 
 
 def _v1_to_v1beta1(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -83,6 +118,28 @@ def _merge_residue(spec: dict[str, Any], residue: dict[str, Any]) -> dict[str, A
     return merged
 
 
+def _residue_for(stored: Any, api_version: str) -> dict[str, Any] | None:
+    """The spec residue ``stored`` holds for ``api_version``; None if it holds none we can use.
+
+    Anyone who may edit the object's annotations can write anything here. Refusing to convert
+    would make the object, and every LIST of its kind in the other version, unreadable, and
+    still not recover what the residue lost: so an unusable one is ignored (and left in place,
+    where it can be seen), and the conversion stays lossless for everything else.
+    """
+    try:
+        saved = json.loads(stored)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    if not isinstance(saved, dict) or saved.get("apiVersion") != api_version:
+        return None
+    spec = saved.get("spec")
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict) or _too_deep(saved) is not None:
+        return None
+    return spec
+
+
 def convert(obj: Any, desired_api_version: str) -> dict[str, Any]:
     """One Database object converted to ``desired_api_version`` (unchanged if already there)."""
     if not isinstance(obj, dict):
@@ -98,6 +155,9 @@ def convert(obj: Any, desired_api_version: str) -> dict[str, Any]:
         raise ConversionError(f"{who}: cannot convert from apiVersion {source!r}")
     if desired_api_version not in (V1, V1BETA1):
         raise ConversionError(f"{who}: cannot convert to apiVersion {desired_api_version!r}")
+    deep = _too_deep(obj)
+    if deep is not None:
+        raise ConversionError(f"{who}: {_shown(deep)} nests deeper than {MAX_DEPTH} levels")
     if source == desired_api_version:
         return obj
     out = copy.deepcopy(obj)
@@ -119,14 +179,11 @@ def convert(obj: Any, desired_api_version: str) -> dict[str, Any]:
     annotations = dict(annotations or {})
     stored = annotations.pop(RESIDUE_ANNOTATION, None)
     if stored is not None:
-        try:
-            saved = json.loads(stored)
-        except (TypeError, ValueError):
-            raise ConversionError(f"{who}: annotation {RESIDUE_ANNOTATION} is not JSON") from None
-        if isinstance(saved, dict) and saved.get("apiVersion") == desired_api_version:
-            new_spec = _merge_residue(new_spec, saved.get("spec") or {})
+        saved = _residue_for(stored, desired_api_version)
+        if saved is not None:
+            new_spec = _merge_residue(new_spec, saved)
         else:
-            annotations[RESIDUE_ANNOTATION] = stored  # someone else's; keep it
+            annotations[RESIDUE_ANNOTATION] = stored  # someone else's, or unusable: keep it
     if residue:
         payload = {"apiVersion": source, "spec": residue}
         annotations[RESIDUE_ANNOTATION] = json.dumps(payload, separators=(",", ":"), sort_keys=True)

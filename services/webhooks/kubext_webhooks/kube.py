@@ -18,13 +18,9 @@ from typing import Any
 
 from kubernetes import client
 
-from kubext_webhooks import certs
+from kubext_webhooks import certs, ports
 
 log = logging.getLogger(__name__)
-
-
-class KubeError(Exception):
-    """An API call failed; the message says which object and why."""
 
 
 def _body(response: Any) -> dict[str, Any]:
@@ -58,7 +54,7 @@ class SecretStore:
             if exc.status == 404:
                 self.resource_version = None
                 return None
-            raise KubeError(
+            raise ports.KubeError(
                 f"reading Secret {self.namespace}/{self.name}: {_status(exc)}"
             ) from None
         self.resource_version = secret["metadata"]["resourceVersion"]
@@ -100,7 +96,7 @@ class SecretStore:
         except client.ApiException as exc:
             if exc.status == 409:
                 return False
-            raise KubeError(
+            raise ports.KubeError(
                 f"writing Secret {self.namespace}/{self.name}: {_status(exc)}"
             ) from None
         return True
@@ -134,11 +130,11 @@ def inject_ca_bundle(api: client.ApiClient, target: InjectTarget, ca_bundle: byt
     elif target.kind == "CustomResourceDefinition":
         read, patch = ext.read_custom_resource_definition, ext.patch_custom_resource_definition
     else:
-        raise KubeError(f"cannot inject a caBundle into a {target.kind}")
+        raise ports.KubeError(f"cannot inject a caBundle into a {target.kind}")
     try:
         obj = _body(read(target.name, _preload_content=False))
     except client.ApiException as exc:
-        raise KubeError(f"reading {target.kind} {target.name}: {_status(exc)}") from None
+        raise ports.KubeError(f"reading {target.kind} {target.name}: {_status(exc)}") from None
     ops: list[dict[str, Any]] = [
         {
             "op": "test",
@@ -149,7 +145,9 @@ def inject_ca_bundle(api: client.ApiClient, target: InjectTarget, ca_bundle: byt
     if target.kind == "CustomResourceDefinition":
         conv = (obj.get("spec") or {}).get("conversion") or {}
         if conv.get("strategy") != "Webhook":
-            raise KubeError(f"CustomResourceDefinition {target.name} has no conversion webhook")
+            raise ports.KubeError(
+                f"CustomResourceDefinition {target.name} has no conversion webhook"
+            )
         if ((conv.get("webhook") or {}).get("clientConfig") or {}).get("caBundle") != encoded:
             ops.append(
                 {
@@ -173,7 +171,7 @@ def inject_ca_bundle(api: client.ApiClient, target: InjectTarget, ca_bundle: byt
     try:
         patch(target.name, ops, _preload_content=False)
     except client.ApiException as exc:
-        raise KubeError(
+        raise ports.KubeError(
             f"patching the caBundle of {target.kind} {target.name}: {_status(exc)}"
         ) from None
     return True
@@ -214,7 +212,7 @@ class NamespaceLabels:
             labels = await self._load(name, entry)
         except BaseException as exc:
             future.set_exception(
-                exc if isinstance(exc, Exception) else KubeError("lookup cancelled")
+                exc if isinstance(exc, Exception) else ports.KubeError("lookup cancelled")
             )
             future.exception()  # retrieved: the waiters re-raise it; nothing else should log it
             raise
@@ -227,7 +225,7 @@ class NamespaceLabels:
     async def _load(self, name: str, stale: _Entry | None) -> dict[str, str]:
         try:
             labels = await asyncio.to_thread(self._fetch, name)
-        except KubeError as exc:
+        except ports.KubeError as exc:
             self._count("error")
             if stale is None:
                 raise
@@ -244,9 +242,9 @@ class NamespaceLabels:
         except client.ApiException as exc:
             if exc.status == 404:
                 return {}
-            raise KubeError(f"reading Namespace {name}: {_status(exc)}") from None
+            raise ports.KubeError(f"reading Namespace {name}: {_status(exc)}") from None
         except Exception as exc:  # urllib3 connection errors and time-outs
-            raise KubeError(f"reading Namespace {name}: {exc}") from None
+            raise ports.KubeError(f"reading Namespace {name}: {exc}") from None
         return (ns.get("metadata") or {}).get("labels") or {}
 
     def _count(self, result: str) -> None:

@@ -1,4 +1,5 @@
-"""The declarative pod policy: its schema, loading with precise errors, and hot reload from disk.
+"""The declarative pod policy: its schema and parsing with precise errors (pure; the file and
+its hot reload are :mod:`kubext_webhooks.policy_store`).
 
 A policy file is a Kubernetes-style document::
 
@@ -20,19 +21,12 @@ A policy file is a Kubernetes-style document::
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
 import yaml
 from pydantic.alias_generators import to_camel
-
-log = logging.getLogger(__name__)
 
 API_VERSION = "webhooks.kubext.io/v1alpha1"
 # The registries of the seed's validating webhook (12.4.1); 12.9.1's single registry is a policy
@@ -172,72 +166,3 @@ def parse_policy(text: str, *, source: str) -> PodPolicy:
             msg = msg.removeprefix("Value error, ")
             problems.append(f"{key}: {msg}")
         raise PolicyError(f"{source}: " + "; ".join(problems)) from None
-
-
-@dataclass
-class PolicyStore:
-    """The current policy; :meth:`maybe_reload` swaps in a changed file if it is valid.
-
-    An invalid new file never replaces a working policy: the old one stays, the error is logged
-    and counted. Change detection hashes the content, so Secret/ConfigMap symlink swaps count.
-    """
-
-    path: str | None
-    policy: PodPolicy
-    digest: str = ""
-    on_reload: Callable[[str], None] | None = None
-
-    @classmethod
-    def open(
-        cls, path: str | None, *, on_reload: Callable[[str], None] | None = None
-    ) -> PolicyStore:
-        """Load ``path`` (or the built-in default policy); raises PolicyError when invalid."""
-        if path is None:
-            return cls(path=None, policy=PodPolicy(), on_reload=on_reload)
-        text = _read(path)
-        return cls(
-            path=path,
-            policy=parse_policy(text, source=path),
-            digest=_digest(text),
-            on_reload=on_reload,
-        )
-
-    def maybe_reload(self) -> bool:
-        """Reload if the file's content changed; True when a new policy took effect."""
-        if self.path is None:
-            return False
-        try:
-            text = _read(self.path)
-        except PolicyError as exc:
-            log.error("policy reload failed; keeping the current policy", extra={"error": str(exc)})
-            self._count("error")
-            return False
-        digest = _digest(text)
-        if digest == self.digest:
-            return False
-        try:
-            policy = parse_policy(text, source=self.path)
-        except PolicyError as exc:
-            log.error("policy reload failed; keeping the current policy", extra={"error": str(exc)})
-            self.digest = digest  # report a bad file once, not on every poll
-            self._count("error")
-            return False
-        self.policy, self.digest = policy, digest
-        log.info("policy reloaded", extra={"policy": policy.name, "path": self.path})
-        self._count("success")
-        return True
-
-    def _count(self, result: str) -> None:
-        if self.on_reload is not None:
-            self.on_reload(result)
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError as exc:
-        raise PolicyError(f"{path}: cannot read policy file: {exc.strerror or exc}") from None
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()

@@ -185,7 +185,11 @@ def parse_admission(data: dict[str, Any]) -> AdmissionRequest:
 
 def encode_admission(request: AdmissionRequest, decision: Decision) -> bytes:
     """The AdmissionReview response: apiVersion echoed, uid copied, patch base64-encoded."""
-    response: dict[str, Any] = {"uid": request.uid, "allowed": decision.allowed}
+    return _encode_admission(request.api_version, request.uid, decision)
+
+
+def _encode_admission(api_version: str, uid: str, decision: Decision) -> bytes:
+    response: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
     if not decision.allowed:
         status: dict[str, Any] = {"code": decision.code, "message": decision.message}
         if decision.reason:
@@ -199,7 +203,7 @@ def encode_admission(request: AdmissionRequest, decision: Decision) -> bytes:
         raw = json.dumps(decision.patch, separators=(",", ":")).encode()
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(raw).decode("ascii")
-    review = {"apiVersion": request.api_version, "kind": "AdmissionReview", "response": response}
+    review = {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}
     return json.dumps(review, separators=(",", ":")).encode()
 
 
@@ -233,12 +237,52 @@ def encode_conversion(
     request: ConversionRequest, *, converted: list[dict[str, Any]] | None, error: str = ""
 ) -> bytes:
     """A ConversionReview response; on ``error`` no objects and result status Failure."""
-    response: dict[str, Any] = {"uid": request.uid}
+    return _encode_conversion(request.api_version, request.uid, converted, error)
+
+
+def _encode_conversion(
+    api_version: str, uid: str, converted: list[dict[str, Any]] | None, error: str
+) -> bytes:
+    response: dict[str, Any] = {"uid": uid}
     if error:
         response["convertedObjects"] = []
         response["result"] = {"status": "Failure", "message": error}
     else:
         response["convertedObjects"] = converted or []
         response["result"] = {"status": "Success"}
-    review = {"apiVersion": request.api_version, "kind": "ConversionReview", "response": response}
+    review = {"apiVersion": api_version, "kind": "ConversionReview", "response": response}
     return json.dumps(review, separators=(",", ":")).encode()
+
+
+def request_uid(data: Any) -> str | None:
+    """The uid of a review's request as sent, if it is a non-empty string; else None."""
+    req = data.get("request") if isinstance(data, dict) else None
+    uid = req.get("uid") if isinstance(req, dict) else None
+    return uid if isinstance(uid, str) and uid else None
+
+
+def encode_internal_error(data: Any, message: str) -> bytes | None:
+    """The review's own error answer to ``data`` when answering it failed unexpectedly.
+
+    An AdmissionReview denial with code 500 or a ConversionReview with result Failure (what the
+    API server reports to the user as the webhook's message); None when ``data`` is not a review
+    envelope that can be answered (its uid is unknown, its kind or apiVersion unsupported).
+    Built from the envelope alone, so a failure in the request's parsing or encoding is answered.
+    """
+    if not isinstance(data, dict):
+        return None
+    try:
+        if data.get("kind") == "AdmissionReview":
+            api_version, _, uid = _request(
+                data, kind="AdmissionReview", versions=ADMISSION_VERSIONS
+            )
+            failed = Decision(allowed=False, code=500, reason="InternalError", message=message)
+            return _encode_admission(api_version, uid, failed)
+        if data.get("kind") == "ConversionReview":
+            api_version, _, uid = _request(
+                data, kind="ConversionReview", versions=CONVERSION_VERSIONS
+            )
+            return _encode_conversion(api_version, uid, None, message)
+    except BadRequest:
+        return None
+    return None

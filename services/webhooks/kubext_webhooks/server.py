@@ -23,7 +23,7 @@ from kubernetes import client
 
 from kubext import health as kubext_health
 from kubext import kubeclient
-from kubext_webhooks import app, certs, config, kube, policy, tlsctx
+from kubext_webhooks import app, certs, config, kube, policy, policy_store, ports, tlsctx
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class CertKeeper:
                 log.info("certificates renewed", extra={"changes": list(bundle.changes)})
                 break
         else:
-            raise kube.KubeError("the TLS Secret kept changing under us (5 conflicts)")
+            raise ports.KubeError("the TLS Secret kept changing under us (5 conflicts)")
         assert bundle is not None
         for target in self.targets:
             try:
@@ -65,7 +65,7 @@ class CertKeeper:
                         "caBundle injected", extra={"kind": target.kind, "object": target.name}
                     )
                 self.injected[target] = bundle.ca_bundle
-            except kube.KubeError as exc:
+            except ports.KubeError as exc:
                 self.injected.pop(target, None)
                 log.warning("caBundle injection failed; will retry", extra={"error": str(exc)})
         if self.tls.load_pem(bundle.serving.cert_pem, bundle.serving.key_pem):
@@ -113,7 +113,7 @@ async def run(
 ) -> int:
     """Serve until SIGTERM/SIGINT; ``on_server`` sees the uvicorn server first (tests stop it)."""
     try:
-        store = policy.PolicyStore.open(cfg.policy.path)
+        store = policy_store.PolicyStore.open(cfg.policy.path)
     except policy.PolicyError as exc:
         log.error("invalid pod policy", extra={"error": str(exc)})
         return 2
@@ -170,7 +170,7 @@ async def run(
         try:
             await cert_step()
             break
-        except (kube.KubeError, OSError, ssl.SSLError, certs.CertError) as exc:
+        except (ports.KubeError, OSError, ssl.SSLError, certs.CertError) as exc:
             log.warning(
                 "no serving certificate yet; retrying", extra={"error": str(exc), "in_s": delay}
             )

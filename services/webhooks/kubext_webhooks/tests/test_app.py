@@ -10,14 +10,14 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from kubext_webhooks import app, conversion, kube, policy
+from kubext_webhooks import app, conversion, kube, policy_store, ports
 from kubext_webhooks.tests import asgi, pods
 
 REVIEW = json.dumps(pods.review(pods.compliant_pod())).encode()
 
 
 def make_app(**kw: Any) -> tuple[Any, app.Context]:
-    ctx = app.Context(policies=policy.PolicyStore.open(None), **kw)
+    ctx = app.Context(policies=policy_store.PolicyStore.open(None), **kw)
     return app.create_app(ctx), ctx
 
 
@@ -167,7 +167,7 @@ class FakeNamespaces(kube.NamespaceLabels):
         self.calls += 1
         threading_sleep(0.05)
         if self.fail:
-            raise kube.KubeError(f"reading Namespace {name}: connection refused")
+            raise ports.KubeError(f"reading Namespace {name}: connection refused")
         return self.labels.get(name, {})
 
 
@@ -311,3 +311,138 @@ def test_a_bug_in_a_decider_is_a_denial_not_a_500(monkeypatch) -> None:
     assert code == 200 and answer["response"]["allowed"] is False
     assert answer["response"]["status"]["code"] == 500
     assert "internal error in webhook /validate/pods" in answer["response"]["status"]["message"]
+
+
+def _conversion_review(obj: Any, desired: str = conversion.V1BETA1) -> bytes:
+    return json.dumps(
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "ConversionReview",
+            "request": {"uid": "c-deep", "desiredAPIVersion": desired, "objects": [obj]},
+        }
+    ).encode()
+
+
+@pytest.mark.parametrize("levels", [600, 900])
+def test_a_deeply_nested_database_gets_a_failed_conversion_not_a_500(levels: int) -> None:
+    application, _ = make_app()
+    deep: Any = "leaf"
+    for _ in range(levels):
+        deep = {"x": deep}
+    obj = {
+        "apiVersion": conversion.V1,
+        "kind": "Database",
+        "metadata": {"name": "pg"},
+        "spec": {"type": "mysql", "extra": deep},
+    }
+    code, answer = post(application, "/convert", _conversion_review(obj))
+    assert code == 200 and answer["kind"] == "ConversionReview"
+    assert answer["response"]["uid"] == "c-deep"
+    assert answer["response"]["convertedObjects"] == []
+    assert answer["response"]["result"] == {
+        "status": "Failure",
+        "message": "Database 'pg': spec.extra.x.x... nests deeper than 100 levels",
+    }
+
+
+def test_an_unusable_residue_annotation_is_ignored_by_the_endpoint() -> None:
+    application, _ = make_app()
+    stored = json.dumps({"apiVersion": conversion.V1, "spec": [1, 2]})
+    obj = {
+        "apiVersion": conversion.V1BETA1,
+        "kind": "Database",
+        "metadata": {"name": "pg", "annotations": {conversion.RESIDUE_ANNOTATION: stored}},
+        "spec": {"engine": "mysql", "version": "8.0.1", "storageSize": "1Gi"},
+    }
+    code, answer = post(application, "/convert", _conversion_review(obj, conversion.V1))
+    assert code == 200 and answer["response"]["result"] == {"status": "Success"}
+    (converted,) = answer["response"]["convertedObjects"]
+    assert converted["spec"] == {"type": "mysql", "version": "8.0.1", "storage": {"size": "1Gi"}}
+
+
+def _boom(*_: Any, **__: Any) -> Any:
+    raise RuntimeError("bug")
+
+
+_DATABASE_V1BETA1 = {
+    "apiVersion": conversion.V1BETA1,
+    "kind": "Database",
+    "metadata": {"name": "pg"},
+    "spec": {"engine": "mysql"},
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "module", "function", "body"),
+    [
+        pytest.param("/validate/pods", "validation", "decide", REVIEW, id="admission-decider"),
+        pytest.param("/mutate/pods", "mutation", "decide", REVIEW, id="mutation-decider"),
+        pytest.param("/validate/pods", "review", "encode_admission", REVIEW, id="admission-encode"),
+        pytest.param(
+            "/convert",
+            "conversion",
+            "convert_all",
+            _conversion_review(_DATABASE_V1BETA1),
+            id="conversion-decider",
+        ),
+        pytest.param(
+            "/convert",
+            "review",
+            "encode_conversion",
+            _conversion_review(_DATABASE_V1BETA1),
+            id="conversion-encode",
+        ),
+    ],
+)
+def test_an_unexpected_exception_answers_in_the_reviews_own_format_and_is_logged(
+    monkeypatch, caplog, path, module, function, body
+) -> None:
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module(f"kubext_webhooks.{module}"), function, _boom)
+    application, _ = make_app()
+    with caplog.at_level("ERROR", logger="kubext_webhooks.app"):
+        code, answer = post(application, path, body)
+    assert code == 200
+    uid = json.loads(body)["request"]["uid"]
+    message = f"internal error in webhook {path}; see its logs for uid {uid}"
+    if path == "/convert":
+        assert answer["kind"] == "ConversionReview"
+        assert answer["apiVersion"] == "apiextensions.k8s.io/v1"
+        assert answer["response"] == {
+            "uid": uid,
+            "convertedObjects": [],
+            "result": {"status": "Failure", "message": message},
+        }
+    else:
+        assert answer["kind"] == "AdmissionReview" and answer["apiVersion"] == "admission.k8s.io/v1"
+        assert answer["response"] == {
+            "uid": uid,
+            "allowed": False,
+            "status": {"code": 500, "message": message, "reason": "InternalError"},
+        }
+    (record,) = (r for r in caplog.records if r.name == "kubext_webhooks.app")
+    assert record.exc_info is not None and str(record.exc_info[1]) == "bug"
+    assert uid in record.getMessage()
+
+
+def test_a_review_that_cannot_even_be_read_gets_a_500_status_not_a_bare_500(
+    monkeypatch, caplog
+) -> None:
+    from kubext_webhooks import review
+
+    monkeypatch.setattr(review, "decode_json", _boom)
+    application, _ = make_app()
+    with caplog.at_level("ERROR", logger="kubext_webhooks.app"):
+        code, answer = post(application, "/convert", b"{}")
+    assert code == 500
+    assert answer == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": "internal error in webhook /convert; see its logs",
+        "reason": "InternalError",
+        "code": 500,
+    }
+    assert any(r.exc_info is not None for r in caplog.records)

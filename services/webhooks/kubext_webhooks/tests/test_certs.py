@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from kubext_webhooks import app, certs, policy, tlsctx
+from kubext_webhooks import app, certs, policy_store, tlsctx
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -144,7 +144,7 @@ class LiveServer:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        ctx = app.Context(policies=policy.PolicyStore.open(None))
+        ctx = app.Context(policies=policy_store.PolicyStore.open(None))
         self.server = uvicorn.Server(
             uvicorn.Config(
                 app.create_app(ctx),

@@ -1,8 +1,10 @@
 """Hypothesis fuzzing of every webhook endpoint, in-process: over 10,000 generated requests.
 
-Whatever arrives, the answer is a 4xx ``Status`` with a message or a well-formed review whose
-uid matches; never a 5xx, never an internal-error denial (that would be a bug in a decider),
-and a mutating patch always applies to the object it was computed for.
+Whatever arrives, the answer is a 4xx ``Status`` with a message or a well-formed review of the
+endpoint's kind whose uid matches; never a 5xx, never an internal-error answer (that would be a
+bug in a decider), and a mutating patch always applies to the object it was computed for.
+Besides random and mangled documents, objects nested hundreds to thousands of levels deep and
+conversion residue annotations of every shape and type.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import jsonpatch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kubext_webhooks import app, conversion, policy
+from kubext_webhooks import app, conversion, policy_store
 from kubext_webhooks.tests import asgi, pods
 
 ADMISSION_PATHS = ("/validate/pods", "/mutate/pods", "/validate/databases", "/mutate/databases")
@@ -33,7 +35,7 @@ FUZZ: dict[str, Any] = {
     ],
 }
 
-_ctx = app.Context(policies=policy.PolicyStore.open(None), max_body_bytes=64 * 1024)
+_ctx = app.Context(policies=policy_store.PolicyStore.open(None), max_body_bytes=64 * 1024)
 APP = app.create_app(_ctx)
 LOOP = asyncio.new_event_loop()
 
@@ -68,10 +70,22 @@ def check(path: str, status: int, headers: dict[bytes, bytes], body: bytes, sent
         assert answer["kind"] == "Status" and answer["message"], answer
         return
     response = answer["response"]
+    assert answer["apiVersion"] == sent["apiVersion"]
     assert response["uid"] == sent["request"]["uid"]
     if path == "/convert":
-        assert response["result"]["status"] in ("Success", "Failure")
+        assert answer["kind"] == "ConversionReview"
+        result = response["result"]
+        if result["status"] == "Failure":
+            assert result["message"] and response["convertedObjects"] == []
+            assert "internal error" not in result["message"], result  # conversion raised: a bug
+        else:
+            assert result == {"status": "Success"}
+            desired = sent["request"]["desiredAPIVersion"]
+            objects = sent["request"].get("objects") or []
+            assert len(response["convertedObjects"]) == len(objects)
+            assert all(o["apiVersion"] == desired for o in response["convertedObjects"])
         return
+    assert answer["kind"] == "AdmissionReview"
     assert isinstance(response["allowed"], bool)
     status_obj = response.get("status") or {}
     assert status_obj.get("code") != 500, status_obj  # a decider raised: a bug
@@ -275,14 +289,132 @@ def _mangled(rnd: random.Random, operation: str) -> None:
             check(path, status, headers, out, doc)
 
 
+# 4. Objects nested hundreds to thousands of levels deep, in every endpoint's object. The JSON
+#    text is built directly: json.dumps itself stops near Python's recursion limit (~1,000).
+_DEEP = "__deep__"
+
+
+def _deep_json(levels: int, shape: str, key: str) -> str:
+    opens = closes = ""
+    for level in range(levels):
+        array = shape == "array" or (shape == "mixed" and level % 3 == 2)
+        opens += "[" if array else f'{{"{key}":'
+        closes += "]" if array else "}"
+    return opens + '"leaf"' + closes[::-1]
+
+
+def _with_deep(doc: dict[str, Any], deep: str) -> bytes:
+    return json.dumps(doc).replace(json.dumps(_DEEP), deep, 1).encode()
+
+
+@given(
+    levels=st.integers(90, 110) | st.integers(110, 1200) | st.integers(1200, 5000),
+    shape=st.sampled_from(["object", "array", "mixed"]),
+    key=st.sampled_from(["x", "spec", "metadata", "containers", ""]),
+    where=st.sampled_from(["spec", "metadata", "top"]),
+    rnd=st.randoms(use_true_random=False),
+)
+def _deep(levels: int, shape: str, key: str, where: str, rnd: random.Random) -> None:
+    deep = _deep_json(levels, shape, key)
+
+    def planted(obj: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        target = obj if where == "top" else obj.setdefault(where, {})
+        target["extra"] = _DEEP
+        return obj
+
+    db_kind = {"group": "db.example.com", "version": "v1", "kind": "Database"}
+    beta = conversion.convert(DATABASE, conversion.V1BETA1)
+    conversion_review = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "ConversionReview",
+        "request": {
+            "uid": "deep",
+            "desiredAPIVersion": rnd.choice([conversion.V1, conversion.V1BETA1]),
+            "objects": [planted(rnd.choice([DATABASE, beta]))],
+        },
+    }
+    for path, doc in (
+        ("/validate/pods", pods.review(planted(_rich_pod()))),
+        ("/mutate/pods", pods.review(planted(_rich_pod()))),
+        ("/validate/databases", pods.review(planted(DATABASE), kind=db_kind)),
+        ("/mutate/databases", pods.review(planted(DATABASE), kind=db_kind)),
+        ("/convert", conversion_review),
+    ):
+        status, headers, out = send(path, _with_deep(doc, deep))
+        if status in (400, 413):  # too deep to parse, or too big: the envelope's own answer
+            reason = {400: "request body nests too deeply", 413: "exceeds the limit"}[status]
+            assert reason in json.loads(out)["message"], out
+            continue
+        check(path, status, headers, out, doc)
+        if path == "/convert":
+            # The object is level 1, spec and metadata level 2.
+            depth = levels + (1 if where == "top" else 2)
+            result = json.loads(out)["response"]["result"]
+            if depth > conversion.MAX_DEPTH:
+                assert f"nests deeper than {conversion.MAX_DEPTH} levels" in result["message"]
+            else:
+                assert result == {"status": "Success"}, result
+
+
+# 5. The conversion residue annotation holding anything: valid JSON of every shape (a non-object
+#    spec, a wrong-typed apiVersion, a top-level array), text that is not JSON, deep JSON, and
+#    values that are not strings at all.
+_residue = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "apiVersion": st.sampled_from([conversion.V1, conversion.V1BETA1]) | json_leaf,
+            "spec": json_values,
+        }
+    ).map(json.dumps),
+    json_values.map(json.dumps),
+    st.text(max_size=20),
+    st.builds(
+        _deep_json, st.integers(50, 3000), st.sampled_from(["object", "array"]), st.just("spec")
+    ),
+    json_values,
+)
+
+
+@given(
+    stored=st.lists(_residue, min_size=1, max_size=3),
+    desired=st.sampled_from([conversion.V1, conversion.V1BETA1]),
+    rnd=st.randoms(use_true_random=False),
+)
+def _residues(stored: list[Any], desired: str, rnd: random.Random) -> None:
+    beta = conversion.convert(DATABASE, conversion.V1BETA1)
+    objects = []
+    for value in stored:
+        obj = copy.deepcopy(rnd.choice([DATABASE, beta]))
+        obj["metadata"]["annotations"] = {conversion.RESIDUE_ANNOTATION: value}
+        objects.append(obj)
+    doc = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "ConversionReview",
+        "request": {"uid": "residue", "desiredAPIVersion": desired, "objects": objects},
+    }
+    status, headers, out = send("/convert", json.dumps(doc).encode())
+    check("/convert", status, headers, out, doc)
+    # Whatever the annotation holds, these objects are well-formed: they convert.
+    assert json.loads(out)["response"]["result"] == {"status": "Success"}, out
+    db_kind = {"group": "db.example.com", "version": "v1", "kind": "Database"}
+    v1 = copy.deepcopy(DATABASE)
+    v1["metadata"]["annotations"] = {conversion.RESIDUE_ANNOTATION: stored[0]}
+    for path in ("/validate/databases", "/mutate/databases"):
+        doc = pods.review(v1, kind=db_kind)
+        check(path, *send(path, json.dumps(doc).encode()), doc)
+
+
 def test_fuzz_over_ten_thousand_requests() -> None:
     before = Counter.requests
-    # Each example sends one request per endpoint (five).
+    # Each example sends one request per endpoint (five); _residues three.
     settings(max_examples=400, **FUZZ)(_raw)()
     settings(max_examples=600, **FUZZ)(_documents)()
     settings(max_examples=1100, **FUZZ)(_mangled)()
+    settings(max_examples=300, **FUZZ)(_deep)()
+    settings(max_examples=400, **FUZZ)(_residues)()
     sent = Counter.requests - before
-    assert sent >= 10_000, sent
+    assert sent >= 13_000, sent
 
 
 @settings(max_examples=500, **FUZZ)

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from kubext_webhooks import policy, review, validation
+from kubext_webhooks import policy, policy_store, review, validation
 from kubext_webhooks.tests import pods
 
 DEFAULT = policy.PodPolicy()
@@ -287,7 +287,7 @@ def test_store_hot_reloads_valid_files_and_keeps_the_old_policy_on_errors(tmp_pa
     path = tmp_path / "policy.yaml"
     path.write_text("spec: {mode: Enforce}\n")
     results: list[str] = []
-    store = policy.PolicyStore.open(str(path), on_reload=results.append)
+    store = policy_store.PolicyStore.open(str(path), on_reload=results.append)
     assert store.policy.spec.mode is policy.Mode.ENFORCE
     assert store.maybe_reload() is False  # unchanged content
     path.write_text("spec: {mode: Audit}\n")
@@ -306,12 +306,12 @@ def test_store_refuses_an_invalid_file_at_start(tmp_path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text("kind: NetworkPolicy\n")
     with pytest.raises(policy.PolicyError, match="kind: Input should be 'PodPolicy'"):
-        policy.PolicyStore.open(str(path))
+        policy_store.PolicyStore.open(str(path))
 
 
 def test_shipped_example_policy_is_valid_and_matches_the_default() -> None:
     from pathlib import Path
 
     example = Path(__file__).resolve().parents[2] / "deploy" / "policy.yaml"
-    loaded = policy.PolicyStore.open(str(example)).policy
+    loaded = policy_store.PolicyStore.open(str(example)).policy
     assert loaded.spec.rules == policy.Rules()
