@@ -43,7 +43,7 @@ IMAGES_OK = [
     "registry.k8s.io/pause:3.9",
     "docker.io/library/redis:7.2",
     "bitnami/postgresql:16.1.0",
-    "your-private-registry.com/payments/api:4.2.0",
+    "quay.io/acme/payments-api:4.2.0",
     "gcr.io/acme/cart@sha256:" + "ab" * 32,
 ]
 IMAGES_BAD = ["ghcr.io/acme/tool:1.0", "evil.example.com/miner:latest", "docker.io.evil.io/x:1"]

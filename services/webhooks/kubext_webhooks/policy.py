@@ -29,14 +29,15 @@ import yaml
 from pydantic.alias_generators import to_camel
 
 API_VERSION = "webhooks.kubext.io/v1alpha1"
-# The registries of the seed's validating webhook (12.4.1); 12.9.1's single registry is a policy
-# value: `allowedRegistries: {registries: [registry.company.com]}`.
+# The public registries of the seed's validating webhook (12.4.1). Its placeholder
+# "your-private-registry.com" is left out: a domain anyone could register would be trusted by
+# default. A private registry is a policy value, as 12.9.1's single one:
+# `allowedRegistries: {registries: [registry.company.com]}`.
 DEFAULT_REGISTRIES = [
     "docker.io",
     "gcr.io",
     "quay.io",
     "registry.k8s.io",
-    "your-private-registry.com",
 ]
 
 

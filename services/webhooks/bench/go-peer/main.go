@@ -22,7 +22,7 @@ import (
 )
 
 var (
-	allowedRegistries = []string{"docker.io", "gcr.io", "quay.io", "registry.k8s.io", "your-private-registry.com"}
+	allowedRegistries = []string{"docker.io", "gcr.io", "quay.io", "registry.k8s.io"}
 	requiredLabels    = []string{"app", "version", "environment"}
 	resourceNames     = []string{"cpu", "memory"}
 	dockerHubAliases  = map[string]bool{"index.docker.io": true, "registry-1.docker.io": true, "registry.hub.docker.com": true}

@@ -315,3 +315,39 @@ def test_shipped_example_policy_is_valid_and_matches_the_default() -> None:
     example = Path(__file__).resolve().parents[2] / "deploy" / "policy.yaml"
     loaded = policy_store.PolicyStore.open(str(example)).policy
     assert loaded.spec.rules == policy.Rules()
+
+
+# Registries run by the projects and vendors that publish public images; a default may name
+# nothing else (a placeholder domain would be trusted for whoever registers it).
+PUBLIC_REGISTRIES = {
+    "docker.io",
+    "gcr.io",
+    "quay.io",
+    "registry.k8s.io",
+    "ghcr.io",
+    "public.ecr.aws",
+}
+PLACEHOLDER_WORDS = ("your", "my-", "example", "company", "private", "placeholder", "changeme")
+RESERVED_TLDS = (".test", ".example", ".invalid", ".localhost", ".local")
+
+
+@pytest.mark.parametrize(
+    "registries",
+    [
+        pytest.param(policy.DEFAULT_REGISTRIES, id="built-in"),
+        pytest.param(policy.Rules().allowed_registries.registries, id="rule-default"),
+    ],
+)
+def test_no_default_registry_is_a_placeholder_domain(registries: list[str]) -> None:
+    assert registries, "the default policy allows some public registry"
+    for registry in registries:
+        host = registry.split("/", 1)[0]
+        assert host in PUBLIC_REGISTRIES, registry
+        assert not any(word in host for word in PLACEHOLDER_WORDS), registry
+        assert not host.endswith(RESERVED_TLDS), registry
+
+
+def test_an_unknown_registry_is_denied_by_the_default_policy() -> None:
+    pod = pods.compliant_pod()
+    pod["spec"]["containers"][0]["image"] = "your-private-registry.com/payments/api:4.2.0"
+    assert paths(pod) == ["spec.containers[0].image"]
