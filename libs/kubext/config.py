@@ -73,14 +73,26 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def validation_problems(
+    exc: pydantic.ValidationError, *, root: str = "", unknown: str = "unknown key"
+) -> list[str]:
+    """Each error as ``key.path: problem``, the path under ``root`` (e.g. ``spec``) if given.
+
+    An unknown key reads ``unknown`` (a config says "key", a Kubernetes object "field"), and a
+    validator's message loses pydantic's "Value error, " prefix."""
+    out = []
+    for error in exc.errors():
+        key = ".".join([*([root] if root else []), *(str(p) for p in error["loc"])])
+        message = unknown if error["type"] == "extra_forbidden" else error["msg"]
+        out.append(f"{key or '(top level)'}: {message.removeprefix('Value error, ')}")
+    return out
+
+
 def describe_validation_error(exc: pydantic.ValidationError, *, source: str) -> str:
     """One line: ``source: key.path: problem`` for the first error (and a count of the rest)."""
-    errors = exc.errors()
-    first = errors[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{source}: {key}: {msg}{more}"
+    first, *rest = validation_problems(exc)
+    more = f" (and {len(rest)} more)" if rest else ""
+    return f"{source}: {first}{more}"
 
 
 def load(

@@ -7,12 +7,11 @@ both directions (:func:`spec_v1beta1_to_v1`, :func:`spec_v1_to_v1beta1`); status
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
-import croniter
 import pydantic
 
+from kubext import cron
 from kubext.crds import common
 
 GROUP = "db.example.com"
@@ -32,10 +31,6 @@ DEPRECATION_WARNING = (
 # The seed's validation rules, verbatim (Go regexp syntax; matched unanchored like the API server).
 VERSION_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+$"
 SIZE_PATTERN = r"^[0-9]+[KMGT]i?$"
-SCHEDULE_PATTERN = (
-    r"^(@(annually|yearly|monthly|weekly|daily|hourly|reboot))|(@every (\d+(ns|us|µs|ms|s|m|h))+)"
-    r"|((((\d+,)+\d+|(\d+([/-])\d+)|\d+|\*) ?){5,7})$"
-)
 
 DatabaseType = Literal["mysql", "postgresql", "mongodb"]
 TYPES: tuple[str, ...] = ("mysql", "postgresql", "mongodb")
@@ -45,36 +40,20 @@ Phase = Literal["Pending", "Creating", "Running", "Updating", "Deleting", "Faile
 PHASES: tuple[str, ...] = ("Pending", "Creating", "Running", "Updating", "Deleting", "Failed")
 DeletionPolicy = Literal["Retain", "Delete"]
 
-# What a CronJob accepts (robfig/cron ParseStandard): 5 fields, a descriptor, or @every <duration>.
-_DESCRIPTORS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-_EVERY = re.compile(r"^@every ((\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+)$")
 
-
-def schedule_problem(schedule: str) -> str | None:
-    """Why a CronJob would refuse ``schedule`` (the seed's pattern admits more), or None."""
-    text = schedule.strip()
-    if text in _DESCRIPTORS or _EVERY.match(text):
-        return None
-    if text.startswith("@"):
-        return (
-            f"schedule {schedule!r}: unsupported descriptor (use @yearly, @monthly, @weekly, "
-            "@daily, @hourly, @every <duration> or five cron fields)"
-        )
-    if len(text.split()) != 5:
-        return f"schedule {schedule!r}: a CronJob schedule has exactly five fields"
-    if not croniter.croniter.is_valid(text):
-        return f"schedule {schedule!r}: not a valid cron expression"
-    return None
-
-
-def _check_schedule(value: str | None) -> str | None:
-    if value is not None and (problem := schedule_problem(value)):
+def _check_schedule(value: str) -> str:
+    if problem := cron.schedule_problem(value):
         raise ValueError(problem)
     return value
 
 
+# The schema gives the API server the parser's syntax as a pattern; the model asks the parser
+# itself, which also checks what a pattern cannot (field ranges, zero intervals, dates that
+# never come) and says precisely what is wrong.
 Schedule = Annotated[
-    str, pydantic.Field(pattern=SCHEDULE_PATTERN), pydantic.AfterValidator(_check_schedule)
+    str,
+    pydantic.Field(json_schema_extra={"pattern": cron.PATTERN}),
+    pydantic.AfterValidator(_check_schedule),
 ]
 Version = Annotated[str, pydantic.Field(pattern=VERSION_PATTERN)]
 Size = Annotated[str, pydantic.Field(pattern=SIZE_PATTERN)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from kubext import cli, config
@@ -56,6 +57,41 @@ def test_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> N
         config.load(Model, path=f)
     assert expected in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+class Checked(config.StrictModel):
+    nested: Nested
+    level: str
+
+    @pydantic.field_validator("level")
+    @classmethod
+    def _lowercase(cls, value: str) -> str:
+        if value != value.lower():
+            raise ValueError("must be lowercase")
+        return value
+
+
+def test_validation_problems_name_each_key() -> None:
+    with pytest.raises(pydantic.ValidationError) as exc:
+        Checked.model_validate({"nested": {"port": "many", "porrt": 2}, "level": "INFO"})
+    assert config.validation_problems(exc.value) == [
+        "nested.port: Input should be a valid integer, unable to parse string as an integer",
+        "nested.porrt: unknown key",
+        "level: must be lowercase",  # without pydantic's "Value error, "
+    ]
+    assert config.validation_problems(exc.value, root="spec", unknown="unknown field")[1:] == [
+        "spec.nested.porrt: unknown field",
+        "spec.level: must be lowercase",
+    ]
+
+
+def test_validation_problems_at_the_top_level() -> None:
+    with pytest.raises(pydantic.ValidationError) as exc:
+        Checked.model_validate([1])
+    [problem] = config.validation_problems(exc.value)
+    assert problem.startswith("(top level): Input should be")
+    [problem] = config.validation_problems(exc.value, root="spec")
+    assert problem.startswith("spec: Input should be")
 
 
 def test_bad_environment_is_named() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pydantic
 
+from kubext import config
 from kubext.crds import database as db_crd
 from kubext.crds import webapp as wa_crd
 from kubext_operator import kube, store, views
@@ -43,9 +44,8 @@ def utc_now() -> str:
 
 
 def _problem(exc: pydantic.ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    return f"spec.{where}: {first['msg']}" if where else f"spec: {first['msg']}"
+    """The first problem, worded as the webhooks' Database admission words it."""
+    return config.validation_problems(exc, root="spec", unknown="unknown field")[0]
 
 
 class Reconciler:
@@ -98,9 +98,25 @@ class Reconciler:
         view = self.cache.owner(key)
         if view is None:
             return Result()  # deleted; garbage collection removes the children
-        if view.kind == "WebApp":
-            return await self._webapp(view)
-        return await self._database(view)
+        try:
+            if view.kind == "WebApp":
+                return await self._webapp(view)
+            return await self._database(view)
+        except common.PlanError as exc:
+            return await self._unplannable(view, str(exc))
+
+    async def _unplannable(self, view: views.OwnerView, problem: str) -> Result:
+        """A spec validation let through but planning refuses: Failed, said once, no retry
+        (backing off cannot help; a change of the spec queues the object again)."""
+        previous = self._previous_status(view)
+        if view.kind == "Database":
+            return await self._database_failed(view, "InvalidSpec", problem, previous)
+        new = wa_plan.invalid_status(
+            owner=self._owner(view), problem=problem, previous=previous, now=self.now()
+        )
+        if await self._write_status(view, new, previous):
+            self.event(view, "Warning", "InvalidSpec", problem)
+        return Result()
 
     @staticmethod
     def _owner(view: views.OwnerView) -> common.Owner:

@@ -8,31 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import re
 import statistics
 from typing import Any
 
-import croniter
 import pydantic
 
-from kubext import config, quantity
+from kubext import config, cron, quantity
 from kubext.crds import database
 from kubext_webhooks import conversion, mutation, review
 
 # A fixed start makes the schedule analysis deterministic (same answer on every replica).
 _ANALYSIS_START = dt.datetime(2025, 1, 6, tzinfo=dt.UTC)
 _SAMPLE_RUNS = 60
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
-_DESCRIPTOR_CRON = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
 
 
 class DatabaseSettings(config.StrictModel):
@@ -55,17 +42,8 @@ def _field(path: str, message: str) -> str:
 
 def schedule_intervals(schedule: str) -> list[float]:
     """Seconds between consecutive runs of a CronJob schedule (validated beforehand)."""
-    text = schedule.strip()
-    every = re.fullmatch(r"@every (.+)", text)
-    if every:
-        seconds = sum(
-            float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(every.group(1))
-        )
-        return [seconds]
-    expression = _DESCRIPTOR_CRON.get(text, text)
-    runs = croniter.croniter(expression, _ANALYSIS_START)
-    times = [runs.get_next(float) for _ in range(_SAMPLE_RUNS)]
-    return [b - a for a, b in itertools.pairwise(times)]
+    runs = itertools.islice(cron.runs(schedule, _ANALYSIS_START), _SAMPLE_RUNS)
+    return [(b - a).total_seconds() for a, b in itertools.pairwise(runs)]
 
 
 def _human(seconds: float) -> str:
@@ -79,10 +57,7 @@ def _human(seconds: float) -> str:
 def _backup_problems(backup: dict[str, Any], settings: DatabaseSettings) -> list[str]:
     if not backup.get("enabled") or backup.get("schedule") is None:
         return []
-    schedule = backup["schedule"]
-    problem = database.schedule_problem(schedule)
-    if problem:
-        return [_field("spec.backup.schedule", problem)]
+    schedule = backup["schedule"]  # the model has checked that a CronJob can run it
     intervals = schedule_intervals(schedule)
     shortest = min(intervals)
     out = []
@@ -125,15 +100,6 @@ def _version_problem(spec: dict[str, Any], settings: DatabaseSettings) -> str | 
     return _field("spec.version", f"{engine} {version} is not supported (supported: {listed})")
 
 
-def _schema_problems(exc: pydantic.ValidationError) -> list[str]:
-    out = []
-    for error in exc.errors():
-        path = ".".join(["spec", *(str(p) for p in error["loc"])])
-        message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
-        out.append(_field(path, message.removeprefix("Value error, ")))
-    return out
-
-
 def _as_v1(obj: Any) -> dict[str, Any]:
     if isinstance(obj, dict) and obj.get("apiVersion") == conversion.V1BETA1:
         return conversion.convert(obj, conversion.V1)
@@ -147,7 +113,7 @@ def problems(spec: Any, old_spec: Any, settings: DatabaseSettings) -> list[str]:
     try:
         database.DatabaseSpec.model_validate(spec)
     except pydantic.ValidationError as exc:
-        return _schema_problems(exc)
+        return config.validation_problems(exc, root="spec", unknown="unknown field")
     out = []
     version_problem = _version_problem(spec, settings)
     if version_problem:

@@ -28,6 +28,8 @@ import pydantic
 import yaml
 from pydantic.alias_generators import to_camel
 
+from kubext import config
+
 API_VERSION = "webhooks.kubext.io/v1alpha1"
 # The public registries of the seed's validating webhook (12.4.1). Its placeholder
 # "your-private-registry.com" is left out: a domain anyone could register would be trusted by
@@ -160,10 +162,5 @@ def parse_policy(text: str, *, source: str) -> PodPolicy:
     try:
         return PodPolicy.model_validate(data)
     except pydantic.ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            key = ".".join(str(p) for p in error["loc"]) or "(top level)"
-            msg = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-            msg = msg.removeprefix("Value error, ")
-            problems.append(f"{key}: {msg}")
+        problems = config.validation_problems(exc)
         raise PolicyError(f"{source}: " + "; ".join(problems)) from None

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kubext import cron
 from kubext.crds import database, manifests
 
 
@@ -47,7 +48,7 @@ def test_database_v1_has_the_seed_rules_and_scale_paths() -> None:
     assert props["storage"]["required"] == ["size"]
     backup = props["backup"]["properties"]
     assert (backup["retention"]["minimum"], backup["retention"]["maximum"]) == (1, 365)
-    assert backup["schedule"]["pattern"].startswith("^(@(annually|yearly|monthly")
+    assert backup["schedule"]["pattern"] == cron.PATTERN
     status = v1["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert set(status) >= {"replicas", "selector", "endpoints", "backupStatus", "conditions"}
     assert v1["subresources"]["scale"] == {

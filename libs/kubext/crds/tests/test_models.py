@@ -7,6 +7,7 @@ from typing import Any
 import pydantic
 import pytest
 
+from kubext import cron
 from kubext.crds import database, webapp
 
 
@@ -84,11 +85,27 @@ def test_invalid_database_is_rejected_at_the_field(body: dict[str, Any], where: 
 
 
 @pytest.mark.parametrize(
-    "schedule", ["0 2 * * *", "*/15 * * * *", "@daily", "@every 1h30m", "0 0 1,15 * *"]
+    "schedule",
+    [
+        *["0 2 * * *", "*/15 * * * *", "@daily", "@midnight", "0 0 * * mon-fri", "0 0 1,15 * *"],
+        *["@every 1h30m", "@every 1.5h", "@every 0s", "@every -1h", "@every 1h 30m", "@reboot"],
+        *["0 0 * * 7", "0 0 L * *", "0 0 30 2 *", "99 2 * * *", "0 0 2 * * *", "soon", ""],
+    ],
 )
-def test_cronjob_schedules_pass(schedule: str) -> None:
-    assert database.schedule_problem(schedule) is None
-    database.Backup(enabled=True, schedule=schedule)
+def test_the_model_judges_a_schedule_as_the_parser_does(schedule: str) -> None:
+    problem = cron.schedule_problem(schedule)
+    v1 = {"enabled": True, "schedule": schedule}
+    v1beta1 = {"engine": "mysql", "version": "8.0.36", "storageSize": "1Gi", "backupEnabled": True}
+    for model, body in (
+        (database.Backup, v1),
+        (database.DatabaseSpecV1beta1, {**v1beta1, "backupSchedule": schedule}),
+    ):
+        if problem is None:
+            model.model_validate(body)
+            continue
+        with pytest.raises(pydantic.ValidationError) as exc:
+            model.model_validate(body)
+        assert exc.value.errors()[0]["msg"] == f"Value error, {problem}"
 
 
 FULL_V1 = _db(

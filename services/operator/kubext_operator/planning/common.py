@@ -19,6 +19,14 @@ ANNOTATION_SPEC_HASH = "kubext.example.com/spec-hash"
 """The hash of what the operator last applied: equal hash, nothing to write."""
 
 
+class PlanError(ValueError):
+    """A spec that passed validation but cannot be planned; the message says why, for the user.
+
+    Retrying cannot help, only a change of the spec: the reconciler reports it on the object
+    (phase Failed, Ready False with reason InvalidSpec, a Warning Event) and does not requeue.
+    """
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Owner:
     """The custom resource that owns the children (what an owner reference needs)."""

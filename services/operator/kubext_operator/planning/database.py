@@ -20,8 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import croniter
-
+from kubext import cron
 from kubext.crds import database
 from kubext_operator.planning import backup, common, engines, monitoring
 
@@ -389,10 +388,6 @@ def pod_roles(name: str, pods: Mapping[str, str | None]) -> dict[str, str]:
     return out
 
 
-_EVERY = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
-
-
 def _parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -403,15 +398,13 @@ def format_time(moment: dt.datetime) -> str:
 
 def next_run(schedule: str, *, now: str, since: str) -> str:
     """When the CronJob (time zone UTC) runs next after ``now``. ``@every`` counts from ``since``
-    (the last scheduled run, else the Database's creation), as the CronJob controller does."""
-    moment = _parse_time(now)
-    if schedule.startswith("@every "):
-        seconds = sum(float(n) * _UNIT[u] for n, u in _EVERY.findall(schedule[7:]))
-        start = _parse_time(since)
-        periods = max(0, int((moment - start).total_seconds() // seconds)) + 1
-        return format_time(start + dt.timedelta(seconds=seconds * periods))
-    expression = "0 0 * * *" if schedule == "@midnight" else schedule
-    return format_time(croniter.croniter(expression, moment).get_next(dt.datetime))
+    (the last scheduled run, else the Database's creation), as the CronJob controller does.
+    Raises PlanError for a schedule no CronJob can run."""
+    after, start = _parse_time(now), _parse_time(since)
+    try:
+        return format_time(cron.next_run(schedule, after, since=start))
+    except ValueError as exc:
+        raise common.PlanError(str(exc)) from None
 
 
 def _phase(*, ready: bool, observed: bool, previous: str | None) -> str:

@@ -281,10 +281,27 @@ def test_backup_status_counts_each_new_success_once() -> None:
         ("@daily", "2026-03-11T00:00:00Z"),
         ("@hourly", "2026-03-10T13:00:00Z"),
         ("@every 1h30m", "2026-03-10T13:30:00Z"),  # 152 periods since creation end now
+        ("@every 1.5h", "2026-03-10T13:30:00Z"),
+        ("@midnight", "2026-03-11T00:00:00Z"),
+        ("@weekly", "2026-03-15T00:00:00Z"),
+        ("0 0 * * mon", "2026-03-16T00:00:00Z"),
     ],
 )
 def test_next_run(schedule: str, expected: str) -> None:
     assert plan.next_run(schedule, now=NOW, since=CREATED) == expected
+
+
+@pytest.mark.parametrize(
+    ("schedule", "problem"),
+    [
+        pytest.param("@every 0s", "longer than zero", id="zero-interval"),
+        pytest.param("@every 99999999999h", "longest duration", id="beyond-go-duration"),
+        pytest.param("0 0 30 2 *", "never runs", id="february-30"),
+    ],
+)
+def test_a_schedule_no_cronjob_can_run_is_a_plan_error(schedule: str, problem: str) -> None:
+    with pytest.raises(common.PlanError, match=problem):
+        plan.next_run(schedule, now=NOW, since=CREATED)
 
 
 def test_failed_backup_is_a_false_condition() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from kubext_operator import kube, reconciler, store, views
+from kubext_operator.planning import common
 from kubext_operator.planning import database as db_plan
 from kubext_operator.planning import webapp as wa_plan
 
@@ -399,3 +400,55 @@ def test_backup_request_runs_one_job_and_a_new_request_replaces_it() -> None:
     assert ("delete", "Job", job) in api.writes()
     [(_, _, newer)] = [c for c in api.writes("create") if c[1] == "Job"]
     assert newer != job
+
+
+class RecordedEvents:
+    """In place of the EventRecorder: the Events the reconciler asked for."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str]] = []
+
+    def record(self, view: views.OwnerView, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+
+def test_database_whose_backups_cannot_be_scheduled_fails_once_and_is_not_retried() -> None:
+    # "@every 0s" used to pass the model, and planning divided by zero on every reconcile.
+    api, cache, rec = _setup(_webapp())
+    recorded = rec.events = RecordedEvents()  # type: ignore[assignment]
+    body = _database(backup={"enabled": True, "schedule": "@every 0s"})
+    cache.upsert_owner(views.owner_view("Database", body))
+    key = ("Database", "ns", "db")
+    assert run(rec.reconcile(key)) == reconciler.Result()  # no requeue, no error to back off on
+    status = api.bodies[("Database/status", "db")]["status"]
+    [ready] = [c for c in status["conditions"] if c["type"] == "Ready"]
+    assert (status["phase"], ready["status"], ready["reason"]) == ("Failed", "False", "InvalidSpec")
+    assert ready["message"].startswith("spec.backup.schedule: schedule '@every 0s': the interval")
+    assert recorded.events == [("Warning", "InvalidSpec", ready["message"])]
+    assert api.writes("apply") == [] and api.writes("create") == []  # nothing made from it
+    api.calls.clear()
+    run(rec.reconcile(key))  # a resync: nothing new to say
+    assert api.writes() == [] and len(recorded.events) == 1
+
+
+@pytest.mark.parametrize(("kind", "name"), [("WebApp", "shop"), ("Database", "db")])
+def test_a_spec_planning_cannot_act_on_fails_once_and_is_not_retried(
+    kind: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unplannable(*args: Any, **kwargs: Any) -> list:
+        raise common.PlanError("spec.replicas: more than the plan can place")
+
+    monkeypatch.setattr(wa_plan if kind == "WebApp" else db_plan, "plan_children", unplannable)
+    api, cache, rec = _setup(_webapp())
+    recorded = rec.events = RecordedEvents()  # type: ignore[assignment]
+    cache.upsert_owner(views.owner_view("Database", _database()))
+    key = (kind, "ns", name)
+    assert run(rec.reconcile(key)) == reconciler.Result()
+    status = api.bodies[(f"{kind}/status", name)]["status"]
+    [ready] = [c for c in status["conditions"] if c["type"] == "Ready"]
+    assert (status["phase"], ready["status"], ready["reason"]) == ("Failed", "False", "InvalidSpec")
+    assert ready["message"] == "spec.replicas: more than the plan can place"
+    assert recorded.events == [("Warning", "InvalidSpec", ready["message"])]
+    api.calls.clear()
+    run(rec.reconcile(key))
+    assert api.writes() == [] and len(recorded.events) == 1

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kubext import cron
 from kubext.crds import database
 from kubext_webhooks import conversion, databases, review
 from kubext_webhooks.tests import pods
@@ -65,7 +66,7 @@ def test_seed_example_is_admitted() -> None:
         pytest.param(
             {"backup": {"enabled": True, "schedule": "61 * * * *"}},
             "spec.backup.schedule",
-            "not a valid cron",
+            "minute field '61': 61 is above the maximum 59",
             id="bad-cron",
         ),
         pytest.param(
@@ -118,6 +119,34 @@ def test_rules_beyond_the_schema(over, path: str, words: str) -> None:
 )
 def test_sensible_schedules_pass(schedule: str) -> None:
     assert validate(spec(backup={"enabled": True, "schedule": schedule, "retention": 14})).allowed
+
+
+# Every interval and any history allowed: only whether the schedule can run is judged.
+ANY_INTERVAL = databases.DatabaseSettings(
+    min_backup_interval_seconds=0, min_backup_history_seconds=0, max_backup_history_seconds=1e12
+)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        *["0 2 * * *", "@daily", "@midnight", "@yearly", "0 0 * * mon-fri", "0 0 29 2 *"],
+        *["@every 1h30m", "@every 1.5h", "@every 250ms", "@every 0s", "@every -1h", "@every 1x"],
+        *["@reboot", "0 0 * * 7", "0 0 L * *", "0 0 30 2 *", "61 * * * *", "0 0 2 * * *", ""],
+    ],
+)
+def test_admission_judges_a_schedule_as_the_parser_does(schedule: str) -> None:
+    problem = cron.schedule_problem(schedule)
+    body = spec(backup={"enabled": True, "schedule": schedule, "retention": 7})
+    found = databases.problems(body, None, ANY_INTERVAL)
+    assert found == ([] if problem is None else [f"spec.backup.schedule: {problem}"])
+
+
+def test_intervals_are_the_cronjobs() -> None:
+    assert set(databases.schedule_intervals("@every 90m")) == {5400}
+    assert set(databases.schedule_intervals("@every 250ms")) == {1}  # whole seconds, at least 1
+    assert set(databases.schedule_intervals("0 */6 * * *")) == {6 * 3600}
+    assert sorted(set(databases.schedule_intervals("0 0 * * 1,3"))) == [2 * 86400, 5 * 86400]
 
 
 def test_disabled_backup_schedule_is_not_judged() -> None:

@@ -70,6 +70,11 @@ CASES = [
         id="db-schedule",
     ),
     pytest.param(
+        _database(backup={"schedule": "@every 0s"}),  # a CronJob would run it every second
+        "spec.backup.schedule in body should match",
+        id="db-schedule-every-zero",
+    ),
+    pytest.param(
         _database(backup={"enabled": True}),
         "backup.schedule is required when backup.enabled is true",
         id="db-cel",
@@ -95,3 +100,16 @@ def test_invalid_custom_resources_are_rejected(
     status = json.loads(exc.value.body)
     assert status["reason"] == "Invalid"
     assert message in status["message"], status["message"]
+
+
+@pytest.mark.parametrize("schedule", ["@midnight", "@every 1.5h", "0 0 * * mon-fri"])
+def test_schedules_a_cronjob_accepts_are_admitted(
+    crds: None, kube_api: client.ApiClient, namespace: str, schedule: str
+) -> None:
+    # The seed's pattern refused these; the schema now carries kubext.cron's syntax.
+    custom = client.CustomObjectsApi(kube_api)
+    body = _database(backup={"enabled": True, "schedule": schedule, "retention": 30})
+    created = custom.create_namespaced_custom_object(
+        "db.example.com", "v1", namespace, "databases", body, dry_run="All"
+    )
+    assert created["spec"]["backup"]["schedule"] == schedule
