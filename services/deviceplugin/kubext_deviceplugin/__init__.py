@@ -1,1 +1,1 @@
-"""kubext deviceplugin: kubelet device plugin (v1beta1) over gRPC."""
+"""kubext deviceplugin: a skeleton (config, logs, health) of the planned kubelet v1beta1 device plugin."""

@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return cli.run(
         name="deviceplugin",
         package="kubext_deviceplugin",
-        description="kubext deviceplugin: kubelet device plugin (v1beta1) over gRPC.",
+        description="kubext deviceplugin (skeleton: config, logs and health only; it serves no device yet).",
         model=config.Config,
         main=serve,
         argv=argv,

@@ -1,1 +1,1 @@
-"""kubext scheduler: scheduling framework with plugins, as its own scheduler and as a kube-scheduler extender."""
+"""kubext scheduler: a skeleton (config, logs, health) of the planned scheduling framework; it schedules nothing yet."""

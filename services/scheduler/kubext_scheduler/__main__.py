@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return cli.run(
         name="scheduler",
         package="kubext_scheduler",
-        description="kubext scheduler: scheduling framework with plugins, as its own scheduler and as a kube-scheduler extender.",
+        description="kubext scheduler (skeleton: config, logs and health only; it schedules nothing yet).",
         model=config.Config,
         main=serve,
         argv=argv,
