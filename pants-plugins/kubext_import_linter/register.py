@@ -20,7 +20,7 @@ from pants.backend.python.util_rules.python_sources import (
 )
 from pants.core.goals.lint import LintResult, LintTargetsRequest
 from pants.core.util_rules.config_files import ConfigFiles, ConfigFilesRequest
-from pants.core.util_rules.partitions import PartitionerType
+from pants.core.util_rules.partitions import PartitionerType, Partitions
 from pants.engine.fs import Digest, MergeDigests
 from pants.engine.process import FallibleProcessResult
 from pants.engine.rules import Get, MultiGet, collect_rules, rule
@@ -64,7 +64,19 @@ class ImportLinterFieldSet(FieldSet):
 class ImportLinterRequest(LintTargetsRequest):
     field_set_type = ImportLinterFieldSet
     tool_subsystem = ImportLinter
-    partitioner_type = PartitionerType.DEFAULT_SINGLE_PARTITION
+    partitioner_type = PartitionerType.CUSTOM
+
+
+@rule
+async def partition_import_linter(
+    request: ImportLinterRequest.PartitionRequest[ImportLinterFieldSet],
+    import_linter: ImportLinter,
+) -> Partitions[ImportLinterFieldSet, Any]:
+    if import_linter.skip or not request.field_sets:
+        return Partitions()
+    # One run checks the whole graph; a partition of every field set would be cut into batches
+    # (`[lint].batch_size`), each repeating that same run.
+    return Partitions.single_partition(request.field_sets[:1])
 
 
 @rule(desc="Check import contracts with import-linter", level=LogLevel.DEBUG)
