@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             tools.ensure_built(args.components)
         elif args.cmd == "kubeconfig":
             print(cluster.ClusterInfo(cluster.state_dir()).kubeconfig)
-    except cluster.RigError as exc:
+    except (cluster.RigError, FileNotFoundError) as exc:
         print(f"kubext-rig: {exc}", file=sys.stderr)
         return 1
     return 0
