@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import pydantic
+from pydantic.config import JsonDict
 
 from kubext import cron
 from kubext.crds import common
@@ -60,7 +61,7 @@ Size = Annotated[str, pydantic.Field(pattern=SIZE_PATTERN)]
 Retention = Annotated[int, pydantic.Field(ge=1, le=365)]
 Replicas = Annotated[int, pydantic.Field(ge=1, le=10)]
 
-_BACKUP_RULE = {
+_BACKUP_RULE: JsonDict = {
     "rule": "!has(self.enabled) || !self.enabled || has(self.schedule)",
     "message": "backup.schedule is required when backup.enabled is true",
 }
@@ -110,7 +111,7 @@ class DatabaseSpec(common.SpecModel):
     )
 
 
-_BACKUP_RULE_V1BETA1 = {
+_BACKUP_RULE_V1BETA1: JsonDict = {
     "rule": "!has(self.backupEnabled) || !self.backupEnabled || has(self.backupSchedule)",
     "message": "backupSchedule is required when backupEnabled is true",
 }
@@ -178,7 +179,7 @@ class Database(pydantic.BaseModel):
 
     api_version: str = pydantic.Field(API_VERSION, alias="apiVersion")
     kind: str = KIND
-    metadata: dict = pydantic.Field(default_factory=dict)
+    metadata: dict[str, Any] = pydantic.Field(default_factory=dict)
     spec: DatabaseSpec
     status: DatabaseStatus | None = None
 
@@ -188,7 +189,7 @@ class DatabaseV1beta1(pydantic.BaseModel):
 
     api_version: str = pydantic.Field(f"{GROUP}/{V1BETA1}", alias="apiVersion")
     kind: str = KIND
-    metadata: dict = pydantic.Field(default_factory=dict)
+    metadata: dict[str, Any] = pydantic.Field(default_factory=dict)
     spec: DatabaseSpecV1beta1
     status: DatabaseStatus | None = None
 

@@ -100,7 +100,7 @@ def _version_problem(spec: dict[str, Any], settings: DatabaseSettings) -> str | 
     return _field("spec.version", f"{engine} {version} is not supported (supported: {listed})")
 
 
-def _as_v1(obj: Any) -> dict[str, Any]:
+def _as_v1(obj: object) -> object:
     if isinstance(obj, dict) and obj.get("apiVersion") == conversion.V1BETA1:
         return conversion.convert(obj, conversion.V1)
     return obj
@@ -174,7 +174,8 @@ def validate(request: review.AdmissionRequest, settings: DatabaseSettings) -> re
     found = problems(obj.get("spec"), old_spec, settings)
     if not found:
         return review.Decision.allow()
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    meta = obj.get("metadata")
+    metadata = meta if isinstance(meta, dict) else {}
     name = request.name or metadata.get("name") or "(new)"
     namespace = request.namespace or metadata.get("namespace") or ""
     return review.Decision.deny(

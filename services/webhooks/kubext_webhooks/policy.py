@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import fnmatch
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import pydantic
 import yaml
@@ -30,7 +30,7 @@ from pydantic.alias_generators import to_camel
 
 from kubext import config
 
-API_VERSION = "webhooks.kubext.io/v1alpha1"
+API_VERSION: Final = "webhooks.kubext.io/v1alpha1"
 # The public registries of the seed's validating webhook (12.4.1). Its placeholder
 # "your-private-registry.com" is left out: a domain anyone could register would be trusted by
 # default. A private registry is a policy value, as 12.9.1's single one:

@@ -163,7 +163,7 @@ def same_status(current: dict[str, Any] | None, new: dict[str, Any]) -> bool:
     return _prune(current or {}) == _prune(new)
 
 
-def _prune(value: Any) -> Any:
+def _prune(value: object) -> object:
     if isinstance(value, dict):
         return {k: _prune(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):

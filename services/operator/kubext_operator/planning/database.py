@@ -83,7 +83,9 @@ def secret(owner: common.Owner, spec: database.DatabaseSpec, *, password: str) -
     )
 
 
-def _database_container(spec: database.DatabaseSpec, settings: Settings, secret: str) -> dict:
+def _database_container(
+    spec: database.DatabaseSpec, settings: Settings, secret: str
+) -> dict[str, Any]:
     engine = engines.ENGINES[spec.type]
     return {
         "name": APP,
@@ -163,7 +165,7 @@ def services(owner: common.Owner, spec: database.DatabaseSpec) -> list[common.De
     readonly = dict(selector(name))
     if spec.replicas > 1:
         readonly[ROLE_LABEL] = "replica"
-    shapes = {
+    shapes: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
         "headless": ({"clusterIP": "None", "publishNotReadyAddresses": True}, selector(name)),
         "rw": ({"type": "ClusterIP"}, {**selector(name), POD_NAME_LABEL: f"{name}-0"}),
         "ro": ({"type": "ClusterIP"}, readonly),
@@ -564,7 +566,9 @@ def failed_status(
     return out
 
 
-def deleting_status(*, owner: common.Owner, previous: Mapping[str, Any], now: str) -> dict:
+def deleting_status(
+    *, owner: common.Owner, previous: Mapping[str, Any], now: str
+) -> dict[str, Any]:
     out = {k: v for k, v in previous.items() if k != "conditions"}
     out["phase"] = "Deleting"
     out["conditions"] = common.set_condition(
