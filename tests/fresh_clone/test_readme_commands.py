@@ -85,7 +85,12 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def _pants_processes(processes: dict[int, str]) -> set[int]:
-    return {pid for pid, cmdline in processes.items() if "pants-venv" in cmdline}
+    # pantsd renames itself to "pantsd [<buildroot>]"; the client runs from the Pants venv.
+    return {
+        pid
+        for pid, cmdline in processes.items()
+        if cmdline.startswith("pantsd ") or "pants-venv" in cmdline
+    }
 
 
 def _kubext(
