@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the real upstream components (control plane, kwok, helm, csi-sanity,
-# cnitool, reference CNI plugins) from the Go module proxy, cached by version
-# under ${KUBEXT_CACHE:-~/.cache/kubext}. Rebuilds only what is missing.
+# Builds the real upstream components (control plane, the real node's kubelet, kube-proxy
+# and image programs, kwok, helm, csi-sanity, cnitool, reference CNI plugins) from the Go
+# module proxy, cached by version under ${KUBEXT_CACHE:-~/.cache/kubext}. Rebuilds only what is missing.
 # Usage: rig/build.sh [component ...]   (default: all)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -40,10 +40,13 @@ build_etcd() {
   go build -trimpath -o "$OUTDIR/etcd" go.etcd.io/etcd/server/v3
 }
 
-build_kubernetes() {
+# kubernetes_build SRCDIR PKG...: build k8s.io/kubernetes mains at the pin into $OUTDIR, from a
+# wrapper module that maps every staging module to its v0.<minor>.<patch> release.
+kubernetes_build() {
+  local src=$1; shift
   local v=${KUBERNETES_VERSION#v} minor patch major=1
   minor=$(echo "$v" | cut -d. -f2); patch=$(echo "$v" | cut -d. -f3)
-  wrapper_module "$cache/src/kubernetes" kubernetes 1.25.0
+  wrapper_module "$src" kubernetes 1.25.0
   printf 'godebug default=go1.25\n' >> go.mod
   local staging="api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider
     cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api
@@ -53,7 +56,7 @@ build_kubernetes() {
   for m in $staging; do
     printf 'replace k8s.io/%s => k8s.io/%s v0.%s.%s\n' "$m" "$m" "$minor" "$patch" >> go.mod
   done
-  printf 'package tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kube-controller-manager"\n\t_ "k8s.io/kubernetes/cmd/kube-scheduler"\n\t_ "k8s.io/kubernetes/cmd/kubectl"\n)\n' > tools.go
+  { printf 'package tools\n\nimport (\n'; printf '\t_ "%s"\n' "$@"; printf ')\n'; } > tools.go
   log "kubernetes: resolving modules (k8s.io/kubernetes@$KUBERNETES_VERSION)"
   go get "k8s.io/kubernetes@$KUBERNETES_VERSION" >/dev/null
   go mod tidy >/dev/null 2>&1 || true
@@ -62,10 +65,29 @@ build_kubernetes() {
     ld="$ld -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
     ld="$ld -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
-  log "kubernetes: compiling kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (the long step)"
-  go build -trimpath -tags=selinux,notest -ldflags "-s -w $ld" -o "$OUTDIR/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+  log "kubernetes: compiling ${*##*/} (the long step)"
+  go build -trimpath -tags=selinux,notest -ldflags "-s -w $ld" -o "$OUTDIR/" "$@"
+}
+
+build_kubernetes() {
+  local k=k8s.io/kubernetes/cmd
+  kubernetes_build "$cache/src/kubernetes" "$k/kube-apiserver" "$k/kube-controller-manager" \
+    "$k/kube-scheduler" "$k/kubectl"
+}
+
+# The real node's binaries: a step of their own, so the control plane's cache stays valid.
+build_kubernetes_node() {
+  kubernetes_build "$cache/src/kubernetes-node" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
+}
+
+# The real node's static programs for images (packed and imported by kubext_rig.node): the
+# upstream pause (containerd's sandbox image) and echo-loop (prints its arguments, then waits).
+build_node_images() {
+  local mod="$GOMODCACHE/k8s.io/kubernetes@$KUBERNETES_VERSION"
+  [ -f "$mod/build/pause/linux/pause.c" ] || go mod download "k8s.io/kubernetes@$KUBERNETES_VERSION"
+  cc -static -Os -DVERSION="$KUBERNETES_VERSION" -o "$OUTDIR/pause" "$mod/build/pause/linux/pause.c"
+  cc -static -Os -o "$OUTDIR/echo-loop" "$here/node/echo-loop.c"
+  strip "$OUTDIR/pause" "$OUTDIR/echo-loop"
 }
 
 build_kwok() {
@@ -99,12 +121,14 @@ build_cni_plugins() {
     "$m/meta/portmap@$CNI_PLUGINS_VERSION" "$m/main/loopback@$CNI_PLUGINS_VERSION"
 }
 
-want=("$@"); [ ${#want[@]} -gt 0 ] || want=(etcd kwok helm csi-sanity cnitool cni-plugins kubernetes)
+want=("$@"); [ ${#want[@]} -gt 0 ] || want=(etcd kwok helm csi-sanity cnitool cni-plugins kubernetes kubernetes-node node-images)
 t_all=$SECONDS
 for c in "${want[@]}"; do
   case $c in
     etcd) step etcd "$cache/bin/etcd-$ETCD_VERSION" etcd -- build_etcd ;;
     kubernetes) step kubernetes "$cache/bin/kubernetes-$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- build_kubernetes ;;
+    kubernetes-node) step kubernetes-node "$cache/bin/kubernetes-node-$KUBERNETES_VERSION" kubelet kube-proxy -- build_kubernetes_node ;;
+    node-images) step node-images "$cache/bin/node-images-$KUBERNETES_VERSION" pause echo-loop -- build_node_images ;;
     kwok) step kwok "$cache/bin/kwok-$KWOK_VERSION" kwok -- build_kwok ;;
     helm) step helm "$cache/bin/helm-$HELM_VERSION" helm -- build_helm ;;
     csi-sanity) step csi-sanity "$cache/bin/csi-test-$CSI_TEST_VERSION" csi-sanity -- build_csi_sanity ;;
