@@ -17,6 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--nodes", type=int, default=3, help="kwok fake nodes (default 3)")
     p_up.add_argument("--fresh", action="store_true", help="wipe etcd data first")
     p_up.add_argument(
+        "--real-node",
+        action="store_true",
+        help="also a real node (containerd, kubelet, kube-proxy) named kubext-node-0, tainted "
+        "kubext.io/real-node; one per machine",
+    )
+    p_up.add_argument(
         "--services",
         metavar="DIST",
         help="also start the operator and webhooks from the pexes in DIST",
@@ -36,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.cmd == "up":
-            info = cluster.up(nodes=args.nodes, fresh=args.fresh)
+            info = cluster.up(nodes=args.nodes, fresh=args.fresh, real_node=args.real_node)
             if args.services or args.services_from_source:
                 dist = Path(args.services).resolve() if args.services else None
                 stack.up(info, dist=dist, samples=not args.no_samples)

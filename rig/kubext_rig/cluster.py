@@ -51,6 +51,14 @@ def state_dir() -> Path:
     return Path(os.environ.get("KUBEXT_RIG_DIR") or tools.cache_dir() / "cluster")
 
 
+def api_host(root: Path) -> str:
+    """Where the API server serves: 127.0.0.1, or with a real node the node's address (a local
+    /32 on the rig's dummy link, reachable from this machine and from the node's pods alike)."""
+    from kubext_rig import node  # node builds on this module
+
+    return node.NODE_IP if node.enabled(root) else "127.0.0.1"
+
+
 @dataclasses.dataclass(frozen=True)
 class ClusterInfo:
     """What a client needs: the kubeconfig, the server URL, and the pinned binaries."""
@@ -63,7 +71,7 @@ class ClusterInfo:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{APISERVER_PORT}"
+        return f"https://{api_host(self.root)}:{APISERVER_PORT}"
 
     @property
     def pki(self) -> Path:
@@ -85,6 +93,17 @@ def _components(root: Path, nodes_cidr: str) -> list[Component]:
     kc = root / "{}.kubeconfig"
     etcd_url = f"http://127.0.0.1:{ETCD_PORT}"
     stages = tools.kwok_stages_dir()
+    host = api_host(root)
+    # With a real node: logs/exec dial the kubelet at its InternalIP, as a system:masters client.
+    to_kubelet = (
+        [
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+        ]
+        if host != "127.0.0.1"
+        else []
+    )
     return [
         Component(
             "etcd",
@@ -109,8 +128,8 @@ def _components(root: Path, nodes_cidr: str) -> list[Component]:
                 str(tools.binary("kube-apiserver")),
                 f"--etcd-servers={etcd_url}",
                 f"--secure-port={APISERVER_PORT}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={host}",
+                f"--advertise-address={host}",
                 f"--tls-cert-file={p / 'apiserver.crt'}",
                 f"--tls-private-key-file={p / 'apiserver.key'}",
                 f"--client-ca-file={p / 'ca.crt'}",
@@ -126,8 +145,9 @@ def _components(root: Path, nodes_cidr: str) -> list[Component]:
                 "--profiling=false",
                 "--max-requests-inflight=800",
                 "--max-mutating-requests-inflight=400",
+                *to_kubelet,
             ],
-            f"https://127.0.0.1:{APISERVER_PORT}/readyz",
+            f"https://{host}:{APISERVER_PORT}/readyz",
         ),
         Component(
             "kube-controller-manager",
@@ -216,11 +236,11 @@ def running_pid(root: Path, name: str) -> int | None:
     return pid
 
 
-def _port_free(port: int) -> bool:
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
         except OSError:
             return False
     return True
@@ -308,7 +328,9 @@ def status(root: Path | None = None) -> dict[str, str]:
             out[comp.name] = "stopped"
         else:
             out[comp.name] = "healthy" if healthy(root, comp.health) else "unhealthy"
-    return out
+    from kubext_rig import node
+
+    return {**out, **node.status(root)}
 
 
 def _write_stages() -> None:
@@ -326,23 +348,32 @@ def _write_stages() -> None:
     (stages / "stages.yaml").write_text(text + "\n")
 
 
-def up(*, nodes: int = 3, root: Path | None = None, fresh: bool = False) -> ClusterInfo:
-    """Bring the cluster up (or reuse a healthy one) with ``nodes`` kwok nodes; wait until ready."""
+def up(
+    *, nodes: int = 3, root: Path | None = None, fresh: bool = False, real_node: bool = False
+) -> ClusterInfo:
+    """Bring the cluster up (or reuse a healthy one) with ``nodes`` kwok nodes; wait until ready.
+
+    ``real_node`` adds the real node (kubext_rig.node); without it, a running one is kept."""
+    from kubext_rig import node
+
     root = root or state_dir()
     with _lock(root):
         t0 = time.monotonic()
         if fresh:
             _down_locked(root, wipe=True)
         current = status(root)
-        if all(s == "healthy" for s in current.values()):
+        if all(s == "healthy" for s in current.values()) and (node.enabled(root) or not real_node):
             info = ClusterInfo(root)
             ensure_nodes(info, nodes)
             say(f"cluster already up ({root}); {nodes} kwok nodes ensured")
             return info
         if any(s != "stopped" for s in current.values()):
-            say(f"cluster partly up ({current}); restarting it")
+            say(f"cluster partly up or without its real node ({current}); restarting it")
             _down_locked(root, wipe=False)
         tools.ensure_built(["etcd", "kubernetes", "kwok"])
+        if real_node:
+            tools.ensure_built(["kubernetes-node", "node-images", "cni-plugins"])
+            node.prepare_host(root)  # before the API server: it binds the node's address
         _write_stages()
         comps = _components(root, "10.244.0.0/16")
         busy = [
@@ -367,7 +398,14 @@ def up(*, nodes: int = 3, root: Path | None = None, fresh: bool = False) -> Clus
         if not (root / "pki" / "ca.crt").exists():
             say("creating certificates")
             pki.create(root / "pki")
-        server = f"https://127.0.0.1:{APISERVER_PORT}"
+        if real_node:
+            if not pki.serves_ip(root / "pki", "apiserver", node.NODE_IP):
+                pki.issue(root / "pki", "apiserver", "kube-apiserver", None, server=True)
+            if not (root / "pki" / "apiserver-kubelet-client.crt").exists():
+                pki.issue(
+                    root / "pki", "apiserver-kubelet-client", "kube-apiserver", "system:masters"
+                )
+        server = f"https://{api_host(root)}:{APISERVER_PORT}"
         for user in ("admin", "controller-manager", "scheduler", "kwok"):
             (root / f"{user}.kubeconfig").write_text(
                 pki.kubeconfig(server=server, pki=root / "pki", user=user)
@@ -380,6 +418,8 @@ def up(*, nodes: int = 3, root: Path | None = None, fresh: bool = False) -> Clus
         info = ClusterInfo(root)
         ensure_nodes(info, nodes)
         _wait_default_service_account(info)
+        if real_node:
+            node.start(info)
         say(f"cluster up in {time.monotonic() - t0:.1f} s; export KUBECONFIG={info.kubeconfig}")
         return info
 
@@ -477,7 +517,11 @@ def _is_zombie(pid: int) -> bool:
 
 
 def _down_locked(root: Path, *, wipe: bool) -> None:
-    # Services started on the cluster (stack.py) go first, then the control plane in reverse.
+    # The real node first (its own order), then the services started on the cluster
+    # (stack.py), then the control plane in reverse.
+    from kubext_rig import node
+
+    node.down(root)
     names = {c.name for c in _components(root, "10.244.0.0/16")}
     for pid_path in sorted((root / "pids").glob("*.pid")):
         name = pid_path.stem

@@ -1,0 +1,622 @@
+"""A real node beside the kwok ones (``up --real-node``): containerd, the kubelet, kube-proxy.
+
+Everything lives under ``<state>/node`` (containerd's root, state and socket, the kubelet's root
+dir and pod logs, the CNI config and IPAM data) and every packet stays on the machine: the node's
+address is on a link the rig creates (``kubext0``, a port-less bridge, 10.255.255.1/32), where the API server
+serves too. The recipe and why each setting is needed: ../shared/notes/real-node.md.
+
+What the host had before is recorded in ``<state>/node/host.json`` (sysctls the kubelet changes,
+which machine-wide paths and cgroups existed) so that ``down`` removes only what ``up`` made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from hashlib import sha256
+from pathlib import Path
+
+import yaml
+
+from kubext_rig import cluster, pki, tools
+
+NODE_NAME = "kubext-node-0"
+NODE_IP = pki.NODE_IP  # a private /32 on a link of our own, routed nowhere
+LINK = "kubext0"
+# The pod range of the reference bridge config: apart from kwok's 10.244.0.0/16.
+POD_CIDR = "10.88.0.0/24"
+POD_BRIDGE = "kubext-cni0"
+# Pods meant to run for real select the node and tolerate this; nothing else lands there.
+TAINT_KEY = "kubext.io/real-node"
+KUBELET_PORT = 10250 + cluster.PORT_OFFSET
+KUBELET_HEALTHZ_PORT = 10248 + cluster.PORT_OFFSET
+PROXY_HEALTHZ_PORT = 10256 + cluster.PORT_OFFSET
+PROXY_METRICS_PORT = 10249 + cluster.PORT_OFFSET
+PACKAGES = ("containerd", "runc")
+# The kubelet sets these at start (real-node.md); saved before, restored by down.
+SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
+# Fixed per machine whatever --root-dir says, so one real node per machine.
+DEVICE_PLUGINS_DIR = Path("/var/lib/kubelet/device-plugins")
+MACHINE_CLAIM = Path("/run/kubext-rig-real-node")
+CGROUP_FS = Path("/sys/fs/cgroup")
+NETNS_DIR = Path("/run/netns")
+NFT_TABLES = (("ip", "kube-proxy"), ("ip6", "kube-proxy"), ("ip", "cni_hostport"))
+COMPONENTS = ("containerd", "kubelet", "kube-proxy")
+
+
+def image_ref(name: str) -> str:
+    """Images imported with ctr, never pulled (the .invalid domain resolves nowhere)."""
+    return f"kubext.invalid/{name}:{tools.versions()['KUBERNETES_VERSION']}"
+
+
+def _dir(root: Path) -> Path:
+    return root / "node"
+
+
+def enabled(root: Path) -> bool:
+    """Whether this state dir's cluster has the real node (``up --real-node`` made it)."""
+    return (_dir(root) / "host.json").exists()
+
+
+def _socket(root: Path) -> Path:
+    return _dir(root) / "containerd" / "containerd.sock"
+
+
+def _log(root: Path, name: str) -> Path:
+    return root / "logs" / f"{name}.log"
+
+
+class _Host:
+    """host.json: what the machine had before up, so down restores exactly that."""
+
+    def __init__(self, root: Path):
+        self.path = _dir(root) / "host.json"
+        self.data: dict[str, object] = (
+            json.loads(self.path.read_text()) if self.path.exists() else {}
+        )
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.data, indent=2))
+
+
+# --- pure pieces: configuration files and images --------------------------------------------
+
+
+def containerd_config(root: Path) -> str:
+    d = _dir(root)
+    cri = 'plugins."io.containerd.grpc.v1.cri"'
+    return f"""version = 2
+root = "{d / "containerd" / "root"}"
+state = "{d / "containerd" / "state"}"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.tracing.processor.v1.otlp"]
+
+[grpc]
+  address = "{_socket(root)}"
+[ttrpc]
+  address = "{_socket(root)}.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d / "containerd" / "opt"}"
+
+[{cri}]
+  sandbox_image = "{image_ref("pause")}"
+  # root here cannot lower oom_score_adj: without this every sandbox fails in runc's nsexec.
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  enable_selinux = false
+  [{cri}.containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [{cri}.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [{cri}.containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "{d / "containerd" / "runc"}"
+  [{cri}.cni]
+    bin_dir = "{d / "cni" / "bin"}"
+    conf_dir = "{d / "cni" / "net.d"}"
+"""
+
+
+def cni_conflist(root: Path) -> dict[str, object]:
+    """The reference bridge + host-local + portmap chain (until kubext-bridge is wired in).
+
+    No masquerade (pods talk to this machine only) and the IPAM data under the rig's dir."""
+    return {
+        "cniVersion": "1.0.0",
+        "name": "kubext-rig",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": POD_BRIDGE,
+                "isGateway": True,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": POD_CIDR}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": str(_dir(root) / "cni" / "ipam"),
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}, "backend": "nftables"},
+        ],
+    }
+
+
+def kubelet_config(root: Path) -> dict[str, object]:
+    d = _dir(root)
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "failCgroupV1": False,  # 1.35 refuses cgroup v1 otherwise; these machines are v1
+        "cgroupDriver": "cgroupfs",  # no systemd here
+        "failSwapOn": False,
+        "containerRuntimeEndpoint": f"unix://{_socket(root)}",
+        "address": NODE_IP,
+        "port": KUBELET_PORT,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": KUBELET_HEALTHZ_PORT,
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(root / "pki" / "ca.crt")},
+        },
+        "authorization": {"mode": "Webhook"},
+        "clusterDNS": [],  # no DNS runs in the rig
+        "clusterDomain": "cluster.local",
+        "podCIDR": POD_CIDR,
+        "podLogsDir": str(d / "pod-logs"),
+        "serializeImagePulls": False,
+        "registerWithTaints": [{"key": TAINT_KEY, "value": "true", "effect": "NoSchedule"}],
+        "nodeStatusReportFrequency": "10s",
+    }
+
+
+def kube_proxy_config(root: Path) -> dict[str, object]:
+    return {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "mode": "nftables",
+        "clientConnection": {"kubeconfig": str(root / "kube-proxy.kubeconfig")},
+        "hostnameOverride": NODE_NAME,
+        "bindAddress": NODE_IP,
+        "healthzBindAddress": f"127.0.0.1:{PROXY_HEALTHZ_PORT}",
+        "metricsBindAddress": f"127.0.0.1:{PROXY_METRICS_PORT}",
+        "clusterCIDR": POD_CIDR,
+        "nodePortAddresses": [f"{NODE_IP}/32"],  # never the machine's own interfaces
+        # Zeros: kube-proxy leaves the machine's conntrack sysctls alone.
+        "conntrack": {
+            "maxPerCore": 0,
+            "min": 0,
+            "tcpEstablishedTimeout": "0s",
+            "tcpCloseWaitTimeout": "0s",
+        },
+    }
+
+
+def docker_archive(binary: bytes, *, path: str, ref: str) -> bytes:
+    """A one-layer image holding ``binary`` at ``path`` as its entrypoint, in the docker-archive
+    format that ``ctr images import`` reads (manifest.json, config, layer tar)."""
+
+    def tar_of(files: dict[str, bytes], mode: int) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(data), mode, 0
+                tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    layer = tar_of({path.lstrip("/"): binary}, 0o755)
+    layer_id = sha256(layer).hexdigest()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Entrypoint": [path]},
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_id}"]},
+        },
+        sort_keys=True,
+    ).encode()
+    config_name = f"{sha256(config).hexdigest()}.json"
+    manifest = json.dumps(
+        [{"Config": config_name, "RepoTags": [ref], "Layers": [f"{layer_id}/layer.tar"]}]
+    ).encode()
+    return tar_of(
+        {"manifest.json": manifest, config_name: config, f"{layer_id}/layer.tar": layer}, 0o644
+    )
+
+
+# --- host preparation (before the control plane starts: the API server binds NODE_IP) -------
+
+
+def _run(
+    argv: list[str], *, check: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def _ensure_packages(root: Path) -> None:
+    missing = [p for p in PACKAGES if shutil.which(p) is None]
+    if not missing:
+        return
+    log = _log(root, "apt-get")
+    cluster.say(f"real node: installing Debian packages {' '.join(missing)} (log: {log})")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with open(log, "ab") as out:
+        for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
+            res = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, check=False)
+            if res.returncode != 0:
+                raise cluster.RigError(
+                    f"real node: cannot install Debian packages {' '.join(missing)} "
+                    f"({' '.join(argv[:2])} exited {res.returncode}); see {log}"
+                )
+
+
+@contextlib.contextmanager
+def _machine_lock():
+    with open("/run/kubext-rig-real-node.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _claim(root: Path) -> None:
+    """One real node per machine (the device-plugin dir is fixed): refuse if another runs."""
+    with _machine_lock():
+        if MACHINE_CLAIM.exists():
+            owner = Path(MACHINE_CLAIM.read_text().strip())
+            if owner != root and any(
+                cluster.running_pid(owner, name) is not None for name in COMPONENTS
+            ):
+                raise cluster.RigError(
+                    f"real node: another cluster's real node runs on this machine ({owner}); "
+                    "one per machine (the kubelet's device-plugin dir is fixed): "
+                    "start this cluster without --real-node, or stop that one first"
+                )
+        MACHINE_CLAIM.write_text(str(root))
+
+
+def _link_exists(name: str) -> bool:
+    return Path(f"/sys/class/net/{name}").exists()
+
+
+def prepare_host(root: Path) -> None:
+    """Packages, the machine claim, the dummy link with NODE_IP, the host's state saved."""
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    _claim(root)
+    _ensure_packages(root)
+    host = _Host(root)
+    if "sysctls" not in host.data:  # first up: what the machine had before any kubelet of ours
+        host.data["sysctls"] = {k: _sysctl(k) for k in SYSCTLS}
+        host.data["existed"] = {
+            str(p): p.exists()
+            for p in (
+                DEVICE_PLUGINS_DIR.parent,
+                DEVICE_PLUGINS_DIR,
+                Path("/var/log/containers"),
+                Path("/run/containerd"),
+                NETNS_DIR,
+                *(c / "kubepods" for c in _cgroup_controllers()),
+            )
+        }
+        host.save()
+    if not _link_exists(LINK):
+        # A bridge without ports serves as the dummy link: these kernels have no dummy driver.
+        _run(["ip", "link", "add", LINK, "type", "bridge"])
+    _run(["ip", "addr", "replace", f"{NODE_IP}/32", "dev", LINK])
+    _run(["ip", "link", "set", LINK, "up"])
+
+
+def _sysctl(key: str) -> str:
+    return Path("/proc/sys", *key.split(".")).read_text().strip()
+
+
+def _cgroup_controllers() -> list[Path]:
+    return sorted(p for p in CGROUP_FS.iterdir() if p.is_dir() and not p.is_symlink())
+
+
+# --- the node's processes -------------------------------------------------------------------
+
+
+def _write_configs(root: Path) -> None:
+    d = _dir(root)
+    for sub in ("containerd", "cni/net.d", "cni/bin", "cni/ipam", "kubelet", "pod-logs", "images"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    (d / "containerd" / "config.toml").write_text(containerd_config(root))
+    for plugin in ("bridge", "host-local", "portmap", "loopback"):
+        target = d / "cni" / "bin" / plugin
+        target.unlink(missing_ok=True)
+        target.symlink_to(tools.binary(plugin))
+    (d / "cni" / "net.d" / "10-kubext-rig.conflist").write_text(
+        json.dumps(cni_conflist(root), indent=2)
+    )
+    (d / "kubelet-config.yaml").write_text(yaml.safe_dump(kubelet_config(root)))
+    (d / "kube-proxy-config.yaml").write_text(yaml.safe_dump(kube_proxy_config(root)))
+    p = root / "pki"
+    server = f"https://{NODE_IP}:{cluster.APISERVER_PORT}"
+    for stem, cn, org in (
+        ("kubelet", f"system:node:{NODE_NAME}", "system:nodes"),
+        ("kube-proxy", "system:kube-proxy", None),
+    ):
+        if not (p / f"{stem}.crt").exists():
+            pki.issue(p, stem, cn, org)
+        (root / f"{stem}.kubeconfig").write_text(pki.kubeconfig(server=server, pki=p, user=stem))
+
+
+def _components(root: Path) -> list[cluster.Component]:
+    d = _dir(root)
+    return [
+        cluster.Component(
+            "containerd",
+            ["containerd", f"--config={d / 'containerd' / 'config.toml'}", "--log-level=warn"],
+            f"unix://{_socket(root)}",
+        ),
+        cluster.Component(
+            "kubelet",
+            [
+                str(tools.binary("kubelet")),
+                f"--config={d / 'kubelet-config.yaml'}",
+                f"--kubeconfig={root / 'kubelet.kubeconfig'}",
+                f"--root-dir={d / 'kubelet'}",
+                f"--cert-dir={d / 'kubelet' / 'pki'}",  # else /var/lib/kubelet/pki
+                f"--hostname-override={NODE_NAME}",
+                f"--node-ip={NODE_IP}",
+                "--node-labels=type=real",
+                "--v=1",
+            ],
+            f"http://127.0.0.1:{KUBELET_HEALTHZ_PORT}/healthz",
+        ),
+        cluster.Component(
+            "kube-proxy",
+            [str(tools.binary("kube-proxy")), f"--config={d / 'kube-proxy-config.yaml'}", "--v=1"],
+            f"http://127.0.0.1:{PROXY_HEALTHZ_PORT}/healthz",
+        ),
+    ]
+
+
+def _ctr(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return _run(["ctr", f"--address={_socket(root)}", *args], check=check, timeout=120)
+
+
+def _healthy(root: Path, comp: cluster.Component) -> bool:
+    if comp.health.startswith("unix://"):
+        return _socket(root).exists() and _ctr(root, "version", check=False).returncode == 0
+    try:
+        with urllib.request.urlopen(comp.health, timeout=2) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _wait(root: Path, comp: cluster.Component, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _healthy(root, comp):
+            return
+        if cluster.running_pid(root, comp.name) is None:
+            raise cluster.RigError(
+                f"real node: {comp.name} exited during start; see {_log(root, comp.name)}"
+            )
+        time.sleep(0.3)
+    raise cluster.RigError(
+        f"real node: {comp.name} not healthy after {timeout:.0f} s; see {_log(root, comp.name)}"
+    )
+
+
+def _import_images(root: Path) -> None:
+    for name in ("pause", "echo-loop"):
+        tarball = _dir(root) / "images" / f"{name}.tar"
+        tarball.write_bytes(
+            docker_archive(tools.binary(name).read_bytes(), path=f"/{name}", ref=image_ref(name))
+        )
+        _ctr(root, "-n", "k8s.io", "images", "import", "--all-platforms", str(tarball))
+
+
+def _busy_ports() -> list[int]:
+    ports = (KUBELET_PORT, KUBELET_HEALTHZ_PORT, PROXY_HEALTHZ_PORT, PROXY_METRICS_PORT)
+    return [p for p in ports if not cluster._port_free(p, NODE_IP) or not cluster._port_free(p)]
+
+
+def start(info: cluster.ClusterInfo, *, ready_timeout: float = 120) -> None:
+    """containerd (images imported), kubelet, kube-proxy; wait until the Node is Ready."""
+    root = info.root
+    t0 = time.monotonic()
+    comps = _components(root)
+    if all(cluster.running_pid(root, c.name) is not None for c in comps) and all(
+        _healthy(root, c) for c in comps
+    ):
+        cluster.say(f"real node {NODE_NAME} already running")
+        return
+    stop(root)
+    busy = _busy_ports()
+    if busy:
+        raise cluster.RigError(
+            f"real node: port(s) {', '.join(map(str, busy))} already in use by another process "
+            "(kubelet/kube-proxy ports); stop it (ss -ltnp) and retry"
+        )
+    _write_configs(root)
+    for comp in comps:
+        t = time.monotonic()
+        pid = cluster.start_process(root, comp)
+        _wait(root, comp, timeout=60)
+        cluster.say(f"{comp.name} healthy (pid {pid}, {time.monotonic() - t:.1f} s)")
+        if comp.name == "containerd":
+            _import_images(root)
+    _wait_ready(info, ready_timeout)
+    cluster.say(f"real node {NODE_NAME} Ready in {time.monotonic() - t0:.1f} s")
+
+
+def _wait_ready(info: cluster.ClusterInfo, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(cluster.RigError):
+            node = json.loads(cluster.kubectl(info, "get", "node", NODE_NAME, "-o", "json"))
+            conditions = node.get("status", {}).get("conditions", [])
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                return
+        if cluster.running_pid(info.root, "kubelet") is None:
+            break
+        time.sleep(1)
+    raise cluster.RigError(
+        f"real node: kubelet: Node {NODE_NAME} not Ready after {timeout:.0f} s; "
+        f"see {_log(info.root, 'kubelet')}"
+    )
+
+
+def status(root: Path) -> dict[str, str]:
+    if not enabled(root):
+        return {}
+    out = {}
+    for comp in _components(root):
+        if cluster.running_pid(root, comp.name) is None:
+            out[comp.name] = "stopped"
+        else:
+            out[comp.name] = "healthy" if _healthy(root, comp) else "unhealthy"
+    return out
+
+
+# --- down: everything up made, in order -----------------------------------------------------
+
+
+def stop(root: Path) -> None:
+    """Stop kubelet and kube-proxy (its nft tables too), every containerd task and container,
+    then containerd; unmount and remove what they made. Safe to repeat."""
+    for name in ("kubelet", "kube-proxy"):
+        _stop(root, name)
+    proxy = tools.binary_dir("kube-proxy") / "kube-proxy"
+    if proxy.exists():
+        _run([str(proxy), "--cleanup", "--v=0"], check=False)
+    if cluster.running_pid(root, "containerd") is not None:
+        _remove_containers(root)
+    _stop(root, "containerd")
+    _kill_shims(root)
+    _unmount(root)
+    for family, table in NFT_TABLES:
+        _run(["nft", "delete", "table", family, table], check=False)
+    if _link_exists(POD_BRIDGE):
+        _run(["ip", "link", "delete", POD_BRIDGE], check=False)
+    shutil.rmtree(_dir(root) / "cni" / "ipam", ignore_errors=True)
+
+
+def _stop(root: Path, name: str) -> None:
+    pid = cluster.running_pid(root, name)
+    if pid is not None:
+        cluster._stop_pid(pid, name)
+        cluster.say(f"stopped {name} (pid {pid})")
+    (root / "pids" / f"{name}.pid").unlink(missing_ok=True)
+
+
+def _remove_containers(root: Path) -> None:
+    for ns in _ctr(root, "namespaces", "ls", "-q", check=False).stdout.split():
+        tasks = _ctr(root, "-n", ns, "tasks", "ls", "-q", check=False).stdout.split()
+        for task in tasks:
+            _ctr(root, "-n", ns, "tasks", "kill", "-s", "SIGKILL", task, check=False)
+        for task in tasks:
+            _ctr(root, "-n", ns, "tasks", "delete", "-f", task, check=False)
+        for c in _ctr(root, "-n", ns, "containers", "ls", "-q", check=False).stdout.split():
+            _ctr(root, "-n", ns, "containers", "delete", c, check=False)
+
+
+def _kill_shims(root: Path) -> None:
+    """Shims run in their own process groups: stop those serving our containerd by PID."""
+    sock = str(_socket(root)).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"containerd-shim-runc-v2") and sock in argv:
+            cluster._stop_pid(int(proc.name), "containerd-shim", timeout=5)
+
+
+def our_mounts(root: Path) -> list[str]:
+    """Mount points under the node's dir or in /run/netns/cni-*, deepest first."""
+    base = str(_dir(root).resolve())
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].encode().decode("unicode_escape")
+        if point == base or point.startswith(base + "/") or point.startswith(f"{NETNS_DIR}/cni-"):
+            points.append(point)
+    return sorted(set(points), key=lambda p: (-p.count("/"), p))
+
+
+def _unmount(root: Path) -> None:
+    for point in our_mounts(root):
+        if _run(["umount", point], check=False).returncode != 0:
+            _run(["umount", "-l", point], check=False)
+    if NETNS_DIR.is_dir():
+        for ns in NETNS_DIR.glob("cni-*"):
+            ns.unlink(missing_ok=True)
+
+
+def down(root: Path) -> None:
+    """``stop``, then the dummy link, cgroups, machine-wide dirs we made, sysctls, the claim."""
+    if not enabled(root):
+        return
+    stop(root)
+    host = _Host(root)
+    if _link_exists(LINK):
+        _run(["ip", "link", "delete", LINK], check=False)
+    existed = host.data.get("existed", {})
+    assert isinstance(existed, dict)
+    for c in _cgroup_controllers():
+        if not existed.get(str(c / "kubepods"), False):
+            _remove_cgroup_tree(c / "kubepods")
+    logs = Path("/var/log/containers")
+    if logs.is_dir():
+        pod_logs = str(_dir(root) / "pod-logs")
+        for link in logs.iterdir():
+            if link.is_symlink() and os.readlink(link).startswith(pod_logs):
+                link.unlink()
+    for path in (DEVICE_PLUGINS_DIR, DEVICE_PLUGINS_DIR.parent, logs, Path("/run/containerd")):
+        if not existed.get(str(path), True) and path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+    if (
+        not existed.get(str(NETNS_DIR), True)
+        and NETNS_DIR.is_dir()
+        and not any(NETNS_DIR.iterdir())
+    ):
+        NETNS_DIR.rmdir()
+    sysctls = host.data.get("sysctls", {})
+    assert isinstance(sysctls, dict)
+    for key, value in sysctls.items():
+        if _sysctl(key) != value:
+            Path("/proc/sys", *key.split(".")).write_text(value)
+    with _machine_lock():
+        if MACHINE_CLAIM.exists() and Path(MACHINE_CLAIM.read_text().strip()) == root:
+            MACHINE_CLAIM.unlink()
+    host.path.unlink()
+    cluster.say(f"real node {NODE_NAME} removed; sysctls restored")
+
+
+def _remove_cgroup_tree(top: Path) -> None:
+    if not top.is_dir():
+        return
+    for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+    with contextlib.suppress(OSError):
+        top.rmdir()
