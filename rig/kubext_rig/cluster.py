@@ -517,11 +517,12 @@ def _is_zombie(pid: int) -> bool:
 
 
 def _down_locked(root: Path, *, wipe: bool) -> None:
-    # The real node first (its own order), then the services started on the cluster
-    # (stack.py), then the control plane in reverse.
+    # The real node's processes first (its own order), then the services started on the
+    # cluster (stack.py), then the control plane in reverse, then the real node's host state.
     from kubext_rig import node
 
-    node.down(root)
+    if node.enabled(root):
+        node.stop(root)
     names = {c.name for c in _components(root, "10.244.0.0/16")}
     for pid_path in sorted((root / "pids").glob("*.pid")):
         name = pid_path.stem
@@ -538,6 +539,7 @@ def _down_locked(root: Path, *, wipe: bool) -> None:
             _stop_pid(pid, comp.name)
             say(f"stopped {comp.name} (pid {pid})")
         _pid_file(root, comp.name).unlink(missing_ok=True)
+    node.release_host(root)
     if wipe:
         for sub in ("etcd", "pids"):
             shutil.rmtree(root / sub, ignore_errors=True)

@@ -572,8 +572,9 @@ def _unmount(root: Path) -> None:
             ns.unlink(missing_ok=True)
 
 
-def down(root: Path) -> None:
-    """``stop``, then the dummy link, cgroups, machine-wide dirs we made, sysctls, the claim."""
+def release_host(root: Path) -> None:
+    """After ``stop`` and the control plane (the API server's own client dials NODE_IP until it
+    exits): the node's link, cgroups, machine-wide dirs we made, sysctls, the machine claim."""
     if not enabled(root):
         return
     stop(root)
