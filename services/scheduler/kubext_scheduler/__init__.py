@@ -1,1 +1,1 @@
-"""kubext scheduler: a skeleton (config, logs, health) of the planned scheduling framework; it schedules nothing yet."""
+"""kubext scheduler: the scheduling framework with its plugins, served as a kube-scheduler extender (no standalone scheduling yet)."""

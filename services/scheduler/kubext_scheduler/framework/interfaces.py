@@ -1,0 +1,148 @@
+"""The extension points, as kube-scheduler's framework has them, one Protocol each.
+
+A plugin is any object with a ``name`` and the methods of the points it extends; the runtime
+finds them with ``isinstance`` (the Protocols are runtime-checkable). Methods return None for
+success, as Go plugins return a nil *Status.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from kubext_scheduler.framework.cycle_state import CycleState
+from kubext_scheduler.framework.nodeinfo import NodeInfo
+from kubext_scheduler.framework.status import Status
+
+Pod = Mapping[str, Any]
+MIN_NODE_SCORE = 0
+MAX_NODE_SCORE = 100
+
+
+@dataclasses.dataclass
+class NodeScore:
+    name: str
+    score: int
+
+
+@dataclasses.dataclass(frozen=True)
+class QueuedPodInfo:
+    pod: Pod
+    # When the pod entered the queue (seconds, any clock the queue uses).
+    timestamp: float
+    attempts: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PostFilterResult:
+    nominated_node_name: str | None = None
+
+
+@runtime_checkable
+class Plugin(Protocol):
+    name: str
+
+
+@runtime_checkable
+class QueueSortPlugin(Plugin, Protocol):
+    def less(self, a: QueuedPodInfo, b: QueuedPodInfo) -> bool: ...
+
+
+@runtime_checkable
+class PreFilterPlugin(Plugin, Protocol):
+    def pre_filter(
+        self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo]
+    ) -> Status | None: ...
+
+
+@runtime_checkable
+class FilterPlugin(Plugin, Protocol):
+    def filter(self, state: CycleState, pod: Pod, node: NodeInfo) -> Status | None: ...
+
+
+@runtime_checkable
+class PostFilterPlugin(Plugin, Protocol):
+    def post_filter(
+        self, state: CycleState, pod: Pod, statuses: Mapping[str, Status]
+    ) -> tuple[PostFilterResult | None, Status | None]: ...
+
+
+@runtime_checkable
+class PreScorePlugin(Plugin, Protocol):
+    def pre_score(
+        self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo]
+    ) -> Status | None: ...
+
+
+@runtime_checkable
+class ScorePlugin(Plugin, Protocol):
+    def score(self, state: CycleState, pod: Pod, node: NodeInfo) -> tuple[int, Status | None]: ...
+
+
+@runtime_checkable
+class ScoreExtensions(Protocol):
+    """A Score plugin that rescales its raw scores to 0..MAX_NODE_SCORE (in place)."""
+
+    def normalize_score(
+        self, state: CycleState, pod: Pod, scores: list[NodeScore]
+    ) -> Status | None: ...
+
+
+@runtime_checkable
+class ReservePlugin(Plugin, Protocol):
+    def reserve(self, state: CycleState, pod: Pod, node_name: str) -> Status | None: ...
+
+    def unreserve(self, state: CycleState, pod: Pod, node_name: str) -> None: ...
+
+
+@runtime_checkable
+class PermitPlugin(Plugin, Protocol):
+    def permit(
+        self, state: CycleState, pod: Pod, node_name: str
+    ) -> tuple[Status | None, float]: ...
+
+
+@runtime_checkable
+class PreBindPlugin(Plugin, Protocol):
+    def pre_bind(self, state: CycleState, pod: Pod, node_name: str) -> Status | None: ...
+
+
+@runtime_checkable
+class BindPlugin(Plugin, Protocol):
+    def bind(self, state: CycleState, pod: Pod, node_name: str) -> Status | None: ...
+
+
+@runtime_checkable
+class PostBindPlugin(Plugin, Protocol):
+    def post_bind(self, state: CycleState, pod: Pod, node_name: str) -> None: ...
+
+
+# Each extension point's name in a KubeSchedulerConfiguration, and its Protocol.
+POINTS: dict[str, type[Plugin]] = {
+    "queueSort": QueueSortPlugin,
+    "preFilter": PreFilterPlugin,
+    "filter": FilterPlugin,
+    "postFilter": PostFilterPlugin,
+    "preScore": PreScorePlugin,
+    "score": ScorePlugin,
+    "reserve": ReservePlugin,
+    "permit": PermitPlugin,
+    "preBind": PreBindPlugin,
+    "bind": BindPlugin,
+    "postBind": PostBindPlugin,
+}
+
+
+def default_normalize_score(scores: list[NodeScore], *, reverse: bool = False) -> None:
+    """kube-scheduler's DefaultNormalizeScore: scale so the best is MAX_NODE_SCORE; ``reverse``
+    for raw scores where less is better (untolerated PreferNoSchedule taints)."""
+    highest = max((s.score for s in scores), default=0)
+    if highest == 0:
+        if reverse:
+            for s in scores:
+                s.score = MAX_NODE_SCORE
+        return
+    for s in scores:
+        scaled = MAX_NODE_SCORE * s.score // highest
+        s.score = MAX_NODE_SCORE - scaled if reverse else scaled

@@ -1,0 +1,138 @@
+"""The node snapshot of one scheduling cycle: each node with the pods assumed or bound on it.
+
+A NodeInfo is what every Filter and Score sees: the node object, its pods, and the sums the
+resource plugins need (requested, and non-zero requested for the scorers), computed once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from kubext_scheduler.framework import resources
+
+Obj = Mapping[str, Any]
+_TERMINATED = ("Succeeded", "Failed")
+
+
+def name_of(obj: Obj) -> str:
+    metadata = obj.get("metadata") or {}
+    return str(metadata.get("name") or "") if isinstance(metadata, Mapping) else ""
+
+
+def pod_key(pod: Obj) -> str:
+    metadata = pod.get("metadata") or {}
+    if isinstance(metadata, Mapping) and metadata.get("uid"):
+        return str(metadata["uid"])
+    return (
+        f"{metadata.get('namespace', '') if isinstance(metadata, Mapping) else ''}/{name_of(pod)}"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class HostPort:
+    ip: str
+    protocol: str
+    port: int
+
+
+def host_ports(pod: Obj) -> list[HostPort]:
+    """The host ports a pod's containers claim (kube-scheduler reads spec.containers only)."""
+    spec = pod.get("spec") or {}
+    out = []
+    for container in spec.get("containers") or []:
+        for port in (container.get("ports") or []) if isinstance(container, Mapping) else []:
+            if not isinstance(port, Mapping) or not port.get("hostPort"):
+                continue
+            host_port = port["hostPort"]
+            if not isinstance(host_port, int) or isinstance(host_port, bool):
+                raise resources.InvalidObject(f"hostPort {host_port!r} is not a port number")
+            out.append(
+                HostPort(
+                    ip=str(port.get("hostIP") or "0.0.0.0"),
+                    protocol=str(port.get("protocol") or "TCP"),
+                    port=host_port,
+                )
+            )
+    return out
+
+
+@dataclasses.dataclass
+class NodeInfo:
+    node: Obj
+    pods: list[Obj] = dataclasses.field(default_factory=list)
+    requested: resources.Resources = dataclasses.field(default_factory=resources.Resources)
+    # Requests with the scorers' defaults for containers that name none (100m, 200Mi).
+    non_zero_requested: resources.Resources = dataclasses.field(default_factory=resources.Resources)
+    used_ports: list[HostPort] = dataclasses.field(default_factory=list)
+    allocatable: resources.Allocatable | None = None
+
+    @classmethod
+    def of(cls, node: Obj, pods: Iterable[Obj] = ()) -> NodeInfo:
+        """Raises resources.InvalidObject for an unreadable allocatable or pod."""
+        info = cls(node=node, allocatable=resources.node_allocatable(node))
+        for pod in pods:
+            info.add_pod(pod)
+        return info
+
+    @property
+    def name(self) -> str:
+        return name_of(self.node)
+
+    def add_pod(self, pod: Obj) -> None:
+        self.requested.add(resources.pod_requests(pod))
+        self.non_zero_requested.add(resources.pod_requests(pod, non_missing=True))
+        self.used_ports.extend(host_ports(pod))
+        self.pods.append(pod)
+
+    def remove_pod(self, pod: Obj) -> bool:
+        key = pod_key(pod)
+        for i, existing in enumerate(self.pods):
+            if pod_key(existing) == key:
+                del self.pods[i]
+                self.requested.subtract(resources.pod_requests(existing))
+                self.non_zero_requested.subtract(resources.pod_requests(existing, non_missing=True))
+                for port in host_ports(existing):
+                    self.used_ports.remove(port)
+                return True
+        return False
+
+    def clone(self) -> NodeInfo:
+        return NodeInfo(
+            node=self.node,
+            pods=list(self.pods),
+            requested=self.requested.copy(),
+            non_zero_requested=self.non_zero_requested.copy(),
+            used_ports=list(self.used_ports),
+            allocatable=self.allocatable,
+        )
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """The nodes of one cycle, in a stable order, looked up by name."""
+
+    nodes: list[NodeInfo]
+
+    def __post_init__(self) -> None:
+        self._by_name = {info.name: info for info in self.nodes}
+
+    @classmethod
+    def of(cls, nodes: Sequence[Obj], pods: Iterable[Obj] = ()) -> Snapshot:
+        """Nodes with the pods bound (``spec.nodeName``) or assumed on them."""
+        infos = [NodeInfo.of(node) for node in nodes]
+        by_name = {info.name: info for info in infos}
+        for pod in pods:
+            if (pod.get("status") or {}).get("phase") in _TERMINATED:
+                continue  # a finished pod holds no resources
+            node_name = (pod.get("spec") or {}).get("nodeName")
+            if node_name in by_name:
+                by_name[node_name].add_pod(pod)
+        return cls(infos)
+
+    def get(self, name: str) -> NodeInfo | None:
+        return self._by_name.get(name)
+
+    def __len__(self) -> int:
+        return len(self.nodes)

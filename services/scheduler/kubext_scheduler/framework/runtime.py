@@ -1,0 +1,311 @@
+"""The framework runtime of one profile: runs its plugins at each extension point, in order.
+
+``schedule`` is the scheduling algorithm of one cycle (PreFilter, Filter over the snapshot,
+PostFilter when nothing fits, PreScore, Score with NormalizeScore and weights, host selection);
+Reserve to PostBind are run by whoever binds (the standalone scheduler's binder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
+
+from kubext_scheduler.framework import interfaces, resources, status
+from kubext_scheduler.framework.cycle_state import CycleState, StateError
+from kubext_scheduler.framework.interfaces import NodeScore, Pod
+from kubext_scheduler.framework.nodeinfo import NodeInfo, Snapshot
+from kubext_scheduler.framework.status import Code, Status
+
+
+class ScoreRangeError(ValueError):
+    """A plugin's (normalised) score outside 0..MAX_NODE_SCORE: a plugin bug, never clamped."""
+
+
+@dataclasses.dataclass
+class ScheduleResult:
+    node_name: str | None
+    evaluated: int
+    feasible: list[str]
+    # Why each rejected node was rejected (the plugin is in Status.plugin).
+    statuses: dict[str, Status]
+    # Weighted totals per feasible node (empty when one node was feasible: nothing to rank).
+    scores: dict[str, int] = dataclasses.field(default_factory=dict)
+    nominated_node_name: str | None = None
+    # A PreFilter/PostFilter failure that concerns the pod, not a node.
+    status: Status | None = None
+
+    def message(self) -> str:
+        return fit_error_message(self.evaluated, self.statuses, self.status)
+
+
+def _guard(plugin: str, call: object, *args: object) -> object:
+    try:
+        return call(*args)  # type: ignore[operator]
+    except (resources.InvalidObject, StateError) as exc:
+        return status.error(f"{plugin}: {exc}").with_plugin(plugin)
+
+
+class Framework:
+    def __init__(
+        self,
+        *,
+        scheduler_name: str,
+        plugins: Mapping[str, Sequence[interfaces.Plugin]],
+        score_weights: Mapping[str, int],
+    ) -> None:
+        self.scheduler_name = scheduler_name
+        self.plugins = {point: list(plugins.get(point, ())) for point in interfaces.POINTS}
+        self.score_weights = dict(score_weights)
+
+    def points_of(self, name: str) -> list[str]:
+        return [p for p, ps in self.plugins.items() if any(x.name == name for x in ps)]
+
+    # --- queue ------------------------------------------------------------------------------
+
+    def less(self, a: interfaces.QueuedPodInfo, b: interfaces.QueuedPodInfo) -> bool:
+        [sorter] = self.plugins["queueSort"]
+        assert isinstance(sorter, interfaces.QueueSortPlugin)
+        return sorter.less(a, b)
+
+    # --- filtering --------------------------------------------------------------------------
+
+    def run_pre_filter(self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo]) -> Status:
+        for plugin in self.plugins["preFilter"]:
+            assert isinstance(plugin, interfaces.PreFilterPlugin)
+            result = _guard(plugin.name, plugin.pre_filter, state, pod, nodes)
+            assert result is None or isinstance(result, Status)
+            if result is None or result.is_success:
+                continue
+            if result.code is Code.SKIP:
+                state.skip_filter.add(plugin.name)
+                continue
+            return result.with_plugin(plugin.name)
+        return status.SUCCESS
+
+    def run_filter(self, state: CycleState, pod: Pod, node: NodeInfo) -> Status:
+        """The first plugin that rejects the node decides, as in kube-scheduler."""
+        for plugin in self.plugins["filter"]:
+            if plugin.name in state.skip_filter:
+                continue
+            assert isinstance(plugin, interfaces.FilterPlugin)
+            result = _guard(plugin.name, plugin.filter, state, pod, node)
+            assert result is None or isinstance(result, Status)
+            if not status.ok(result):
+                assert result is not None
+                return result.with_plugin(plugin.name)
+        return status.SUCCESS
+
+    def find_feasible(
+        self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo]
+    ) -> tuple[list[NodeInfo], dict[str, Status]]:
+        feasible, rejected = [], {}
+        for node in nodes:
+            result = self.run_filter(state, pod, node)
+            if result.is_success:
+                feasible.append(node)
+            else:
+                rejected[node.name] = result
+        return feasible, rejected
+
+    def run_post_filter(
+        self, state: CycleState, pod: Pod, statuses: Mapping[str, Status]
+    ) -> tuple[interfaces.PostFilterResult | None, Status]:
+        last = status.unschedulable("no PostFilter plugin made the pod schedulable")
+        for plugin in self.plugins["postFilter"]:
+            assert isinstance(plugin, interfaces.PostFilterPlugin)
+            result, outcome = plugin.post_filter(state, pod, statuses)
+            if status.ok(outcome):
+                return result, status.SUCCESS
+            assert outcome is not None
+            if outcome.code is Code.ERROR:
+                return None, outcome.with_plugin(plugin.name)
+            last = outcome.with_plugin(plugin.name)
+        return None, last
+
+    # --- scoring ----------------------------------------------------------------------------
+
+    def run_pre_score(self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo]) -> Status:
+        for plugin in self.plugins["preScore"]:
+            assert isinstance(plugin, interfaces.PreScorePlugin)
+            result = _guard(plugin.name, plugin.pre_score, state, pod, nodes)
+            assert result is None or isinstance(result, Status)
+            if result is not None and result.code is Code.SKIP:
+                state.skip_score.add(plugin.name)
+            elif not status.ok(result):
+                assert result is not None
+                return result.with_plugin(plugin.name)
+        return status.SUCCESS
+
+    def run_score(
+        self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo]
+    ) -> tuple[dict[str, int], Status]:
+        """Weighted totals per node: each plugin's scores normalised to 0..100, times its weight."""
+        totals = {node.name: 0 for node in nodes}
+        for plugin in self.plugins["score"]:
+            if plugin.name in state.skip_score:
+                continue
+            assert isinstance(plugin, interfaces.ScorePlugin)
+            scores = []
+            for node in nodes:
+                try:
+                    value, result = plugin.score(state, pod, node)
+                except (resources.InvalidObject, StateError) as exc:
+                    return {}, status.error(f"{plugin.name}: {exc}").with_plugin(plugin.name)
+                if not status.ok(result):
+                    assert result is not None
+                    return {}, result.with_plugin(plugin.name)
+                scores.append(NodeScore(node.name, value))
+            if isinstance(plugin, interfaces.ScoreExtensions):
+                result = plugin.normalize_score(state, pod, scores)
+                if not status.ok(result):
+                    assert result is not None
+                    return {}, result.with_plugin(plugin.name)
+            weight = self.score_weights.get(plugin.name, 1)
+            for s in scores:
+                if not interfaces.MIN_NODE_SCORE <= s.score <= interfaces.MAX_NODE_SCORE:
+                    raise ScoreRangeError(
+                        f"plugin {plugin.name} scored node {s.name} {s.score}, outside "
+                        f"[{interfaces.MIN_NODE_SCORE}, {interfaces.MAX_NODE_SCORE}]"
+                    )
+                totals[s.name] += s.score * weight
+        return totals, status.SUCCESS
+
+    def max_total_score(self, *, skipped: Collection[str] = ()) -> int:
+        """The highest weighted total a node can get (every score plugin not skipped at
+        MAX_NODE_SCORE)."""
+        return interfaces.MAX_NODE_SCORE * sum(
+            self.score_weights.get(p.name, 1)
+            for p in self.plugins["score"]
+            if p.name not in skipped
+        )
+
+    # --- one cycle --------------------------------------------------------------------------
+
+    def schedule(
+        self,
+        pod: Pod,
+        snapshot: Snapshot,
+        *,
+        state: CycleState | None = None,
+        rng: random.Random | None = None,
+    ) -> ScheduleResult:
+        """Pick a node for ``pod`` (None and the reasons when none fits); binds nothing."""
+        state = state or CycleState()
+        nodes = snapshot.nodes
+        pre = self.run_pre_filter(state, pod, nodes)
+        if not pre.is_success:
+            rejected = {node.name: pre for node in nodes}
+            return ScheduleResult(None, len(nodes), [], rejected, status=pre)
+        feasible, rejected = self.find_feasible(state, pod, nodes)
+        if not feasible:
+            errors = [s for s in rejected.values() if s.code is Code.ERROR]
+            post_result, post = self.run_post_filter(state, pod, rejected)
+            return ScheduleResult(
+                None,
+                len(nodes),
+                [],
+                rejected,
+                nominated_node_name=post_result.nominated_node_name if post_result else None,
+                status=errors[0] if errors else None,
+            )
+        names = [node.name for node in feasible]
+        if len(feasible) == 1:
+            return ScheduleResult(names[0], len(nodes), names, rejected)
+        pre_score = self.run_pre_score(state, pod, feasible)
+        if not pre_score.is_success:
+            return ScheduleResult(None, len(nodes), names, rejected, status=pre_score)
+        totals, scored = self.run_score(state, pod, feasible)
+        if not scored.is_success:
+            return ScheduleResult(None, len(nodes), names, rejected, status=scored)
+        return ScheduleResult(
+            select_host(totals, rng or random.Random()), len(nodes), names, rejected, totals
+        )
+
+    # --- binding cycle ----------------------------------------------------------------------
+
+    def run_reserve(self, state: CycleState, pod: Pod, node_name: str) -> Status:
+        for plugin in self.plugins["reserve"]:
+            assert isinstance(plugin, interfaces.ReservePlugin)
+            result = plugin.reserve(state, pod, node_name)
+            if not status.ok(result):
+                assert result is not None
+                self.run_unreserve(state, pod, node_name)
+                return result.with_plugin(plugin.name)
+        return status.SUCCESS
+
+    def run_unreserve(self, state: CycleState, pod: Pod, node_name: str) -> None:
+        # Every Reserve plugin, in reverse order, including those that never reserved.
+        for plugin in reversed(self.plugins["reserve"]):
+            assert isinstance(plugin, interfaces.ReservePlugin)
+            plugin.unreserve(state, pod, node_name)
+
+    def run_permit(self, state: CycleState, pod: Pod, node_name: str) -> tuple[Status, float]:
+        """Success, a rejection, or Wait with the longest timeout any plugin asked for."""
+        wait = 0.0
+        for plugin in self.plugins["permit"]:
+            assert isinstance(plugin, interfaces.PermitPlugin)
+            result, timeout = plugin.permit(state, pod, node_name)
+            if result is not None and result.code is Code.WAIT:
+                wait = max(wait, timeout)
+            elif not status.ok(result):
+                assert result is not None
+                return result.with_plugin(plugin.name), 0.0
+        return (Status(Code.WAIT), wait) if wait else (status.SUCCESS, 0.0)
+
+    def run_pre_bind(self, state: CycleState, pod: Pod, node_name: str) -> Status:
+        for plugin in self.plugins["preBind"]:
+            assert isinstance(plugin, interfaces.PreBindPlugin)
+            result = plugin.pre_bind(state, pod, node_name)
+            if not status.ok(result):
+                assert result is not None
+                return result.with_plugin(plugin.name)
+        return status.SUCCESS
+
+    def run_bind(self, state: CycleState, pod: Pod, node_name: str) -> Status:
+        """The first binder that does not Skip binds."""
+        for plugin in self.plugins["bind"]:
+            assert isinstance(plugin, interfaces.BindPlugin)
+            result = plugin.bind(state, pod, node_name)
+            if result is not None and result.code is Code.SKIP:
+                continue
+            return status.SUCCESS if result is None else result.with_plugin(plugin.name)
+        return status.SKIP
+
+    def run_post_bind(self, state: CycleState, pod: Pod, node_name: str) -> None:
+        for plugin in self.plugins["postBind"]:
+            assert isinstance(plugin, interfaces.PostBindPlugin)
+            plugin.post_bind(state, pod, node_name)
+
+
+def select_host(totals: Mapping[str, int], rng: random.Random) -> str:
+    """The best-scored node; ties are broken at random (reservoir sampling, as upstream)."""
+    best, chosen, seen = -1, "", 0
+    for name, score in totals.items():
+        if score > best:
+            best, chosen, seen = score, name, 1
+        elif score == best:
+            seen += 1
+            if rng.randrange(seen) == 0:
+                chosen = name
+    return chosen
+
+
+def _histogram_key(reason: str) -> str:
+    # NodeResourceFit's reasons carry the amounts per node ("Insufficient CPU: requested 500m,
+    # available 200m"); the summary counts them by resource, as kube-scheduler does.
+    return reason.split(": ", 1)[0] if reason.startswith("Insufficient ") else reason
+
+
+def fit_error_message(
+    evaluated: int, statuses: Mapping[str, Status], pod_status: Status | None = None
+) -> str:
+    """kube-scheduler's FitError text: ``0/5 nodes are available: 3 Insufficient CPU, 2 node(s)
+    had untolerated taint {dedicated: gpu}.``"""
+    if pod_status is not None and pod_status.code is not Code.ERROR and pod_status.reasons:
+        return f"0/{evaluated} nodes are available: {pod_status.message}."
+    counts = Counter(_histogram_key(reason) for s in statuses.values() for reason in s.reasons)
+    text = f"0/{evaluated} nodes are available"
+    histogram = sorted(f"{n} {reason}" for reason, n in counts.items())
+    return f"{text}: {', '.join(histogram)}." if histogram else f"{text}."

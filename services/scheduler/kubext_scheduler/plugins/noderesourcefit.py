@@ -1,0 +1,146 @@
+"""NodeResourceFit (the seed's plugin, section 12.5.1): does the pod fit the node's free
+cpu, memory, ephemeral storage, pod slots and extended resources; and a least-allocated score
+weighted by cpuWeight/memoryWeight/storageWeight.
+
+Fixed from the seed: pod requests count init containers, sidecars and overhead
+(framework.resources); the node's used share is every assumed pod's full requests; the weights
+are read-only (the seed overwrote its args when they summed to zero); every insufficient
+resource is reported, not only the first; pod count and extended resources are checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import pydantic
+
+from kubext_scheduler.framework import cycle_state, interfaces, resources, status
+from kubext_scheduler.framework.cycle_state import CycleState
+from kubext_scheduler.framework.interfaces import Pod
+from kubext_scheduler.framework.nodeinfo import NodeInfo
+from kubext_scheduler.framework.status import Status
+
+NAME = "NodeResourceFit"
+_STATE_KEY = cycle_state.key("PreFilter", NAME)
+_Weight = pydantic.StrictInt
+
+
+class Args(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    cpuWeight: _Weight = pydantic.Field(1, ge=0, le=100)
+    memoryWeight: _Weight = pydantic.Field(1, ge=0, le=100)
+    storageWeight: _Weight = pydantic.Field(1, ge=0, le=100)
+
+    def weights(self) -> tuple[int, int, int]:
+        """cpu, memory, storage; all zero means equal weights (the seed's fallback)."""
+        chosen = (self.cpuWeight, self.memoryWeight, self.storageWeight)
+        return chosen if any(chosen) else (1, 1, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class InsufficientResource:
+    resource: str
+    requested: int
+    used: int
+    capacity: int
+
+    @property
+    def reason(self) -> str:
+        free = self.capacity - self.used
+        if self.resource == resources.PODS:
+            return "Too many pods"
+        if self.resource == resources.CPU:
+            return f"Insufficient CPU: requested {self.requested}m, available {free}m"
+        if self.resource == resources.EPHEMERAL_STORAGE:
+            return f"Insufficient storage: requested {self.requested}, available {free}"
+        return f"Insufficient {self.resource}: requested {self.requested}, available {free}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _PreFilterState:
+    request: resources.Resources
+
+    def clone(self) -> _PreFilterState:
+        return self  # never changed after PreFilter
+
+
+def fits(request: resources.Resources, node: NodeInfo) -> list[InsufficientResource]:
+    """Every resource the node lacks for ``request``, in kube-scheduler's order (fitsRequest)."""
+    assert node.allocatable is not None
+    alloc, used = node.allocatable.resources, node.requested
+    out = []
+    if len(node.pods) + 1 > node.allocatable.allowed_pods:
+        out.append(
+            InsufficientResource(resources.PODS, 1, len(node.pods), node.allocatable.allowed_pods)
+        )
+    if request.is_zero():
+        return out
+    names = [resources.CPU, resources.MEMORY, resources.EPHEMERAL_STORAGE]
+    names += sorted(name for name, amount in request.scalar.items() if amount > 0)
+    for name in names:
+        wanted = request.get(name)
+        if wanted > 0 and wanted > alloc.get(name) - used.get(name):
+            out.append(InsufficientResource(name, wanted, used.get(name), alloc.get(name)))
+    return out
+
+
+def least_requested_score(requested: int, capacity: int) -> int:
+    """(capacity - requested) * 100 / capacity, 0 when over capacity (leastRequestedScore)."""
+    if capacity == 0 or requested > capacity:
+        return 0
+    return (capacity - requested) * interfaces.MAX_NODE_SCORE // capacity
+
+
+class NodeResourceFit:
+    name = NAME
+
+    def __init__(self, args: Args | None = None) -> None:
+        self.args = args or Args()
+
+    def _request(self, state: CycleState, pod: Pod) -> resources.Resources:
+        saved = state.get(_STATE_KEY, _PreFilterState)
+        if saved is None:  # Filter enabled without PreFilter: compute it here
+            saved = _PreFilterState(resources.pod_requests(pod))
+            state.write(_STATE_KEY, saved)
+        return saved.request
+
+    def pre_filter(self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo]) -> Status | None:
+        state.write(_STATE_KEY, _PreFilterState(resources.pod_requests(pod)))
+        return None
+
+    def filter(self, state: CycleState, pod: Pod, node: NodeInfo) -> Status | None:
+        missing = fits(self._request(state, pod), node)
+        return status.unschedulable(*(m.reason for m in missing)) if missing else None
+
+    def score(self, state: CycleState, pod: Pod, node: NodeInfo) -> tuple[int, Status | None]:
+        assert node.allocatable is not None
+        # The scorers count a container without cpu/memory requests as 100m/200Mi.
+        pod_request = resources.pod_requests(pod, non_missing=True)
+        alloc = node.allocatable.resources
+        score_sum = weight_sum = 0
+        for name, weight, used in zip(
+            (resources.CPU, resources.MEMORY, resources.EPHEMERAL_STORAGE),
+            self.args.weights(),
+            (
+                node.non_zero_requested.milli_cpu,
+                node.non_zero_requested.memory,
+                node.requested.ephemeral_storage,
+            ),
+            strict=False,
+        ):
+            capacity = alloc.get(name)
+            if weight == 0 or capacity == 0:
+                continue  # a resource the node does not report is not scored
+            requested = used + pod_request.get(name)
+            score_sum += least_requested_score(requested, capacity) * weight
+            weight_sum += weight
+        return (score_sum // weight_sum if weight_sum else 0), None
+
+
+def new(args: Args | None) -> NodeResourceFit:
+    return NodeResourceFit(args)
+
+
+_: type[interfaces.FilterPlugin] = NodeResourceFit

@@ -1,0 +1,55 @@
+"""Every plugin this scheduler has, by the name a KubeSchedulerConfiguration uses, and the
+default profile's plugin set (kube-scheduler's defaults, less the plugins not built yet)."""
+
+from __future__ import annotations
+
+from kubext_scheduler.framework import profiles
+from kubext_scheduler.plugins import (
+    balancedallocation,
+    nodeaffinity,
+    nodename,
+    nodeports,
+    noderesourcefit,
+    nodeunschedulable,
+    prioritysort,
+    tainttoleration,
+)
+
+REGISTRY: dict[str, profiles.PluginSpec] = {
+    spec.name: spec
+    for spec in (
+        profiles.PluginSpec(prioritysort.NAME, prioritysort.new),
+        profiles.PluginSpec(nodename.NAME, nodename.new),
+        profiles.PluginSpec(nodeunschedulable.NAME, nodeunschedulable.new),
+        profiles.PluginSpec(tainttoleration.NAME, tainttoleration.new),
+        profiles.PluginSpec(nodeaffinity.NAME, nodeaffinity.new),
+        profiles.PluginSpec(nodeports.NAME, nodeports.new),
+        profiles.PluginSpec(noderesourcefit.NAME, noderesourcefit.new, noderesourcefit.Args),
+        profiles.PluginSpec(balancedallocation.NAME, balancedallocation.new),
+    )
+}
+
+# Per point, in order, with kube-scheduler's default score weights.
+DEFAULTS: dict[str, list[tuple[str, int]]] = {
+    "queueSort": [(prioritysort.NAME, 0)],
+    "preFilter": [(noderesourcefit.NAME, 0), (nodeports.NAME, 0), (nodeaffinity.NAME, 0)],
+    "filter": [
+        (nodeunschedulable.NAME, 0),
+        (nodename.NAME, 0),
+        (tainttoleration.NAME, 0),
+        (nodeaffinity.NAME, 0),
+        (nodeports.NAME, 0),
+        (noderesourcefit.NAME, 0),
+    ],
+    "preScore": [
+        (tainttoleration.NAME, 0),
+        (nodeaffinity.NAME, 0),
+        (balancedallocation.NAME, 0),
+    ],
+    "score": [
+        (tainttoleration.NAME, 3),
+        (nodeaffinity.NAME, 2),
+        (noderesourcefit.NAME, 1),
+        (balancedallocation.NAME, 1),
+    ],
+}
