@@ -1,0 +1,2 @@
+"""kubext audit: best-practice checks for Kubernetes extension components, on rendered manifests
+or a live cluster."""
