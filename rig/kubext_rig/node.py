@@ -251,7 +251,15 @@ def docker_archive(binary: bytes, *, path: str, ref: str) -> bytes:
 def _run(
     argv: list[str], *, check: bool = True, timeout: float = 60
 ) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout)
+    """``argv``'s result; with ``check``, a failure is a one-line RigError naming the command."""
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and res.returncode != 0:
+        detail = (res.stderr or res.stdout).strip().splitlines()
+        raise cluster.RigError(
+            f"real node: {' '.join(argv[:4])} exited {res.returncode}: "
+            f"{detail[-1] if detail else 'no output'}"
+        )
+    return res
 
 
 def _ensure_packages(root: Path) -> None:
@@ -273,7 +281,7 @@ def _ensure_packages(root: Path) -> None:
 
 @contextlib.contextmanager
 def _machine_lock():
-    with open("/run/kubext-rig-real-node.lock", "w") as fh:
+    with open(MACHINE_CLAIM.with_suffix(".lock"), "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -430,7 +438,10 @@ def _import_images(root: Path) -> None:
         tarball.write_bytes(
             docker_archive(tools.binary(name).read_bytes(), path=f"/{name}", ref=image_ref(name))
         )
-        _ctr(root, "-n", "k8s.io", "images", "import", "--all-platforms", str(tarball))
+        try:
+            _ctr(root, "-n", "k8s.io", "images", "import", "--all-platforms", str(tarball))
+        except cluster.RigError as exc:
+            raise cluster.RigError(f"{exc}; see {_log(root, 'containerd')}") from exc
 
 
 def _busy_ports() -> list[int]:
