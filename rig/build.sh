@@ -84,6 +84,9 @@ build_kubernetes_node() {
 # upstream pause (containerd's sandbox image) and echo-loop (prints its arguments, then waits).
 build_node_images() {
   local mod="$GOMODCACHE/k8s.io/kubernetes@$KUBERNETES_VERSION"
+  if ! command -v cc >/dev/null || [ ! -f /usr/lib/x86_64-linux-gnu/libc.a ]; then
+    log "node-images: needs a C compiler and a static libc: apt-get install gcc libc6-dev"; return 1
+  fi
   [ -f "$mod/build/pause/linux/pause.c" ] || go mod download "k8s.io/kubernetes@$KUBERNETES_VERSION"
   cc -static -Os -DVERSION="$KUBERNETES_VERSION" -o "$OUTDIR/pause" "$mod/build/pause/linux/pause.c"
   cc -static -Os -o "$OUTDIR/echo-loop" "$here/node/echo-loop.c"
