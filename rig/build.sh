@@ -84,7 +84,7 @@ build_kubernetes_node() {
 # upstream pause (containerd's sandbox image) and echo-loop (prints its arguments, then waits).
 build_node_images() {
   local mod="$GOMODCACHE/k8s.io/kubernetes@$KUBERNETES_VERSION"
-  if ! command -v cc >/dev/null || [ ! -f /usr/lib/x86_64-linux-gnu/libc.a ]; then
+  if ! command -v cc >/dev/null || [ ! -f "$(cc -print-file-name=libc.a)" ]; then
     log "node-images: needs a C compiler and a static libc: apt-get install gcc libc6-dev"; return 1
   fi
   [ -f "$mod/build/pause/linux/pause.c" ] || go mod download "k8s.io/kubernetes@$KUBERNETES_VERSION"

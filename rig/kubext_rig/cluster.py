@@ -1,5 +1,8 @@
 """A secure local control plane on 127.0.0.1: etcd, kube-apiserver, controller-manager, scheduler, kwok.
 
+With ``real_node`` (kubext_rig.node) a real kubelet joins, and the API server serves on the node's
+address (10.255.255.1, on a link of the rig's own) instead, where the node's pods reach it too.
+
 Every process is started by us, logs to ``<state>/logs/<name>.log``, and is stopped by the PID we
 recorded. ``up`` is idempotent: a healthy cluster is reused as it is.
 """
