@@ -31,14 +31,19 @@ class Location:
         """The line of the deepest part of ``path`` that exists in the document."""
         node, line = self.node, self.line
         for step in path:
-            child: yaml.Node | None = None
+            # A mapping step is located at its key (a block value starts on the next line).
+            pair: tuple[yaml.Node, yaml.Node] | None = None
             if isinstance(node, yaml.MappingNode):
-                child = next((v for k, v in node.value if k.value == step), None)
-            elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
-                child = node.value[step] if step < len(node.value) else None
-            if child is None:
+                pair = next(((k, v) for k, v in node.value if k.value == step), None)
+            elif (
+                isinstance(node, yaml.SequenceNode)
+                and isinstance(step, int)
+                and step < len(node.value)
+            ):
+                pair = (node.value[step], node.value[step])
+            if pair is None:
                 break
-            node, line = child, child.start_mark.line + 1
+            line, node = pair[0].start_mark.line + 1, pair[1]
         return line
 
 

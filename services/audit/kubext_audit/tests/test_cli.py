@@ -1,0 +1,172 @@
+"""The CLI over manifest files: input errors, line numbers, outputs, exit codes, the README."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubext import cli
+from kubext_audit import checks, manifests
+from kubext_audit.__main__ import main
+from kubext_audit.tests import samples
+
+GOOD = yaml.safe_dump_all([samples.good_deployment(), samples.pdb(), samples.binding()])
+
+
+def write(tmp_path: Path, text: str, name: str = "m.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_version_is_the_version_file(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"kubext-audit {cli.read_version('kubext_audit')}"
+
+
+def test_clean_manifests_exit_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-f", write(tmp_path, GOOD)]) == 0
+    assert capsys.readouterr().out == "no findings\n"
+
+
+def test_exit_1_only_at_or_above_fail_on(tmp_path: Path) -> None:
+    one_replica = samples.good_deployment()
+    one_replica["spec"]["replicas"] = 1  # WL001, a warning
+    path = write(tmp_path, yaml.safe_dump_all([one_replica, samples.binding()]))
+    assert main(["-f", path]) == 0
+    assert main(["-f", path, "--fail-on", "warning"]) == 1
+    assert main(["-f", path, "--fail-on", "warning", "--disable", "WL001"]) == 0
+
+
+def test_a_yaml_syntax_error_names_file_and_line_and_the_rest_is_audited(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = samples.good_deployment()
+    broken["spec"]["template"]["spec"]["containers"][0]["image"] = "x:latest"
+    text = yaml.safe_dump(broken) + "---\nkind: Pod\nmetadata: {name: [\n---\n" + GOOD
+    path = write(tmp_path, text)
+    bad_line = text.splitlines().index("metadata: {name: [") + 1
+    assert main(["-f", path, "--output", "json"]) == 2
+    out, err = capsys.readouterr()
+    [line] = err.splitlines()
+    assert re.fullmatch(
+        rf"kubext-audit: {re.escape(path)}:{bad_line + 1}:\d+: YAML syntax error: .+", line
+    )
+    assert "Traceback" not in err
+    assert {f["rule"] for f in json.loads(out)["findings"]} == {"WL009"}
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        ("apiVersion: v1\nmetadata: {name: x}\n", "document has no kind"),
+        ("kind: Pod\nmetadata: {name: x}\n", "Pod has no apiVersion"),
+        ("apiVersion: v1\nkind: Pod\n", "Pod has no metadata.name"),
+        ("- a\n- b\n", "a list, not a Kubernetes object"),
+    ],
+)
+def test_a_bad_document_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], document: str, problem: str
+) -> None:
+    path = write(tmp_path, "# comment\n---\n" + document)
+    assert main(["-f", path]) == 2
+    assert capsys.readouterr().err == f"kubext-audit: {path}:3: {problem}\n"
+
+
+def test_a_missing_file_and_an_unknown_check_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["-f", str(tmp_path / "nope.yaml")]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"kubext-audit: {tmp_path / 'nope.yaml'}: no such file or directory\n"
+    )
+    assert main(["-f", write(tmp_path, GOOD), "--disable", "XX999"]) == 2
+    assert "unknown check IDs: XX999" in capsys.readouterr().err
+
+
+def test_lists_stdin_and_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bare = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}}
+    listed = {"apiVersion": "v1", "kind": "List", "items": [bare]}
+    (tmp_path / "sub").mkdir()
+    write(tmp_path, yaml.safe_dump(listed), "sub/list.yml")
+    write(tmp_path, "not: [yaml", "sub/ignored.txt")
+    loaded = manifests.load([str(tmp_path)])
+    assert (loaded.objects, loaded.problems) == ([bare], [])
+    from_stdin = manifests.load(["-"], stdin=io.StringIO(json.dumps(listed)))
+    assert from_stdin.objects == [bare]
+
+
+def test_findings_are_located_at_the_fields_line(tmp_path: Path) -> None:
+    broken = samples.good_deployment()
+    broken["spec"]["template"]["spec"]["containers"][0]["image"] = "x:latest"
+    text = "---\n" + GOOD + "---\n" + yaml.safe_dump(broken, sort_keys=False).replace("ctl", "two")
+    loaded = manifests.load([write(tmp_path, text)])
+    [finding] = [
+        f for f in checks.audit(checks.Inventory(tuple(loaded.objects))) if f.rule == "WL009"
+    ]
+    line = loaded.locations[finding.ref].line_of(finding.path)
+    assert text.splitlines()[line - 1].strip() == "image: x:latest"
+
+
+def test_json_output_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one_replica = samples.good_deployment()
+    one_replica["spec"]["replicas"] = 1
+    path = write(tmp_path, yaml.safe_dump_all([one_replica, samples.binding()]))
+    main(["-f", path, "--output", "json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["version"] == 1
+    [finding] = doc["findings"]
+    assert finding == {
+        "rule": "WL001",
+        "severity": "warning",
+        "object": {"kind": "Deployment", "namespace": "sys", "name": "ctl"},
+        "path": "spec.replicas",
+        "message": "controller with 1 replica",
+        "location": {"file": path, "line": finding["location"]["line"]},
+    }
+    assert (
+        Path(path).read_text().splitlines()[finding["location"]["line"] - 1].strip()
+        == "replicas: 1"
+    )
+
+
+def test_sarif_has_every_rule_with_help_and_located_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bare = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}}
+    path = write(tmp_path, yaml.safe_dump(bare))
+    main(["-f", path, "--output", "sarif"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["version"] == "2.1.0"
+    [run] = doc["runs"]
+    rules = run["tool"]["driver"]["rules"]
+    assert [r["id"] for r in rules] == [r.id for r in checks.RULES]
+    assert all(r["help"]["text"] and r["shortDescription"]["text"] for r in rules)
+    [result] = run["results"]
+    assert result["ruleId"] == "PSA001"
+    assert rules[result["ruleIndex"]]["id"] == "PSA001"
+    assert result["level"] == "warning"
+    location = result["locations"][0]["physicalLocation"]
+    assert location["artifactLocation"]["uri"] == path and location["region"]["startLine"] == 3
+
+
+def test_junit_has_a_case_per_object(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bare = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}}
+    main(["-f", write(tmp_path, yaml.safe_dump_all([bare, samples.pdb()])), "--output", "junit"])
+    out = capsys.readouterr().out
+    assert 'tests="2" failures="1"' in out
+    assert '<failure type="PSA001"' in out
+
+
+def test_the_readme_documents_every_check() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    documented = set(re.findall(r"^\| ([A-Z]+\d{3}) \|", readme, flags=re.M))
+    assert documented == set(checks.BY_ID)
