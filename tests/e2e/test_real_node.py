@@ -26,6 +26,7 @@ from kubext_rig.testing import wait_for
 
 OFFSET = 3000  # beside `./kubext up` (0), the test cluster (1000) and the fresh clone (2000)
 KUBELET_PORT = 10250 + OFFSET
+API_PORT = 16443 + OFFSET
 STATE = tools.cache_dir() / "real-node-test"  # short: containerd's socket path has a limit
 TOLERATE = [client.V1Toleration(key=node.TAINT_KEY, operator="Exists", effect="NoSchedule")]
 
@@ -111,6 +112,23 @@ def _pod(name: str, image: str, args: list[str] | None = None) -> client.V1Pod:
             ],
         ),
     )
+
+
+_HTTPS_GET = """
+import socket, ssl, sys
+host, port, path, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+with socket.create_connection((host, port), timeout=5) as raw:
+    with ssl.create_default_context(cafile=ca).wrap_socket(raw, server_hostname=host) as tls:
+        tls.sendall(f"GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n".encode())
+        print(tls.recv(64).split()[1].decode())
+"""
+
+
+def _https_status_in_netns(netns: str, host: str, port: int, path: str) -> int:
+    """The HTTP status of an anonymous GET from inside ``netns`` (the server cert verified)."""
+    ca = str(STATE / "pki" / "ca.crt")
+    argv = ["ip", "netns", "exec", netns, sys.executable, "-c", _HTTPS_GET, host, str(port)]
+    return int(_sh(*argv, path, ca).strip())
 
 
 def _ctr_tasks() -> dict[str, str]:
@@ -221,6 +239,15 @@ def _run_pods(seen_veths: set[str], seen_netns: set[str], bring_up: float) -> No
         )
         seen_netns.update(p.name for p in Path("/run/netns").glob("cni-*"))
         assert len(seen_veths) == 2 and len(seen_netns) == 2
+        # From inside a pod's network namespace, the API server through kube-proxy's ClusterIP
+        # (10.0.0.1 -> the node address) and at the node address itself, TLS-verified.
+        echo_ns = next(
+            ns
+            for ns in seen_netns
+            if pods["echo"].status.pod_ip in _sh("ip", "-n", ns, "-o", "addr", "show")
+        )
+        for host, port in (("10.0.0.1", 443), (node.NODE_IP, API_PORT)):
+            assert _https_status_in_netns(echo_ns, host, port, "/version") == 200, (host, port)
 
         for name in pods:
             core.delete_namespaced_pod(name, "default")
