@@ -6,20 +6,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from kubernetes import client, config
 
-from kubext_rig import cluster
+from kubext_rig import cluster, tools
 from kubext_rig.testing import wait_for
 
 OFFSET = 400  # its own ports: the stack registers cluster-wide, fail-closed webhooks
 
 
 def test_up_runs_the_samples_through_operator_and_webhooks(
-    kube_cluster: cluster.ClusterInfo, tmp_path: Path
+    kube_cluster: cluster.ClusterInfo,
 ) -> None:
-    root = tmp_path / "main"
+    # A fixed state directory, so a run that was killed (a timeout) is stopped by the next one's
+    # `down` instead of holding the ports.
+    root = tools.cache_dir() / "main-command-test"
     env = {
         **os.environ,
         "KUBEXT_RIG_DIR": str(root),
@@ -37,6 +38,7 @@ def test_up_runs_the_samples_through_operator_and_webhooks(
             timeout=300,
         )
 
+    rig("down")
     started = rig("up", "--nodes", "2", "--services-from-source")
     try:
         assert started.returncode == 0, started.stderr[-3000:]

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -106,10 +107,10 @@ def _kubext(
     return done
 
 
-def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(
-    clone: Path, tmp_path: Path
-) -> None:
-    state = tmp_path / "cluster"
+def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(clone: Path) -> None:
+    # A fixed state directory: a run that was killed (a timeout) is stopped by the next one.
+    cache = Path(os.environ.get("KUBEXT_CACHE") or Path.home() / ".cache" / "kubext")
+    state = cache / "fresh-clone-cluster"
     env = {
         "HOME": os.environ["HOME"],
         "PATH": os.environ["PATH"],
@@ -119,6 +120,7 @@ def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(
     }
     if os.environ.get("KUBEXT_CACHE"):
         env["KUBEXT_CACHE"] = os.environ["KUBEXT_CACHE"]
+    _stop_leftovers(state)
     links, tables = _links(), _nft_tables()
     assert not PORTS & _listening_ports(), "the fresh-clone cluster's ports are taken already"
 
@@ -168,6 +170,18 @@ def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(
     assert _nft_tables() - tables == set()
     st = _kubext(clone, env, "status", timeout=120)
     assert st.returncode == 3 and set(json.loads(st.stdout).values()) == {"stopped"}, st.stdout
+
+
+def _stop_leftovers(state: Path) -> None:
+    """What a killed earlier run left (its PID files), so that the clone's `up` is its first
+    command and finds its ports free."""
+    for pid_file in (state / "pids").glob("*.pid"):
+        with contextlib.suppress(ValueError, OSError):
+            pid, started = pid_file.read_text().split()[:2]
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            if stat[19] == started:  # the very process, not a reused PID
+                os.killpg(int(pid), signal.SIGKILL)
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
