@@ -81,7 +81,8 @@ build_kubernetes_node() {
 }
 
 # The real node's static programs for images (packed and imported by kubext_rig.node): the
-# upstream pause (containerd's sandbox image) and echo-loop (prints its arguments, then waits).
+# upstream pause (containerd's sandbox image), echo-loop (prints its arguments, then waits) and
+# tcp-echo (a TCP echo server on the port it is given).
 build_node_images() {
   local mod="$GOMODCACHE/k8s.io/kubernetes@$KUBERNETES_VERSION"
   if ! command -v cc >/dev/null || [ ! -f "$(cc -print-file-name=libc.a)" ]; then
@@ -90,7 +91,8 @@ build_node_images() {
   [ -f "$mod/build/pause/linux/pause.c" ] || go mod download "k8s.io/kubernetes@$KUBERNETES_VERSION"
   cc -static -Os -DVERSION="$KUBERNETES_VERSION" -o "$OUTDIR/pause" "$mod/build/pause/linux/pause.c"
   cc -static -Os -o "$OUTDIR/echo-loop" "$here/node/echo-loop.c"
-  strip "$OUTDIR/pause" "$OUTDIR/echo-loop"
+  cc -static -Os -o "$OUTDIR/tcp-echo" "$here/node/tcp-echo.c"
+  strip "$OUTDIR/pause" "$OUTDIR/echo-loop" "$OUTDIR/tcp-echo"
 }
 
 build_kwok() {
@@ -131,7 +133,7 @@ for c in "${want[@]}"; do
     etcd) step etcd "$cache/bin/etcd-$ETCD_VERSION" etcd -- build_etcd ;;
     kubernetes) step kubernetes "$cache/bin/kubernetes-$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- build_kubernetes ;;
     kubernetes-node) step kubernetes-node "$cache/bin/kubernetes-node-$KUBERNETES_VERSION" kubelet kube-proxy -- build_kubernetes_node ;;
-    node-images) step node-images "$cache/bin/node-images-$KUBERNETES_VERSION" pause echo-loop -- build_node_images ;;
+    node-images) step node-images "$cache/bin/node-images-$KUBERNETES_VERSION" pause echo-loop tcp-echo -- build_node_images ;;
     kwok) step kwok "$cache/bin/kwok-$KWOK_VERSION" kwok -- build_kwok ;;
     helm) step helm "$cache/bin/helm-$HELM_VERSION" helm -- build_helm ;;
     csi-sanity) step csi-sanity "$cache/bin/csi-test-$CSI_TEST_VERSION" csi-sanity -- build_csi_sanity ;;

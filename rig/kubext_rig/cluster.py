@@ -89,6 +89,7 @@ class Component:
     name: str
     argv: list[str]
     health: str  # URL checked for 200 (https ones with the admin client cert)
+    env: dict[str, str] | None = None  # added to component_env() (a Python service's path)
 
 
 def _components(root: Path, nodes_cidr: str) -> list[Component]:
@@ -287,7 +288,7 @@ def start_process(root: Path, comp: Component) -> int:
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # outlives the test process that started it; stopped by PID
             cwd=root,
-            env=component_env(),
+            env={**component_env(), **(comp.env or {})},
         )
     _pid_file(root, comp.name).write_text(f"{proc.pid} {_start_time(proc.pid)}")
     return proc.pid

@@ -1,4 +1,5 @@
-"""A real node beside the kwok ones (``up --real-node``): containerd, the kubelet, kube-proxy.
+"""A real node beside the kwok ones (``up --real-node``): containerd, the kubelet, kube-proxy,
+and our CNI node daemon (kubext-cni), whose kubext-bridge plugin gives the pods their network.
 
 Everything lives under ``<state>/node`` (containerd's root, state and socket, the kubelet's root
 dir and pod logs, the CNI config and IPAM data) and every packet stays on the machine: the node's
@@ -18,6 +19,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import time
 import urllib.error
@@ -32,15 +34,17 @@ from kubext_rig import cluster, pki, tools
 NODE_NAME = "kubext-node-0"
 NODE_IP = pki.NODE_IP  # a private /32 on a link of our own, routed nowhere
 LINK = "kubext0"
-# The pod range of the reference bridge config: apart from kwok's 10.244.0.0/16.
+# The pods' range (host-local IPAM under kubext-bridge): apart from kwok's 10.244.0.0/16.
 POD_CIDR = "10.88.0.0/24"
 POD_BRIDGE = "kubext-cni0"
+NETWORK = "kubext-rig"  # the conflist's name: host-local keeps its reservations under it
 # Pods meant to run for real select the node and tolerate this; nothing else lands there.
 TAINT_KEY = "kubext.io/real-node"
 KUBELET_PORT = 10250 + cluster.PORT_OFFSET
 KUBELET_HEALTHZ_PORT = 10248 + cluster.PORT_OFFSET
 PROXY_HEALTHZ_PORT = 10256 + cluster.PORT_OFFSET
 PROXY_METRICS_PORT = 10249 + cluster.PORT_OFFSET
+CNI_HEALTH_PORT = 18090 + cluster.PORT_OFFSET
 PACKAGES = ("containerd", "runc")
 # The kubelet sets these at start (real-node.md); saved before, restored by down.
 SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
@@ -49,8 +53,14 @@ DEVICE_PLUGINS_DIR = Path("/var/lib/kubelet/device-plugins")
 MACHINE_CLAIM = Path("/run/kubext-rig-real-node")
 CGROUP_FS = Path("/sys/fs/cgroup")
 NETNS_DIR = Path("/run/netns")
-NFT_TABLES = (("ip", "kube-proxy"), ("ip6", "kube-proxy"), ("ip", "cni_hostport"))
-COMPONENTS = ("containerd", "kubelet", "kube-proxy")
+NFT_TABLES = (
+    ("ip", "kube-proxy"),
+    ("ip6", "kube-proxy"),
+    ("ip", "cni_hostport"),  # portmap's
+    ("inet", "kubext-cni"),  # kubext-bridge's masquerade
+)
+# In start order: the CNI daemon serves before the kubelet can ask for a pod network.
+COMPONENTS = ("containerd", "kubext-cni", "kubelet", "kube-proxy")
 
 
 def image_ref(name: str) -> str:
@@ -73,6 +83,16 @@ def _socket(root: Path) -> Path:
 
 def _log(root: Path, name: str) -> Path:
     return root / "logs" / f"{name}.log"
+
+
+def cni_socket(root: Path) -> Path:
+    """The kubext-cni daemon's plugin socket (its bridge locks live beside it)."""
+    return _dir(root) / "cni" / "run" / "plugin.sock"
+
+
+def ipam_dir(root: Path) -> Path:
+    """host-local's reservations for the pod network: one file per pod address."""
+    return _dir(root) / "cni" / "ipam" / NETWORK
 
 
 class _Host:
@@ -134,29 +154,44 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 """
 
 
-def cni_conflist(root: Path) -> dict[str, object]:
-    """The reference bridge + host-local + portmap chain (until kubext-bridge is wired in).
+def cni_conflist(root: Path, plugin: str = "kubext-bridge") -> dict[str, object]:
+    """Our kubext-bridge with portmap chained, as the cni chart installs it (``plugin="bridge"``:
+    the reference plugin configured the same way, for comparisons).
 
-    No masquerade (pods talk to this machine only) and the IPAM data under the rig's dir."""
+    Masquerade is on as in the chart (pods talk to this machine only, so it never applies in
+    practice; the tests check its elements come and go), the IPAM data under the rig's dir."""
     return {
-        "cniVersion": "1.0.0",
-        "name": "kubext-rig",
+        "cniVersion": "1.0.0",  # containerd 1.6's libcni reads up to 1.0.0
+        "name": NETWORK,
         "plugins": [
             {
-                "type": "bridge",
+                "type": plugin,
                 "bridge": POD_BRIDGE,
                 "isGateway": True,
-                "ipMasq": False,
+                "ipMasq": True,
                 "hairpinMode": True,
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": POD_CIDR}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": str(_dir(root) / "cni" / "ipam"),
+                    "dataDir": str(ipam_dir(root).parent),
                 },
             },
             {"type": "portmap", "capabilities": {"portMappings": True}, "backend": "nftables"},
         ],
+    }
+
+
+def cni_daemon_config(root: Path) -> dict[str, object]:
+    """kubext-cni as the chart configures it, with its socket and launcher under the rig's dir:
+    it installs the launcher into containerd's CNI bin dir when it starts."""
+    host_python = Path("/usr/bin/python3")
+    return {
+        "health": {"host": "127.0.0.1", "port": CNI_HEALTH_PORT},
+        "socket_path": str(cni_socket(root)),
+        "cni_bin_dir": str(_dir(root) / "cni" / "bin"),
+        # The launcher's shebang: the host's python3 (stdlib only, run with -SI).
+        "plugin_python": str(host_python if host_python.exists() else Path(sys.executable)),
     }
 
 
@@ -352,13 +387,18 @@ def _write_configs(root: Path) -> None:
     for sub in ("containerd", "cni/net.d", "cni/bin", "cni/ipam", "kubelet", "pod-logs", "images"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     (d / "containerd" / "config.toml").write_text(containerd_config(root))
+    # The plugins kubext-bridge delegates to or is chained with (the reference bridge too, for
+    # comparisons); the daemon writes the kubext-bridge launcher beside them when it starts.
     for plugin in ("bridge", "host-local", "portmap", "loopback"):
         target = d / "cni" / "bin" / plugin
         target.unlink(missing_ok=True)
         target.symlink_to(tools.binary(plugin))
-    (d / "cni" / "net.d" / "10-kubext-rig.conflist").write_text(
-        json.dumps(cni_conflist(root), indent=2)
-    )
+    # As the chart's init container does it: write, then rename (containerd watches the dir).
+    conf = d / "cni" / "net.d" / "10-kubext-rig.conflist"
+    tmp = conf.with_name(f".{conf.name}.tmp")
+    tmp.write_text(json.dumps(cni_conflist(root), indent=2))
+    tmp.replace(conf)
+    (d / "cni" / "kubext-cni.yaml").write_text(yaml.safe_dump(cni_daemon_config(root)))
     (d / "kubelet-config.yaml").write_text(yaml.safe_dump(kubelet_config(root)))
     (d / "kube-proxy-config.yaml").write_text(yaml.safe_dump(kube_proxy_config(root)))
     p = root / "pki"
@@ -380,6 +420,7 @@ def _components(root: Path) -> list[cluster.Component]:
             ["containerd", f"--config={d / 'containerd' / 'config.toml'}", "--log-level=warn"],
             f"unix://{_socket(root)}",
         ),
+        _cni_daemon(root),
         cluster.Component(
             "kubelet",
             [
@@ -401,6 +442,35 @@ def _components(root: Path) -> list[cluster.Component]:
             f"http://127.0.0.1:{PROXY_HEALTHZ_PORT}/healthz",
         ),
     ]
+
+
+def _cni_daemon(root: Path) -> cluster.Component:
+    """kubext-cni from this checkout's source, with this interpreter (its requirements are
+    this process's: the rig's tests run with the repository's resolve)."""
+    repo = tools.repo_root()
+    path = [str(repo / "services" / "cni"), str(repo / "libs"), *(p for p in sys.path if p)]
+    return cluster.Component(
+        "kubext-cni",
+        [
+            sys.executable,
+            "-m",
+            "kubext_cni",
+            "--config",
+            str(_dir(root) / "cni" / "kubext-cni.yaml"),
+        ],
+        f"http://127.0.0.1:{CNI_HEALTH_PORT}/readyz",
+        env={"PYTHONPATH": os.pathsep.join(path)},
+    )
+
+
+def start_cni_daemon(root: Path, timeout: float = 60) -> int:
+    """(Re)start kubext-cni alone, as a DaemonSet would after it died; its PID."""
+    comp = _cni_daemon(root)
+    pid = cluster.running_pid(root, comp.name)
+    if pid is None:
+        pid = cluster.start_process(root, comp)
+    _wait(root, comp, timeout=timeout)
+    return pid
 
 
 def _ctr(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -433,7 +503,7 @@ def _wait(root: Path, comp: cluster.Component, timeout: float) -> None:
 
 
 def _import_images(root: Path) -> None:
-    for name in ("pause", "echo-loop"):
+    for name in ("pause", "echo-loop", "tcp-echo"):
         tarball = _dir(root) / "images" / f"{name}.tar"
         tarball.write_bytes(
             docker_archive(tools.binary(name).read_bytes(), path=f"/{name}", ref=image_ref(name))
@@ -445,7 +515,13 @@ def _import_images(root: Path) -> None:
 
 
 def _busy_ports() -> list[int]:
-    ports = (KUBELET_PORT, KUBELET_HEALTHZ_PORT, PROXY_HEALTHZ_PORT, PROXY_METRICS_PORT)
+    ports = (
+        KUBELET_PORT,
+        KUBELET_HEALTHZ_PORT,
+        PROXY_HEALTHZ_PORT,
+        PROXY_METRICS_PORT,
+        CNI_HEALTH_PORT,
+    )
     return [p for p in ports if not cluster._port_free(p, NODE_IP) or not cluster._port_free(p)]
 
 
@@ -512,7 +588,9 @@ def status(root: Path) -> dict[str, str]:
 
 def stop(root: Path) -> None:
     """Stop kubelet and kube-proxy (its nft tables too), every containerd task and container,
-    then containerd; unmount and remove what they made. Safe to repeat."""
+    then containerd and the CNI daemon; unmount and remove what they made (the pods' veths go
+    with their namespaces; the bridge, masquerade table and IP reservations here). Safe to
+    repeat."""
     for name in ("kubelet", "kube-proxy"):
         _stop(root, name)
     proxy = tools.binary_dir("kube-proxy") / "kube-proxy"
@@ -521,6 +599,7 @@ def stop(root: Path) -> None:
     if cluster.running_pid(root, "containerd") is not None:
         _remove_containers(root)
     _stop(root, "containerd")
+    _stop(root, "kubext-cni")  # after containerd: nothing calls the plugin any more
     _kill_shims(root)
     _unmount(root)
     for family, table in NFT_TABLES:

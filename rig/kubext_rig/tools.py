@@ -18,6 +18,7 @@ _COMPONENTS = {
     "kube-proxy": ("kubernetes-node", "KUBERNETES_VERSION", "kubernetes-node"),
     "pause": ("node-images", "KUBERNETES_VERSION", "node-images"),
     "echo-loop": ("node-images", "KUBERNETES_VERSION", "node-images"),
+    "tcp-echo": ("node-images", "KUBERNETES_VERSION", "node-images"),
     "kwok": ("kwok", "KWOK_VERSION", "kwok"),
     "helm": ("helm", "HELM_VERSION", "helm"),
     "csi-sanity": ("csi-test", "CSI_TEST_VERSION", "csi-sanity"),

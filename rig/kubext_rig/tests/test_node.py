@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kubext_rig import cluster, node
+from kubext_rig import cluster, node, tools
 
 
 def test_docker_archive_is_what_ctr_import_reads() -> None:
@@ -68,16 +68,49 @@ def test_kubelet_and_kube_proxy_configs(tmp_path: Path) -> None:
     assert proxy["conntrack"]["maxPerCore"] == 0  # leaves the machine's conntrack sysctls alone
 
 
-def test_pod_range_is_apart_from_kwoks_and_ipam_stays_under_the_rig(tmp_path: Path) -> None:
+def test_pods_get_kubext_bridge_on_a_range_apart_from_kwoks_ipam_under_the_rig(
+    tmp_path: Path,
+) -> None:
     conflist = node.cni_conflist(tmp_path)
     bridge, portmap = conflist["plugins"]
+    assert bridge["type"] == "kubext-bridge" and bridge["bridge"] == node.POD_BRIDGE
     (((rng,),),) = [bridge["ipam"]["ranges"]]
     pods = ipaddress.ip_network(rng["subnet"])
     assert not pods.overlaps(ipaddress.ip_network("10.244.0.0/16"))
     assert ipaddress.ip_address(node.NODE_IP) not in pods
-    assert bridge["ipMasq"] is False  # nothing leaves the machine
-    assert bridge["ipam"]["dataDir"].startswith(str(tmp_path))
-    assert portmap["type"] == "portmap"
+    assert bridge["ipam"]["type"] == "host-local"
+    # host-local keeps one file per reservation in <dataDir>/<network name>/.
+    assert Path(bridge["ipam"]["dataDir"]) / conflist["name"] == node.ipam_dir(tmp_path)
+    assert node.ipam_dir(tmp_path).is_relative_to(tmp_path)
+    assert portmap == {
+        "type": "portmap",
+        "capabilities": {"portMappings": True},
+        "backend": "nftables",
+    }
+    # The reference plugin, configured the same way (for comparisons).
+    reference = node.cni_conflist(tmp_path, plugin="bridge")
+    assert {**reference["plugins"][0], "type": "kubext-bridge"} == bridge
+
+
+def test_the_cni_daemon_installs_the_launcher_where_containerd_looks(tmp_path: Path) -> None:
+    cri = tomllib.loads(node.containerd_config(tmp_path))["plugins"]["io.containerd.grpc.v1.cri"]
+    daemon = node.cni_daemon_config(tmp_path)
+    assert daemon["cni_bin_dir"] == cri["cni"]["bin_dir"]
+    assert Path(daemon["socket_path"]) == node.cni_socket(tmp_path)
+    assert node.cni_socket(tmp_path).is_relative_to(tmp_path)
+    assert len(str(node.cni_socket(tmp_path))) < 100  # a unix socket path has a limit
+    assert daemon["health"] == {"host": "127.0.0.1", "port": node.CNI_HEALTH_PORT}
+    # Every key is one the service accepts (its config model is strict).
+    from kubext_cni import config
+
+    config.Config.model_validate(daemon)
+    daemon_proc = node._cni_daemon(tmp_path)
+    assert daemon_proc.argv[-2:] == ["--config", str(tmp_path / "node/cni/kubext-cni.yaml")]
+    assert str(tools.repo_root() / "services/cni") in daemon_proc.env["PYTHONPATH"].split(":")
+    assert daemon_proc.health == f"http://127.0.0.1:{node.CNI_HEALTH_PORT}/readyz"
+    order = list(node.COMPONENTS)
+    assert order.index("kubext-cni") < order.index("kubelet")  # serves before pods need it
+    assert ("inet", "kubext-cni") in node.NFT_TABLES  # down drops the masquerade table
 
 
 def test_a_package_that_cannot_be_installed_is_one_line_naming_the_log(
