@@ -1,1 +1,1 @@
-"""kubext deviceplugin: a skeleton (config, logs, health) of the planned kubelet v1beta1 device plugin."""
+"""kubext deviceplugin: a kubelet v1beta1 device plugin (simulated, generic and NVIDIA backends)."""
