@@ -85,20 +85,21 @@ def read(api: client.ApiClient, *, namespace: str | None = None) -> Listed:
     for kind, api_version, plural, namespaced in RESOURCES:
         path = list_path(api_version, plural, namespace if namespaced else None)
         try:
-            response = api.call_api(
-                path,
-                "GET",
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=30,
-            )[0]
-            body = json.loads(response.data)
-        except client.ApiException as exc:
-            listed.problems.append(f"cannot list {plural} ({path}): {exc.status} {exc.reason}")
-            continue
+            # The client's two-step raw call (kubernetes >= 29): serialize, then send.
+            method, url, headers, _, _ = api.param_serialize(
+                "GET", path, auth_settings=["BearerToken"]
+            )
+            response = api.call_api(method, url, header_params=headers, _request_timeout=30)
+            response.read()
         except Exception as exc:  # urllib3 connection errors: the cluster is not there
             host = api.configuration.host
             raise Unreachable(f"cannot reach the API server at {host}: {exc}") from None
+        if response.status >= 400:
+            listed.problems.append(
+                f"cannot list {plural} ({path}): {response.status} {response.reason}"
+            )
+            continue
+        body = json.loads(response.data)
         for item in body.get("items") or []:
             item.setdefault("kind", kind)
             item.setdefault("apiVersion", api_version)
