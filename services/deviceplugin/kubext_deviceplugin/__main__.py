@@ -56,13 +56,8 @@ def start(plugins: list[plugin.ResourcePlugin], stop: threading.Event) -> list[t
     return threads
 
 
-def serve(cfg: config.Config) -> int:
-    try:
-        plugins = build_plugins(cfg)
-    except ValueError as exc:
-        print(f"kubext-deviceplugin: {exc}", file=sys.stderr)
-        return 2
-    stop = cli.stop_event()
+def readiness(plugins: list[plugin.ResourcePlugin]) -> health.Check:
+    """Ready while every resource is registered with the kubelet; the reason names the others."""
 
     def ready() -> bool:
         waiting = [p.resource.name for p in plugins if not p.registered.is_set()]
@@ -70,6 +65,17 @@ def serve(cfg: config.Config) -> int:
             raise health.Unhealthy(f"not registered with the kubelet: {', '.join(waiting)}")
         return True
 
+    return ready
+
+
+def serve(cfg: config.Config) -> int:
+    try:
+        plugins = build_plugins(cfg)
+    except ValueError as exc:
+        print(f"kubext-deviceplugin: {exc}", file=sys.stderr)
+        return 2
+    stop = cli.stop_event()
+    ready = readiness(plugins)
     server = health.HealthServer(host=cfg.health.host, port=cfg.health.port, ready=ready).start()
     log.info("health server listening", extra={"port": server.port})
     threads = start(plugins, stop)
