@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from kubext import cli, health
 from kubext_scheduler import config, profiles_file
+from kubext_scheduler.cache import ClusterCache
 from kubext_scheduler.framework import profiles
+from kubext_scheduler.queue import SchedulingQueue
+from kubext_scheduler.scheduler import Scheduler
 
 log = logging.getLogger("kubext_scheduler")
 
@@ -31,7 +36,56 @@ def serve(cfg: config.Config) -> int:
         log.warning(warning, extra={"file": cfg.scheduler_config})
     log.info("profiles loaded", extra={"profiles": list(loaded.frameworks)})
     stop = cli.stop_event()
-    server = health.HealthServer(host=cfg.health.host, port=cfg.health.port).start()
+    cache = ClusterCache()
+    scheduler = informers = None
+    if cfg.standalone.enabled or (cfg.extender.enabled and cfg.extender.cache):
+        from kubext import kubeclient
+        from kubext_scheduler import cluster  # the API client only when the cluster is used
+
+        try:
+            api = kubeclient.api_client(kubeconfig=cfg.kubeconfig)
+        except kubeclient.KubeConfigError as exc:
+            print(f"kubext-scheduler: {exc}", file=sys.stderr)
+            return 2
+        first = next(iter(loaded.frameworks.values()))
+        queue = SchedulingQueue(
+            first.less,
+            initial_backoff_s=loaded.config.podInitialBackoffSeconds,
+            max_backoff_s=loaded.config.podMaxBackoffSeconds,
+        )
+        binder = cluster.KubeBinder(
+            api, component=next(iter(loaded.frameworks)), instance=socket.gethostname()
+        )
+        executor = ThreadPoolExecutor(cfg.standalone.bind_workers, thread_name_prefix="bind")
+        # Without standalone mode the scheduler only keeps the cache (nothing is queued).
+        scheduler = Scheduler(
+            loaded.frameworks,
+            binder,
+            cache=cache,
+            queue=queue,
+            executor=executor,
+            schedule_pods=cfg.standalone.enabled,
+        )
+        informers = [
+            cluster.Informer(api, "nodes", scheduler.nodes_listed, scheduler.node_event, stop=stop),
+            cluster.Informer(api, "pods", scheduler.pods_listed, scheduler.pod_event, stop=stop),
+        ]
+        for informer in informers:
+            informer.start()
+
+    def ready() -> bool:
+        if informers is not None and not all(i.synced.is_set() for i in informers):
+            raise health.Unhealthy("the node and pod caches have not listed yet")
+        return True
+
+    def live() -> bool:
+        if informers is not None and not all(i.alive() for i in informers):
+            raise health.Unhealthy("an informer thread died")
+        return True
+
+    server = health.HealthServer(
+        host=cfg.health.host, port=cfg.health.port, live=live, ready=ready
+    ).start()
     log.info("health server listening", extra={"port": server.port})
     extender_server = None
     if cfg.extender.enabled:
@@ -39,7 +93,8 @@ def serve(cfg: config.Config) -> int:
 
         from kubext_scheduler import extender
 
-        app = extender.app(extender.Extender(loaded.frameworks[name]))
+        pods = cache.pods_on if informers is not None else extender.no_pods
+        app = extender.app(extender.Extender(loaded.frameworks[name], pods))
         extender_server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -57,7 +112,16 @@ def serve(cfg: config.Config) -> int:
             server.stop()
             return 1
         log.info("extender listening", extra={"port": cfg.extender.port, "profile": name})
+    if scheduler is not None and cfg.standalone.enabled:
+        for informer in informers or ():
+            while not informer.synced.wait(0.5) and not stop.is_set():
+                pass  # schedule from a full cache only, or nodes would look empty
+        log.info("scheduling", extra={"profiles": list(loaded.frameworks)})
+        loop = threading.Thread(target=scheduler.run, args=(stop.is_set,), name="scheduler")
+        loop.start()
     stop.wait()
+    if scheduler is not None:
+        scheduler.queue.close()
     if extender_server is not None:
         extender_server.should_exit = True
         thread.join(timeout=10)
@@ -69,8 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return cli.run(
         name="scheduler",
         package="kubext_scheduler",
-        description="kubext scheduler: the scheduling framework and its plugins, served as a "
-        "kube-scheduler extender (no standalone scheduling yet).",
+        description="kubext scheduler: the scheduling framework and its plugins, run as a "
+        "scheduler of its own (pods naming a profile's schedulerName) and served as a "
+        "kube-scheduler extender.",
         model=config.Config,
         main=serve,
         argv=argv,

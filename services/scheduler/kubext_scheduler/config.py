@@ -14,6 +14,16 @@ class ExtenderSettings(config.StrictModel):
     port: int = pydantic.Field(8888, ge=0, le=65535)
     # The profile (schedulerName) whose plugins answer; empty means the first profile.
     profile: str = ""
+    # Count the pods the cluster cache sees on each node (needs the API server); off: kube-
+    # scheduler's nodes are seen empty.
+    cache: bool = True
+
+
+class StandaloneSettings(config.StrictModel):
+    # Schedule the pending pods whose spec.schedulerName names a profile, and bind them.
+    enabled: bool = True
+    # Threads running binding cycles (the API calls), so that the next cycle need not wait.
+    bind_workers: int = pydantic.Field(8, ge=1, le=256)
 
 
 class Config(cli.ServiceConfig):
@@ -22,4 +32,7 @@ class Config(cli.ServiceConfig):
     # A KubeSchedulerConfiguration file (kubescheduler.config.k8s.io/v1); none means one
     # profile, kubext-scheduler, with the default plugin set.
     scheduler_config: str | None = None
+    # The cluster: a kubeconfig file; none means in-cluster credentials, else $KUBECONFIG.
+    kubeconfig: str | None = None
     extender: ExtenderSettings = ExtenderSettings()
+    standalone: StandaloneSettings = StandaloneSettings()

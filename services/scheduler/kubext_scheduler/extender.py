@@ -8,7 +8,8 @@ ExtenderBindingResult), and HTTP 400 with ``{"error": ...}`` for prioritize (Hos
 has no error field; kube-scheduler then ignores this extender's scores). Never a 500.
 
 kube-scheduler sends no pods with the nodes, so the nodes are seen with the pods ``PodSource``
-gives (none without a cluster cache: see the README).
+gives: the cluster cache's bound and assumed pods (``cache.ClusterCache.pods_on``), or none
+when the cache is off (``extender.cache: false``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class BadRequest(ValueError):
     """An ExtenderArgs or ExtenderBindingArgs the extender cannot read."""
 
 
-def _no_pods(names: Sequence[str]) -> Sequence[Obj]:
+def no_pods(names: Sequence[str]) -> Sequence[Obj]:
     return ()
 
 
@@ -76,7 +77,7 @@ def parse_args(body: bytes) -> tuple[Obj, list[Obj]]:
 
 
 class Extender:
-    def __init__(self, framework: Framework, pods: PodSource = _no_pods) -> None:
+    def __init__(self, framework: Framework, pods: PodSource = no_pods) -> None:
         self.framework = framework
         self.pods = pods
 

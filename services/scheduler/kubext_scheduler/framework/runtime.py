@@ -292,16 +292,27 @@ def select_host(totals: Mapping[str, int], rng: random.Random) -> str:
     return chosen
 
 
+# The seed's reason words for resources, and the resource names kube-scheduler's summary uses.
+_SUMMARY_NAMES = {
+    "Insufficient CPU": "Insufficient cpu",
+    "Insufficient storage": ("Insufficient ephemeral-storage"),
+}
+
+
 def _histogram_key(reason: str) -> str:
     # NodeResourceFit's reasons carry the amounts per node ("Insufficient CPU: requested 500m,
-    # available 200m"); the summary counts them by resource, as kube-scheduler does.
-    return reason.split(": ", 1)[0] if reason.startswith("Insufficient ") else reason
+    # available 200m"); the summary counts them by resource name, as kube-scheduler does
+    # ("3 Insufficient cpu").
+    if not reason.startswith("Insufficient "):
+        return reason
+    head = reason.split(": ", 1)[0]
+    return _SUMMARY_NAMES.get(head, head)
 
 
 def fit_error_message(
     evaluated: int, statuses: Mapping[str, Status], pod_status: Status | None = None
 ) -> str:
-    """kube-scheduler's FitError text: ``0/5 nodes are available: 3 Insufficient CPU, 2 node(s)
+    """kube-scheduler's FitError text: ``0/5 nodes are available: 3 Insufficient cpu, 2 node(s)
     had untolerated taint {dedicated: gpu}.``"""
     if pod_status is not None and pod_status.code is not Code.ERROR and pod_status.reasons:
         return f"0/{evaluated} nodes are available: {pod_status.message}."

@@ -356,7 +356,7 @@ def test_schedule_places_on_the_feasible_node_and_explains_the_rest() -> None:
     result = fw.schedule(pod(containers=[container(cpu="1")]), snapshot, rng=random.Random(1))
     assert result.node_name == "free"
     assert result.message() == (
-        "0/4 nodes are available: 1 Insufficient CPU, "
+        "0/4 nodes are available: 1 Insufficient cpu, "
         "1 node(s) had untolerated taint {dedicated: gpu}, 1 node(s) were unschedulable."
     )
 
@@ -366,7 +366,19 @@ def test_nothing_fits_gives_kube_schedulers_message() -> None:
     snapshot = Snapshot.of([node("a", cpu="1"), node("b", cpu="1")])
     result = fw.schedule(pod(containers=[container(cpu="2")]), snapshot)
     assert result.node_name is None
-    assert result.message() == "0/2 nodes are available: 2 Insufficient CPU."
+    # The per-node reasons are the seed's; the summary names resources as kube-scheduler does.
+    assert result.message() == "0/2 nodes are available: 2 Insufficient cpu."
+
+
+def test_the_summary_counts_each_resource_by_its_kubernetes_name() -> None:
+    fw = framework()
+    snapshot = Snapshot.of([node("a", cpu="1", storage="1Gi"), node("b", memory="1Gi")])
+    big = container(cpu="2", memory="2Gi", ephemeral_storage="2Gi")
+    result = fw.schedule(pod(containers=[big]), snapshot)
+    assert result.message() == (
+        "0/2 nodes are available: 1 Insufficient cpu, 1 Insufficient ephemeral-storage, "
+        "1 Insufficient memory."
+    )
 
 
 def test_an_invalid_pod_is_an_error_not_a_crash() -> None:

@@ -1,0 +1,248 @@
+"""The only module that talks to the API server: node and pod informers, and the binder.
+
+Informers are client-go's reflector in small, one daemon thread per kind: list (in pages, raw
+JSON: no model round trips), then watch from the list's resourceVersion with bookmarks and a
+server-side timeout, relisting on 410 Gone and retrying other failures with backoff. The binder
+POSTs ``pods/binding`` and writes what kube-scheduler writes on failure: a FailedScheduling
+Event (repeats of one message counted on one Event) and the PodScheduled=False condition.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import urllib3
+from kubernetes import client
+from kubernetes.watch.watch import iter_resp_lines
+
+from kubext_scheduler.scheduler import BindError
+
+log = logging.getLogger(__name__)
+Obj = Mapping[str, Any]
+OnList = Callable[[list[Obj]], None]
+OnEvent = Callable[[str, Obj], None]
+
+
+class Gone(Exception):
+    """The watch's resourceVersion is too old: list again."""
+
+
+def _message(exc: client.ApiException) -> str:
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return f"{exc.status} {exc.reason}"
+
+
+class Informer:
+    """List-then-watch of one cluster-wide kind into ``on_list``/``on_event``."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        kind: str,
+        on_list: OnList,
+        on_event: OnEvent,
+        *,
+        stop: threading.Event,
+        watch_timeout_s: int = 300,
+        page_size: int = 500,
+    ) -> None:
+        core = client.CoreV1Api(api)
+        self._list = {"nodes": core.list_node, "pods": core.list_pod_for_all_namespaces}[kind]
+        self.kind, self.on_list, self.on_event = kind, on_list, on_event
+        self.stop, self.watch_timeout_s, self.page_size = stop, watch_timeout_s, page_size
+        self.synced = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"informer-{kind}", daemon=True)
+
+    def start(self) -> Informer:
+        self._thread.start()
+        return self
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def list(self) -> str:
+        items: list[Obj] = []
+        token, version = "", ""
+        while True:
+            kwargs: dict[str, Any] = {"limit": self.page_size, "_preload_content": False}
+            if token:
+                kwargs["_continue"] = token
+            page = json.loads(self._list(**kwargs).data)
+            items += page.get("items") or ()
+            token = (page.get("metadata") or {}).get("continue") or ""
+            version = (page.get("metadata") or {}).get("resourceVersion") or version
+            if not token:
+                break
+        self.on_list(items)
+        return version
+
+    def watch(self, version: str) -> str:
+        response = self._list(
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self.watch_timeout_s,
+            _preload_content=False,
+            _request_timeout=(10, self.watch_timeout_s + 30),
+        )
+        try:
+            for line in iter_resp_lines(response):
+                if self.stop.is_set():
+                    break
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise Gone(obj.get("message", "410 Gone"))
+                    raise client.ApiException(status=obj.get("code"), reason=obj.get("message"))
+                version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    self.on_event(kind, obj)
+        finally:
+            response.release_conn()
+        return version
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self.stop.is_set():
+            try:
+                version = self.list()
+                self.synced.set()
+                backoff = 0.5
+                while not self.stop.is_set():
+                    version = self.watch(version)
+            except Gone:
+                log.info("watch expired; relisting", extra={"kind": self.kind})
+            except Exception as exc:  # any failure: retry with backoff, never a dead informer
+                log.warning(
+                    "list/watch failed; retrying",
+                    extra={"kind": self.kind, "error": str(exc), "retry_in_s": backoff},
+                )
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class KubeBinder:
+    """scheduler.Binder over the API server; Event and status writes never raise."""
+
+    def __init__(self, api: client.ApiClient, *, component: str, instance: str) -> None:
+        self.core = client.CoreV1Api(api)
+        self.component, self.instance = component, instance
+        # pod uid -> (Event name, message, count): a repeated failure updates one Event.
+        self._last: dict[str, tuple[str, str, int]] = {}
+        self._lock = threading.Lock()
+
+    def bind(self, pod: Obj, node_name: str) -> None:
+        meta = pod.get("metadata") or {}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            # The uid makes the binding a precondition on this very pod (not a namesake).
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node_name},
+        }
+        try:
+            self.core.create_namespaced_pod_binding(
+                meta["name"], meta["namespace"], body, _preload_content=False
+            )
+        except client.ApiException as exc:
+            raise BindError(_message(exc)) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise BindError(str(exc)) from None
+        with self._lock:
+            self._last.pop(meta["uid"], None)
+
+    def scheduled(self, pod: Obj, node_name: str) -> None:
+        meta = pod.get("metadata") or {}
+        message = f"Successfully assigned {meta['namespace']}/{meta['name']} to {node_name}"
+        self._event(pod, "Normal", "Scheduled", "Binding", message)
+
+    def failed(self, pod: Obj, message: str, *, reason: str) -> None:
+        self._event(pod, "Warning", "FailedScheduling", "Scheduling", message)
+        meta = pod.get("metadata") or {}
+        condition = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": _now(),
+        }
+        try:
+            self.core.patch_namespaced_pod_status(
+                meta["name"],
+                meta["namespace"],
+                {"status": {"conditions": [condition]}},
+                _content_type="application/strategic-merge-patch+json",
+                _preload_content=False,
+            )
+        except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            log.warning(
+                "cannot set PodScheduled", extra={"pod": meta.get("name"), "error": str(exc)}
+            )
+
+    def _event(self, pod: Obj, kind: str, reason: str, action: str, message: str) -> None:
+        meta = pod.get("metadata") or {}
+        namespace, uid = meta.get("namespace", "default"), meta.get("uid", "")
+        now = _now()
+        with self._lock:
+            last = self._last.get(uid) if reason == "FailedScheduling" else None
+        try:
+            if last is not None and last[1] == message:
+                name, _, count = last
+                self.core.patch_namespaced_event(
+                    name,
+                    namespace,
+                    {"count": count + 1, "lastTimestamp": now},
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                )
+                with self._lock:
+                    self._last[uid] = (name, message, count + 1)
+                return
+            body = {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{meta.get('name', 'pod')}.", "namespace": namespace},
+                "involvedObject": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "namespace": namespace,
+                    "name": meta.get("name"),
+                    "uid": uid,
+                    "resourceVersion": meta.get("resourceVersion"),
+                },
+                "reason": reason,
+                "message": message,
+                "type": kind,
+                "action": action,
+                "count": 1,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "source": {"component": self.component},
+                "reportingComponent": self.component,
+                "reportingInstance": self.instance,
+            }
+            created = json.loads(
+                self.core.create_namespaced_event(namespace, body, _preload_content=False).data
+            )
+            if reason == "FailedScheduling":
+                with self._lock:
+                    self._last[uid] = (created["metadata"]["name"], message, 1)
+        except (client.ApiException, urllib3.exceptions.HTTPError, OSError, KeyError) as exc:
+            log.warning(
+                "cannot write Event",
+                extra={"pod": meta.get("name"), "reason": reason, "error": str(exc)},
+            )
+            with self._lock:
+                self._last.pop(uid, None)

@@ -1,0 +1,303 @@
+"""The cluster cache, the scheduling queue and the scheduler loop, with a recording binder."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from kubext_scheduler import extender, profiles_file
+from kubext_scheduler.cache import ClusterCache
+from kubext_scheduler.queue import SchedulingQueue
+from kubext_scheduler.scheduler import BindError, Scheduler, node_change_may_help
+from kubext_scheduler.tests.objects import container, node, pod
+
+NAME = "kubext-scheduler"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RecordingBinder:
+    def __init__(self, refuse: set[str] | None = None) -> None:
+        self.bound: list[tuple[str, str]] = []
+        self.failures: list[tuple[str, str, str]] = []
+        self.scheduled_events: list[tuple[str, str]] = []
+        self.refuse = refuse or set()
+
+    def bind(self, p: Mapping[str, Any], node_name: str) -> None:
+        if p["metadata"]["name"] in self.refuse:
+            raise BindError('pod "x" is already assigned to node "other"')
+        self.bound.append((p["metadata"]["name"], node_name))
+
+    def scheduled(self, p: Mapping[str, Any], node_name: str) -> None:
+        self.scheduled_events.append((p["metadata"]["name"], node_name))
+
+    def failed(self, p: Mapping[str, Any], message: str, *, reason: str) -> None:
+        self.failures.append((p["metadata"]["name"], reason, message))
+
+
+def pending(name: str, cpu: str = "1", **spec: Any) -> dict[str, Any]:
+    return pod(name, containers=[container(cpu=cpu)], schedulerName=NAME, **spec)
+
+
+def make(clock: Clock, binder: RecordingBinder) -> Scheduler:
+    frameworks = profiles_file.load(None).frameworks
+    queue = SchedulingQueue(
+        next(iter(frameworks.values())).less,
+        initial_backoff_s=1,
+        max_backoff_s=10,
+        clock=clock,
+    )
+    return Scheduler(frameworks, binder, queue=queue, rng=random.Random(0), clock=clock)
+
+
+def bound_version(p: dict[str, Any], node_name: str) -> dict[str, Any]:
+    return {**p, "spec": {**p["spec"], "nodeName": node_name}}
+
+
+# --- the cache ------------------------------------------------------------------------------
+
+
+def test_assumed_pods_count_until_bound_and_finished_pods_free_their_room() -> None:
+    cache = ClusterCache()
+    cache.set_node(node("n1", cpu="2"))
+    first = pending("a", cpu="1500m")
+    cache.assume(first, "n1")
+    [info], _ = cache.snapshot()[0].nodes, None
+    assert info.requested.milli_cpu == 1500
+    # The watch shows it bound: counted once, no longer assumed.
+    cache.set_pod(bound_version(first, "n1"))
+    assert not cache.is_assumed(first)
+    assert cache.snapshot()[0].nodes[0].requested.milli_cpu == 1500
+    done = {**bound_version(first, "n1"), "status": {"phase": "Succeeded"}}
+    cache.set_pod(done)
+    assert cache.snapshot()[0].nodes[0].requested.milli_cpu == 0
+
+
+def test_a_node_with_invalid_allocatable_is_left_out_with_a_reason() -> None:
+    cache = ClusterCache()
+    cache.set_node(node("good"))
+    cache.set_node(node("bad", cpu="lots"))
+    snapshot, broken = cache.snapshot()
+    assert [n.name for n in snapshot.nodes] == ["good"]
+    assert list(broken) == ["bad"] and "cannot be read" in broken["bad"]
+
+
+def test_the_extender_counts_the_pods_the_cache_has_on_each_node() -> None:
+    cache = ClusterCache()
+    cache.set_pod(bound_version(pending("busy", cpu="1500m"), "n1"))
+    framework = profiles_file.load(None).frameworks[NAME]
+    ext = extender.Extender(framework, cache.pods_on)
+    body = json.dumps(
+        {
+            "pod": pending("new", cpu="1"),
+            "nodes": {"items": [node("n1", cpu="2"), node("n2", cpu="2")]},
+        }
+    ).encode()
+    result = ext.filter(body)
+    assert [n["metadata"]["name"] for n in result["nodes"]["items"]] == ["n2"]
+    assert result["failedNodes"] == {"n1": "Insufficient CPU: requested 1000m, available 500m"}
+
+
+# --- the queue ------------------------------------------------------------------------------
+
+
+def test_queue_pops_by_priority_then_age() -> None:
+    clock = Clock()
+    sched = make(clock, RecordingBinder())
+    sched.queue.add(pending("old-low"))
+    clock.now += 1
+    sched.queue.add(pending("new-high", priority=10))
+    clock.now += 1
+    sched.queue.add(pending("new-low"))
+    order = [sched.queue.pop(0).pod["metadata"]["name"] for _ in range(3)]  # type: ignore[union-attr]
+    assert order == ["new-high", "old-low", "new-low"]
+
+
+def test_backoff_doubles_from_initial_to_max() -> None:
+    queue = SchedulingQueue(lambda a, b: False, initial_backoff_s=1, max_backoff_s=10)
+    assert [queue.backoff_s(n) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
+
+
+def test_an_unschedulable_pod_waits_for_an_event_then_its_backoff() -> None:
+    clock = Clock()
+    queue = SchedulingQueue(lambda a, b: False, initial_backoff_s=1, max_backoff_s=10, clock=clock)
+    queue.add(pending("p"))
+    info = queue.pop(0)
+    assert info is not None and info.attempts == 1
+    queue.unschedulable(info)
+    clock.now += 30
+    assert queue.pop(0) is None, "no cluster event yet: it must stay unschedulable"
+    assert queue.lengths() == {"active": 0, "backoff": 0, "unschedulable": 1}
+    queue.move_all()
+    again = queue.pop(0)
+    assert again is not None and again.attempts == 2
+    # Second failure, then an event at once: 2 s of backoff (initial doubled) first.
+    queue.unschedulable(again)
+    queue.move_all()
+    assert queue.lengths()["backoff"] == 1
+    clock.now += 1.9
+    assert queue.pop(0) is None
+    clock.now += 0.2
+    third = queue.pop(0)
+    assert third is not None and third.attempts == 3
+
+
+def test_an_event_during_the_attempt_retries_after_the_backoff_without_another_event() -> None:
+    clock = Clock()
+    queue = SchedulingQueue(lambda a, b: False, initial_backoff_s=1, max_backoff_s=10, clock=clock)
+    queue.add(pending("p"))
+    info = queue.pop(0)
+    assert info is not None
+    queue.move_all()  # a node was added while the cycle ran
+    queue.unschedulable(info)
+    assert queue.lengths() == {"active": 0, "backoff": 1, "unschedulable": 0}
+    clock.now += 1
+    assert queue.pop(0) is not None
+
+
+def test_unschedulable_pods_are_flushed_after_five_minutes() -> None:
+    clock = Clock()
+    queue = SchedulingQueue(lambda a, b: False, clock=clock)
+    queue.add(pending("p"))
+    info = queue.pop(0)
+    assert info is not None
+    queue.unschedulable(info)
+    clock.now += 299
+    assert queue.pop(0) is None
+    clock.now += 2
+    assert queue.pop(0) is not None
+
+
+def test_a_pod_deleted_while_scheduled_is_not_requeued() -> None:
+    clock = Clock()
+    queue = SchedulingQueue(lambda a, b: False, clock=clock)
+    queue.add(pending("p"))
+    info = queue.pop(0)
+    assert info is not None
+    queue.delete(info.pod)
+    queue.unschedulable(info)
+    queue.move_all()
+    assert queue.lengths() == {"active": 0, "backoff": 0, "unschedulable": 0}
+
+
+# --- the scheduler --------------------------------------------------------------------------
+
+
+def test_pods_of_our_profile_are_bound_to_a_node_that_fits() -> None:
+    clock, binder = Clock(), RecordingBinder()
+    sched = make(clock, binder)
+    sched.nodes_listed([node("small", cpu="1"), node("big", cpu="4")])
+    sched.pods_listed(
+        [
+            pending("ours", cpu="2"),
+            pod("theirs", containers=[container(cpu="1")], schedulerName="default-scheduler"),
+        ]
+    )
+    assert sched.schedule_one(timeout=0)
+    assert not sched.schedule_one(timeout=0), "only the pod naming our profile is queued"
+    assert binder.bound == [("ours", "big")]
+    assert binder.scheduled_events == [("ours", "big")]
+    # Assumed until the watch shows the binding: the next pod sees its cpu used.
+    sched.pod_event("ADDED", pending("next", cpu="2500m"))
+    assert sched.schedule_one(timeout=0)
+    assert binder.failures == [
+        ("next", "Unschedulable", "0/2 nodes are available: 2 Insufficient cpu.")
+    ]
+
+
+def test_an_unschedulable_pod_is_placed_once_a_node_with_room_appears() -> None:
+    clock, binder = Clock(), RecordingBinder()
+    sched = make(clock, binder)
+    beat_before, beat_after = node("small", cpu="1"), node("small", cpu="1")
+    beat_before["status"]["conditions"] = [
+        {"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-12-01T10:00:00Z"}
+    ]
+    beat_after["status"]["conditions"] = [
+        {"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-12-01T10:00:20Z"}
+    ]
+    sched.nodes_listed([beat_before])
+    sched.pods_listed([pending("p", cpu="2")])
+    sched.schedule_one(timeout=0)
+    assert binder.failures == [
+        ("p", "Unschedulable", "0/1 nodes are available: 1 Insufficient cpu.")
+    ]
+    # A heartbeat (a condition's timestamp only) is no reason to retry.
+    assert not node_change_may_help(beat_before, beat_after)
+    sched.node_event("MODIFIED", beat_after)
+    clock.now += 1
+    assert not sched.schedule_one(timeout=0)
+    sched.node_event("ADDED", node("roomy", cpu="8"))
+    clock.now += 1
+    assert sched.schedule_one(timeout=0)
+    assert binder.bound == [("p", "roomy")]
+
+
+def test_a_refused_binding_is_forgotten_and_retried_after_backoff() -> None:
+    clock, binder = Clock(), RecordingBinder(refuse={"p"})
+    sched = make(clock, binder)
+    sched.nodes_listed([node("n1", cpu="2")])
+    sched.pods_listed([pending("p", cpu="2")])
+    sched.schedule_one(timeout=0)
+    [(name, reason, message)] = binder.failures
+    assert (name, reason) == ("p", "SchedulerError") and "already assigned" in message
+    assert not sched.cache.is_assumed(pending("p")), "a failed binding must not hold the node"
+    assert sched.queue.lengths()["backoff"] == 1
+    binder.refuse.clear()
+    clock.now += 1
+    assert sched.schedule_one(timeout=0)
+    assert binder.bound == [("p", "n1")]
+
+
+def test_a_pod_bound_by_the_watch_leaves_the_queue_and_counts_on_its_node() -> None:
+    clock, binder = Clock(), RecordingBinder()
+    sched = make(clock, binder)
+    sched.nodes_listed([node("n1", cpu="2")])
+    p = pending("p", cpu="2")
+    sched.pod_event("ADDED", p)
+    sched.pod_event("MODIFIED", bound_version(p, "n1"))  # bound by someone else meanwhile
+    assert not sched.schedule_one(timeout=0)
+    assert sched.cache.pods_on(["n1"])[0]["metadata"]["name"] == "p"
+    # Deleting a bound pod frees room: an unschedulable pod is retried.
+    sched.pod_event("ADDED", pending("q", cpu="2"))
+    sched.schedule_one(timeout=0)
+    assert binder.failures[-1][0] == "q"
+    sched.pod_event("DELETED", bound_version(p, "n1"))
+    clock.now += 1
+    assert sched.schedule_one(timeout=0)
+    assert binder.bound == [("q", "n1")]
+
+
+def test_an_invalid_pod_gets_a_failure_not_a_crash() -> None:
+    clock, binder = Clock(), RecordingBinder()
+    sched = make(clock, binder)
+    sched.nodes_listed([node("n1")])
+    sched.pods_listed([pending("bad", cpu="lots")])
+    assert sched.schedule_one(timeout=0)
+    [(name, reason, message)] = binder.failures
+    assert (name, reason) == ("bad", "SchedulerError")
+    assert "lots" in message
+
+
+@pytest.mark.parametrize("field", ["allocatable", "labels", "taints", "unschedulable"])
+def test_node_changes_that_may_help(field: str) -> None:
+    old = node("n", cpu="1")
+    new = json.loads(json.dumps(old))
+    if field == "allocatable":
+        new["status"]["allocatable"]["cpu"] = "2"
+    elif field == "labels":
+        new["metadata"]["labels"]["zone"] = "a"
+    elif field == "taints":
+        new["spec"]["taints"] = [{"key": "k", "effect": "NoSchedule"}]
+    else:
+        new["spec"]["unschedulable"] = True
+    assert node_change_may_help(old, new)
