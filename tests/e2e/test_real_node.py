@@ -2,7 +2,8 @@
 and `down` leaves nothing of theirs behind.
 
 What is real: Debian's containerd and runc, the pinned kubelet and kube-proxy, containers of the
-rig's own static images (pause, echo-loop) with the reference bridge CNI plugin. The cluster is
+rig's own static images (pause, echo-loop, tcp-echo), networked by our kubext-bridge (the kubext-cni
+daemon and its launcher, as the cni chart installs them) with portmap chained. The cluster is
 this test's own (its state dir, port offset 3000, a fresh etcd) beside the shared test cluster;
 one kubelet per machine, so runs are serialised by a file lock under the cache dir."""
 
@@ -10,10 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
+import signal
+import socket
+import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,16 +45,20 @@ def _machine_lock() -> Iterator[None]:
         yield
 
 
-def _rig(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {
+def _rig_env() -> dict[str, str]:
+    """This test's cluster (state dir, port offset) for a Python process of the rig."""
+    return {
         **os.environ,
         "KUBEXT_RIG_DIR": str(STATE),
         "KUBEXT_RIG_PORT_OFFSET": str(OFFSET),
         "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p),
     }
+
+
+def _rig(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "kubext_rig", *args],
-        env=env,
+        env=_rig_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -178,7 +188,12 @@ def test_real_node_runs_pods_and_down_leaves_nothing() -> None:
         links = _links()
         assert {node.LINK, node.POD_BRIDGE} & links == set()
         assert seen_veths & links == set()
-        ours = {"table ip kube-proxy", "table ip6 kube-proxy", "table ip cni_hostport"}
+        ours = {
+            "table ip kube-proxy",
+            "table ip6 kube-proxy",
+            "table ip cni_hostport",
+            "table inet kubext-cni",
+        }
         assert ours & _nft_tables() == ours & before["nft"] == set()
         assert _kubepods_cgroups() == before["cgroups"]
         assert _sysctls() == before["sysctls"]
@@ -262,3 +277,330 @@ def _run_pods(seen_veths: set[str], seen_netns: set[str], bring_up: float) -> No
 
         wait_for("both pods deleted", gone, timeout=60)
         assert ids & set(_ctr_tasks()) == set()
+
+
+# --- kubext-bridge on the real node ---------------------------------------------------------
+
+ECHO_PORT = 7777  # tcp-echo's port in every server pod
+HOST_PORT = 23777  # srv-a's hostPort (portmap), on every address of the machine while it runs
+CYCLE_PODS, CYCLE_BATCH, CYCLE_BUDGET_S = 50, 10, 60
+
+# Run inside a pod's network namespace with `ip netns exec`: "ping HOST" (one ICMP echo over a
+# raw socket) or "tcp HOST PORT" (a token sent to an echo server comes back); prints "ok".
+_PROBE = """
+import os, socket, struct, sys
+mode, host = sys.argv[1], sys.argv[2]
+if mode == "tcp":
+    token = os.urandom(8).hex().encode()
+    with socket.create_connection((host, int(sys.argv[3])), timeout=5) as s:
+        s.sendall(token)
+        got = b""
+        while len(got) < len(token):
+            chunk = s.recv(64)
+            if not chunk:
+                break
+            got += chunk
+    assert got == token, got
+else:
+    ident = os.getpid() & 0xFFFF
+    def checksum(b):
+        s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+        s = (s >> 16) + (s & 0xFFFF)
+        return ~(s + (s >> 16)) & 0xFFFF
+    body = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + b"kubext"
+    packet = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as s:
+        s.settimeout(5)
+        s.sendto(packet, (host, 0))
+        while True:
+            data, (src, _) = s.recvfrom(1024)
+            icmp = data[(data[0] & 0x0F) * 4 :]
+            if src == host and icmp[0] == 0 and struct.unpack("!H", icmp[4:6])[0] == ident:
+                break
+print("ok")
+"""
+
+
+def _probe(netns: str, *args: object) -> None:
+    """``_PROBE`` from inside ``netns``; fails naming what did not answer."""
+    argv = ["ip", "netns", "exec", netns, sys.executable, "-c", _PROBE, *map(str, args)]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", (args, res.stderr[-500:])
+
+
+def _net_pod(
+    name: str,
+    image: str,
+    args: list[str],
+    labels: dict[str, str] | None = None,
+    host_port: int | None = None,
+) -> client.V1Pod:
+    pod = _pod(name, image, args)
+    pod.metadata.labels = labels
+    if host_port is not None:
+        pod.spec.containers[0].ports = [
+            client.V1ContainerPort(container_port=ECHO_PORT, host_port=host_port)
+        ]
+    return pod
+
+
+def _veths() -> set[str]:
+    if node.POD_BRIDGE not in _links():
+        return set()
+    out = _sh("ip", "-j", "link", "show", "master", node.POD_BRIDGE)
+    return {link["ifname"] for link in json.loads(out)}
+
+
+def _reservations() -> set[str]:
+    """host-local's reservation files: one per pod address it handed out."""
+    found = set()
+    for path in node.ipam_dir(STATE).iterdir():
+        with contextlib.suppress(ValueError):  # its lock and last_reserved_ip.<range>
+            found.add(str(ipaddress.ip_address(path.name)))
+    return found
+
+
+def _masquerade_elements() -> set[str]:
+    """Pod addresses in kubext-bridge's masquerade map (empty when the table is gone)."""
+    res = subprocess.run(
+        ["nft", "-j", "list", "map", "inet", "kubext-cni", "masq4"], capture_output=True, text=True
+    )
+    if res.returncode != 0:
+        return set()
+    found = set()
+    for item in json.loads(res.stdout)["nftables"]:
+        for elem in item.get("map", {}).get("elem", []):
+            key = elem[0]
+            found.add(key["elem"]["val"] if isinstance(key, dict) else key)
+    return found
+
+
+def _netns_of(ip: str) -> str:
+    for ns in Path("/run/netns").glob("cni-*"):
+        if f" {ip}/" in _sh("ip", "-n", ns.name, "-o", "addr", "show"):
+            return ns.name
+    raise AssertionError(f"no network namespace holds {ip}")
+
+
+class _HostEcho:
+    """A TCP echo server on the node's address, in this process: pod-to-host TCP lands here."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server((node.NODE_IP, 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                while data := conn.recv(64):
+                    conn.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a real kubelet needs root")
+def test_kubext_bridge_networks_real_pods() -> None:
+    """Pods on the real node get their network from kubext-bridge: pod to pod and pod to host
+    (ICMP and TCP), a ClusterIP Service through kube-proxy, a hostPort through portmap; create
+    and delete cycles leave no reservation, veth or masquerade element; pods created while the
+    daemon is dead come up once it is back; DEL for a pod whose netns is gone succeeds."""
+    with _machine_lock():
+        assert node.LINK not in _links(), "another real node runs on this machine"
+        before_nft = _nft_tables()
+        started = _rig("up", "--fresh", "--real-node", "--nodes", "1")
+        seen_veths: set[str] = set()
+        try:
+            assert started.returncode == 0, started.stderr[-3000:]
+            assert json.loads(_rig("status").stdout)["kubext-cni"] == "healthy"
+            conflist = json.loads(
+                (STATE / "node" / "cni" / "net.d" / "10-kubext-rig.conflist").read_text()
+            )
+            assert [p["type"] for p in conflist["plugins"]] == ["kubext-bridge", "portmap"]
+            _kubext_bridge_scenarios(seen_veths)
+        finally:
+            stopped = _rig("down")
+        assert stopped.returncode == 0, stopped.stderr[-3000:]
+        assert _processes_of(STATE) == {}
+        assert {node.LINK, node.POD_BRIDGE} & _links() == set()
+        assert seen_veths & _links() == set()
+        assert "table inet kubext-cni" not in _nft_tables() - before_nft
+        assert not node.ipam_dir(STATE).exists()
+
+
+def _kubext_bridge_scenarios(seen_veths: set[str]) -> None:
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=str(STATE / "admin.kubeconfig"), client_configuration=cfg)
+    with client.ApiClient(cfg) as api:
+        core = client.CoreV1Api(api)
+        ns = "default"
+        tcp_echo = node.image_ref("tcp-echo")
+
+        def ready_pods(names: set[str]) -> dict[str, client.V1Pod] | None:
+            pods = {p.metadata.name: p for p in core.list_namespaced_pod(ns).items}
+            found = {
+                n: p
+                for n, p in pods.items()
+                if n in names
+                and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+            }
+            return found if set(found) == names else None
+
+        def gone(names: set[str]) -> bool:
+            return not {p.metadata.name for p in core.list_namespaced_pod(ns).items} & names
+
+        def no_leftovers_beyond(live: dict[str, client.V1Pod]) -> bool:
+            ips = {p.status.pod_ip for p in live.values()}
+            return (
+                _reservations() == ips
+                and _masquerade_elements() == ips
+                and len(_veths()) == len(live)
+            )
+
+        # Two servers: Ready latency with kubext-bridge, addresses from its IPAM.
+        t = time.monotonic()
+        core.create_namespaced_pod(
+            ns, _net_pod("srv-a", tcp_echo, [str(ECHO_PORT)], {"app": "srv-a"}, HOST_PORT)
+        )
+        core.create_namespaced_pod(
+            ns, _net_pod("srv-b", tcp_echo, [str(ECHO_PORT)], {"app": "srv-b"})
+        )
+        servers = wait_for(
+            "srv-a and srv-b Ready", lambda: ready_pods({"srv-a", "srv-b"}), timeout=90
+        )
+        print(f"kubext-bridge: two pods Ready {time.monotonic() - t:.2f} s after creation")
+        a_ip, b_ip = servers["srv-a"].status.pod_ip, servers["srv-b"].status.pod_ip
+        for ip in (a_ip, b_ip):
+            assert ip.startswith(node.POD_CIDR.rsplit(".", 1)[0] + "."), ip
+        assert _reservations() == {a_ip, b_ip}
+        assert _masquerade_elements() == {a_ip, b_ip}
+        seen_veths.update(_veths())
+        assert len(seen_veths) == 2
+        a_ns, b_ns = _netns_of(a_ip), _netns_of(b_ip)
+        gateway = node.POD_CIDR.rsplit(".", 1)[0] + ".1"
+
+        # Pod to pod and pod to host: ICMP and TCP.
+        host_echo = _HostEcho()
+        try:
+            for target in (b_ip, gateway, node.NODE_IP):
+                _probe(a_ns, "ping", target)
+            _probe(b_ns, "ping", a_ip)
+            _probe(a_ns, "tcp", b_ip, ECHO_PORT)
+            _probe(b_ns, "tcp", a_ip, ECHO_PORT)
+            _probe(a_ns, "tcp", node.NODE_IP, host_echo.port)
+        finally:
+            host_echo.close()
+
+        # A ClusterIP Service through kube-proxy to srv-b, from srv-a.
+        svc = core.create_namespaced_service(
+            ns,
+            client.V1Service(
+                metadata=client.V1ObjectMeta(name="srv-b"),
+                spec=client.V1ServiceSpec(
+                    selector={"app": "srv-b"},
+                    ports=[client.V1ServicePort(port=80, target_port=ECHO_PORT)],
+                ),
+            ),
+        )
+        cluster_ip = svc.spec.cluster_ip
+
+        def through_service() -> bool:
+            try:
+                _probe(a_ns, "tcp", cluster_ip, 80)
+            except AssertionError:
+                return False  # kube-proxy has not programmed the endpoint yet
+            return True
+
+        wait_for(f"srv-b through its ClusterIP {cluster_ip}", through_service, timeout=30)
+
+        # A hostPort through portmap: srv-a at the node's address, from the host and from srv-b.
+        with socket.create_connection((node.NODE_IP, HOST_PORT), timeout=5) as s:
+            s.sendall(b"hostport")
+            assert s.recv(64) == b"hostport"
+        _probe(b_ns, "tcp", node.NODE_IP, HOST_PORT)
+
+        # DEL for a pod whose network namespace is already gone succeeds and releases all.
+        core.create_namespaced_pod(ns, _net_pod("netns-gone", tcp_echo, [str(ECHO_PORT)]))
+        doomed = wait_for("netns-gone Ready", lambda: ready_pods({"netns-gone"}), timeout=60)
+        doomed_ip = doomed["netns-gone"].status.pod_ip
+        doomed_ns = _netns_of(doomed_ip)
+        seen_veths.update(_veths())
+        subprocess.run(["umount", f"/run/netns/{doomed_ns}"], check=True)
+        Path("/run/netns", doomed_ns).unlink()
+        core.delete_namespaced_pod("netns-gone", ns)
+        wait_for("netns-gone deleted", lambda: gone({"netns-gone"}), timeout=60)
+        wait_for(
+            "netns-gone's address, veth and masquerade element released",
+            lambda: no_leftovers_beyond(servers),
+            timeout=30,
+        )
+
+        # Create/delete cycles (batches, within a time budget): nothing left behind.
+        t_cycles, cycles, ready_s = time.monotonic(), 0, []
+        while cycles < CYCLE_PODS and time.monotonic() - t_cycles < CYCLE_BUDGET_S:
+            names = {f"cycle-{cycles + i}" for i in range(CYCLE_BATCH)}
+            t = time.monotonic()
+            for name in sorted(names):
+                core.create_namespaced_pod(ns, _net_pod(name, node.image_ref("echo-loop"), ["x"]))
+            wait_for(f"{len(names)} cycle pods Ready", lambda n=names: ready_pods(n), timeout=90)
+            ready_s.append(time.monotonic() - t)
+            seen_veths.update(_veths())
+            for name in names:
+                core.delete_namespaced_pod(name, ns)
+            wait_for("cycle pods deleted", lambda n=names: gone(n), timeout=90)
+            cycles += len(names)
+        wait_for(
+            f"no reservation, veth or masquerade element left after {cycles} pods",
+            lambda: no_leftovers_beyond(servers),
+            timeout=30,
+        )
+        print(
+            f"kubext-bridge: {cycles} pods created and deleted in "
+            f"{time.monotonic() - t_cycles:.1f} s; batch of {CYCLE_BATCH} Ready in "
+            f"p50 {statistics.median(ready_s):.2f} s, max {max(ready_s):.2f} s"
+        )
+        assert cycles >= 2 * CYCLE_BATCH
+
+        # The CNI daemon killed while pods are being created: the launcher answers "try again
+        # later" (11), the kubelet retries, and every pod comes up once the daemon is back.
+        daemon_pid = int((STATE / "pids" / "kubext-cni.pid").read_text().split()[0])
+        os.kill(daemon_pid, signal.SIGKILL)
+        late = {f"late-{i}" for i in range(5)}
+        for name in sorted(late):
+            core.create_namespaced_pod(ns, _net_pod(name, node.image_ref("echo-loop"), ["x"]))
+
+        def refused_by_the_launcher() -> list[str]:
+            events = core.list_namespaced_event(ns, field_selector="reason=FailedCreatePodSandBox")
+            return [e.message for e in events.items if "daemon not reachable" in (e.message or "")]
+
+        wait_for("the launcher's try-again-later in the pods' events", refused_by_the_launcher)
+        assert ready_pods(late) is None, "pods came up without the CNI daemon"
+        restarted = _rig_python(
+            "from kubext_rig import cluster, node; print(node.start_cni_daemon(cluster.state_dir()))"
+        )
+        assert restarted.returncode == 0, restarted.stderr[-2000:]
+        t = time.monotonic()
+        wait_for("pods created without the daemon Ready", lambda: ready_pods(late), timeout=120)
+        back = time.monotonic() - t
+        print(f"kubext-bridge: daemon back, {len(late)} waiting pods Ready {back:.1f} s later")
+        seen_veths.update(_veths())
+        for name in late:
+            core.delete_namespaced_pod(name, ns)
+        wait_for("late pods deleted", lambda: gone(late), timeout=90)
+        wait_for(
+            "no reservation, veth or masquerade element left after the daemon's restart",
+            lambda: no_leftovers_beyond(servers),
+            timeout=30,
+        )
+
+
+def _rig_python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a Python process that sees this test's cluster (state dir, port offset)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], env=_rig_env(), capture_output=True, text=True, timeout=120
+    )
