@@ -212,7 +212,14 @@ def _run_pods(seen_veths: set[str], seen_netns: set[str], bring_up: float) -> No
         assert [a.address for a in real.status.addresses if a.type == "InternalIP"] == [
             node.NODE_IP
         ]
-        assert [t.key for t in real.spec.taints] == [node.TAINT_KEY]
+        # The node lifecycle controller lifts node.kubernetes.io/not-ready a moment after Ready.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            taints = [t.key for t in core.read_node(node.NODE_NAME).spec.taints or []]
+            if "node.kubernetes.io/not-ready" not in taints:
+                break
+            time.sleep(0.5)
+        assert taints == [node.TAINT_KEY]
 
         t = time.monotonic()
         core.create_namespaced_pod("default", _pod("pause", node.image_ref("pause")))
