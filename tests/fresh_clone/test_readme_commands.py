@@ -77,6 +77,9 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     assert SOURCE is not None
     root = tmp_path_factory.mktemp("fresh") / "kubext"
     subprocess.run(["git", "clone", "--quiet", SOURCE, str(root)], check=True, timeout=120)
+    commit = os.environ.get("KUBEXT_CLONE_COMMIT")
+    if commit:  # the commit ./kubext test named (and Pants keyed this test's result by)
+        subprocess.run(["git", "-C", str(root), "checkout", "--quiet", commit], check=True)
     yield root
     # The clone's Pants daemon is the build tool's, which outlives a command by design: stop it
     # with the checkout it serves.
