@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the real upstream components (control plane, the real node's kubelet, kube-proxy
-# and image programs, kwok, helm, csi-sanity, cnitool, reference CNI plugins) from the Go
+# and image programs, kwok, helm, csi-sanity, cnitool, reference CNI plugins, kube-score) from the Go
 # module proxy, cached by version under ${KUBEXT_CACHE:-~/.cache/kubext}. Rebuilds only what is missing.
 # Usage: rig/build.sh [component ...]   (default: all)
 set -euo pipefail
@@ -119,6 +119,12 @@ build_cnitool() {
   GOBIN=$OUTDIR go install -trimpath -ldflags "-s -w" "github.com/containernetworking/cni/cnitool@$CNI_VERSION"
 }
 
+# kube-score: the audit's peer (services/audit compares its findings with kube-score's).
+build_kube_score() {
+  GOBIN=$OUTDIR go install -trimpath -ldflags "-s -w -X main.version=${KUBE_SCORE_VERSION#v}" \
+    "github.com/zegl/kube-score/cmd/kube-score@$KUBE_SCORE_VERSION"
+}
+
 build_cni_plugins() {
   local p m=github.com/containernetworking/plugins/plugins
   GOBIN=$OUTDIR go install -trimpath -ldflags "-s -w" \
@@ -126,7 +132,7 @@ build_cni_plugins() {
     "$m/meta/portmap@$CNI_PLUGINS_VERSION" "$m/main/loopback@$CNI_PLUGINS_VERSION"
 }
 
-want=("$@"); [ ${#want[@]} -gt 0 ] || want=(etcd kwok helm csi-sanity cnitool cni-plugins kubernetes kubernetes-node node-images)
+want=("$@"); [ ${#want[@]} -gt 0 ] || want=(etcd kwok helm csi-sanity cnitool cni-plugins kube-score kubernetes kubernetes-node node-images)
 t_all=$SECONDS
 for c in "${want[@]}"; do
   case $c in
@@ -139,6 +145,7 @@ for c in "${want[@]}"; do
     csi-sanity) step csi-sanity "$cache/bin/csi-test-$CSI_TEST_VERSION" csi-sanity -- build_csi_sanity ;;
     cnitool) step cnitool "$cache/bin/cni-$CNI_VERSION" cnitool -- build_cnitool ;;
     cni-plugins) step cni-plugins "$cache/bin/cni-plugins-$CNI_PLUGINS_VERSION" bridge host-local portmap loopback -- build_cni_plugins ;;
+    kube-score) step kube-score "$cache/bin/kube-score-$KUBE_SCORE_VERSION" kube-score -- build_kube_score ;;
     *) log "unknown component $c"; exit 2 ;;
   esac
 done

@@ -27,6 +27,7 @@ _COMPONENTS = {
     "host-local": ("cni-plugins", "CNI_PLUGINS_VERSION", "cni-plugins"),
     "portmap": ("cni-plugins", "CNI_PLUGINS_VERSION", "cni-plugins"),
     "loopback": ("cni-plugins", "CNI_PLUGINS_VERSION", "cni-plugins"),
+    "kube-score": ("kube-score", "KUBE_SCORE_VERSION", "kube-score"),
 }
 
 
