@@ -10,6 +10,9 @@ from kubext_audit.checks import pods
 from kubext_audit.checks.model import Emit, Inventory, Obj, Severity, get, items, rule
 
 REPLICATED = ("Deployment", "StatefulSet")
+# What serves while it runs, so needs probes: the long-running workloads and bare Pods (not a
+# Job's pods, which run to completion).
+SERVING = pods.WORKLOADS | {"Pod"}
 # app.kubernetes.io/component values that mark a controller (the seed's label, and ours).
 CONTROLLER_COMPONENTS = frozenset(
     {"controller", "controller-manager", "operator", "scheduler", "manager"}
@@ -191,7 +194,7 @@ def limits(obj: Obj, inventory: Inventory) -> Iterator[Emit]:
 @rule(
     "WL007",
     Severity.WARNING,
-    pods.WORKLOADS,
+    SERVING,
     title="containers have a liveness probe",
     rationale="A hung process that does not exit is never restarted without one.",
     fix="Add livenessProbe on a /healthz that checks the process's own loops, not its "
@@ -206,7 +209,7 @@ def liveness(obj: Obj, inventory: Inventory) -> Iterator[Emit]:
 @rule(
     "WL008",
     Severity.WARNING,
-    pods.WORKLOADS,
+    SERVING,
     title="containers have a readiness probe",
     rationale="Without one a pod receives traffic (webhook calls, Service requests) and counts "
     "as available in a rollout before it can serve.",

@@ -135,6 +135,24 @@ def test_a_replicated_workload_without_a_pdb() -> None:
     assert "WL003" in {f.rule for f in samples.run(samples.good_deployment(), other)}
 
 
+def test_a_bare_pod_needs_probes_too_but_a_job_does_not() -> None:
+    """A Pod behind a Service serves traffic like a Deployment's pods (kube-score's pod-probes
+    found this gap); a Job's pods run to completion and serve nothing."""
+    template = samples.good_deployment()["spec"]["template"]
+    container = template["spec"]["containers"][0]
+    del container["livenessProbe"], container["readinessProbe"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "sys"}}
+    pod["spec"] = template["spec"]
+    found = samples.triples(samples.run(pod, samples.binding()))
+    assert {
+        ("WL007", "Pod/sys/p", "spec.containers[0].livenessProbe"),
+        ("WL008", "Pod/sys/p", "spec.containers[0].readinessProbe"),
+    } <= found
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "namespace": "sys"}}
+    job["spec"] = {"template": template}
+    assert not {r for r, _, _ in samples.triples(samples.run(job))} & {"WL007", "WL008"}
+
+
 def test_leader_election_is_seen_in_the_lease_rbac_too() -> None:
     deployment = samples.good_deployment()
     deployment["spec"]["template"]["spec"]["containers"][0]["args"] = []
