@@ -9,14 +9,17 @@ from google.protobuf import descriptor, descriptor_pb2
 
 from kubext_proto.csi.v1 import csi_pb2
 from kubext_proto.deviceplugin.v1beta1 import api_pb2
+from kubext_proto.pluginregistration.v1 import api_pb2 as registration_pb2
 
-# sha256 of upstream's FileDescriptorProto (csi.proto at spec v1.12.0; api.proto at kubelet
-# v0.35.4) compiled by protoc 3.21.12, with what does not reach the wire cleared: the file name,
-# go_package and json_name (the Python generator drops json_name). Any change to a name, number,
-# type, label, oneof, custom option or order of declarations changes the digest.
+# sha256 of upstream's FileDescriptorProto (csi.proto at spec v1.12.0; deviceplugin and
+# pluginregistration api.proto at kubelet v0.35.4) compiled by protoc 3.21.12, with what does not
+# reach the wire cleared: the file name, go_package and json_name (the Python generator drops
+# json_name). Any change to a name, number, type, label, oneof, custom option or order of
+# declarations changes the digest.
 UPSTREAM_DIGESTS = {
     "csi": "d7d1f2271aefff1e31ab8869f712302c30aebc08dd7d3826b7c3800dd2c0b6fb",
     "deviceplugin": "26abeeab2cfc5a4c20c3dfbf856512c222d73aacc55b3eb994ad3d3ec312dbf4",
+    "pluginregistration": "e16786ea4d01274a36e9c513f7981d499c2b83d9c878f5167b180798a8608744",
 }
 
 
@@ -41,7 +44,11 @@ def _normalized_digest(file: descriptor.FileDescriptor) -> str:
 
 @pytest.mark.parametrize(
     ("module", "key"),
-    [pytest.param(csi_pb2, "csi", id="csi"), pytest.param(api_pb2, "deviceplugin", id="dp")],
+    [
+        pytest.param(csi_pb2, "csi", id="csi"),
+        pytest.param(api_pb2, "deviceplugin", id="dp"),
+        pytest.param(registration_pb2, "pluginregistration", id="registration"),
+    ],
 )
 def test_descriptor_matches_upstream(module: object, key: str) -> None:
     assert _normalized_digest(module.DESCRIPTOR) == UPSTREAM_DIGESTS[key]
@@ -97,3 +104,18 @@ def test_deviceplugin_shape() -> None:
     assert list_and_watch.server_streaming
     assert api_pb2.NUMANode.DESCRIPTOR.fields_by_name["ID"].number == 1
     assert api_pb2.ContainerAllocateResponse.DESCRIPTOR.fields_by_name["cdi_devices"].number == 5
+
+
+def test_pluginregistration_shape() -> None:
+    # Upstream's package has no version suffix: the kubelet calls /pluginregistration.Registration/.
+    assert registration_pb2.DESCRIPTOR.package == "pluginregistration"
+    registration = registration_pb2.DESCRIPTOR.services_by_name["Registration"]
+    assert registration.full_name == "pluginregistration.Registration"
+    assert sorted(registration.methods_by_name) == ["GetInfo", "NotifyRegistrationStatus"]
+    info = registration_pb2.PluginInfo.DESCRIPTOR
+    assert [(f.name, f.number) for f in info.fields] == [
+        ("type", 1),
+        ("name", 2),
+        ("endpoint", 3),
+        ("supported_versions", 4),
+    ]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kubext import cli, health
 
-from . import config, driver, server, system
+from . import config, driver, registration, server, system
 
 log = logging.getLogger("kubext_csi")
 
@@ -58,6 +58,7 @@ def serve(cfg: config.Config) -> int:
     try:
         the_driver.recover()
         grpc_server = server.build(the_driver, endpoint)
+        registered = _serve_registration(cfg, server.socket_path(endpoint))
         health_server = health.HealthServer(
             host=cfg.health.host,
             port=cfg.health.port,
@@ -66,12 +67,24 @@ def serve(cfg: config.Config) -> int:
         log.info("health server listening", extra={"port": health_server.port})
         stop.wait()
         log.info("stopping")
+        if registered is not None:  # first: the kubelet stops calling a driver that is leaving
+            registered.stop()
         grpc_server.stop(grace=5).wait(10)
         health_server.stop()
         system.remove(server.socket_path(endpoint))
     finally:
         the_driver.close()
     return 0
+
+
+def _serve_registration(cfg: config.Config, csi_socket: Path) -> registration.Served | None:
+    if not cfg.registration.enabled:
+        return None
+    return registration.serve(
+        driver_name=cfg.driver_name,
+        csi_socket=Path(cfg.registration.kubelet_csi_path or csi_socket),
+        socket=registration.socket_path(Path(cfg.registration.kubelet_dir), cfg.driver_name),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import re
 import pydantic
 
 from kubext import cli, quantity
+from kubext import config as kconfig
 
 # CSI's plugin name rule: a DNS-style name of at most 63 characters.
 _DRIVER_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
@@ -20,6 +21,23 @@ def _bytes(value: object) -> int:
     if size <= 0:
         raise ValueError("must be a positive size such as 100Gi")
     return size
+
+
+class RegistrationConfig(kconfig.StrictModel):
+    """The kubelet's plugin registration served by the driver (instead of node-driver-registrar)."""
+
+    enabled: bool = False
+    # The kubelet's --root-dir: the socket goes into its plugins_registry/.
+    kubelet_dir: str = "/var/lib/kubelet"
+    # The CSI socket's path as the kubelet sees it; empty: the endpoint's path (a host process).
+    kubelet_csi_path: str = ""
+
+    @pydantic.field_validator("kubelet_dir", "kubelet_csi_path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if value and not value.startswith("/"):
+            raise ValueError(f"{value!r} must be an absolute path")
+        return value
 
 
 class Config(cli.ServiceConfig):
@@ -38,6 +56,7 @@ class Config(cli.ServiceConfig):
     max_volumes_per_node: pydantic.NonNegativeInt = 0  # 0: no limit
     # Staging and target paths must lie under one of these (empty: any absolute path).
     path_roots: list[str] = []
+    registration: RegistrationConfig = RegistrationConfig()
 
     @pydantic.field_validator("pool_size", "max_volume_size", "default_volume_size", mode="before")
     @classmethod

@@ -39,7 +39,7 @@ def socket_path(endpoint: str) -> Path:
     return Path(path)
 
 
-def _prepare_socket(path: Path) -> None:
+def prepare_socket(path: Path) -> None:
     """Removes a stale socket file (a crashed predecessor's), refusing to steal a live one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -107,7 +107,7 @@ class _StatusInterceptor(grpc.ServerInterceptor):
 def build(driver: driver_.Driver, endpoint: str, *, workers: int = 8) -> grpc.Server:
     """A started gRPC server with Identity, Controller and Node on the endpoint's socket."""
     path = socket_path(endpoint)
-    _prepare_socket(path)
+    prepare_socket(path)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="csi"),
         interceptors=[_StatusInterceptor()],

@@ -134,7 +134,9 @@ class Process:
         return self.proc.returncode
 
 
-def start_process(root: Path, *, pool: str = "200Gi", timeout_s: float = 20) -> Process:
+def start_process(
+    root: Path, *, pool: str = "200Gi", extra_config: str = "", timeout_s: float = 20
+) -> Process:
     config = root / "csi.yaml"
     config.write_text(
         f"endpoint: unix://{root}/csi.sock\n"
@@ -142,7 +144,7 @@ def start_process(root: Path, *, pool: str = "200Gi", timeout_s: float = 20) -> 
         f"pool_size: {pool}\n"
         f"path_roots: [{root}]\n"
         "node_id: node-a\n"
-        "health: {host: 127.0.0.1, port: 0}\n"
+        "health: {host: 127.0.0.1, port: 0}\n" + extra_config
     )
     log = root / "driver.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
