@@ -81,8 +81,9 @@ build_kubernetes_node() {
 }
 
 # The real node's static programs for images (packed and imported by kubext_rig.node): the
-# upstream pause (containerd's sandbox image), echo-loop (prints its arguments, then waits) and
-# tcp-echo (a TCP echo server on the port it is given).
+# upstream pause (containerd's sandbox image), echo-loop (prints its arguments, then waits),
+# tcp-echo (a TCP echo server on the port it is given) and write-read (writes or reads a file or
+# block device on a volume, then waits).
 build_node_images() {
   local mod="$GOMODCACHE/k8s.io/kubernetes@$KUBERNETES_VERSION"
   if ! command -v cc >/dev/null || [ ! -f "$(cc -print-file-name=libc.a)" ]; then
@@ -92,7 +93,8 @@ build_node_images() {
   cc -static -Os -DVERSION="$KUBERNETES_VERSION" -o "$OUTDIR/pause" "$mod/build/pause/linux/pause.c"
   cc -static -Os -o "$OUTDIR/echo-loop" "$here/node/echo-loop.c"
   cc -static -Os -o "$OUTDIR/tcp-echo" "$here/node/tcp-echo.c"
-  strip "$OUTDIR/pause" "$OUTDIR/echo-loop" "$OUTDIR/tcp-echo"
+  cc -static -Os -o "$OUTDIR/write-read" "$here/node/write-read.c"
+  strip "$OUTDIR/pause" "$OUTDIR/echo-loop" "$OUTDIR/tcp-echo" "$OUTDIR/write-read"
 }
 
 build_kwok() {
@@ -139,7 +141,7 @@ for c in "${want[@]}"; do
     etcd) step etcd "$cache/bin/etcd-$ETCD_VERSION" etcd -- build_etcd ;;
     kubernetes) step kubernetes "$cache/bin/kubernetes-$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- build_kubernetes ;;
     kubernetes-node) step kubernetes-node "$cache/bin/kubernetes-node-$KUBERNETES_VERSION" kubelet kube-proxy -- build_kubernetes_node ;;
-    node-images) step node-images "$cache/bin/node-images-$KUBERNETES_VERSION" pause echo-loop tcp-echo -- build_node_images ;;
+    node-images) step node-images "$cache/bin/node-images-$KUBERNETES_VERSION" pause echo-loop tcp-echo write-read -- build_node_images ;;
     kwok) step kwok "$cache/bin/kwok-$KWOK_VERSION" kwok -- build_kwok ;;
     helm) step helm "$cache/bin/helm-$HELM_VERSION" helm -- build_helm ;;
     csi-sanity) step csi-sanity "$cache/bin/csi-test-$CSI_TEST_VERSION" csi-sanity -- build_csi_sanity ;;

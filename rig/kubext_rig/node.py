@@ -503,7 +503,7 @@ def _wait(root: Path, comp: cluster.Component, timeout: float) -> None:
 
 
 def _import_images(root: Path) -> None:
-    for name in ("pause", "echo-loop", "tcp-echo"):
+    for name in ("pause", "echo-loop", "tcp-echo", "write-read"):
         tarball = _dir(root) / "images" / f"{name}.tar"
         tarball.write_bytes(
             docker_archive(tools.binary(name).read_bytes(), path=f"/{name}", ref=image_ref(name))

@@ -19,6 +19,7 @@ _COMPONENTS = {
     "pause": ("node-images", "KUBERNETES_VERSION", "node-images"),
     "echo-loop": ("node-images", "KUBERNETES_VERSION", "node-images"),
     "tcp-echo": ("node-images", "KUBERNETES_VERSION", "node-images"),
+    "write-read": ("node-images", "KUBERNETES_VERSION", "node-images"),
     "kwok": ("kwok", "KWOK_VERSION", "kwok"),
     "helm": ("helm", "HELM_VERSION", "helm"),
     "csi-sanity": ("csi-test", "CSI_TEST_VERSION", "csi-sanity"),
