@@ -9,7 +9,7 @@ import pytest
 
 from helm import helmcharts  # pants: no-infer-dep
 from kubext_audit import checks
-from kubext_audit.checks.model import Inventory, Severity
+from kubext_audit.checks.model import IGNORE_ANNOTATION, Inventory, Severity
 from kubext_rig import tools
 
 
@@ -32,18 +32,60 @@ def errors(found: set[tuple[str, str, str]]) -> set[tuple[str, str]]:
     return {(rule, ref) for rule, severity, ref in found if severity == str(Severity.ERROR)}
 
 
-@pytest.mark.parametrize("chart", ["webhooks", "scheduler", "cni", "csi", "deviceplugin"])
-def test_each_chart_has_no_error(helm: helmcharts.Helm, chart: str) -> None:
+@pytest.mark.parametrize("chart", helmcharts.CHARTS)
+def test_each_chart_with_its_defaults_has_no_error(helm: helmcharts.Helm, chart: str) -> None:
     assert errors(audit(helm, chart)) == set()
 
 
-def test_the_operator_chart_reads_every_secret_and_nothing_else_is_an_error(
+def test_the_operators_cluster_wide_secret_reads_are_ignored_by_name_only(
     helm: helmcharts.Helm,
 ) -> None:
+    """By default the operator manages Databases in every namespace, so it reads Secrets
+    cluster-wide: the chart says so with the ignore annotation, for RBAC003 alone."""
+    rendered = helm.template("operator", extra=["--include-crds"])
+    role = rendered.one("ClusterRole", "kubext-operator")
+    assert role["metadata"]["annotations"][IGNORE_ANNOTATION] == "RBAC003"
     found = audit(helm, "operator")
-    assert errors(found) == {("RBAC003", "ClusterRole/kubext-operator")}
+    # Without the annotation, the finding is there.
+    del role["metadata"]["annotations"][IGNORE_ANNOTATION]
+    bare = {(f.rule, str(f.ref)) for f in checks.audit(Inventory(tuple(rendered.objects)))}
+    assert ("RBAC003", "ClusterRole/kubext-operator") in bare
     # Its CRDs (crds/) pass the CRD checks.
     assert not {rule for rule, _, _ in found if rule.startswith("CRD")}
+
+
+def test_the_operator_limited_to_namespaces_reads_secrets_only_there(
+    helm: helmcharts.Helm,
+) -> None:
+    namespaces = ["team-a", "team-b"]
+    rendered = helm.template(
+        "operator", values={"config": {"namespaces": namespaces}}, extra=["--include-crds"]
+    )
+    role = rendered.one("ClusterRole", "kubext-operator")
+    assert IGNORE_ANNOTATION not in (role["metadata"].get("annotations") or {})
+    assert not any("secrets" in r.get("resources", []) for r in role["rules"])
+    roles = {
+        r["metadata"]["namespace"]: r
+        for r in rendered.of_kind("Role")
+        if r["metadata"]["name"] == "kubext-operator-secrets"
+    }
+    assert sorted(roles) == namespaces
+    for namespace, secrets_role in roles.items():
+        assert [r["resources"] for r in secrets_role["rules"]] == [["secrets"]]
+        (binding,) = (
+            b
+            for b in rendered.of_kind("RoleBinding")
+            if b["metadata"]["namespace"] == namespace
+            and b["roleRef"]["name"] == "kubext-operator-secrets"
+        )
+        assert binding["subjects"][0]["name"] == "kubext-operator"
+    found = {
+        (f.rule, str(f.severity), str(f.ref))
+        for f in checks.audit(Inventory(tuple(rendered.objects)))
+    }
+    assert errors(found) == set()
+    # A Role reading its namespace's Secrets is a warning, not an error.
+    assert ("RBAC003", "warning", "Role/team-a/kubext-operator-secrets") in found
 
 
 def test_the_charts_warnings(helm: helmcharts.Helm) -> None:
