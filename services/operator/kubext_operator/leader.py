@@ -9,50 +9,18 @@ and must stop acting (the process exits and restarts as a candidate).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
+from kubext.lease import Observation as Observation
+from kubext.lease import Timing as Timing
+from kubext.lease import decide as decide
+from kubext.lease import micro_time
 from kubext_operator import kube, metrics
 
 log = logging.getLogger("kubext_operator.leader")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Timing:
-    lease_duration: float = 15.0
-    renew_deadline: float = 10.0
-    retry_period: float = 2.0
-
-
-def _micro_now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclasses.dataclass
-class Observation:
-    """The last Lease record seen, and when (by the local monotonic clock) it last changed."""
-
-    holder: str | None = None
-    record: tuple[Any, ...] = ()
-    changed_at: float = 0.0
-
-
-def decide(
-    *, me: str, spec: dict[str, Any], seen: Observation, now: float, duration: float
-) -> bool:
-    """Whether ``me`` may write itself into a Lease whose spec is ``spec`` (pure)."""
-    record = (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("leaseTransitions"))
-    if record != seen.record:
-        seen.record, seen.holder, seen.changed_at = record, spec.get("holderIdentity"), now
-    holder = spec.get("holderIdentity")
-    if not holder or holder == me:
-        return True
-    lease = float(spec.get("leaseDurationSeconds") or duration)
-    return now - seen.changed_at > lease
 
 
 class LeaderElector:
@@ -91,7 +59,7 @@ class LeaderElector:
             return False
         transitions = int(spec.get("leaseTransitions") or 0)
         taking = spec.get("holderIdentity") != self.identity
-        now = _micro_now()
+        now = micro_time(dt.datetime.now(dt.UTC))
         lease["spec"] = {
             **spec,
             "holderIdentity": self.identity,
@@ -110,7 +78,7 @@ class LeaderElector:
         return True
 
     async def _create(self) -> bool:
-        now = _micro_now()
+        now = micro_time(dt.datetime.now(dt.UTC))
         body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",

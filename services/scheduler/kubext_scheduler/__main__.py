@@ -7,11 +7,13 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from kubext import cli, health
-from kubext_scheduler import config, profiles_file
+from kubext import cli, health, lease
+from kubext_scheduler import config, leader, profiles_file
 from kubext_scheduler.cache import ClusterCache
 from kubext_scheduler.framework import profiles
 from kubext_scheduler.queue import SchedulingQueue
@@ -112,21 +114,67 @@ def serve(cfg: config.Config) -> int:
             server.stop()
             return 1
         log.info("extender listening", extra={"port": cfg.extender.port, "profile": name})
+    elector = None
+    lost = threading.Event()
     if scheduler is not None and cfg.standalone.enabled:
-        for informer in informers or ():
-            while not informer.synced.wait(0.5) and not stop.is_set():
-                pass  # schedule from a full cache only, or nodes would look empty
-        log.info("scheduling", extra={"profiles": list(loaded.frameworks)})
-        loop = threading.Thread(target=scheduler.run, args=(stop.is_set,), name="scheduler")
-        loop.start()
+        if cfg.leader_election.enabled:
+            elector = leader.LeaderElector(
+                cluster.KubeLease(
+                    api, namespace=cfg.leader_election.namespace, name=cfg.leader_election.name
+                ),
+                identity=f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",
+                timing=lease.Timing(
+                    lease_duration=cfg.leader_election.lease_duration_seconds,
+                    renew_deadline=cfg.leader_election.renew_deadline_seconds,
+                    retry_period=cfg.leader_election.retry_period_seconds,
+                ),
+            )
+        threading.Thread(
+            target=_schedule,
+            args=(scheduler, informers or [], elector, stop, lost),
+            name="scheduler",
+            daemon=True,
+        ).start()
     stop.wait()
+    if elector is not None:
+        elector.release()
     if scheduler is not None:
         scheduler.queue.close()
     if extender_server is not None:
         extender_server.should_exit = True
         thread.join(timeout=10)
     server.stop()
-    return 0
+    return 1 if lost.is_set() else 0
+
+
+def _schedule(
+    scheduler: Scheduler,
+    informers: list[Any],
+    elector: leader.LeaderElector | None,
+    stop: threading.Event,
+    lost: threading.Event,
+) -> None:
+    """The standalone loop, run only while this replica leads; a lost Lease stops the process
+    (it restarts as a candidate) before a standby may take over."""
+    for informer in informers:
+        while not informer.synced.wait(0.5) and not stop.is_set():
+            pass  # schedule from a full cache only, or nodes would look empty
+    if elector is not None and not elector.acquire(stop.wait):
+        return
+    log.info("scheduling", extra={"profiles": list(scheduler.frameworks)})
+    if elector is None:
+        scheduler.run(stop.is_set)
+        return
+    loop = threading.Thread(
+        target=scheduler.run,
+        args=(lambda: stop.is_set() or not elector.leading,),
+        name="scheduling-loop",
+        daemon=True,
+    )
+    loop.start()
+    if not elector.keep(stop.wait):
+        lost.set()
+        stop.set()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,6 +5,7 @@ JSON: no model round trips), then watch from the list's resourceVersion with boo
 server-side timeout, relisting on 410 Gone and retrying other failures with backoff. The binder
 POSTs ``pods/binding`` and writes what kube-scheduler writes on failure: a FailedScheduling
 Event (repeats of one message counted on one Event) and the PodScheduled=False condition.
+The Lease adapter reads and writes the leader-election Lease, each call bounded by a timeout.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import urllib3
 from kubernetes import client
 from kubernetes.watch.watch import iter_resp_lines
 
+from kubext_scheduler.leader import LeaseError
 from kubext_scheduler.scheduler import BindError
 
 log = logging.getLogger(__name__)
@@ -246,3 +248,43 @@ class KubeBinder:
             )
             with self._lock:
                 self._last.pop(uid, None)
+
+
+class KubeLease:
+    """leader.LeasePort on a coordination.k8s.io/v1 Lease; every call bounded by ``timeout``."""
+
+    def __init__(self, api: client.ApiClient, *, namespace: str, name: str) -> None:
+        self.coordination = client.CoordinationV1Api(api)
+        self.namespace, self.name = namespace, name
+
+    def _call(self, method: Callable[..., Any], *args: Any, timeout: float) -> Any:
+        try:
+            response = method(*args, _preload_content=False, _request_timeout=timeout)
+            return json.loads(response.data)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise LeaseError(f"{exc.status} {_message(exc)}") from None
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise LeaseError(str(exc)) from None
+
+    def get(self, *, timeout: float) -> Obj | None:
+        read = self.coordination.read_namespaced_lease
+        found: Obj | None = self._call(read, self.name, self.namespace, timeout=timeout)
+        return found
+
+    def create(self, spec: Obj, *, timeout: float) -> None:
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": dict(spec),
+        }
+        create = self.coordination.create_namespaced_lease
+        if self._call(create, self.namespace, body, timeout=timeout) is None:
+            raise LeaseError(f"namespace {self.namespace!r} not found")
+
+    def update(self, lease: Obj, *, timeout: float) -> None:
+        replace = self.coordination.replace_namespaced_lease
+        if self._call(replace, self.name, self.namespace, dict(lease), timeout=timeout) is None:
+            raise LeaseError("the Lease was deleted")

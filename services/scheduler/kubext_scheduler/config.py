@@ -26,6 +26,25 @@ class StandaloneSettings(config.StrictModel):
     bind_workers: int = pydantic.Field(8, ge=1, le=256)
 
 
+class LeaderElectionSettings(config.StrictModel):
+    # Schedule only while holding this Lease, so that two replicas never both bind (standalone
+    # mode; the extender binds nothing and is served by every replica). client-go's timings.
+    enabled: bool = True
+    namespace: str = "kube-system"
+    name: str = "kubext-scheduler"
+    lease_duration_seconds: float = pydantic.Field(15.0, gt=0)
+    renew_deadline_seconds: float = pydantic.Field(10.0, gt=0)
+    retry_period_seconds: float = pydantic.Field(2.0, gt=0)
+
+    @pydantic.model_validator(mode="after")
+    def _timings_make_sense(self) -> LeaderElectionSettings:
+        if not (
+            self.retry_period_seconds < self.renew_deadline_seconds < self.lease_duration_seconds
+        ):
+            raise ValueError("retry_period < renew_deadline < lease_duration must hold")
+        return self
+
+
 class Config(cli.ServiceConfig):
     """Every key the scheduler service accepts; unknown keys are errors."""
 
@@ -36,3 +55,4 @@ class Config(cli.ServiceConfig):
     kubeconfig: str | None = None
     extender: ExtenderSettings = ExtenderSettings()
     standalone: StandaloneSettings = StandaloneSettings()
+    leader_election: LeaderElectionSettings = LeaderElectionSettings()

@@ -58,10 +58,25 @@ def kwok_node(name: str, run: str, cpu: str) -> dict[str, Any]:
 
 
 class SchedulerProcess:
-    def __init__(self, kubeconfig: str, config_file: Path, log_path: Path) -> None:
+    def __init__(
+        self,
+        kubeconfig: str,
+        config_file: Path,
+        log_path: Path,
+        *,
+        lease: str,
+        timings: tuple[float, float, float] = (15, 10, 2),
+    ) -> None:
         self.port = testing.free_port()
         self.log_path = log_path
+        duration, deadline, retry = timings
         self.env = {
+            # A Lease of this run's own: other runs' schedulers never hold it.
+            "KUBEXT_SCHEDULER_LEADER_ELECTION__NAMESPACE": "kube-system",
+            "KUBEXT_SCHEDULER_LEADER_ELECTION__NAME": lease,
+            "KUBEXT_SCHEDULER_LEADER_ELECTION__LEASE_DURATION_SECONDS": str(duration),
+            "KUBEXT_SCHEDULER_LEADER_ELECTION__RENEW_DEADLINE_SECONDS": str(deadline),
+            "KUBEXT_SCHEDULER_LEADER_ELECTION__RETRY_PERIOD_SECONDS": str(retry),
             **os.environ,
             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
             "KUBEXT_SCHEDULER_KUBECONFIG": kubeconfig,
@@ -85,6 +100,18 @@ class SchedulerProcess:
         with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
             return r.status == 200
         return False
+
+    def bound(self) -> float:
+        """How many pods this replica has bound (its scheduled-attempts counter)."""
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            lines = r.read().decode().splitlines()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in lines
+            if line.startswith("scheduler_schedule_attempts_total{")
+            and 'result="scheduled"' in line
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -119,11 +146,16 @@ def nodes(kube_api: client.ApiClient, run_id: str) -> Iterator[list[str]]:
 
 @pytest.fixture
 def scheduler(
-    kube_cluster: cluster.ClusterInfo, tmp_path: Path, nodes: list[str]
+    kube_cluster: cluster.ClusterInfo, tmp_path: Path, run_id: str, nodes: list[str]
 ) -> Iterator[SchedulerProcess]:
     config_file = tmp_path / "sched.yaml"
     config_file.write_text(yaml.safe_dump(PROFILE))
-    proc = SchedulerProcess(kube_cluster.kubeconfig, config_file, tmp_path / "scheduler.log")
+    proc = SchedulerProcess(
+        kube_cluster.kubeconfig,
+        config_file,
+        tmp_path / "scheduler.log",
+        lease=f"kubext-scheduler-e2e-{run_id}",
+    )
     try:
         wait_for("scheduler /readyz", proc.ready, timeout=60)
         yield proc
@@ -206,3 +238,66 @@ def test_pods_are_bound_where_they_fit_and_a_too_big_pod_waits_for_room(
         namespace, field_selector="involvedObject.name=huge,reason=Scheduled"
     ).items
     assert [e.message for e in scheduled] == [f"Successfully assigned {namespace}/huge to {roomy}"]
+
+
+def lease_holder(kube_api: client.ApiClient, name: str) -> str | None:
+    lease = client.CoordinationV1Api(kube_api).read_namespaced_lease(name, "kube-system")
+    return lease.spec.holder_identity
+
+
+def test_two_replicas_elect_one_that_binds_and_the_other_takes_over_when_it_stops(
+    kube_api: client.ApiClient,
+    kube_cluster: cluster.ClusterInfo,
+    namespace: str,
+    run_id: str,
+    nodes: list[str],
+    tmp_path: Path,
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    _, big = nodes
+    config_file = tmp_path / "sched.yaml"
+    config_file.write_text(yaml.safe_dump(PROFILE))
+    lease = f"kubext-scheduler-e2e-{run_id}"
+    replicas = [
+        SchedulerProcess(
+            kube_cluster.kubeconfig,
+            config_file,
+            tmp_path / f"replica-{i}.log",
+            lease=lease,
+            timings=(6, 4, 1),
+        )
+        for i in range(2)
+    ]
+    try:
+        for replica in replicas:
+            wait_for("replica /readyz", replica.ready, timeout=60)
+        holder = wait_for("a Lease holder", lambda: lease_holder(kube_api, lease))
+        names = [f"pair-{i}" for i in range(4)]
+        for name in names:
+            core.create_namespaced_pod(namespace, pod_manifest(name, run_id, "500m"))
+        for name in names:
+            assert wait_for(f"{name} bound", lambda n=name: node_of(core, namespace, n)) == big
+            scheduled = core.list_namespaced_event(
+                namespace, field_selector=f"involvedObject.name={name},reason=Scheduled"
+            ).items
+            assert len(scheduled) == 1, [e.message for e in scheduled]  # one binder, once
+        counts = sorted(replica.bound() for replica in replicas)
+        assert counts == [0, len(names)], counts  # the standby bound nothing
+        assert lease_holder(kube_api, lease) == holder  # renewed, never handed over
+
+        # The leader stops cleanly (SIGTERM releases the Lease): the standby takes over.
+        leader, standby = sorted(replicas, key=lambda r: r.bound(), reverse=True)
+        leader.stop()
+        assert leader.proc.returncode == 0
+        new_holder = wait_for(
+            "the standby's Lease", lambda: (lease_holder(kube_api, lease) or holder) != holder
+        )
+        assert new_holder
+        core.create_namespaced_pod(namespace, pod_manifest("after", run_id, "500m"))
+        assert wait_for("after bound", lambda: node_of(core, namespace, "after")) == big
+        assert standby.bound() == 1
+    finally:
+        for replica in replicas:
+            replica.stop()
+        with contextlib.suppress(client.ApiException):
+            client.CoordinationV1Api(kube_api).delete_namespaced_lease(lease, "kube-system")
