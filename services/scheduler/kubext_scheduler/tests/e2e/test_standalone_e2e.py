@@ -254,7 +254,6 @@ def test_two_replicas_elect_one_that_binds_and_the_other_takes_over_when_it_stop
     tmp_path: Path,
 ) -> None:
     core = client.CoreV1Api(kube_api)
-    _, big = nodes
     config_file = tmp_path / "sched.yaml"
     config_file.write_text(yaml.safe_dump(PROFILE))
     lease = f"kubext-scheduler-e2e-{run_id}"
@@ -276,10 +275,14 @@ def test_two_replicas_elect_one_that_binds_and_the_other_takes_over_when_it_stop
         for name in names:
             core.create_namespaced_pod(namespace, pod_manifest(name, run_id, "500m"))
         for name in names:
-            assert wait_for(f"{name} bound", lambda n=name: node_of(core, namespace, n)) == big
-            scheduled = core.list_namespaced_event(
-                namespace, field_selector=f"involvedObject.name={name},reason=Scheduled"
-            ).items
+            assert wait_for(f"{name} bound", lambda n=name: node_of(core, namespace, n)) in nodes
+        for name in names:  # the Scheduled Event is written after the binding
+            scheduled = wait_for(
+                f"{name}'s Scheduled Event",
+                lambda n=name: core.list_namespaced_event(
+                    namespace, field_selector=f"involvedObject.name={n},reason=Scheduled"
+                ).items,
+            )
             assert len(scheduled) == 1, [e.message for e in scheduled]  # one binder, once
         counts = sorted(replica.bound() for replica in replicas)
         assert counts == [0, len(names)], counts  # the standby bound nothing
@@ -294,7 +297,7 @@ def test_two_replicas_elect_one_that_binds_and_the_other_takes_over_when_it_stop
         )
         assert new_holder
         core.create_namespaced_pod(namespace, pod_manifest("after", run_id, "500m"))
-        assert wait_for("after bound", lambda: node_of(core, namespace, "after")) == big
+        assert wait_for("after bound", lambda: node_of(core, namespace, "after")) in nodes
         assert standby.bound() == 1
     finally:
         for replica in replicas:
