@@ -218,7 +218,7 @@ def test_database_update_and_scale(
     wait_for(
         "Updating and a second Running event",
         lambda: "Updating" in reasons() and reasons().count("Running") >= 2,
-        timeout=10,
+        timeout=60,  # a deadline, not a delay: generous for a loaded machine
     )
 
     kubectl("scale", f"db/{name}", "--replicas=2")

@@ -71,7 +71,7 @@ def test_webapp_lifecycle(
         lambda: core.list_namespaced_event(
             namespace, field_selector=f"involvedObject.uid={uid},reason=Created"
         ).items,
-        timeout=10,
+        timeout=60,  # a deadline, not a delay: generous for a loaded machine
     )
     assert "Deployment shop" in events[0].message
 
