@@ -35,6 +35,7 @@ def settings_from(cfg: config.Config, environ: Mapping[str, str]) -> driver.Sett
         default_volume_bytes=cfg.default_volume_size,
         max_volumes_per_node=cfg.max_volumes_per_node,
         path_roots=tuple(cfg.path_roots),
+        attachable_node_ids=tuple(cfg.attachable_node_ids),
     )
 
 

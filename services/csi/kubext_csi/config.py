@@ -56,6 +56,9 @@ class Config(cli.ServiceConfig):
     max_volumes_per_node: pydantic.NonNegativeInt = 0  # 0: no limit
     # Staging and target paths must lie under one of these (empty: any absolute path).
     path_roots: list[str] = []
+    # Node IDs besides node_id that ControllerPublish attaches to (records only; the volumes
+    # stay on this node's disk). Empty: only this node.
+    attachable_node_ids: list[str] = []
     registration: RegistrationConfig = RegistrationConfig()
 
     @pydantic.field_validator("pool_size", "max_volume_size", "default_volume_size", mode="before")

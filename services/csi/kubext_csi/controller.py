@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 RPC = csi_pb2.ControllerServiceCapability.RPC
 CAPABILITIES = (
     RPC.CREATE_DELETE_VOLUME,
+    RPC.PUBLISH_UNPUBLISH_VOLUME,
     RPC.LIST_VOLUMES,
+    RPC.LIST_VOLUMES_PUBLISHED_NODES,
     RPC.GET_CAPACITY,
     RPC.CREATE_DELETE_SNAPSHOT,
     RPC.LIST_SNAPSHOTS,
@@ -31,6 +33,8 @@ CAPABILITIES = (
     RPC.GET_VOLUME,
     RPC.VOLUME_CONDITION,
     RPC.SINGLE_NODE_MULTI_WRITER,
+    # GetSnapshot is served but not yet advertised: csi-sanity v5.4.0 (the rig's pin) fails any
+    # capability it does not know, and GET_SNAPSHOT is known from csi-test v5.5.0 on.
 )
 
 
@@ -72,8 +76,12 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         )
 
     def _published_nodes(self, volume: state.Volume) -> list[str]:
-        held = self.store.find_stage(volume.id) or self.store.publishes(volume.id)
-        return [self.driver.settings.node_id] if held else []
+        """The nodes it is attached to (ControllerPublish), and this node while it stages it:
+        with attachRequired false the CO never attaches, yet the volume is in use here."""
+        nodes = {a.node_id for a in self.store.attachments(volume.id)}
+        if self.store.find_stage(volume.id) or self.store.publishes(volume.id):
+            nodes.add(self.driver.settings.node_id)
+        return sorted(nodes)
 
     # ---- volumes ----
 
@@ -191,12 +199,77 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
                 raise errors.precondition(
                     f"volume {volume_id} is staged at {stage.staging_path}; unstage it first"
                 )
+            attached = self.store.attachments(volume_id)
+            if attached:
+                raise errors.precondition(
+                    f"volume {volume_id} is attached to node {attached[0].node_id}; "
+                    "ControllerUnpublishVolume it first"
+                )
             self.store.delete_volume(volume_id)  # forget first: a crash leaves only an orphan file
             image = self.driver.image(volume_id)
             system.detach_loops(image)
             system.remove(image)
         log.info("deleted volume", extra={"volume_id": volume_id})
         return csi_pb2.DeleteVolumeResponse()
+
+    # ---- attach (ControllerPublish): a record of which node holds the volume ----
+
+    def ControllerPublishVolume(self, request, context):
+        volume_id = validation.check_id("volume_id", request.volume_id)
+        node_id = validation.check_node_id("node_id", request.node_id)
+        if not request.HasField("volume_capability"):
+            raise errors.invalid("volume_capability missing in request")
+        cap = validation.parse_capability(request.volume_capability, field="volume_capability")
+        validation.check_map("volume_context", request.volume_context)
+        wanted = state.Attachment(
+            volume_id=volume_id,
+            node_id=node_id,
+            read_only=request.readonly or cap.read_only,
+            mode=cap.mode,
+        )
+        with self.driver.lock:
+            self.store.get_volume(volume_id)
+            if not self.driver.settings.knows_node(node_id):
+                raise errors.not_found(f"node {node_id!r} is not known to this driver")
+            existing = self.store.find_attachment(volume_id, node_id)
+            if existing is not None:
+                if existing != wanted:
+                    raise errors.already_exists(
+                        f"volume {volume_id} is attached to node {node_id} with another "
+                        f"capability (read_only={existing.read_only}, "
+                        f"{validation.Mode.Name(existing.mode)})"
+                    )
+                return csi_pb2.ControllerPublishVolumeResponse()  # a retry: same answer
+            elsewhere = [a for a in self.store.attachments(volume_id) if a.node_id != node_id]
+            if elsewhere and not validation.may_attach_beside(
+                wanted.mode, (a.mode for a in elsewhere)
+            ):
+                raise errors.precondition(
+                    f"volume {volume_id} is attached to node {elsewhere[0].node_id} "
+                    f"({validation.Mode.Name(elsewhere[0].mode)}); a single-node volume "
+                    "cannot be attached to a second node"
+                )
+            limit = self.driver.settings.max_volumes_per_node
+            if limit and len(self.store.attachments_on(node_id)) >= limit:
+                raise errors.exhausted(f"node {node_id} already has {limit} volumes attached")
+            self.store.put_attachment(wanted)
+        log.info("attached volume", extra={"volume_id": volume_id, "node_id": node_id})
+        return csi_pb2.ControllerPublishVolumeResponse()
+
+    def ControllerUnpublishVolume(self, request, context):
+        volume_id = validation.check_id("volume_id", request.volume_id)
+        # No node_id: detach it from every node (the spec's "all nodes").
+        node_id = request.node_id and validation.check_node_id("node_id", request.node_id)
+        with self.driver.lock:
+            for attachment in self.store.attachments(volume_id):
+                if not node_id or attachment.node_id == node_id:
+                    self.store.delete_attachment(volume_id, attachment.node_id)
+                    log.info(
+                        "detached volume",
+                        extra={"volume_id": volume_id, "node_id": attachment.node_id},
+                    )
+        # An unknown volume or node is not attached: done already.
+        return csi_pb2.ControllerUnpublishVolumeResponse()
 
     def ValidateVolumeCapabilities(self, request, context):
         volume_id = validation.check_id("volume_id", request.volume_id)
@@ -341,6 +414,11 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
                 self.store.put_snapshot(snapshot)
         log.info("created snapshot", extra={"snapshot_id": snapshot_id, "volume_id": source_id})
         return csi_pb2.CreateSnapshotResponse(snapshot=self._snapshot_pb(snapshot))
+
+    def GetSnapshot(self, request, context):
+        snapshot_id = validation.check_id("snapshot_id", request.snapshot_id)
+        snapshot = self.store.get_snapshot(snapshot_id)
+        return csi_pb2.GetSnapshotResponse(snapshot=self._snapshot_pb(snapshot))
 
     def DeleteSnapshot(self, request, context):
         snapshot_id = validation.check_id("snapshot_id", request.snapshot_id)

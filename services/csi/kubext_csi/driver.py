@@ -33,10 +33,15 @@ class Settings:
     default_volume_bytes: int
     max_volumes_per_node: int = 0
     path_roots: tuple[str, ...] = ()
+    # Node IDs besides node_id that ControllerPublish accepts (records an attachment for).
+    attachable_node_ids: tuple[str, ...] = ()
 
     @property
     def topology(self) -> dict[str, str]:
         return {self.topology_key: self.node_id}
+
+    def knows_node(self, node_id: str) -> bool:
+        return node_id == self.node_id or node_id in self.attachable_node_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,6 +198,10 @@ class Driver:
         started = time.monotonic()
         with self.lock:
             self._remove_orphans()
+            for attachment in self.store.attachments():
+                if self.store.find_volume(attachment.volume_id) is None:
+                    log.warning("dropping attach record of unknown volume %s", attachment.volume_id)
+                    self.store.delete_attachment(attachment.volume_id, attachment.node_id)
             staged_images = set()
             for stage in self.store.stages():
                 volume = self.store.find_volume(stage.volume_id)
@@ -224,6 +233,7 @@ class Driver:
             extra={
                 "volumes": len(self.store.volumes()),
                 "stages": len(self.store.stages()),
+                "attachments": len(self.store.attachments()),
                 "ms": round((time.monotonic() - started) * 1000),
             },
         )

@@ -1,4 +1,4 @@
-"""The driver's state: volumes, snapshots, stage and publish records in one SQLite file.
+"""The driver's state: volumes, snapshots, attach, stage and publish records in one SQLite file.
 
 Every write is one transaction (WAL, synchronous=FULL), so a crash or restart keeps either the
 old or the new record, never half of one. Records are frozen dataclasses: readers get values, not
@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from . import errors
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: attachments (1's tables unchanged, so a 1 store opens as is)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS volumes (
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, capacity INTEGER NOT NULL,
@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS publishes (
     access_type TEXT NOT NULL, read_only INTEGER NOT NULL, mount_flags TEXT NOT NULL,
     mode INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS publishes_by_volume ON publishes (volume_id);
+CREATE TABLE IF NOT EXISTS attachments (
+    volume_id TEXT NOT NULL, node_id TEXT NOT NULL, read_only INTEGER NOT NULL,
+    mode INTEGER NOT NULL, PRIMARY KEY (volume_id, node_id));
 """
 
 
@@ -89,7 +92,17 @@ class Publish:
     mode: int
 
 
-R = TypeVar("R", Volume, Snapshot, Stage, Publish)
+@dataclasses.dataclass(frozen=True)
+class Attachment:
+    """A volume ControllerPublished to a node: the CO's attach, recorded so the node is known."""
+
+    volume_id: str
+    node_id: str
+    read_only: bool
+    mode: int
+
+
+R = TypeVar("R", Volume, Snapshot, Stage, Publish, Attachment)
 _TUPLE_FIELDS = {"parameters", "mount_flags"}
 
 
@@ -121,7 +134,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version > SCHEMA_VERSION:
             raise RuntimeError(f"{path}: state schema {version} is newer than this driver")
         self._db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -155,12 +168,14 @@ class Store:
             return [_decode(cls, row) for row in self._db.execute(sql, args).fetchall()]
 
     def _upsert(self, table: str, key: str, record: Any) -> None:
+        """``key``: the primary key's column(s), comma-separated."""
         # A real upsert on the key only: a clash on another UNIQUE column (a volume name)
         # raises instead of silently replacing the other row, as INSERT OR REPLACE would.
         row = _encode(record)
         cols = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)
-        updates = ", ".join(f"{k} = excluded.{k}" for k in row if k != key)
+        keys = {k.strip() for k in key.split(",")}
+        updates = ", ".join(f"{k} = excluded.{k}" for k in row if k not in keys)
         sql = f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT({key}) DO UPDATE SET {updates}"
         with self.transaction():
             self._db.execute(sql, row)
@@ -240,6 +255,30 @@ class Store:
 
     def delete_publish(self, target_path: str) -> None:
         self._delete("publishes", "target_path", target_path)
+
+    # ---- controller: attach records ----
+    def find_attachment(self, volume_id: str, node_id: str) -> Attachment | None:
+        sql = "SELECT * FROM attachments WHERE volume_id = ? AND node_id = ?"
+        return self._one(Attachment, sql, volume_id, node_id)
+
+    def attachments(self, volume_id: str | None = None) -> list[Attachment]:
+        if volume_id is None:
+            return self._all(Attachment, "SELECT * FROM attachments ORDER BY volume_id, node_id")
+        sql = "SELECT * FROM attachments WHERE volume_id = ? ORDER BY node_id"
+        return self._all(Attachment, sql, volume_id)
+
+    def attachments_on(self, node_id: str) -> list[Attachment]:
+        sql = "SELECT * FROM attachments WHERE node_id = ? ORDER BY volume_id"
+        return self._all(Attachment, sql, node_id)
+
+    def put_attachment(self, attachment: Attachment) -> None:
+        self._upsert("attachments", "volume_id, node_id", attachment)
+
+    def delete_attachment(self, volume_id: str, node_id: str) -> None:
+        with self.transaction():
+            self._db.execute(
+                "DELETE FROM attachments WHERE volume_id = ? AND node_id = ?", (volume_id, node_id)
+            )
 
     # ---- accounting ----
     def used_bytes(self) -> int:

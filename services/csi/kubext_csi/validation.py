@@ -17,6 +17,7 @@ from kubext_proto.csi.v1 import csi_pb2
 from . import errors
 
 MAX_NAME_BYTES = 128  # the spec's limit for names and IDs
+MAX_NODE_ID_BYTES = 256  # the spec's limit for node_id
 MAX_PATH_BYTES = 4096  # PATH_MAX
 MAX_MAP_BYTES = 4096  # the spec's limit for a whole map (parameters, context ...)
 MiB = 1 << 20
@@ -38,6 +39,7 @@ SUPPORTED_MODES = frozenset(
     }
 )
 READ_ONLY_MODES = frozenset({Mode.SINGLE_NODE_READER_ONLY, Mode.MULTI_NODE_READER_ONLY})
+MULTI_NODE_MODES = frozenset({Mode.MULTI_NODE_READER_ONLY})  # the multi-node modes offered
 FS_TYPES = ("ext4", "ext3", "ext2")  # what e2fsprogs formats and resize2fs grows
 DEFAULT_FS = "ext4"
 PARAMETERS = {"type": {"local"}}  # StorageClass parameters this driver understands
@@ -93,6 +95,17 @@ def check_name(field: str, value: str) -> str:
         raise errors.invalid(
             f"{field} {_shown(value)} is not valid: no control characters or path separators"
         )
+    return value
+
+
+def check_node_id(field: str, value: str) -> str:
+    """A node ID (NodeGetInfo's, often a host name): present, at most 256 bytes, printable."""
+    if not value:
+        raise errors.invalid(f"{field} missing in request")
+    if len(value.encode()) > MAX_NODE_ID_BYTES:
+        raise errors.invalid(f"{field} is longer than {MAX_NODE_ID_BYTES} bytes")
+    if _CONTROL.search(value):
+        raise errors.invalid(f"{field} {_shown(value)} is not valid: no control characters")
     return value
 
 
@@ -204,6 +217,12 @@ def volume_size(
             f"capacity_range: {size} bytes is more than the largest volume ({maximum} bytes)"
         )
     return size
+
+
+def may_attach_beside(mode: int, modes_elsewhere: Iterable[int]) -> bool:
+    """Whether a volume may be ControllerPublished with ``mode`` while attached to other nodes
+    with ``modes_elsewhere``: only when every one of them is a multi-node mode."""
+    return all(m in MULTI_NODE_MODES for m in (mode, *modes_elsewhere))
 
 
 def topology_matches(wanted: Mapping[str, str], ours: Mapping[str, str]) -> bool:

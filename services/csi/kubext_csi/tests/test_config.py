@@ -51,3 +51,10 @@ def test_missing_endpoint_is_one_line(monkeypatch, capsys) -> None:
     monkeypatch.delenv("CSI_ENDPOINT", raising=False)
     assert entry.serve(config.Config()) == 2
     assert "CSI_ENDPOINT" in capsys.readouterr().err
+
+
+def test_attachable_node_ids_reach_the_driver() -> None:
+    cfg = config.Config(node_id="a", attachable_node_ids=["b", "c"])
+    settings = entry.settings_from(cfg, {})
+    assert settings.attachable_node_ids == ("b", "c")
+    assert [settings.knows_node(n) for n in ("a", "b", "z")] == [True, True, False]

@@ -150,8 +150,8 @@ def test_identity_over_the_socket_with_authority_localhost(running: Running) -> 
 
 def test_unadvertised_rpcs_are_unimplemented(running: Running) -> None:
     err = _error(
-        running.controller.ControllerPublishVolume,
-        csi_pb2.ControllerPublishVolumeRequest(volume_id="v", node_id="n"),
+        running.controller.ControllerModifyVolume,
+        csi_pb2.ControllerModifyVolumeRequest(volume_id="v"),
     )
     assert err.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "ControllerPublishVolume" in err.details()
+    assert "ControllerModifyVolume" in err.details()

@@ -68,3 +68,43 @@ def test_names_are_unique(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
         store.put_volume(state.Volume(id="v2", name="pvc-1", capacity=1, fs_type=""))
     assert store.volumes() == [VOLUME]  # the first volume is untouched
+
+
+def test_attachments_survive_reopen_and_key_on_volume_and_node(tmp_path: Path) -> None:
+    store = state.Store(tmp_path / "state.db")
+    on_a = state.Attachment("v1", "node-a", False, 1)
+    on_b = state.Attachment("v1", "node-b", True, 3)
+    store.put_attachment(on_a)
+    store.put_attachment(on_b)
+    store.put_attachment(state.Attachment("v1", "node-a", True, 1))  # an upsert, not a third row
+    store.close()
+    again = state.Store(tmp_path / "state.db")
+    assert again.attachments("v1") == [state.Attachment("v1", "node-a", True, 1), on_b]
+    assert again.find_attachment("v1", "node-b") == on_b
+    assert again.attachments_on("node-b") == [on_b]
+    again.delete_attachment("v1", "node-b")
+    again.delete_attachment("v1", "node-z")  # deleting what is gone is fine
+    assert [a.node_id for a in again.attachments("v1")] == ["node-a"]
+
+
+def test_a_store_of_the_previous_schema_opens_and_gains_attachments(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE volumes (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+        " capacity INTEGER NOT NULL, fs_type TEXT NOT NULL, source_kind TEXT NOT NULL,"
+        " source_id TEXT NOT NULL, parameters TEXT NOT NULL, created_ns INTEGER NOT NULL);"
+        "INSERT INTO volumes VALUES ('v1', 'pvc-1', 1073741824, 'ext4', '', '', '[]', 0);"
+        "PRAGMA user_version=1;"
+    )
+    old.close()
+    store = state.Store(path)
+    assert store.get_volume("v1").name == "pvc-1"
+    store.put_attachment(state.Attachment("v1", "node-a", False, 1))
+    assert store.attachments("v1") == [state.Attachment("v1", "node-a", False, 1)]
+    store.close()
+    newer = sqlite3.connect(path)
+    newer.execute(f"PRAGMA user_version={state.SCHEMA_VERSION + 1}")
+    newer.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        state.Store(path)
