@@ -66,6 +66,14 @@ CUSTOM: dict[str, dict[str, Any]] = {
         "image": {"tag": "dev-2"},
         "config": {"log_level": "debug", "health": {"port": 9092}},
         "schedulerName": "team-scheduler",
+        "mode": "extender",
+        "extender": {"port": 9888, "weight": 5, "managedResources": [{"name": "example.com/gpu"}]},
+        "profiles": [
+            {
+                "schedulerName": "team-scheduler",
+                "plugins": {"filter": {"enabled": [{"name": "NodeResourceFit"}]}},
+            }
+        ],
     },
     "cni": {
         "config": {"health": {"port": 9190}, "socket_path": "/var/run/kubext/cni.sock"},
@@ -344,7 +352,7 @@ def test_workloads_run_the_service_with_its_config(helm: Helm, chart: str, varia
 
 
 # The ports each service's container listens on; the others serve only health (so far).
-SERVED_PORTS = {"webhooks": {"health", "https"}}
+SERVED_PORTS = {"webhooks": {"health", "https"}, "scheduler": {"health", "extender"}}
 
 
 @pytest.mark.parametrize(("chart", "variant"), VARIANTS)
@@ -421,6 +429,7 @@ WIRED_KEYS = {
     "operator": {"leader_election"},
     "webhooks": {"namespace", "service_name", "tls"},
     "cni": {"cni_bin_dir", "plugin_python"},
+    "scheduler": {"leader_election", "scheduler_config"},
 }
 
 
@@ -681,23 +690,57 @@ def test_scheduler_is_bound_like_kube_scheduler(helm: Helm) -> None:
     assert rendered.of_kind("ClusterRole") == []  # nothing beyond kube-scheduler's own rights
     lease = rendered.rules("Role", f"{RELEASE}-scheduler-leader-election")
     assert rules_allow(lease, "coordination.k8s.io", "leases", "update", "kubext-scheduler")
-    assert rendered.one("Deployment")["spec"]["strategy"] == {"type": "Recreate"}
-    assert rendered.of_kind("Service") == []
+    assert rules_allow(lease, "coordination.k8s.io", "leases", "create")
 
 
-def test_scheduler_offers_no_extender_until_the_service_serves_one(helm: Helm) -> None:
-    """The service is a health server so far: no extender Service, port or `mode` to pick."""
-    for values in ({"mode": "extender"}, {"extender": {"port": 8888}}):
-        key = next(iter(values))
-        with pytest.raises(HelmError, match=f"additional properties '{key}' not allowed"):
-            helm.template("scheduler", values=values)
+def test_scheduler_standalone_elects_in_the_lease_its_role_covers(helm: Helm) -> None:
+    rendered = render(helm, "scheduler", "default")
+    cfg = service_config(rendered, "scheduler")
+    assert cfg.standalone.enabled and cfg.leader_election.enabled
+    assert (cfg.leader_election.namespace, cfg.leader_election.name) == (
+        NAMESPACE,
+        "kubext-scheduler",
+    )
+    assert rendered.of_kind("Service") == []  # no extender Service in standalone mode
+    profiles = yaml.safe_load(
+        rendered.one("ConfigMap", f"{RELEASE}-scheduler-profiles")["data"]["scheduler.yaml"]
+    )
+    assert profiles["kind"] == "KubeSchedulerConfiguration"
+    assert profiles["profiles"] == [{"schedulerName": "kubext-scheduler"}]
+    assert cfg.scheduler_config == "/etc/kubext-profiles/scheduler.yaml"
+
+
+def test_scheduler_extender_mode_is_what_kube_scheduler_calls(helm: Helm) -> None:
     rendered = render(helm, "scheduler", "custom")
-    assert rendered.of_kind("Service") == []
-    assert [c["metadata"]["name"] for c in rendered.of_kind("ConfigMap")] == [
-        f"{RELEASE}-scheduler-config"
+    cfg = service_config(rendered, "scheduler")
+    assert not cfg.standalone.enabled and cfg.extender.enabled and cfg.extender.port == 9888
+    (service,) = rendered.of_kind("Service")
+    assert service["spec"]["ports"] == [
+        {"name": "extender", "port": 9888, "targetPort": "extender", "protocol": "TCP"}
     ]
+    container = service_container(rendered.one("Deployment"))
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}["extender"] == 9888
+    kube = rendered.config(f"{RELEASE}-scheduler-kube-scheduler")  # kube-scheduler's --config
+    assert kube["leaderElection"]["resourceName"] == "team-scheduler"
+    assert kube["extenders"] == [
+        {
+            "urlPrefix": f"http://{RELEASE}-scheduler-extender.{NAMESPACE}.svc:9888",
+            "filterVerb": "filter",
+            "prioritizeVerb": "prioritize",
+            "weight": 5,
+            "nodeCacheCapable": False,
+            "enableHTTPS": False,
+            "managedResources": [{"name": "example.com/gpu"}],
+        }
+    ]
+    profiles = yaml.safe_load(
+        rendered.one("ConfigMap", f"{RELEASE}-scheduler-profiles")["data"]["scheduler.yaml"]
+    )
+    assert profiles["profiles"] == CUSTOM["scheduler"]["profiles"]
     lease = rendered.rules("Role", f"{RELEASE}-scheduler-leader-election")
     assert rules_allow(lease, "coordination.k8s.io", "leases", "update", "team-scheduler")
+    with pytest.raises(HelmError, match="mode"):
+        helm.template("scheduler", values={"mode": "both"})
 
 
 # --- cni -----------------------------------------------------------------------------------
