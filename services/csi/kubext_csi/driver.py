@@ -185,6 +185,30 @@ class Driver:
             source = stage.staging_path
         system.bind_mount(source, target, flags=publish.mount_flags, read_only=publish.read_only)
 
+    # ---- node: ephemeral inline volumes ----
+
+    def ephemeral_staging(self, volume_id: str) -> str:
+        """Where an ephemeral volume's filesystem is mounted before the bind into the pod: the
+        kubelet stages nothing for it, so the driver picks a path of its own."""
+        return str(self.settings.state_dir / "ephemeral" / volume_id)
+
+    def remove_ephemeral(self, volume_id: str) -> None:
+        """Unmounts, detaches and deletes an ephemeral volume; what is already gone is fine."""
+        stage = self.store.find_stage(volume_id)
+        staging = stage.staging_path if stage else self.ephemeral_staging(volume_id)
+        system.unmount(staging)
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(staging)
+        image = self.image(volume_id)
+        system.detach_loops(image)
+        with self.store.transaction():
+            self.store.delete_stage(volume_id)
+            self.store.delete_volume(volume_id)
+        system.remove(
+            image
+        )  # after the records: a crash in between leaves an orphan, removed at start
+        log.info("deleted ephemeral volume", extra={"volume_id": volume_id})
+
     # ---- restart ----
 
     def recover(self) -> None:
@@ -198,6 +222,12 @@ class Driver:
         started = time.monotonic()
         with self.lock:
             self._remove_orphans()
+            for volume in self.store.volumes():
+                # Only NodePublishVolume creates an ephemeral volume: without its publication
+                # (a crash before recording it) nothing will ever unpublish it.
+                if volume.ephemeral and not self.store.publishes(volume.id):
+                    log.warning("removing unpublished ephemeral volume %s", volume.id)
+                    self.remove_ephemeral(volume.id)
             for attachment in self.store.attachments():
                 if self.store.find_volume(attachment.volume_id) is None:
                     log.warning("dropping attach record of unknown volume %s", attachment.volume_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from kubext_proto.csi.v1 import csi_pb2, csi_pb2_grpc
 
@@ -142,6 +143,8 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         volume_id = validation.check_id("volume_id", request.volume_id)
         target = validation.check_path("target_path", request.target_path, roots=self.roots)
         cap = _capability(request)
+        if validation.is_ephemeral(request.volume_context):
+            return self._publish_ephemeral(request, volume_id, target, cap)
         staging = validation.check_path(
             "staging_target_path", request.staging_target_path, roots=self.roots
         )
@@ -191,6 +194,92 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         log.info("published volume", extra={"volume_id": volume_id, "path": target})
         return csi_pb2.NodePublishVolumeResponse()
 
+    def _publish_ephemeral(
+        self, request, volume_id: str, target: str, cap: validation.Capability
+    ) -> csi_pb2.NodePublishVolumeResponse:
+        """An inline volume, as csi-driver-host-path's ephemeral branch: the kubelet calls
+        neither CreateVolume nor NodeStageVolume, so publishing creates, formats and stages it;
+        NodeUnpublishVolume deletes it. The id is the kubelet's (csi-<hash>)."""
+        if cap.access_type != "mount":
+            raise errors.invalid("an ephemeral volume can only be published for mount, not block")
+        settings = self.driver.settings
+        size = validation.ephemeral_size(
+            request.volume_context,
+            default=settings.default_volume_bytes,
+            maximum=settings.max_volume_bytes,
+        )
+        fs_type = cap.fs_type or validation.DEFAULT_FS
+        wanted = state.Publish(
+            target_path=target,
+            volume_id=volume_id,
+            staging_path=self.driver.ephemeral_staging(volume_id),
+            access_type="mount",
+            read_only=request.readonly or cap.read_only,
+            mount_flags=cap.mount_flags,
+            mode=cap.mode,
+        )
+        with self.driver.lock:
+            volume = self.store.find_volume(volume_id)
+            if volume is not None and not volume.ephemeral:
+                raise errors.already_exists(f"volume {volume_id} exists and is not ephemeral")
+            if volume is not None and volume.capacity != size:
+                raise errors.already_exists(
+                    f"ephemeral volume {volume_id} exists with {volume.capacity} bytes, not {size}"
+                )
+            existing = self.store.find_publish(target)
+            if existing is not None and existing != wanted:
+                raise errors.already_exists(
+                    f"{target} already publishes volume {existing.volume_id} "
+                    f"(read_only={existing.read_only}, {existing.access_type})"
+                )
+            elsewhere = [p for p in self.store.publishes(volume_id) if p.target_path != target]
+            if elsewhere:
+                raise errors.precondition(
+                    f"ephemeral volume {volume_id} is already published at "
+                    f"{elsewhere[0].target_path}"
+                )
+            undo: list = []
+            if volume is None:
+                limit = settings.max_volumes_per_node
+                if limit and len(self.store.stages()) >= limit:
+                    raise errors.exhausted(f"this node already holds {limit} volumes")
+                self.driver.reserve(size, f"ephemeral volume {volume_id}")
+                undo.append(lambda: self.driver.remove_ephemeral(volume_id))
+            if not os.path.lexists(target):
+                undo.append(lambda: _remove_target(target))
+            if system.mount_at(target) is None:
+                undo.append(lambda: system.unmount(target))
+            with driver_.rollback_on_error(undo):
+                if volume is None:
+                    volume = state.Volume(
+                        id=volume_id,
+                        name=f"ephemeral-{volume_id}",
+                        capacity=size,
+                        fs_type=fs_type,
+                        created_ns=time.time_ns(),
+                        ephemeral=True,
+                    )
+                    system.create_image(self.driver.image(volume_id), size)
+                    self.store.put_volume(volume)
+                stage = self.store.find_stage(volume_id) or state.Stage(
+                    volume_id=volume_id,
+                    staging_path=wanted.staging_path,
+                    access_type="mount",
+                    device="",
+                    fs_type=fs_type,
+                    read_only=False,  # the pod's readOnly applies to its bind mount
+                    mount_flags=cap.mount_flags,
+                    mode=cap.mode,
+                )
+                staged = self.driver.ensure_staged(volume, stage)
+                if staged != self.store.find_stage(volume_id):
+                    self.store.put_stage(staged)
+                self.driver.ensure_published(wanted, staged)
+                if existing is None:
+                    self.store.put_publish(wanted)
+        log.info("published ephemeral volume", extra={"volume_id": volume_id, "path": target})
+        return csi_pb2.NodePublishVolumeResponse()
+
     def _check_single_writer(self, wanted: state.Publish) -> None:
         """SINGLE_NODE_SINGLE_WRITER: at most one writable publication at a time."""
         if wanted.read_only:
@@ -216,6 +305,9 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             _remove_target(target)  # the spec: the driver deletes what it created at the target
             if publish is not None:
                 self.store.delete_publish(target)
+            volume = self.store.find_volume(volume_id)
+            if volume is not None and volume.ephemeral and not self.store.publishes(volume_id):
+                self.driver.remove_ephemeral(volume_id)  # an inline volume lives as its pod's
         log.info("unpublished volume", extra={"volume_id": volume_id, "path": target})
         return csi_pb2.NodeUnpublishVolumeResponse()
 

@@ -19,12 +19,13 @@ from typing import Any, TypeVar
 
 from . import errors
 
-SCHEMA_VERSION = 2  # 2: attachments (1's tables unchanged, so a 1 store opens as is)
+SCHEMA_VERSION = 3  # 2: attachments (1's tables unchanged); 3: volumes.ephemeral (added on open)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS volumes (
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, capacity INTEGER NOT NULL,
     fs_type TEXT NOT NULL, source_kind TEXT NOT NULL, source_id TEXT NOT NULL,
-    parameters TEXT NOT NULL, created_ns INTEGER NOT NULL);
+    parameters TEXT NOT NULL, created_ns INTEGER NOT NULL,
+    ephemeral INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS snapshots (
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, source_volume_id TEXT NOT NULL,
     size INTEGER NOT NULL, created_ns INTEGER NOT NULL, ready INTEGER NOT NULL);
@@ -53,6 +54,8 @@ class Volume:
     source_id: str = ""
     parameters: tuple[tuple[str, str], ...] = ()
     created_ns: int = 0
+    # An inline volume NodePublishVolume created; its NodeUnpublishVolume deletes it.
+    ephemeral: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +140,9 @@ class Store:
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{path}: state schema {version} is newer than this driver")
         self._db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(volumes)")}
+        if "ephemeral" not in columns:  # a store from before schema 3
+            self._db.execute("ALTER TABLE volumes ADD COLUMN ephemeral INTEGER NOT NULL DEFAULT 0")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:

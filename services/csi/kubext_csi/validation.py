@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal, TypeVar
 
+from kubext import quantity
 from kubext_proto.csi.v1 import csi_pb2
 
 from . import errors
@@ -43,6 +44,11 @@ MULTI_NODE_MODES = frozenset({Mode.MULTI_NODE_READER_ONLY})  # the multi-node mo
 FS_TYPES = ("ext4", "ext3", "ext2")  # what e2fsprogs formats and resize2fs grows
 DEFAULT_FS = "ext4"
 PARAMETERS = {"type": {"local"}}  # StorageClass parameters this driver understands
+# CSI ephemeral inline volumes: the kubelet marks them in the volume context; keys under its
+# prefix (pod info, service account tokens) are the CO's, the rest are the pod's attributes.
+EPHEMERAL_KEY = "csi.storage.k8s.io/ephemeral"
+CO_PREFIX = "csi.storage.k8s.io/"
+EPHEMERAL_ATTRIBUTES = ("size",)  # a Kubernetes quantity; the default volume size without it
 
 AccessType = Literal["mount", "block"]
 
@@ -141,6 +147,37 @@ def check_parameters(parameters: Mapping[str, str]) -> None:
         if value not in PARAMETERS[key]:
             allowed = ", ".join(sorted(PARAMETERS[key]))
             raise errors.invalid(f"parameter {key}={value!r} is not supported (allowed: {allowed})")
+
+
+def is_ephemeral(volume_context: Mapping[str, str]) -> bool:
+    return volume_context.get(EPHEMERAL_KEY) == "true"
+
+
+def ephemeral_size(volume_context: Mapping[str, str], *, default: int, maximum: int) -> int:
+    """The size of an ephemeral inline volume from its attributes; unknown keys are refused."""
+    check_map("volume_context", volume_context)
+    unknown = sorted(
+        k for k in volume_context if k not in EPHEMERAL_ATTRIBUTES and not k.startswith(CO_PREFIX)
+    )
+    if unknown:
+        raise errors.invalid(
+            f"unknown volume attributes {', '.join(map(repr, unknown))} "
+            f"(known: {', '.join(EPHEMERAL_ATTRIBUTES)})"
+        )
+    if "size" not in volume_context:
+        return volume_size(0, 0, default=default, maximum=maximum)
+    text = volume_context["size"]
+    try:
+        wanted = quantity.to_bytes(text)
+    except quantity.QuantityError:
+        raise errors.invalid(f"volume attribute size {_shown(text)} is not a quantity") from None
+    if wanted <= 0:
+        raise errors.invalid(f"volume attribute size {_shown(text)} must be positive")
+    if wanted > maximum:
+        raise errors.out_of_range(
+            f"volume attribute size {text} is more than the largest volume ({maximum} bytes)"
+        )
+    return volume_size(wanted, 0, default=default, maximum=maximum)
 
 
 def capability_problem(cap: csi_pb2.VolumeCapability) -> str | None:
