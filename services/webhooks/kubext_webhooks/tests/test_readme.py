@@ -4,33 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pydantic
-
+from kubext import readme_check
 from kubext_webhooks import config
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def leaf_keys(model: type[pydantic.BaseModel], prefix: str = "") -> list[str]:
-    keys = []
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
-            keys += leaf_keys(annotation, f"{prefix}{name}.")
-        else:
-            keys.append(prefix + name)
-    return keys
-
-
 def test_every_config_key_is_documented() -> None:
-    rows = [line for line in README.read_text().splitlines() if line.startswith("| `")]
-    missing = []
-    for key in leaf_keys(config.Config):
-        parent, _, leaf = key.rpartition(".")
-        first_cell = [row.split("|")[1] for row in rows]
-        if not any(
-            f"`{key}`" in cell or (parent and f"`{parent}." in cell and f"{leaf}`" in cell)
-            for cell in first_cell
-        ):
-            missing.append(key)
-    assert missing == []
+    assert readme_check.undocumented_keys(config.Config, README.read_text()) == []
