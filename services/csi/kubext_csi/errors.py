@@ -6,20 +6,8 @@ edge (``server``) turns a ``Code`` into the ``grpc.StatusCode`` of the same name
 
 from __future__ import annotations
 
-import enum
-
-
-class Code(enum.Enum):
-    """The gRPC status codes (same names and numbers) the CSI spec has this driver return."""
-
-    INVALID_ARGUMENT = 3
-    NOT_FOUND = 5
-    ALREADY_EXISTS = 6
-    RESOURCE_EXHAUSTED = 8
-    FAILED_PRECONDITION = 9
-    ABORTED = 10
-    OUT_OF_RANGE = 11
-    INTERNAL = 13
+# Re-exported: callers raise ``errors.Code.NOT_FOUND`` and the like.
+from kubext.grpc_codes import Code as Code
 
 
 class CsiError(Exception):

@@ -5,15 +5,8 @@ Pure (no grpc import): the edge turns a ``Code`` into the ``grpc.StatusCode`` of
 
 from __future__ import annotations
 
-import enum
-
-
-class Code(enum.Enum):
-    """The gRPC status codes (same names and numbers) the plugin answers with."""
-
-    INVALID_ARGUMENT = 3
-    NOT_FOUND = 5
-    FAILED_PRECONDITION = 9
+# Re-exported: the core and its tests take ``Code`` from here.
+from kubext.grpc_codes import Code as Code
 
 
 class PluginError(Exception):
