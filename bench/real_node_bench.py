@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -34,28 +33,24 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-OFFSET = 3000  # the real-node tests' offset; their lock keeps us apart
-os.environ.setdefault("KUBEXT_RIG_PORT_OFFSET", str(OFFSET))
+# The rig reads its port offset on import: the real-node tests' (real_node_testing.OFFSET).
+os.environ.setdefault("KUBEXT_RIG_PORT_OFFSET", "3000")
 
 import grpc  # noqa: E402
 import yaml  # noqa: E402
-from kubernetes import client, config, watch  # noqa: E402
+from kubernetes import client, watch  # noqa: E402
 
 from kubext_proto.csi.v1 import csi_pb2, csi_pb2_grpc  # noqa: E402
-from kubext_rig import node, tools  # noqa: E402
+from kubext_rig import node, real_node_csi, real_node_testing, tools  # noqa: E402
 from kubext_rig.testing import wait_for  # noqa: E402
 
 STATE = tools.cache_dir() / "real-node-bench"  # short: containerd's socket path has a limit
 NS = "default"
-TOLERATE = [client.V1Toleration(key=node.TAINT_KEY, operator="Exists", effect="NoSchedule")]
 CONFLIST = STATE / "node" / "cni" / "net.d" / "10-kubext-rig.conflist"
-CSI_DIR = STATE / "node" / "csi"
-KUBELET_DIR = STATE / "node" / "kubelet"
-DRIVER = "csi.kubext.io"
-TOPOLOGY_KEY = "topology.csi.kubext.io/node"
+CSI_DIR = real_node_csi.csi_dir(STATE)
+KUBELET_DIR = real_node_csi.kubelet_dir(STATE)
 TARGET_RATIO = 1.0
 
 
@@ -86,30 +81,6 @@ def load() -> str:
 
 
 # --- the cluster ----------------------------------------------------------------------------
-
-
-def rig_env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "KUBEXT_RIG_DIR": str(STATE),
-        "KUBEXT_RIG_PORT_OFFSET": str(OFFSET),
-        "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p),
-    }
-
-
-def rig(*args: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "kubext_rig", *args]
-    return subprocess.run(argv, env=rig_env(), capture_output=True, text=True, timeout=600)
-
-
-@contextlib.contextmanager
-def real_node_lock() -> Iterator[None]:
-    """The real-node tests' lock: one kubelet per machine."""
-    tools.cache_dir().mkdir(parents=True, exist_ok=True)
-    with open(tools.cache_dir() / "real-node-test.lock", "w") as fh:
-        say("waiting for the real-node lock")
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
 
 
 def is_ready(pod: client.V1Pod) -> bool:
@@ -147,22 +118,7 @@ class ReadyClock:
 
 
 def echo_pod(name: str) -> client.V1Pod:
-    return client.V1Pod(
-        metadata=client.V1ObjectMeta(name=name),
-        spec=client.V1PodSpec(
-            node_selector={"kubernetes.io/hostname": node.NODE_NAME},
-            tolerations=TOLERATE,
-            termination_grace_period_seconds=5,
-            containers=[
-                client.V1Container(
-                    name=name,
-                    image=node.image_ref("echo-loop"),
-                    image_pull_policy="Never",
-                    args=["x"],
-                )
-            ],
-        ),
-    )
+    return real_node_testing.pod(name, "echo-loop", ["x"])
 
 
 def delete_and_wait(core: client.CoreV1Api, names: set[str]) -> None:
@@ -193,21 +149,6 @@ def timed_batches(
     return latencies
 
 
-def masquerade_elements() -> set[str]:
-    """Pod addresses in kubext-bridge's masquerade map: only pods it networked are there."""
-    res = subprocess.run(
-        ["nft", "-j", "list", "map", "inet", "kubext-cni", "masq4"], capture_output=True, text=True
-    )
-    if res.returncode != 0:
-        return set()
-    found = set()
-    for item in json.loads(res.stdout)["nftables"]:
-        for elem in item.get("map", {}).get("elem", []):
-            key = elem[0]
-            found.add(key["elem"]["val"] if isinstance(key, dict) else key)
-    return found
-
-
 def switch_plugin(core: client.CoreV1Api, clock: ReadyClock, plugin: str) -> float:
     """Write ``plugin``'s conflist as the chart does (write, rename) and wait until containerd
     uses it: a probe pod networked by kubext-bridge has its address in the masquerade map, one
@@ -221,7 +162,7 @@ def switch_plugin(core: client.CoreV1Api, clock: ReadyClock, plugin: str) -> flo
         core.create_namespaced_pod(NS, echo_pod(name))
         clock.wait({name}, timeout=120)
         ip = core.read_namespaced_pod(name, NS).status.pod_ip
-        ours = ip in masquerade_elements()
+        ours = ip in real_node_testing.masquerade_elements()
         delete_and_wait(core, {name})
         if ours == (plugin == "kubext-bridge"):
             return time.monotonic() - t0
@@ -236,121 +177,20 @@ def start_driver() -> subprocess.Popen[bytes]:
     """Our driver as a root host process serving the kubelet's plugin registration (as the CSI
     real-node test runs it)."""
     CSI_DIR.mkdir(parents=True, exist_ok=True)
-    cfg = {
-        "driver_name": DRIVER,
-        "endpoint": f"unix://{CSI_DIR / 'csi.sock'}",
-        "node_id": node.NODE_NAME,
-        "topology_key": TOPOLOGY_KEY,
-        "state_dir": str(CSI_DIR / "state"),
-        "pool_size": "4Gi",
-        "path_roots": [str(KUBELET_DIR)],
-        "health": {"host": "127.0.0.1", "port": 0},
-        "registration": {"enabled": True, "kubelet_dir": str(KUBELET_DIR)},
-        "log_level": "warning",
-    }
+    cfg = real_node_csi.driver_config(STATE, pool_size="4Gi", log_level="warning")
     (CSI_DIR / "csi.yaml").write_text(yaml.safe_dump(cfg))
     log = open(STATE / "logs" / "kubext-csi.log", "w")  # noqa: SIM115 (the driver keeps it)
     return subprocess.Popen(
         [sys.executable, "-m", "kubext_csi", "--config", str(CSI_DIR / "csi.yaml")],
-        env=rig_env(),
+        env=real_node_testing.rig_env(STATE),
         stderr=log,
     )
 
 
-def create_volume(controller: csi_pb2_grpc.ControllerStub, name: str) -> csi_pb2.Volume:
-    """As external-provisioner calls it for a ReadWriteOnce ext4 claim of 64Mi."""
-    capability = csi_pb2.VolumeCapability(
-        mount=csi_pb2.VolumeCapability.MountVolume(fs_type="ext4"),
-        access_mode=csi_pb2.VolumeCapability.AccessMode(
-            mode=csi_pb2.VolumeCapability.AccessMode.SINGLE_NODE_WRITER
-        ),
-    )
-    request = csi_pb2.CreateVolumeRequest(
-        name=name,
-        capacity_range=csi_pb2.CapacityRange(required_bytes=64 << 20),
-        volume_capabilities=[capability],
-        accessibility_requirements=csi_pb2.TopologyRequirement(
-            requisite=[csi_pb2.Topology(segments={TOPOLOGY_KEY: node.NODE_NAME})]
-        ),
-    )
-    return controller.CreateVolume(request, timeout=60, wait_for_ready=True).volume
-
-
-def pv_and_claim(core: client.CoreV1Api, volume: csi_pb2.Volume, name: str) -> None:
-    """A PV as external-provisioner writes it (node affinity from the volume's topology) and a
-    claim bound to it by name."""
-    affinity = client.V1VolumeNodeAffinity(
-        required=client.V1NodeSelector(
-            node_selector_terms=[
-                client.V1NodeSelectorTerm(
-                    match_expressions=[
-                        client.V1NodeSelectorRequirement(key=k, operator="In", values=[v])
-                        for k, v in volume.accessible_topology[0].segments.items()
-                    ]
-                )
-            ]
-        )
-    )
-    size = f"{volume.capacity_bytes >> 20}Mi"
-    core.create_persistent_volume(
-        client.V1PersistentVolume(
-            metadata=client.V1ObjectMeta(name=name),
-            spec=client.V1PersistentVolumeSpec(
-                capacity={"storage": size},
-                access_modes=["ReadWriteOnce"],
-                persistent_volume_reclaim_policy="Retain",
-                storage_class_name="",
-                volume_mode="Filesystem",
-                node_affinity=affinity,
-                csi=client.V1CSIPersistentVolumeSource(
-                    driver=DRIVER,
-                    volume_handle=volume.volume_id,
-                    fs_type="ext4",
-                    volume_attributes=dict(volume.volume_context),
-                ),
-            ),
-        )
-    )
-    core.create_namespaced_persistent_volume_claim(
-        NS,
-        client.V1PersistentVolumeClaim(
-            metadata=client.V1ObjectMeta(name=name),
-            spec=client.V1PersistentVolumeClaimSpec(
-                access_modes=["ReadWriteOnce"],
-                storage_class_name="",
-                volume_name=name,
-                resources=client.V1VolumeResourceRequirements(requests={"storage": size}),
-            ),
-        ),
-    )
-
-
 def volume_pod(name: str) -> client.V1Pod:
-    return client.V1Pod(
-        metadata=client.V1ObjectMeta(name=name),
-        spec=client.V1PodSpec(
-            node_selector={"kubernetes.io/hostname": node.NODE_NAME},
-            tolerations=TOLERATE,
-            termination_grace_period_seconds=2,
-            restart_policy="Never",
-            containers=[
-                client.V1Container(
-                    name=name,
-                    image=node.image_ref("write-read"),
-                    image_pull_policy="Never",
-                    args=["write", "/data/hello.txt", name],
-                    volume_mounts=[client.V1VolumeMount(name="data", mount_path="/data")],
-                )
-            ],
-            volumes=[
-                client.V1Volume(
-                    name="data",
-                    persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(
-                        claim_name=name
-                    ),
-                )
-            ],
-        ),
+    args = ["write", "/data/hello.txt", name]
+    return real_node_testing.pod(
+        name, "write-read", args, grace_seconds=2, restart_policy="Never", claim=name
     )
 
 
@@ -365,29 +205,14 @@ def csi_mounts() -> list[str]:
 
 def volume_bench(core: client.CoreV1Api, clock: ReadyClock, count: int, batch: int) -> list[float]:
     storage = client.StorageV1Api(core.api_client)
-    storage.create_csi_driver(
-        client.V1CSIDriver(
-            metadata=client.V1ObjectMeta(name=DRIVER),
-            spec=client.V1CSIDriverSpec(
-                attach_required=False,  # no external-attacher: the kubelet stages at once
-                pod_info_on_mount=False,
-                volume_lifecycle_modes=["Persistent"],
-            ),
-        )
-    )
-
-    def registered() -> bool:
-        raw = storage.read_csi_node(node.NODE_NAME, _preload_content=False)
-        drivers = json.loads(raw.data)["spec"].get("drivers") or []
-        return any(d["name"] == DRIVER for d in drivers)
-
-    wait_for("CSINode lists the driver", registered, timeout=60)
+    real_node_csi.create_csi_driver(storage)
+    wait_for("CSINode lists the driver", lambda: real_node_csi.registered(storage), timeout=60)
     names = [f"vol-{i:02d}" for i in range(count)]
-    with grpc.insecure_channel(f"unix://{CSI_DIR / 'csi.sock'}") as channel:
+    with grpc.insecure_channel(real_node_csi.endpoint(STATE)) as channel:
         controller = csi_pb2_grpc.ControllerStub(channel)
-        volumes = {n: create_volume(controller, n) for n in names}
+        volumes = {n: real_node_csi.create_volume(controller, n) for n in names}
         for n, volume in volumes.items():
-            pv_and_claim(core, volume, n)
+            real_node_csi.pv_and_claim(core, volume, pv=n, claim=n, namespace=NS)
 
         def all_bound() -> bool:
             claims = core.list_namespaced_persistent_volume_claim(NS).items
@@ -411,24 +236,16 @@ def volume_bench(core: client.CoreV1Api, clock: ReadyClock, count: int, batch: i
 
 def leftovers(nft_before: set[str]) -> list[str]:
     """What of this run is still on the machine after down (empty: nothing)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            if proc.name.isdigit() and str(STATE).encode() in (proc / "cmdline").read_bytes():
-                found.append(f"process {proc.name}")
-    for entry in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = entry.split()[4]
-        if point.startswith(str(STATE)) or point.startswith("/run/netns/cni-"):
-            found.append(f"mount {point}")
+    found = [f"process {pid}" for pid in sorted(real_node_testing.processes_of(STATE))]
+    found += [
+        f"mount {point}"
+        for point in sorted(real_node_testing.mount_points())
+        if point.startswith(str(STATE)) or point.startswith("/run/netns/cni-")
+    ]
     found += [
         f"link {n}" for n in (node.LINK, node.POD_BRIDGE) if Path(f"/sys/class/net/{n}").exists()
     ]
-    nft_now = set(
-        subprocess.run(
-            ["nft", "list", "tables"], capture_output=True, text=True
-        ).stdout.splitlines()
-    )
-    found += [f"nft {t}" for t in sorted(nft_now - nft_before)]
+    found += [f"nft {t}" for t in sorted(real_node_testing.nft_tables() - nft_before)]
     nat = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
     found += [f"iptables {r}" for r in nat.splitlines() if node.POD_CIDR.rsplit(".", 1)[0] in r]
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
@@ -441,10 +258,8 @@ def leftovers(nft_before: set[str]) -> list[str]:
 # --- the run --------------------------------------------------------------------------------
 
 
-def measure(args: argparse.Namespace) -> dict[str, object]:
-    kcfg = client.Configuration()
-    config.load_kube_config(config_file=str(STATE / "admin.kubeconfig"), client_configuration=kcfg)
-    with client.ApiClient(kcfg) as api:
+def measure(real: real_node_testing.RealNode, args: argparse.Namespace) -> dict[str, object]:
+    with real.api_client() as api:
         core = client.CoreV1Api(api)
         wait_for(
             "the real node without its not-ready taint",
@@ -489,34 +304,25 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("real_node_bench: needs root (a real kubelet, loop devices)", file=sys.stderr)
         return 2
-    with real_node_lock():
-        nft_before = set(
-            subprocess.run(
-                ["nft", "list", "tables"], capture_output=True, text=True
-            ).stdout.splitlines()
-        )
+    with real_node_testing.machine_lock(say=say):
+        nft_before = real_node_testing.nft_tables()
         say(f"up --fresh --real-node ({STATE}); {load()}")
-        t0 = time.monotonic()
-        started = rig("up", "--fresh", "--real-node", "--nodes", "1")
-        up_s = time.monotonic() - t0
-        try:
-            if started.returncode != 0:
-                print(started.stderr[-3000:], file=sys.stderr)
+        with real_node_testing.up(STATE, check=False, say=say) as real:
+            if real.started.returncode != 0:
+                print(real.started.stderr[-3000:], file=sys.stderr)
                 return 1
-            say(f"up in {up_s:.1f} s")
-            figures = measure(args)
-        finally:
-            stopped = rig("down")
-            say(f"down: exit {stopped.returncode}")
+            say(f"up in {real.up_seconds:.1f} s")
+            figures = measure(real, args)
         left = leftovers(nft_before)
-        if stopped.returncode == 0 and not left:
+        if real.stopped is not None and real.stopped.returncode == 0 and not left:
             shutil.rmtree(STATE, ignore_errors=True)
 
     kubext, reference = figures["kubext"], figures["reference"]
     volumes = figures["volumes"]
     assert isinstance(kubext, list) and isinstance(reference, list) and isinstance(volumes, list)
     print(
-        f"real node {node.NODE_NAME}: up --real-node {up_s:.1f} s; pods in batches of {args.batch}"
+        f"real node {node.NODE_NAME}: up --real-node {real.up_seconds:.1f} s; "
+        f"pods in batches of {args.batch}"
     )
     print(
         "containerd reloaded the changed conflist without a restart: first probe pod on the new "

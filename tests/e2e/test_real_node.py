@@ -10,7 +10,6 @@ one kubelet per machine, so runs are serialised by a file lock under the cache d
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import json
 import os
@@ -21,48 +20,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
-from kubext_rig import node, tools
+from kubext_rig import node, real_node_testing, tools
 from kubext_rig.testing import wait_for
 
-OFFSET = 3000  # beside `./kubext up` (0), the test cluster (1000) and the fresh clone (2000)
+OFFSET = real_node_testing.OFFSET
 KUBELET_PORT = 10250 + OFFSET
 API_PORT = 16443 + OFFSET
 STATE = tools.cache_dir() / "real-node-test"  # short: containerd's socket path has a limit
-TOLERATE = [client.V1Toleration(key=node.TAINT_KEY, operator="Exists", effect="NoSchedule")]
-
-
-@contextlib.contextmanager
-def _machine_lock() -> Iterator[None]:
-    tools.cache_dir().mkdir(parents=True, exist_ok=True)
-    with open(tools.cache_dir() / "real-node-test.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
-def _rig_env() -> dict[str, str]:
-    """This test's cluster (state dir, port offset) for a Python process of the rig."""
-    return {
-        **os.environ,
-        "KUBEXT_RIG_DIR": str(STATE),
-        "KUBEXT_RIG_PORT_OFFSET": str(OFFSET),
-        "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p),
-    }
-
-
-def _rig(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kubext_rig", *args],
-        env=_rig_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def _sh(*argv: str) -> str:
@@ -73,32 +42,12 @@ def _links() -> set[str]:
     return {link["ifname"] for link in json.loads(_sh("ip", "-j", "link", "show"))}
 
 
-def _nft_tables() -> set[str]:
-    return set(_sh("nft", "list", "tables").splitlines())
-
-
-def _mount_points() -> set[str]:
-    return {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
-
-
 def _kubepods_cgroups() -> set[Path]:
     return {p for p in Path("/sys/fs/cgroup").glob("*/kubepods") if p.is_dir()}
 
 
 def _sysctls() -> dict[str, str]:
     return {k: Path("/proc/sys", *k.split(".")).read_text().strip() for k in node.SYSCTLS}
-
-
-def _processes_of(root: Path) -> dict[int, str]:
-    """Processes whose command line names the state dir (containerd, kubelet, shims, ...)."""
-    found = {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            with contextlib.suppress(OSError):
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                if str(root) in cmdline:
-                    found[int(proc.name)] = cmdline[:200]
-    return found
 
 
 def _port_listening(port: int) -> bool:
@@ -108,20 +57,6 @@ def _port_listening(port: int) -> bool:
             if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 return True
     return False
-
-
-def _pod(name: str, image: str, args: list[str] | None = None) -> client.V1Pod:
-    return client.V1Pod(
-        metadata=client.V1ObjectMeta(name=name),
-        spec=client.V1PodSpec(
-            node_selector={"kubernetes.io/hostname": node.NODE_NAME},
-            tolerations=TOLERATE,
-            termination_grace_period_seconds=5,
-            containers=[
-                client.V1Container(name=name, image=image, image_pull_policy="Never", args=args)
-            ],
-        ),
-    )
 
 
 _HTTPS_GET = """
@@ -149,38 +84,31 @@ def _ctr_tasks() -> dict[str, str]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a real kubelet needs root")
 def test_real_node_runs_pods_and_down_leaves_nothing() -> None:
-    with _machine_lock():
+    with real_node_testing.machine_lock():
         before = {
             "links": _links(),
-            "nft": _nft_tables(),
+            "nft": real_node_testing.nft_tables(),
             "cgroups": _kubepods_cgroups(),
             "sysctls": _sysctls(),
             "run_containerd": Path("/run/containerd").exists(),
             "var_lib_kubelet": Path("/var/lib/kubelet").exists(),
         }
         assert node.LINK not in before["links"], "another real node runs on this machine"
-        t0 = time.monotonic()
-        started = _rig("up", "--fresh", "--real-node", "--nodes", "1")
-        bring_up = time.monotonic() - t0
         seen_veths: set[str] = set()
         seen_netns: set[str] = set()
-        try:
-            assert started.returncode == 0, started.stderr[-3000:]
-            status = json.loads(_rig("status").stdout)
+        with real_node_testing.up(STATE) as real_node:
+            status = json.loads(real_node.rig("status").stdout)
             for name in ("containerd", "kubelet", "kube-proxy", "kube-apiserver", "kwok"):
                 assert status[name] == "healthy", status
-            _run_pods(seen_veths, seen_netns, bring_up)
-        finally:
-            stopped = _rig("down")
-        assert stopped.returncode == 0, stopped.stderr[-3000:]
+            _run_pods(real_node, seen_veths, seen_netns)
 
         # Nothing of ours is left.
-        assert _processes_of(STATE) == {}
+        assert real_node_testing.processes_of(STATE) == {}
         assert not _port_listening(KUBELET_PORT)
         assert not (STATE / "node" / "containerd" / "containerd.sock").exists()
         leftover_mounts = {
             m
-            for m in _mount_points()
+            for m in real_node_testing.mount_points()
             if m.startswith(str(STATE)) or m.startswith("/run/netns/cni-")
         }
         assert leftover_mounts == set()
@@ -194,7 +122,7 @@ def test_real_node_runs_pods_and_down_leaves_nothing() -> None:
             "table ip cni_hostport",
             "table inet kubext-cni",
         }
-        assert ours & _nft_tables() == ours & before["nft"] == set()
+        assert ours & real_node_testing.nft_tables() == ours & before["nft"] == set()
         assert _kubepods_cgroups() == before["cgroups"]
         assert _sysctls() == before["sysctls"]
         assert Path("/run/containerd").exists() == before["run_containerd"]
@@ -202,10 +130,10 @@ def test_real_node_runs_pods_and_down_leaves_nothing() -> None:
         assert not node.MACHINE_CLAIM.exists()
 
 
-def _run_pods(seen_veths: set[str], seen_netns: set[str], bring_up: float) -> None:
-    cfg = client.Configuration()
-    config.load_kube_config(config_file=str(STATE / "admin.kubeconfig"), client_configuration=cfg)
-    with client.ApiClient(cfg) as api:
+def _run_pods(
+    real_node: real_node_testing.RealNode, seen_veths: set[str], seen_netns: set[str]
+) -> None:
+    with real_node.api_client() as api:
         core = client.CoreV1Api(api)
         real = core.read_node(node.NODE_NAME)
         assert any(c.type == "Ready" and c.status == "True" for c in real.status.conditions)
@@ -222,10 +150,10 @@ def _run_pods(seen_veths: set[str], seen_netns: set[str], bring_up: float) -> No
         assert taints == [node.TAINT_KEY]
 
         t = time.monotonic()
-        core.create_namespaced_pod("default", _pod("pause", node.image_ref("pause")))
+        core.create_namespaced_pod("default", real_node_testing.pod("pause", "pause"))
         core.create_namespaced_pod(
             "default",
-            _pod("echo", node.image_ref("echo-loop"), ["hello from a real container", "bye"]),
+            real_node_testing.pod("echo", "echo-loop", ["hello from a real container", "bye"]),
         )
 
         def ready(name: str) -> client.V1Pod | None:
@@ -240,7 +168,7 @@ def _run_pods(seen_veths: set[str], seen_netns: set[str], bring_up: float) -> No
             for n in ("pause", "echo")
         }
         pod_ready = time.monotonic() - t
-        print(f"real node: bring-up {bring_up:.1f} s, two pods Ready {pod_ready:.1f} s")
+        print(f"real node: bring-up {real_node.up_seconds:.1f} s, two pods Ready {pod_ready:.1f} s")
         tasks = _ctr_tasks()
         for name, pod in pods.items():
             assert pod.spec.node_name == node.NODE_NAME
@@ -342,7 +270,7 @@ def _net_pod(
     labels: dict[str, str] | None = None,
     host_port: int | None = None,
 ) -> client.V1Pod:
-    pod = _pod(name, image, args)
+    pod = real_node_testing.pod(name, image, args)
     pod.metadata.labels = labels
     if host_port is not None:
         pod.spec.containers[0].ports = [
@@ -364,21 +292,6 @@ def _reservations() -> set[str]:
     for path in node.ipam_dir(STATE).iterdir():
         with contextlib.suppress(ValueError):  # its lock and last_reserved_ip.<range>
             found.add(str(ipaddress.ip_address(path.name)))
-    return found
-
-
-def _masquerade_elements() -> set[str]:
-    """Pod addresses in kubext-bridge's masquerade map (empty when the table is gone)."""
-    res = subprocess.run(
-        ["nft", "-j", "list", "map", "inet", "kubext-cni", "masq4"], capture_output=True, text=True
-    )
-    if res.returncode != 0:
-        return set()
-    found = set()
-    for item in json.loads(res.stdout)["nftables"]:
-        for elem in item.get("map", {}).get("elem", []):
-            key = elem[0]
-            found.add(key["elem"]["val"] if isinstance(key, dict) else key)
     return found
 
 
@@ -417,36 +330,29 @@ def test_kubext_bridge_networks_real_pods() -> None:
     (ICMP and TCP), a ClusterIP Service through kube-proxy, a hostPort through portmap; create
     and delete cycles leave no reservation, veth or masquerade element; pods created while the
     daemon is dead come up once it is back; DEL for a pod whose netns is gone succeeds."""
-    with _machine_lock():
+    with real_node_testing.machine_lock():
         assert node.LINK not in _links(), "another real node runs on this machine"
-        before_nft = _nft_tables()
-        started = _rig("up", "--fresh", "--real-node", "--nodes", "1")
+        before_nft = real_node_testing.nft_tables()
         seen_veths: set[str] = set()
-        try:
-            assert started.returncode == 0, started.stderr[-3000:]
-            assert json.loads(_rig("status").stdout)["kubext-cni"] == "healthy"
+        with real_node_testing.up(STATE) as real_node:
+            assert json.loads(real_node.rig("status").stdout)["kubext-cni"] == "healthy"
             conflist = json.loads(
                 (STATE / "node" / "cni" / "net.d" / "10-kubext-rig.conflist").read_text()
             )
             assert [p["type"] for p in conflist["plugins"]] == ["kubext-bridge", "portmap"]
-            _kubext_bridge_scenarios(seen_veths)
-        finally:
-            stopped = _rig("down")
-        assert stopped.returncode == 0, stopped.stderr[-3000:]
-        assert _processes_of(STATE) == {}
+            _kubext_bridge_scenarios(real_node, seen_veths)
+        assert real_node_testing.processes_of(STATE) == {}
         assert {node.LINK, node.POD_BRIDGE} & _links() == set()
         assert seen_veths & _links() == set()
-        assert "table inet kubext-cni" not in _nft_tables() - before_nft
+        assert "table inet kubext-cni" not in real_node_testing.nft_tables() - before_nft
         assert not node.ipam_dir(STATE).exists()
 
 
-def _kubext_bridge_scenarios(seen_veths: set[str]) -> None:
-    cfg = client.Configuration()
-    config.load_kube_config(config_file=str(STATE / "admin.kubeconfig"), client_configuration=cfg)
-    with client.ApiClient(cfg) as api:
+def _kubext_bridge_scenarios(real_node: real_node_testing.RealNode, seen_veths: set[str]) -> None:
+    with real_node.api_client() as api:
         core = client.CoreV1Api(api)
         ns = "default"
-        tcp_echo = node.image_ref("tcp-echo")
+        tcp_echo = "tcp-echo"
 
         def ready_pods(names: set[str]) -> dict[str, client.V1Pod] | None:
             pods = {p.metadata.name: p for p in core.list_namespaced_pod(ns).items}
@@ -465,7 +371,7 @@ def _kubext_bridge_scenarios(seen_veths: set[str]) -> None:
             ips = {p.status.pod_ip for p in live.values()}
             return (
                 _reservations() == ips
-                and _masquerade_elements() == ips
+                and real_node_testing.masquerade_elements() == ips
                 and len(_veths()) == len(live)
             )
 
@@ -485,7 +391,7 @@ def _kubext_bridge_scenarios(seen_veths: set[str]) -> None:
         for ip in (a_ip, b_ip):
             assert ip.startswith(node.POD_CIDR.rsplit(".", 1)[0] + "."), ip
         assert _reservations() == {a_ip, b_ip}
-        assert _masquerade_elements() == {a_ip, b_ip}
+        assert real_node_testing.masquerade_elements() == {a_ip, b_ip}
         seen_veths.update(_veths())
         assert len(seen_veths) == 2
         a_ns, b_ns = _netns_of(a_ip), _netns_of(b_ip)
@@ -553,7 +459,7 @@ def _kubext_bridge_scenarios(seen_veths: set[str]) -> None:
             names = {f"cycle-{cycles + i}" for i in range(CYCLE_BATCH)}
             t = time.monotonic()
             for name in sorted(names):
-                core.create_namespaced_pod(ns, _net_pod(name, node.image_ref("echo-loop"), ["x"]))
+                core.create_namespaced_pod(ns, _net_pod(name, "echo-loop", ["x"]))
             wait_for(f"{len(names)} cycle pods Ready", lambda n=names: ready_pods(n), timeout=90)
             ready_s.append(time.monotonic() - t)
             seen_veths.update(_veths())
@@ -579,7 +485,7 @@ def _kubext_bridge_scenarios(seen_veths: set[str]) -> None:
         os.kill(daemon_pid, signal.SIGKILL)
         late = {f"late-{i}" for i in range(5)}
         for name in sorted(late):
-            core.create_namespaced_pod(ns, _net_pod(name, node.image_ref("echo-loop"), ["x"]))
+            core.create_namespaced_pod(ns, _net_pod(name, "echo-loop", ["x"]))
 
         def refused_by_the_launcher() -> list[str]:
             events = core.list_namespaced_event(ns, field_selector="reason=FailedCreatePodSandBox")
@@ -609,5 +515,9 @@ def _kubext_bridge_scenarios(seen_veths: set[str]) -> None:
 def _rig_python(code: str) -> subprocess.CompletedProcess[str]:
     """``code`` in a Python process that sees this test's cluster (state dir, port offset)."""
     return subprocess.run(
-        [sys.executable, "-c", code], env=_rig_env(), capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code],
+        env=real_node_testing.rig_env(STATE),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )

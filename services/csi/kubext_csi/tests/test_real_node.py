@@ -9,8 +9,6 @@ per machine: the real-node file lock."""
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import signal
 import subprocess
@@ -21,45 +19,19 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 
 from kubext_proto.csi.v1 import csi_pb2, csi_pb2_grpc
-from kubext_rig import node, tools
+from kubext_rig import node, real_node_csi, real_node_testing, tools
 from kubext_rig.testing import wait_for
 
-OFFSET = 3000  # the real-node tests' offset; the lock below keeps them apart
 STATE = tools.cache_dir() / "real-node-csi"
-CSI_DIR = STATE / "node" / "csi"
-KUBELET_DIR = STATE / "node" / "kubelet"
-DRIVER = "csi.kubext.io"
-TOPOLOGY_KEY = "topology.csi.kubext.io/node"
-TOLERATE = [client.V1Toleration(key=node.TAINT_KEY, operator="Exists", effect="NoSchedule")]
-DRIVER_CONFIG = {
-    "driver_name": DRIVER,
-    "endpoint": f"unix://{CSI_DIR / 'csi.sock'}",
-    "node_id": node.NODE_NAME,
-    "topology_key": TOPOLOGY_KEY,
-    "state_dir": str(CSI_DIR / "state"),
-    "pool_size": "1Gi",
-    "path_roots": [str(KUBELET_DIR)],  # the kubelet stages and publishes only under its root
-    "health": {"host": "127.0.0.1", "port": 0},
-    "registration": {"enabled": True, "kubelet_dir": str(KUBELET_DIR)},
-}
+CSI_DIR = real_node_csi.csi_dir(STATE)
+KUBELET_DIR = real_node_csi.kubelet_dir(STATE)
+DRIVER = real_node_csi.DRIVER
+TOPOLOGY_KEY = real_node_csi.TOPOLOGY_KEY
+DRIVER_CONFIG = real_node_csi.driver_config(STATE, pool_size="1Gi")
 WRITER_TEXT = "kubext-csi on a real kubelet"
-
-
-def _env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "KUBEXT_RIG_DIR": str(STATE),
-        "KUBEXT_RIG_PORT_OFFSET": str(OFFSET),
-        "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p),
-    }
-
-
-def _rig(*args: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "kubext_rig", *args]
-    return subprocess.run(argv, env=_env(), capture_output=True, text=True, timeout=600)
 
 
 def _our_mounts() -> list[str]:
@@ -81,14 +53,10 @@ def _loops_of(image: Path) -> list[str]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a real kubelet and loop devices need root")
 def test_real_kubelet_stages_publishes_and_cleans_up_our_volume(tmp_path: Path) -> None:
-    tools.cache_dir().mkdir(parents=True, exist_ok=True)
-    with open(tools.cache_dir() / "real-node-test.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        started = _rig("up", "--fresh", "--real-node", "--nodes", "1")
+    with real_node_testing.machine_lock(), real_node_testing.up(STATE) as real:
         driver = None
         log_path = tmp_path / "driver.log"
         try:
-            assert started.returncode == 0, started.stderr[-3000:]
             CSI_DIR.mkdir(parents=True, exist_ok=True)
             cfg_path = CSI_DIR / "csi.yaml"
             cfg_path.write_text(yaml.safe_dump(DRIVER_CONFIG))
@@ -96,48 +64,28 @@ def test_real_kubelet_stages_publishes_and_cleans_up_our_volume(tmp_path: Path) 
             with open(log_path, "w") as log:
                 driver = subprocess.Popen(
                     [sys.executable, "-m", "kubext_csi", "--config", str(cfg_path)],
-                    env=_env(),
+                    env=real.env(),
                     stderr=log,
                 )
-            _check_cluster(t0)
+            _check_cluster(real, t0)
         finally:
             if driver is not None:
                 driver.send_signal(signal.SIGTERM)
                 rc = driver.wait(timeout=30)
                 reg = KUBELET_DIR / "plugins_registry" / f"{DRIVER}-reg.sock"
-                reg_left = reg.exists()
-                stopped = _rig("down")
+                # Checked before `down`, which runs on the way out of `up`.
                 assert rc == 0, log_path.read_text()[-3000:]
-                assert not reg_left, "a clean shutdown removes the registration socket"
-            else:
-                stopped = _rig("down")
-        assert stopped.returncode == 0, stopped.stderr[-3000:]
+                assert not reg.exists(), "a clean shutdown removes the registration socket"
 
 
-def _check_cluster(t0: float) -> None:
-    kcfg = client.Configuration()
-    config.load_kube_config(config_file=str(STATE / "admin.kubeconfig"), client_configuration=kcfg)
-    with client.ApiClient(kcfg) as api:
+def _check_cluster(real: real_node_testing.RealNode, t0: float) -> None:
+    with real.api_client() as api:
         core = client.CoreV1Api(api)
         storage = client.StorageV1Api(api)
-        storage.create_csi_driver(
-            client.V1CSIDriver(
-                metadata=client.V1ObjectMeta(name=DRIVER),
-                spec=client.V1CSIDriverSpec(
-                    attach_required=False,  # no external-attacher: the kubelet stages at once
-                    pod_info_on_mount=False,
-                    volume_lifecycle_modes=["Persistent"],
-                ),
-            )
+        real_node_csi.create_csi_driver(storage)
+        entry = wait_for(
+            "CSINode lists the driver", lambda: real_node_csi.registered(storage), timeout=60
         )
-
-        def registered() -> dict | None:
-            # Raw JSON: the client's model refuses a CSINode whose drivers list is still null.
-            raw = storage.read_csi_node(node.NODE_NAME, _preload_content=False)
-            drivers = json.loads(raw.data)["spec"].get("drivers") or []
-            return next((d for d in drivers if d["name"] == DRIVER), None)
-
-        entry = wait_for("CSINode lists the driver", registered, timeout=60)
         print(f"csi: registered in CSINode after {time.monotonic() - t0:.1f} s")
         assert entry["nodeID"] == node.NODE_NAME
         assert entry["topologyKeys"] == [TOPOLOGY_KEY]
@@ -146,7 +94,7 @@ def _check_cluster(t0: float) -> None:
 
         with grpc.insecure_channel(DRIVER_CONFIG["endpoint"]) as channel:
             controller = csi_pb2_grpc.ControllerStub(channel)
-            volume = _create_volume(controller, "e2e-fs")
+            volume = real_node_csi.create_volume(controller, "e2e-fs")
             image = CSI_DIR / "state" / "volumes" / f"{volume.volume_id}.img"
             _pv_and_pvc(core, volume, "fs")
             t1 = time.monotonic()
@@ -171,72 +119,10 @@ def _check_cluster(t0: float) -> None:
             assert not image.exists()
 
 
-def _create_volume(controller: csi_pb2_grpc.ControllerStub, name: str) -> csi_pb2.Volume:
-    """As external-provisioner calls it for a PVC of ReadWriteOnce, ext4, 64Mi."""
-    capability = csi_pb2.VolumeCapability(
-        mount=csi_pb2.VolumeCapability.MountVolume(fs_type="ext4"),
-        access_mode=csi_pb2.VolumeCapability.AccessMode(
-            mode=csi_pb2.VolumeCapability.AccessMode.SINGLE_NODE_WRITER
-        ),
-    )
-    request = csi_pb2.CreateVolumeRequest(
-        name=name,
-        capacity_range=csi_pb2.CapacityRange(required_bytes=64 << 20),
-        volume_capabilities=[capability],
-        accessibility_requirements=csi_pb2.TopologyRequirement(
-            requisite=[csi_pb2.Topology(segments={TOPOLOGY_KEY: node.NODE_NAME})]
-        ),
-    )
-    return controller.CreateVolume(request, timeout=60, wait_for_ready=True).volume
-
-
 def _pv_and_pvc(core: client.CoreV1Api, volume: csi_pb2.Volume, suffix: str) -> None:
-    """A PV as external-provisioner writes it (node affinity from the volume's topology), and a
-    claim bound to it by name."""
-    segments = volume.accessible_topology[0].segments
-    affinity = client.V1VolumeNodeAffinity(
-        required=client.V1NodeSelector(
-            node_selector_terms=[
-                client.V1NodeSelectorTerm(
-                    match_expressions=[
-                        client.V1NodeSelectorRequirement(key=k, operator="In", values=[v])
-                        for k, v in segments.items()
-                    ]
-                )
-            ]
-        )
-    )
-    size = f"{volume.capacity_bytes >> 20}Mi"
-    core.create_persistent_volume(
-        client.V1PersistentVolume(
-            metadata=client.V1ObjectMeta(name=f"pv-{suffix}"),
-            spec=client.V1PersistentVolumeSpec(
-                capacity={"storage": size},
-                access_modes=["ReadWriteOnce"],
-                persistent_volume_reclaim_policy="Retain",
-                storage_class_name="",
-                volume_mode="Filesystem",
-                node_affinity=affinity,
-                csi=client.V1CSIPersistentVolumeSource(
-                    driver=DRIVER,
-                    volume_handle=volume.volume_id,
-                    fs_type="ext4",
-                    volume_attributes=dict(volume.volume_context),
-                ),
-            ),
-        )
-    )
-    core.create_namespaced_persistent_volume_claim(
-        "default",
-        client.V1PersistentVolumeClaim(
-            metadata=client.V1ObjectMeta(name=f"claim-{suffix}"),
-            spec=client.V1PersistentVolumeClaimSpec(
-                access_modes=["ReadWriteOnce"],
-                storage_class_name="",
-                volume_name=f"pv-{suffix}",
-                resources=client.V1VolumeResourceRequirements(requests={"storage": size}),
-            ),
-        ),
+    """A PV and a claim bound to it by name, as external-provisioner makes them; once Bound."""
+    real_node_csi.pv_and_claim(
+        core, volume, pv=f"pv-{suffix}", claim=f"claim-{suffix}", namespace="default"
     )
 
     def bound() -> bool:
@@ -252,31 +138,13 @@ def _run_pod(core: client.CoreV1Api, name: str, suffix: str, args: list[str]) ->
     """A write-read pod on the real node with the claim at /data; its log once Running."""
     core.create_namespaced_pod(
         "default",
-        client.V1Pod(
-            metadata=client.V1ObjectMeta(name=name),
-            spec=client.V1PodSpec(
-                node_selector={"kubernetes.io/hostname": node.NODE_NAME},
-                tolerations=TOLERATE,
-                termination_grace_period_seconds=2,
-                restart_policy="Never",
-                containers=[
-                    client.V1Container(
-                        name=name,
-                        image=node.image_ref("write-read"),
-                        image_pull_policy="Never",
-                        args=args,
-                        volume_mounts=[client.V1VolumeMount(name="data", mount_path="/data")],
-                    )
-                ],
-                volumes=[
-                    client.V1Volume(
-                        name="data",
-                        persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(
-                            claim_name=f"claim-{suffix}"
-                        ),
-                    )
-                ],
-            ),
+        real_node_testing.pod(
+            name,
+            "write-read",
+            args,
+            grace_seconds=2,
+            restart_policy="Never",
+            claim=f"claim-{suffix}",
         ),
     )
 

@@ -7,7 +7,6 @@ resource on /dev/zero (a real device node). One kubelet per machine: the real-no
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -18,14 +17,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 
-from kubext_rig import node, tools
+from kubext_rig import node, real_node_testing, tools
 from kubext_rig.testing import wait_for
 
-OFFSET = 3000  # the real-node test's offset; the lock below keeps the two apart
 STATE = tools.cache_dir() / "real-node-dp"
-TOLERATE = [client.V1Toleration(key=node.TAINT_KEY, operator="Exists", effect="NoSchedule")]
 PLUGIN_CONFIG = {
     "device_plugin_dir": str(node.DEVICE_PLUGINS_DIR),
     "health": {"host": "127.0.0.1", "port": 0},
@@ -42,37 +39,9 @@ PLUGIN_CONFIG = {
 }  # fmt: skip
 
 
-def _env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "KUBEXT_RIG_DIR": str(STATE),
-        "KUBEXT_RIG_PORT_OFFSET": str(OFFSET),
-        "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p),
-    }
-
-
-def _rig(*args: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "kubext_rig", *args]
-    return subprocess.run(argv, env=_env(), capture_output=True, text=True, timeout=600)
-
-
 def _pod(name: str, limits: dict[str, str]) -> client.V1Pod:
-    return client.V1Pod(
-        metadata=client.V1ObjectMeta(name=name),
-        spec=client.V1PodSpec(
-            node_selector={"kubernetes.io/hostname": node.NODE_NAME},
-            tolerations=TOLERATE,
-            termination_grace_period_seconds=2,
-            containers=[
-                client.V1Container(
-                    name=name,
-                    image=node.image_ref("echo-loop"),
-                    image_pull_policy="Never",
-                    args=["with devices"],
-                    resources=client.V1ResourceRequirements(limits=limits),
-                )
-            ],
-        ),
+    return real_node_testing.pod(
+        name, "echo-loop", ["with devices"], grace_seconds=2, limits=limits
     )
 
 
@@ -87,39 +56,30 @@ def _oci_spec(container_id: str) -> dict:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a real kubelet needs root")
 def test_real_kubelet_registers_allocates_and_refuses_what_does_not_fit(tmp_path: Path) -> None:
-    tools.cache_dir().mkdir(parents=True, exist_ok=True)
-    with open(tools.cache_dir() / "real-node-test.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        started = _rig("up", "--fresh", "--real-node", "--nodes", "1")
+    with real_node_testing.machine_lock(), real_node_testing.up(STATE) as real:
         plugin = None
         try:
-            assert started.returncode == 0, started.stderr[-3000:]
             cfg_path = tmp_path / "deviceplugin.yaml"
             cfg_path.write_text(yaml.safe_dump(PLUGIN_CONFIG))
             t0 = time.monotonic()
             with open(tmp_path / "plugin.log", "w") as log:
                 plugin = subprocess.Popen(
                     [sys.executable, "-m", "kubext_deviceplugin", "--config", str(cfg_path)],
-                    env=_env(),
+                    env=real.env(),
                     stderr=log,
                 )
-            _check_cluster(t0, tmp_path)
+            _check_cluster(real, t0, tmp_path)
         finally:
             if plugin is not None:
                 plugin.send_signal(signal.SIGTERM)
                 assert plugin.wait(timeout=30) == 0, (tmp_path / "plugin.log").read_text()[-3000:]
+                # Checked before `down`, which runs on the way out of `up`.
                 left = [p.name for p in node.DEVICE_PLUGINS_DIR.glob("kubext-*.sock")]
-                stopped = _rig("down")
                 assert left == [], "clean shutdown leaves our sockets"
-            else:
-                stopped = _rig("down")
-        assert stopped.returncode == 0, stopped.stderr[-3000:]
 
 
-def _check_cluster(t0: float, tmp_path: Path) -> None:
-    kcfg = client.Configuration()
-    config.load_kube_config(config_file=str(STATE / "admin.kubeconfig"), client_configuration=kcfg)
-    with client.ApiClient(kcfg) as api:
+def _check_cluster(real: real_node_testing.RealNode, t0: float, tmp_path: Path) -> None:
+    with real.api_client() as api:
         core = client.CoreV1Api(api)
 
         def allocatable() -> dict[str, str] | None:

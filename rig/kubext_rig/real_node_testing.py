@@ -1,0 +1,182 @@
+"""The harness the real-node tests and the real-node bench share: one kubelet per machine (a file
+lock), a `--real-node` cluster of the caller's own (its state dir, port offset 3000) brought up
+and always brought down, a client for it, the pods they run on it and the host state they check
+for leftovers."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from kubernetes import client, config
+
+from kubext_rig import cluster, node, tools
+
+OFFSET = 3000  # beside `./kubext up` (0), the test cluster (1000) and the fresh clone (2000)
+LOCK = "real-node-test.lock"  # under the cache dir; the bench takes the same one
+TOLERATE = [client.V1Toleration(key=node.TAINT_KEY, operator="Exists", effect="NoSchedule")]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def machine_lock(*, say: Callable[[str], None] = _quiet) -> Iterator[None]:
+    """Held for a whole real-node run: one kubelet per machine, so runs wait for each other."""
+    tools.cache_dir().mkdir(parents=True, exist_ok=True)
+    with open(tools.cache_dir() / LOCK, "w") as fh:
+        say("waiting for the real-node lock")
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def rig_env(state: Path) -> dict[str, str]:
+    """The environment of a Python process of the rig that sees the cluster in ``state``."""
+    return {
+        **os.environ,
+        "KUBEXT_RIG_DIR": str(state),
+        "KUBEXT_RIG_PORT_OFFSET": str(OFFSET),
+        "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p),
+    }
+
+
+def rig(state: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``python -m kubext_rig ARGS`` on the cluster in ``state``."""
+    argv = [sys.executable, "-m", "kubext_rig", *args]
+    return subprocess.run(argv, env=rig_env(state), capture_output=True, text=True, timeout=timeout)
+
+
+@dataclasses.dataclass
+class RealNode:
+    """A real-node cluster brought up by `up`: how it started, and (once down) how it stopped."""
+
+    info: cluster.ClusterInfo
+    started: subprocess.CompletedProcess[str]
+    up_seconds: float
+    stopped: subprocess.CompletedProcess[str] | None = None
+
+    @property
+    def state(self) -> Path:
+        return self.info.root
+
+    def env(self) -> dict[str, str]:
+        return rig_env(self.state)
+
+    def rig(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return rig(self.state, *args, timeout=timeout)
+
+    @contextlib.contextmanager
+    def api_client(self) -> Iterator[client.ApiClient]:
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=self.info.kubeconfig, client_configuration=cfg)
+        with client.ApiClient(cfg) as api:
+            yield api
+
+
+@contextlib.contextmanager
+def up(
+    state: Path, *, check: bool = True, say: Callable[[str], None] = _quiet
+) -> Iterator[RealNode]:
+    """`up --fresh --real-node --nodes 1` in ``state``, and `down` on the way out whatever happened.
+
+    Hold ``machine_lock`` around it. With ``check``, a failed `up` fails at once and a failed
+    `down` fails on a clean exit (each naming its stderr); without, the caller reads
+    ``started`` and ``stopped``. A failure inside the block wins over `down`'s."""
+    t0 = time.monotonic()
+    started = rig(state, "up", "--fresh", "--real-node", "--nodes", "1")
+    real = RealNode(cluster.ClusterInfo(state), started, time.monotonic() - t0)
+    try:
+        if check:
+            assert started.returncode == 0, started.stderr[-3000:]
+        yield real
+    finally:
+        real.stopped = rig(state, "down")
+        say(f"down: exit {real.stopped.returncode}")
+    if check:
+        assert real.stopped.returncode == 0, real.stopped.stderr[-3000:]
+
+
+def pod(
+    name: str,
+    image: str,
+    args: list[str] | None = None,
+    *,
+    grace_seconds: int = 5,
+    restart_policy: str | None = None,
+    limits: dict[str, str] | None = None,
+    claim: str | None = None,
+) -> client.V1Pod:
+    """A pod on the real node (its taint tolerated): one container of the rig's static ``image``,
+    with ``limits`` as its resource limits and ``claim`` mounted at /data when given."""
+    container = client.V1Container(
+        name=name,
+        image=node.image_ref(image),
+        image_pull_policy="Never",
+        args=args,
+        resources=client.V1ResourceRequirements(limits=limits) if limits else None,
+        volume_mounts=[client.V1VolumeMount(name="data", mount_path="/data")] if claim else None,
+    )
+    volumes = None
+    if claim:
+        source = client.V1PersistentVolumeClaimVolumeSource(claim_name=claim)
+        volumes = [client.V1Volume(name="data", persistent_volume_claim=source)]
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1PodSpec(
+            node_selector={"kubernetes.io/hostname": node.NODE_NAME},
+            tolerations=TOLERATE,
+            termination_grace_period_seconds=grace_seconds,
+            restart_policy=restart_policy,
+            containers=[container],
+            volumes=volumes,
+        ),
+    )
+
+
+# --- host state, for leftovers ---------------------------------------------------------------
+
+
+def nft_tables() -> set[str]:
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True)
+    return set(out.stdout.splitlines())
+
+
+def mount_points() -> set[str]:
+    return {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+
+
+def processes_of(root: Path) -> dict[int, str]:
+    """Processes whose command line names the state dir (containerd, kubelet, shims, ...)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if str(root) in cmdline:
+                    found[int(proc.name)] = cmdline[:200]
+    return found
+
+
+def masquerade_elements() -> set[str]:
+    """Pod addresses in kubext-bridge's masquerade map (empty when the table is gone): only
+    pods it networked are there."""
+    res = subprocess.run(
+        ["nft", "-j", "list", "map", "inet", "kubext-cni", "masq4"], capture_output=True, text=True
+    )
+    if res.returncode != 0:
+        return set()
+    found = set()
+    for item in json.loads(res.stdout)["nftables"]:
+        for elem in item.get("map", {}).get("elem", []):
+            key = elem[0]
+            found.add(key["elem"]["val"] if isinstance(key, dict) else key)
+    return found

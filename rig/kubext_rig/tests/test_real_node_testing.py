@@ -1,0 +1,86 @@
+"""The real-node harness without a real node: `up` always brings the cluster down, and which
+failure it reports."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kubext_rig import real_node_testing
+
+
+def _fake_rig(
+    monkeypatch: pytest.MonkeyPatch, codes: dict[str, int]
+) -> list[tuple[Path, tuple[str, ...]]]:
+    calls: list[tuple[Path, tuple[str, ...]]] = []
+
+    def rig(state: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        calls.append((state, args))
+        return subprocess.CompletedProcess(args, codes[args[0]], "", f"{args[0]} said no")
+
+    monkeypatch.setattr(real_node_testing, "rig", rig)
+    return calls
+
+
+def test_up_brings_its_own_cluster_up_and_down(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls = _fake_rig(monkeypatch, {"up": 0, "down": 0})
+    with real_node_testing.up(tmp_path) as real:
+        assert real.state == tmp_path and real.started.returncode == 0
+        assert real.info.kubeconfig == str(tmp_path / "admin.kubeconfig")
+        assert calls == [(tmp_path, ("up", "--fresh", "--real-node", "--nodes", "1"))]
+    assert calls[-1] == (tmp_path, ("down",))
+    assert real.stopped is not None and real.stopped.returncode == 0
+
+
+def test_a_failed_up_fails_and_still_brings_it_down(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls = _fake_rig(monkeypatch, {"up": 1, "down": 0})
+    with pytest.raises(AssertionError, match="up said no"), real_node_testing.up(tmp_path):
+        pytest.fail("the block runs only on a cluster that came up")
+    assert [args[0] for _, args in calls] == ["up", "down"]
+
+
+def test_a_failed_down_fails_a_clean_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _fake_rig(monkeypatch, {"up": 0, "down": 1})
+    with pytest.raises(AssertionError, match="down said no"), real_node_testing.up(tmp_path):
+        pass
+
+
+def test_a_failure_inside_wins_over_down(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls = _fake_rig(monkeypatch, {"up": 0, "down": 1})
+    with pytest.raises(AssertionError, match="the test's own"), real_node_testing.up(tmp_path):
+        raise AssertionError("the test's own")
+    assert [args[0] for _, args in calls] == ["up", "down"]
+
+
+def test_unchecked_up_leaves_the_verdict_to_the_caller(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    said: list[str] = []
+    _fake_rig(monkeypatch, {"up": 1, "down": 1})
+    with real_node_testing.up(tmp_path, check=False, say=said.append) as real:
+        assert real.started.returncode == 1
+    assert real.stopped is not None and real.stopped.returncode == 1
+    assert said == ["down: exit 1"]
+
+
+def test_pod_runs_a_rig_image_on_the_real_node_with_its_claim() -> None:
+    pod = real_node_testing.pod(
+        "w", "write-read", ["write"], grace_seconds=2, restart_policy="Never", claim="c"
+    )
+    spec = pod.spec
+    assert spec.node_selector == {"kubernetes.io/hostname": real_node_testing.node.NODE_NAME}
+    assert spec.tolerations == real_node_testing.TOLERATE
+    assert (spec.termination_grace_period_seconds, spec.restart_policy) == (2, "Never")
+    (container,) = spec.containers
+    assert container.image == real_node_testing.node.image_ref("write-read")
+    assert container.image_pull_policy == "Never" and container.args == ["write"]
+    assert [(m.name, m.mount_path) for m in container.volume_mounts] == [("data", "/data")]
+    assert [(v.name, v.persistent_volume_claim.claim_name) for v in spec.volumes] == [("data", "c")]
+    plain = real_node_testing.pod("p", "pause").spec
+    assert plain.volumes is None and plain.containers[0].resources is None
