@@ -31,6 +31,9 @@ PLUGIN_CONFIG = {
         {
             "name": "kubext.io/zero",
             "backend": "generic",
+            # Its own variable: two resources writing KUBEXT_DEVICES into one container would
+            # leave whichever allocation the kubelet merged last.
+            "ids_env": "KUBEXT_ZERO_DEVICES",
             "generic": {
                 "groups": [{"name": "zero", "paths": [{"path": "/dev/zero", "mount_path": "/dev/kubext-zero"}]}]
             },
@@ -103,6 +106,7 @@ def _check_cluster(real: real_node_testing.RealNode, t0: float, tmp_path: Path) 
         spec = _oci_spec(container_id)
         env = dict(e.split("=", 1) for e in spec["process"]["env"])
         assert sorted(env["KUBEXT_DEVICES"].split(",")) == ["gpu-0", "gpu-1"]
+        assert env["KUBEXT_ZERO_DEVICES"] == "zero0"
         assert env["KUBEXT_DEMO"] == "yes"
         assert "/dev/kubext-zero" in [d["path"] for d in spec["linux"].get("devices", [])]
 
