@@ -33,8 +33,7 @@ CAPABILITIES = (
     RPC.GET_VOLUME,
     RPC.VOLUME_CONDITION,
     RPC.SINGLE_NODE_MULTI_WRITER,
-    # GetSnapshot is served but not yet advertised: csi-sanity v5.4.0 (the rig's pin) fails any
-    # capability it does not know, and GET_SNAPSHOT is known from csi-test v5.5.0 on.
+    RPC.GET_SNAPSHOT,
 )
 
 

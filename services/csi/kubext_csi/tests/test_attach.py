@@ -69,10 +69,9 @@ def test_capabilities_are_advertised(running: Running) -> None:
         RPC.PUBLISH_UNPUBLISH_VOLUME,
         RPC.LIST_VOLUMES_PUBLISHED_NODES,
         RPC.VOLUME_CONDITION,
+        RPC.GET_SNAPSHOT,
     ):
         assert wanted in offered, RPC.Type.Name(wanted)
-    # Served (test_get_snapshot_*), advertised once the rig's csi-sanity knows it (v5.5.0+).
-    assert RPC.GET_SNAPSHOT not in offered
     assert set(controller.CAPABILITIES) == offered
     node_caps = running.node.NodeGetCapabilities(csi_pb2.NodeGetCapabilitiesRequest()).capabilities
     assert csi_pb2.NodeServiceCapability.RPC.VOLUME_CONDITION in {c.rpc.type for c in node_caps}
