@@ -95,7 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return BAD_INPUT
     for problem in loaded.problems:
         print(f"kubext-audit: {problem}", file=sys.stderr)
-    findings = checks.audit(inventory, disabled=disabled)
+    unreadable: list[checks.Unreadable] = []
+    findings = checks.audit(inventory, disabled=disabled, unreadable=unreadable)
+    for problem in unreadable:
+        where = loaded.locations.get(problem.ref)
+        prefix = f"{where.file}:{where.line}: " if where else ""
+        print(f"kubext-audit: {prefix}{problem}", file=sys.stderr)
 
     def locate(finding: Finding) -> tuple[str, int] | None:
         where = loaded.locations.get(finding.ref)
@@ -109,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report.junit(findings, objects={Ref.of(o): o for o in inventory.objects}))
     else:
         print(report.text(findings, colour=sys.stdout.isatty(), locate=locate), end="")
-    if loaded.problems:
+    if loaded.problems or unreadable:
         return BAD_INPUT
     return FINDINGS if any(f.severity >= args.fail_on for f in findings) else OK
 

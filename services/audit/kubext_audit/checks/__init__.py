@@ -4,6 +4,7 @@ enabled rule over an inventory and returns the findings in a stable order."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from kubext_audit.checks import crds, extensions, security, webhooks, workloads
 from kubext_audit.checks.model import (
@@ -11,6 +12,7 @@ from kubext_audit.checks.model import (
     Finding,
     Inventory,
     Obj,
+    Ref,
     Rule,
     get,
 )
@@ -28,11 +30,33 @@ assert len(BY_ID) == len(RULES), "duplicate rule IDs"
 
 def ignored_by_annotation(obj: Obj) -> set[str]:
     value = get(obj, "metadata", "annotations", IGNORE_ANNOTATION)
+    if not isinstance(value, str):
+        return set()
     return {part.strip() for part in str(value or "").split(",") if part.strip()}
 
 
-def audit(inventory: Inventory, *, disabled: Iterable[str] = ()) -> list[Finding]:
-    """Every finding of every enabled rule; live-only rules run on a live inventory only."""
+@dataclass(frozen=True)
+class Unreadable:
+    """An object in a shape no API server would accept, which a check could not read."""
+
+    ref: Ref
+    rule: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.ref}: {self.rule} cannot read it (a field of the wrong type: {self.error})"
+
+
+def audit(
+    inventory: Inventory,
+    *,
+    disabled: Iterable[str] = (),
+    unreadable: list[Unreadable] | None = None,
+) -> list[Finding]:
+    """Every finding of every enabled rule; live-only rules run on a live inventory only.
+
+    With ``unreadable``, a check that fails on a malformed object is recorded there and the
+    other checks still run; without it, the error propagates (a bug in a check, in tests)."""
     off = set(disabled)
     findings: list[Finding] = []
     for obj in inventory.objects:
@@ -44,5 +68,10 @@ def audit(inventory: Inventory, *, disabled: Iterable[str] = ()) -> list[Finding
                 continue
             if rule.live_only and not inventory.live:
                 continue
-            findings.extend(rule.run(obj, inventory))
+            try:
+                findings.extend(list(rule.run(obj, inventory)))
+            except (AttributeError, TypeError, KeyError, ValueError) as exc:
+                if unreadable is None:
+                    raise
+                unreadable.append(Unreadable(Ref.of(obj), rule.id, str(exc)))
     return findings

@@ -87,6 +87,9 @@ class Inventory:
 
     objects: tuple[Obj, ...]
     live: bool = False
+    # ConfigMap data values that are YAML documents, parsed by the source (the checks parse
+    # nothing): (ConfigMap, data key) -> the document.
+    embedded: Mapping[tuple[Ref, str], Any] = field(default_factory=dict)
 
     def of_kind(self, *kinds: str) -> Iterator[Obj]:
         return (o for o in self.objects if o.get("kind") in kinds)
@@ -174,7 +177,15 @@ def get(obj: Any, *path: str | int) -> Any:
     return obj
 
 
-def items(obj: Any, *path: str | int) -> list[tuple[int, Any]]:
-    """The list at ``path`` with each element's index (empty where missing or not a list)."""
+def items(obj: Any, *path: str | int) -> list[tuple[int, dict[str, Any]]]:
+    """The mappings in the list at ``path`` with their indices (empty where missing or not a
+    list; an element of another type is skipped, so a malformed manifest cannot crash a check)."""
     found = get(obj, *path)
-    return list(enumerate(found)) if isinstance(found, list) else []
+    if not isinstance(found, list):
+        return []
+    return [(index, element) for index, element in enumerate(found) if isinstance(element, dict)]
+
+
+def mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a mapping, else an empty one (labels: a list, a string...)."""
+    return value if isinstance(value, Mapping) else {}

@@ -170,3 +170,32 @@ def test_the_readme_documents_every_check() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     documented = set(re.findall(r"^\| ([A-Z]+\d{3}) \|", readme, flags=re.M))
     assert documented == set(checks.BY_ID)
+
+
+def test_a_malformed_object_is_one_line_and_the_rest_is_audited(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Valid YAML in a shape no API server accepts (labels as a list, versions as strings):
+    never a traceback; the object and what could not be read are named."""
+    odd = samples.good_deployment()
+    odd["metadata"]["labels"] = ["app"]
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "things.example.org"},
+        "spec": {"versions": ["v1"]},
+    }
+    bare = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}}
+    path = write(tmp_path, yaml.safe_dump_all([odd, crd, bare]))
+    assert main(["-f", path, "--output", "json"]) == 2
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    prefix = f"kubext-audit: {path}:1: Deployment/sys/ctl: "
+    assert all(
+        re.fullmatch(rf"{re.escape(prefix)}WL\d{{3}} cannot read it \(.+\)", x) for x in lines
+    )
+    assert any(line.startswith(f"{prefix}WL001 cannot read it") for line in lines), err
+    rules = {(f["rule"], f["object"]["kind"]) for f in json.loads(out)["findings"]}
+    # The CRD's versions list has no version in it: no storage version.
+    assert {("CRD001", "CustomResourceDefinition"), ("PSA001", "Namespace")} <= rules
