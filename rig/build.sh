@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the real upstream components (control plane, the real node's kubelet, kube-proxy
-# and image programs, kwok, helm, csi-sanity, cnitool, reference CNI plugins, kube-score) from the Go
-# module proxy, cached by version under ${KUBEXT_CACHE:-~/.cache/kubext}. Rebuilds only what is missing.
+# Builds the real upstream components (control plane, the real node's kubelet, kube-proxy,
+# image programs and local registry, kwok, helm, csi-sanity, cnitool, reference CNI plugins,
+# kube-score) from the Go module proxy, cached by version under ${KUBEXT_CACHE:-~/.cache/kubext}.
+# Rebuilds only what is missing.
 # Usage: rig/build.sh [component ...]   (default: all)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -80,6 +81,25 @@ build_kubernetes_node() {
   kubernetes_build "$cache/src/kubernetes-node" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
 }
 
+# Our stub kubelet (services/deviceplugin/stubkubelet: the kubelet's side of the device-plugin
+# API, on the upstream k8s.io/kubelet package at the pin), cached by a hash of its sources so an
+# edit rebuilds it; built from a copy, so the checkout's go.mod and go.sum stay as committed.
+stub_kubelet_src=$here/../services/deviceplugin/stubkubelet
+stub_kubelet_hash() { cat "$stub_kubelet_src/go.mod" "$stub_kubelet_src/go.sum" "$stub_kubelet_src"/*.go | sha256sum | cut -c1-12; }
+build_stub_kubelet() {
+  local v=${KUBERNETES_VERSION#v} src="$cache/src/stub-kubelet.$$"
+  rm -rf "$src"; mkdir -p "$src"
+  cp "$stub_kubelet_src"/go.mod "$stub_kubelet_src"/go.sum "$stub_kubelet_src"/*.go "$src/"
+  (cd "$src" && go get "k8s.io/kubelet@v0.${v#*.}" >/dev/null 2>&1 &&
+    go build -trimpath -ldflags "-s -w" -o "$OUTDIR/stub-kubelet" .) || { rm -rf "$src"; return 1; }
+  rm -rf "$src"
+}
+
+# The upstream sample device plugin (the stub's check and the device plugin's benchmark peer).
+build_sample_device_plugin() {
+  kubernetes_build "$cache/src/sample-device-plugin" k8s.io/kubernetes/test/images/sample-device-plugin
+}
+
 # The real node's static programs for images (packed and imported by kubext_rig.node): the
 # upstream pause (containerd's sandbox image), echo-loop (prints its arguments, then waits),
 # tcp-echo (a TCP echo server on the port it is given) and write-read (writes or reads a file or
@@ -127,6 +147,12 @@ build_kube_score() {
     "github.com/zegl/kube-score/cmd/kube-score@$KUBE_SCORE_VERSION"
 }
 
+# The real node's local image registry (containerd pulls 127.0.0.1:<port>/... over plain HTTP).
+build_registry() {
+  GOBIN=$OUTDIR go install -trimpath -ldflags "-s -w" \
+    "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
+}
+
 build_cni_plugins() {
   local p m=github.com/containernetworking/plugins/plugins
   GOBIN=$OUTDIR go install -trimpath -ldflags "-s -w" \
@@ -134,7 +160,7 @@ build_cni_plugins() {
     "$m/meta/portmap@$CNI_PLUGINS_VERSION" "$m/main/loopback@$CNI_PLUGINS_VERSION"
 }
 
-want=("$@"); [ ${#want[@]} -gt 0 ] || want=(etcd kwok helm csi-sanity cnitool cni-plugins kube-score kubernetes kubernetes-node node-images)
+want=("$@"); [ ${#want[@]} -gt 0 ] || want=(etcd kwok helm csi-sanity cnitool cni-plugins kube-score kubernetes kubernetes-node node-images registry)
 t_all=$SECONDS
 for c in "${want[@]}"; do
   case $c in
@@ -142,11 +168,14 @@ for c in "${want[@]}"; do
     kubernetes) step kubernetes "$cache/bin/kubernetes-$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- build_kubernetes ;;
     kubernetes-node) step kubernetes-node "$cache/bin/kubernetes-node-$KUBERNETES_VERSION" kubelet kube-proxy -- build_kubernetes_node ;;
     node-images) step node-images "$cache/bin/node-images-$KUBERNETES_VERSION" pause echo-loop tcp-echo write-read -- build_node_images ;;
+    stub-kubelet) step stub-kubelet "$cache/bin/stub-kubelet-$KUBERNETES_VERSION-$(stub_kubelet_hash)" stub-kubelet -- build_stub_kubelet ;;
+    sample-device-plugin) step sample-device-plugin "$cache/bin/sample-device-plugin-$KUBERNETES_VERSION" sample-device-plugin -- build_sample_device_plugin ;;
     kwok) step kwok "$cache/bin/kwok-$KWOK_VERSION" kwok -- build_kwok ;;
     helm) step helm "$cache/bin/helm-$HELM_VERSION" helm -- build_helm ;;
     csi-sanity) step csi-sanity "$cache/bin/csi-test-$CSI_TEST_VERSION" csi-sanity -- build_csi_sanity ;;
     cnitool) step cnitool "$cache/bin/cni-$CNI_VERSION" cnitool -- build_cnitool ;;
     cni-plugins) step cni-plugins "$cache/bin/cni-plugins-$CNI_PLUGINS_VERSION" bridge host-local portmap loopback -- build_cni_plugins ;;
+    registry) step registry "$cache/bin/registry-$REGISTRY_VERSION" registry -- build_registry ;;
     kube-score) step kube-score "$cache/bin/kube-score-$KUBE_SCORE_VERSION" kube-score -- build_kube_score ;;
     *) log "unknown component $c"; exit 2 ;;
   esac

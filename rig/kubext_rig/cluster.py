@@ -376,7 +376,7 @@ def up(
             _down_locked(root, wipe=False)
         tools.ensure_built(["etcd", "kubernetes", "kwok"])
         if real_node:
-            tools.ensure_built(["kubernetes-node", "node-images", "cni-plugins"])
+            tools.ensure_built(["kubernetes-node", "node-images", "cni-plugins", "registry"])
             node.prepare_host(root)  # before the API server: it binds the node's address
         _write_stages()
         comps = _components(root, "10.244.0.0/16")

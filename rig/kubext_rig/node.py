@@ -1,5 +1,6 @@
 """A real node beside the kwok ones (``up --real-node``): containerd, the kubelet, kube-proxy,
-and our CNI node daemon (kubext-cni), whose kubext-bridge plugin gives the pods their network.
+our CNI node daemon (kubext-cni), whose kubext-bridge plugin gives the pods their network, and a
+local image registry on 127.0.0.1 that containerd pulls from over plain HTTP.
 
 Everything lives under ``<state>/node`` (containerd's root, state and socket, the kubelet's root
 dir and pod logs, the CNI config and IPAM data) and every packet stays on the machine: the node's
@@ -45,6 +46,9 @@ KUBELET_HEALTHZ_PORT = 10248 + cluster.PORT_OFFSET
 PROXY_HEALTHZ_PORT = 10256 + cluster.PORT_OFFSET
 PROXY_METRICS_PORT = 10249 + cluster.PORT_OFFSET
 CNI_HEALTH_PORT = 18090 + cluster.PORT_OFFSET
+REGISTRY_PORT = 15000 + cluster.PORT_OFFSET
+# Images pushed here are pulled by the node: ``f"{REGISTRY}/name:tag"``.
+REGISTRY = f"127.0.0.1:{REGISTRY_PORT}"
 PACKAGES = ("containerd", "runc")
 # The kubelet sets these at start (real-node.md); saved before, restored by down.
 SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
@@ -59,8 +63,9 @@ NFT_TABLES = (
     ("ip", "cni_hostport"),  # portmap's
     ("inet", "kubext-cni"),  # kubext-bridge's masquerade
 )
-# In start order: the CNI daemon serves before the kubelet can ask for a pod network.
-COMPONENTS = ("containerd", "kubext-cni", "kubelet", "kube-proxy")
+# In start order: the registry before containerd may pull from it, the CNI daemon serves
+# before the kubelet can ask for a pod network.
+COMPONENTS = ("registry", "containerd", "kubext-cni", "kubelet", "kube-proxy")
 
 
 def image_ref(name: str) -> str:
@@ -151,7 +156,39 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [{cri}.cni]
     bin_dir = "{d / "cni" / "bin"}"
     conf_dir = "{d / "cni" / "net.d"}"
+  # One hosts.toml per registry: the rig's own is plain HTTP (registry_hosts_toml).
+  [{cri}.registry]
+    config_path = "{registry_hosts_dir(root)}"
 """
+
+
+def registry_hosts_dir(root: Path) -> Path:
+    """containerd's ``config_path``: a ``<host:port>/hosts.toml`` per registry."""
+    return _dir(root) / "containerd" / "certs.d"
+
+
+def registry_hosts_toml() -> str:
+    """The rig's registry for containerd: plain HTTP on 127.0.0.1, pull and resolve (and push,
+    for ``ctr images push``)."""
+    return f"""server = "http://{REGISTRY}"
+
+[host."http://{REGISTRY}"]
+  capabilities = ["pull", "resolve", "push"]
+"""
+
+
+def registry_config(root: Path) -> dict[str, object]:
+    """distribution's configuration: its storage under the rig's dir, 127.0.0.1 only, no debug
+    server, deletes allowed (tests remove what they pushed)."""
+    return {
+        "version": 0.1,
+        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(_dir(root) / "registry" / "data")},
+            "delete": {"enabled": True},
+        },
+        "http": {"addr": REGISTRY},
+    }
 
 
 def cni_conflist(root: Path, plugin: str = "kubext-bridge") -> dict[str, object]:
@@ -222,6 +259,8 @@ def kubelet_config(root: Path) -> dict[str, object]:
         "serializeImagePulls": False,
         "registerWithTaints": [{"key": TAINT_KEY, "value": "true", "effect": "NoSchedule"}],
         "nodeStatusReportFrequency": "10s",
+        # Volume stats (CSI NodeGetVolumeStats, /stats/summary) every 10 s instead of 1 min.
+        "volumeStatsAggPeriod": "10s",
     }
 
 
@@ -387,6 +426,11 @@ def _write_configs(root: Path) -> None:
     for sub in ("containerd", "cni/net.d", "cni/bin", "cni/ipam", "kubelet", "pod-logs", "images"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     (d / "containerd" / "config.toml").write_text(containerd_config(root))
+    hosts = registry_hosts_dir(root) / REGISTRY
+    hosts.mkdir(parents=True, exist_ok=True)
+    (hosts / "hosts.toml").write_text(registry_hosts_toml())
+    (d / "registry" / "data").mkdir(parents=True, exist_ok=True)
+    (d / "registry" / "config.yaml").write_text(yaml.safe_dump(registry_config(root)))
     # The plugins kubext-bridge delegates to or is chained with (the reference bridge too, for
     # comparisons); the daemon writes the kubext-bridge launcher beside them when it starts.
     for plugin in ("bridge", "host-local", "portmap", "loopback"):
@@ -415,6 +459,7 @@ def _write_configs(root: Path) -> None:
 def _components(root: Path) -> list[cluster.Component]:
     d = _dir(root)
     return [
+        _registry(root),
         cluster.Component(
             "containerd",
             ["containerd", f"--config={d / 'containerd' / 'config.toml'}", "--log-level=warn"],
@@ -442,6 +487,14 @@ def _components(root: Path) -> list[cluster.Component]:
             f"http://127.0.0.1:{PROXY_HEALTHZ_PORT}/healthz",
         ),
     ]
+
+
+def _registry(root: Path) -> cluster.Component:
+    config = _dir(root) / "registry" / "config.yaml"
+    binary = tools.binary_dir("registry") / "registry"  # built by up before the node starts
+    return cluster.Component(
+        "registry", [str(binary), "serve", str(config)], f"http://{REGISTRY}/v2/"
+    )
 
 
 def _cni_daemon(root: Path) -> cluster.Component:
@@ -521,6 +574,7 @@ def _busy_ports() -> list[int]:
         PROXY_HEALTHZ_PORT,
         PROXY_METRICS_PORT,
         CNI_HEALTH_PORT,
+        REGISTRY_PORT,
     )
     return [p for p in ports if not cluster._port_free(p, NODE_IP) or not cluster._port_free(p)]
 
@@ -540,7 +594,7 @@ def start(info: cluster.ClusterInfo, *, ready_timeout: float = 120) -> None:
     if busy:
         raise cluster.RigError(
             f"real node: port(s) {', '.join(map(str, busy))} already in use by another process "
-            "(kubelet/kube-proxy ports); stop it (ss -ltnp) and retry"
+            "(kubelet/kube-proxy/registry ports); stop it (ss -ltnp) and retry"
         )
     _write_configs(root)
     for comp in comps:
@@ -600,6 +654,7 @@ def stop(root: Path) -> None:
         _remove_containers(root)
     _stop(root, "containerd")
     _stop(root, "kubext-cni")  # after containerd: nothing calls the plugin any more
+    _stop(root, "registry")  # nothing pulls from it any more
     _kill_shims(root)
     _unmount(root)
     for family, table in NFT_TABLES:

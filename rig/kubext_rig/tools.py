@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -20,6 +21,9 @@ _COMPONENTS = {
     "echo-loop": ("node-images", "KUBERNETES_VERSION", "node-images"),
     "tcp-echo": ("node-images", "KUBERNETES_VERSION", "node-images"),
     "write-read": ("node-images", "KUBERNETES_VERSION", "node-images"),
+    "stub-kubelet": ("stub-kubelet", "KUBERNETES_VERSION", "stub-kubelet"),
+    "sample-device-plugin": ("sample-device-plugin", "KUBERNETES_VERSION", "sample-device-plugin"),
+    "registry": ("registry", "REGISTRY_VERSION", "registry"),
     "kwok": ("kwok", "KWOK_VERSION", "kwok"),
     "helm": ("helm", "HELM_VERSION", "helm"),
     "csi-sanity": ("csi-test", "CSI_TEST_VERSION", "csi-sanity"),
@@ -70,9 +74,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("KUBEXT_CACHE") or Path.home() / ".cache" / "kubext")
 
 
+# Components built from this checkout's own Go sources: their cache dir also names a hash of the
+# sources (the same as build.sh's), so an edit rebuilds them.
+_OWN_GO_SOURCES = {"stub-kubelet": "services/deviceplugin/stubkubelet"}
+
+
+def _own_sources_hash(name: str) -> str:
+    src = repo_root() / _OWN_GO_SOURCES[name]
+    files = [src / "go.mod", src / "go.sum", *sorted(src.glob("*.go"))]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
+
+
 def binary_dir(name: str) -> Path:
     prefix, version_key, _ = _COMPONENTS[name]
-    return cache_dir() / "bin" / f"{prefix}-{versions()[version_key]}"
+    version = versions()[version_key]
+    if name in _OWN_GO_SOURCES:
+        version = f"{version}-{_own_sources_hash(name)}"
+    return cache_dir() / "bin" / f"{prefix}-{version}"
 
 
 def binary(name: str, *, build: bool = True) -> Path:

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -521,3 +523,87 @@ def _rig_python(code: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
     )
+
+
+# --- the rig's local registry ----------------------------------------------------------------
+
+
+def _ctr(state: Path, *args: str) -> str:
+    sock = state / "node" / "containerd" / "containerd.sock"
+    return _sh("ctr", f"--address={sock}", "-n", "k8s.io", *args)
+
+
+def _registry(method: str, path: str, accept: str | None = None) -> tuple[int, dict, bytes]:
+    """One request to the rig's registry (its HTTP API v2): status, headers, body."""
+    req = urllib.request.Request(f"http://{node.REGISTRY}{path}", method=method)
+    if accept:
+        req.add_header("Accept", accept)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as res:
+            return res.status, dict(res.headers), res.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a real kubelet needs root")
+def test_the_node_pulls_an_image_pushed_to_the_rigs_registry() -> None:
+    """An image of the rig pushed to its registry (127.0.0.1, plain HTTP) with ctr, removed from
+    containerd, then run by a pod with imagePullPolicy Always: containerd pulls it back through
+    its hosts.toml. All real: distribution's registry, containerd's CRI pull, the kubelet."""
+    with real_node_testing.machine_lock(), real_node_testing.up(STATE) as real_node:
+        assert json.loads(real_node.rig("status").stdout)["registry"] == "healthy"
+        tag = f"e2e-{os.urandom(4).hex()}"
+        ref = f"{node.REGISTRY}/kubext/echo-loop:{tag}"
+        _ctr(real_node.state, "images", "tag", node.image_ref("echo-loop"), ref)
+        _ctr(real_node.state, "images", "push", "--plain-http", ref)
+        status, _, body = _registry("GET", "/v2/kubext/echo-loop/tags/list")
+        assert status == 200 and tag in json.loads(body)["tags"], body
+        _ctr(real_node.state, "images", "rm", ref)
+        assert ref not in _ctr(real_node.state, "images", "ls", "-q").split()
+
+        with real_node.api_client() as api:
+            core = client.CoreV1Api(api)
+            ns = f"registry-{tag}"
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+            try:
+                pod = real_node_testing.pod("pulled", "echo-loop", ["pulled from the registry"])
+                pod.spec.containers[0].image = ref
+                pod.spec.containers[0].image_pull_policy = "Always"
+                t = time.monotonic()
+                core.create_namespaced_pod(ns, pod)
+
+                def ready() -> client.V1Pod | None:
+                    got = core.read_namespaced_pod("pulled", ns)
+                    conditions = got.status.conditions or []
+                    ok = any(c.type == "Ready" and c.status == "True" for c in conditions)
+                    return got if ok else None
+
+                running = wait_for("the pod of the pushed image Ready", ready, timeout=90)
+                print(f"registry: pod pulled and Ready {time.monotonic() - t:.1f} s")
+                assert running.status.container_statuses[0].image == ref
+                assert ref in _ctr(real_node.state, "images", "ls", "-q").split()
+                events = core.list_namespaced_event(ns, field_selector="reason=Pulled")
+                assert any(ref in (e.message or "") for e in events.items), events.items
+                logs = wait_for(
+                    "the pulled container's log",
+                    lambda: core.read_namespaced_pod_log("pulled", ns) or None,
+                    timeout=30,
+                )
+                assert logs.splitlines() == ["pulled from the registry"]
+            finally:
+                core.delete_namespace(ns)
+                wait_for(
+                    f"namespace {ns} gone",
+                    lambda: ns not in {n.metadata.name for n in core.list_namespace().items},
+                    timeout=90,
+                )
+                _ctr(real_node.state, "images", "rm", ref)
+                # And out of the registry (a shared node's registry keeps no test leftovers).
+                manifest = (
+                    "application/vnd.docker.distribution.manifest.v2+json,"
+                    "application/vnd.oci.image.manifest.v1+json"
+                )
+                _, headers, _ = _registry("HEAD", f"/v2/kubext/echo-loop/manifests/{tag}", manifest)
+                digest = headers.get("Docker-Content-Digest")
+                if digest:
+                    _registry("DELETE", f"/v2/kubext/echo-loop/manifests/{digest}")

@@ -162,3 +162,34 @@ def test_a_second_real_node_on_the_machine_is_refused(
     running[other] = False  # that one is gone: the claim passes to us
     node._claim(mine)
     assert claim.read_text() == str(mine)
+
+
+def test_containerd_pulls_from_the_rigs_registry_over_plain_http(tmp_path: Path) -> None:
+    cri = tomllib.loads(node.containerd_config(tmp_path))["plugins"]["io.containerd.grpc.v1.cri"]
+    hosts_dir = Path(cri["registry"]["config_path"])
+    assert hosts_dir == node.registry_hosts_dir(tmp_path) and hosts_dir.is_relative_to(tmp_path)
+    hosts = tomllib.loads(node.registry_hosts_toml())
+    assert f"127.0.0.1:{node.REGISTRY_PORT}" == node.REGISTRY
+    assert hosts["server"] == f"http://{node.REGISTRY}"
+    assert hosts["host"][f"http://{node.REGISTRY}"]["capabilities"] == ["pull", "resolve", "push"]
+
+
+def test_the_registry_serves_on_127_0_0_1_from_storage_under_the_rig(tmp_path: Path) -> None:
+    conf = node.registry_config(tmp_path)
+    assert conf["http"] == {"addr": node.REGISTRY}
+    storage = conf["storage"]
+    assert Path(storage["filesystem"]["rootdirectory"]).is_relative_to(tmp_path / "node")
+    assert storage["delete"] == {"enabled": True}
+    # Its port moves with the offset and is apart from every other port of the rig.
+    others = {
+        cluster.ETCD_PORT, cluster.ETCD_PEER_PORT, cluster.APISERVER_PORT,
+        cluster.CONTROLLER_MANAGER_PORT, cluster.SCHEDULER_PORT, cluster.KWOK_PORT,
+        node.KUBELET_PORT, node.KUBELET_HEALTHZ_PORT, node.PROXY_HEALTHZ_PORT,
+        node.PROXY_METRICS_PORT, node.CNI_HEALTH_PORT,
+    }  # fmt: skip
+    assert node.REGISTRY_PORT not in others
+    registry = node._registry(tmp_path)
+    assert registry.argv[1:] == ["serve", str(tmp_path / "node/registry/config.yaml")]
+    assert registry.health == f"http://{node.REGISTRY}/v2/"
+    order = list(node.COMPONENTS)
+    assert order.index("registry") < order.index("containerd")
