@@ -34,11 +34,23 @@ CAPABILITIES = (
     RPC.VOLUME_CONDITION,
     RPC.SINGLE_NODE_MULTI_WRITER,
     RPC.GET_SNAPSHOT,
+    RPC.MODIFY_VOLUME,
 )
 
 
-def _timestamp(ns: int) -> timestamp_pb2.Timestamp:
+def timestamp(ns: int) -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
+
+
+def snapshot_pb(snapshot: state.Snapshot) -> csi_pb2.Snapshot:
+    return csi_pb2.Snapshot(
+        size_bytes=snapshot.size,
+        snapshot_id=snapshot.id,
+        source_volume_id=snapshot.source_volume_id,
+        creation_time=timestamp(snapshot.created_ns),
+        ready_to_use=snapshot.ready,
+        group_snapshot_id=snapshot.group_snapshot_id,
+    )
 
 
 class ControllerServicer(csi_pb2_grpc.ControllerServicer):
@@ -63,15 +75,8 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             volume_id=volume.id,
             content_source=source,
             accessible_topology=[csi_pb2.Topology(segments=self.driver.settings.topology)],
-        )
-
-    def _snapshot_pb(self, snapshot: state.Snapshot) -> csi_pb2.Snapshot:
-        return csi_pb2.Snapshot(
-            size_bytes=snapshot.size,
-            snapshot_id=snapshot.id,
-            source_volume_id=snapshot.source_volume_id,
-            creation_time=_timestamp(snapshot.created_ns),
-            ready_to_use=snapshot.ready,
+            # The mutable parameters in force (a VolumeAttributesClass's, as last modified).
+            volume_context=dict(volume.mutable_parameters),
         )
 
     def _published_nodes(self, volume: state.Volume) -> list[str]:
@@ -88,10 +93,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         name = validation.check_name("name", request.name)
         caps = validation.parse_capabilities(request.volume_capabilities)
         validation.check_parameters(request.parameters)
-        if request.mutable_parameters:
-            raise errors.invalid(
-                "mutable_parameters are not supported: this driver does not offer ModifyVolume"
-            )
+        mutable = validation.check_mutable_parameters(request.mutable_parameters)
         validation.check_accessibility(
             request.accessibility_requirements, self.driver.settings.topology
         )
@@ -121,6 +123,10 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             existing = self.store.find_volume_by_name(name)
             if existing is not None:
                 self._check_same_volume(existing, rng, source_kind, source_id, fs_type)
+                if mutable and dict(existing.mutable_parameters) != mutable:
+                    raise errors.already_exists(
+                        f"volume {name!r} exists with other mutable_parameters"
+                    )
                 return csi_pb2.CreateVolumeResponse(volume=self._volume_pb(existing))
             if source_kind == "snapshot":
                 snapshot = self.store.get_snapshot(source_id)
@@ -158,7 +164,9 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
                     source_id=source_id,
                     parameters=tuple(sorted(request.parameters.items())),
                     created_ns=time.time_ns(),
+                    mutable_parameters=tuple(sorted(mutable.items())),
                 )
+                self.driver.apply_label(volume)  # a clone has its source's filesystem already
                 self.store.put_volume(volume)
         log.info("created volume", extra={"volume_id": volume_id, "bytes": size})
         return csi_pb2.CreateVolumeResponse(volume=self._volume_pb(volume))
@@ -280,8 +288,10 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             validation.check_parameters(request.parameters)
         except errors.CsiError as exc:
             reasons.append(exc.message)
-        if request.mutable_parameters:
-            reasons.append("mutable_parameters are not supported")
+        try:
+            validation.check_mutable_parameters(request.mutable_parameters)
+        except errors.CsiError as exc:
+            reasons.append(exc.message)
         problems = [r for r in reasons if r]
         if problems:
             return csi_pb2.ValidateVolumeCapabilitiesResponse(message="; ".join(problems))
@@ -289,6 +299,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             volume_context=request.volume_context,
             volume_capabilities=request.volume_capabilities,
             parameters=request.parameters,
+            mutable_parameters=request.mutable_parameters,
         )
         return csi_pb2.ValidateVolumeCapabilitiesResponse(confirmed=confirmed)
 
@@ -381,6 +392,30 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             capacity_bytes=size, node_expansion_required=not block
         )
 
+    def ControllerModifyVolume(self, request, context):
+        volume_id = validation.check_id("volume_id", request.volume_id)
+        if not request.mutable_parameters:
+            raise errors.invalid("mutable_parameters missing in request")
+        changes = validation.check_mutable_parameters(request.mutable_parameters)
+        with self.driver.lock:
+            volume = self.store.get_volume(volume_id)
+            if volume.ephemeral:
+                raise errors.precondition(
+                    f"volume {volume_id} is an ephemeral inline volume: it has no mutable "
+                    "parameters"
+                )
+            # The keys given change, the others stay (a VolumeAttributesClass names its own).
+            merged = {**dict(volume.mutable_parameters), **changes}
+            modified = dataclasses.replace(volume, mutable_parameters=tuple(sorted(merged.items())))
+            if modified == volume:
+                return csi_pb2.ControllerModifyVolumeResponse()  # a retry: already in force
+            # Written before the record: a crash in between leaves the old record, and the
+            # retry writes the same label again.
+            self.driver.apply_label(modified)
+            self.store.put_volume(modified)
+        log.info("modified volume", extra={"volume_id": volume_id, "keys": sorted(changes)})
+        return csi_pb2.ControllerModifyVolumeResponse()
+
     # ---- snapshots ----
 
     def CreateSnapshot(self, request, context):
@@ -396,7 +431,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
                     raise errors.already_exists(
                         f"snapshot {name!r} exists for volume {existing.source_volume_id}"
                     )
-                return csi_pb2.CreateSnapshotResponse(snapshot=self._snapshot_pb(existing))
+                return csi_pb2.CreateSnapshotResponse(snapshot=snapshot_pb(existing))
             volume = self.store.get_volume(source_id)
             self.driver.reserve(volume.capacity, f"snapshot {name!r}")
             snapshot_id = str(uuid.uuid4())
@@ -412,17 +447,23 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
                 )
                 self.store.put_snapshot(snapshot)
         log.info("created snapshot", extra={"snapshot_id": snapshot_id, "volume_id": source_id})
-        return csi_pb2.CreateSnapshotResponse(snapshot=self._snapshot_pb(snapshot))
+        return csi_pb2.CreateSnapshotResponse(snapshot=snapshot_pb(snapshot))
 
     def GetSnapshot(self, request, context):
         snapshot_id = validation.check_id("snapshot_id", request.snapshot_id)
         snapshot = self.store.get_snapshot(snapshot_id)
-        return csi_pb2.GetSnapshotResponse(snapshot=self._snapshot_pb(snapshot))
+        return csi_pb2.GetSnapshotResponse(snapshot=snapshot_pb(snapshot))
 
     def DeleteSnapshot(self, request, context):
         snapshot_id = validation.check_id("snapshot_id", request.snapshot_id)
         with self.driver.lock:
-            if self.store.find_snapshot(snapshot_id) is not None:
+            snapshot = self.store.find_snapshot(snapshot_id)
+            if snapshot is not None and snapshot.group_snapshot_id:
+                raise errors.precondition(
+                    f"snapshot {snapshot_id} is part of group snapshot "
+                    f"{snapshot.group_snapshot_id}; DeleteVolumeGroupSnapshot deletes it"
+                )
+            if snapshot is not None:
                 self.store.delete_snapshot(snapshot_id)
                 system.remove(self.driver.snapshot_image(snapshot_id))
                 log.info("deleted snapshot", extra={"snapshot_id": snapshot_id})
@@ -437,7 +478,5 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         chosen, next_token = validation.page(
             snapshots, max_entries=request.max_entries, starting_token=request.starting_token
         )
-        entries = [
-            csi_pb2.ListSnapshotsResponse.Entry(snapshot=self._snapshot_pb(s)) for s in chosen
-        ]
+        entries = [csi_pb2.ListSnapshotsResponse.Entry(snapshot=snapshot_pb(s)) for s in chosen]
         return csi_pb2.ListSnapshotsResponse(entries=entries, next_token=next_token)

@@ -108,11 +108,20 @@ class Driver:
 
     def copy_volume(self, volume: state.Volume, target: Path, *, size: int) -> None:
         """A consistent copy of a volume: its filesystem is frozen while staged and mounted."""
-        source = self.image(volume.id)
+        with self.quiesced(volume):
+            system.copy_sparse(self.image(volume.id), target, size=size)
+
+    @contextlib.contextmanager
+    def quiesced(self, volume: state.Volume) -> Iterator[None]:
+        """While inside, the volume's image holds a consistent state: a writable staged
+        filesystem is frozen (FIFREEZE, what fsfreeze(8) does: writes block until the thaw).
+        A volume staged for block access is flushed (fsync of the loop device) but not frozen:
+        the kernel has no freeze for a raw device, so a pod writing during the copy can tear it.
+        """
         stage = self.store.find_stage(volume.id)
         if stage is not None and stage.access_type == "mount" and not stage.read_only:
             with system.frozen(stage.staging_path):
-                system.copy_sparse(source, target, size=size)
+                yield
             return
         if stage is not None:  # block access: flush what the loop device holds
             fd = os.open(stage.device, os.O_RDONLY)
@@ -120,7 +129,33 @@ class Driver:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        system.copy_sparse(source, target, size=size)
+        yield
+
+    # ---- mutable parameters ----
+
+    def apply_label(self, volume: state.Volume) -> bool:
+        """Writes the volume's ``label`` mutable parameter to its filesystem where it can now:
+        online through the staging mount, or offline on the image while unstaged. False when it
+        has to wait: no filesystem yet (mkfs writes it), or staged for block access or
+        read-only (the next writable mount stage writes it)."""
+        label = volume.label
+        if label is None:
+            return False
+        stage = self.store.find_stage(volume.id)
+        if stage is not None:
+            if stage.access_type != "mount" or stage.read_only:
+                return False
+            info = system.ext_info(stage.device)
+            if info is not None and info.label != label:
+                system.set_label(stage.device, label, mounted_at=stage.staging_path)
+            return True
+        image = self.image(volume.id)
+        info = system.ext_info(image)
+        if info is None:
+            return False
+        if info.label != label:
+            system.set_label(image, label)
+        return True
 
     # ---- node: staging, shared by NodeStageVolume and restart recovery ----
 
@@ -133,9 +168,11 @@ class Driver:
         if not image.exists():
             raise errors.precondition(f"backing file of volume {volume.id} is missing")
         fs_type = stage.fs_type or volume.fs_type or validation.DEFAULT_FS
+        label = volume.label
         mount = stage.access_type == "mount"
         if mount and not system.loops_for(image) and system.ext_info(image) is None:
-            system.mkfs(image, fs_type)  # first mount: format the file, faster than the device
+            # First mount: format the file, faster than the device.
+            system.mkfs(image, fs_type, label=label or "")
         device = system.attach_loop(image)
         stage = dataclasses.replace(stage, device=device)
         if stage.access_type == "block":
@@ -151,7 +188,7 @@ class Driver:
             return stage
         info = system.ext_info(device)
         if info is None:  # first mount while the loop device was already attached
-            system.mkfs(device, fs_type)
+            system.mkfs(device, fs_type, label=label or "")
             info = system.ext_info(device)
             assert info is not None, "mkfs left no ext superblock"
         if stage.fs_type and stage.fs_type != info.fs_type:
@@ -162,6 +199,8 @@ class Driver:
         stage = dataclasses.replace(stage, fs_type=info.fs_type)
         if not stage.read_only:
             system.grow_fs(device, mounted=False)  # expanded or cloned bigger while unstaged
+            if label is not None and info.label != label:  # modified while staged for block
+                system.set_label(device, label)
         system.mount_device(
             device,
             stage.staging_path,

@@ -30,6 +30,7 @@ class IdentityServicer(csi_pb2_grpc.IdentityServicer):
                 csi_pb2.PluginCapability(
                     service=Service(type=Service.VOLUME_ACCESSIBILITY_CONSTRAINTS)
                 ),
+                csi_pb2.PluginCapability(service=Service(type=Service.GROUP_CONTROLLER_SERVICE)),
                 csi_pb2.PluginCapability(volume_expansion=Expansion(type=self.expansion)),
             ]
         )

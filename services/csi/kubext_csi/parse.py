@@ -128,6 +128,7 @@ _INCOMPAT_EXTENTS, _INCOMPAT_64BIT, _INCOMPAT_FLEX_BG = 0x40, 0x80, 0x200
 class ExtInfo:
     fs_type: str
     size: int
+    label: str = ""  # s_volume_name
 
 
 def ext_superblock(sb: bytes) -> ExtInfo | None:
@@ -147,4 +148,5 @@ def ext_superblock(sb: bytes) -> ExtInfo | None:
         fs_type = "ext3"
     else:
         fs_type = "ext2"
-    return ExtInfo(fs_type, ((blocks_hi << 32) | blocks_lo) * block_size)
+    label = sb[0x78 : 0x78 + 16].split(b"\0", 1)[0].decode(errors="replace")
+    return ExtInfo(fs_type, ((blocks_hi << 32) | blocks_lo) * block_size, label)

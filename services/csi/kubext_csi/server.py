@@ -1,4 +1,4 @@
-"""The gRPC edge: the unix socket, the three services, and errors turned into gRPC statuses."""
+"""The gRPC edge: the unix socket, the four services, and errors turned into gRPC statuses."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import prometheus_client
 
 from kubext_proto.csi.v1 import csi_pb2_grpc
 
-from . import controller, errors, identity, node
+from . import controller, errors, groupcontroller, identity, node
 from . import driver as driver_
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,8 @@ class _StatusInterceptor(grpc.ServerInterceptor):
 
 
 def build(driver: driver_.Driver, endpoint: str, *, workers: int = 8) -> grpc.Server:
-    """A started gRPC server with Identity, Controller and Node on the endpoint's socket."""
+    """A started gRPC server with Identity, Controller, GroupController and Node on the
+    endpoint's socket (csi-snapshotter and csi-sanity reach the group controller there)."""
     path = socket_path(endpoint)
     prepare_socket(path)
     server = grpc.server(
@@ -114,6 +115,9 @@ def build(driver: driver_.Driver, endpoint: str, *, workers: int = 8) -> grpc.Se
     )
     csi_pb2_grpc.add_IdentityServicer_to_server(identity.IdentityServicer(driver), server)
     csi_pb2_grpc.add_ControllerServicer_to_server(controller.ControllerServicer(driver), server)
+    csi_pb2_grpc.add_GroupControllerServicer_to_server(
+        groupcontroller.GroupControllerServicer(driver), server
+    )
     csi_pb2_grpc.add_NodeServicer_to_server(node.NodeServicer(driver), server)
     if server.add_insecure_port(f"unix://{path}") != 1:
         raise RuntimeError(f"cannot listen on {path}")

@@ -1,4 +1,5 @@
-"""The driver's state: volumes, snapshots, attach, stage and publish records in one SQLite file.
+"""The driver's state: volumes, snapshots, group snapshots, attach, stage and publish records in
+one SQLite file.
 
 Every write is one transaction (WAL, synchronous=FULL), so a crash or restart keeps either the
 old or the new record, never half of one. Records are frozen dataclasses: readers get values, not
@@ -19,16 +20,22 @@ from typing import Any, TypeVar
 
 from . import errors
 
-SCHEMA_VERSION = 3  # 2: attachments (1's tables unchanged); 3: volumes.ephemeral (added on open)
+# 2: attachments (1's tables unchanged); 3: volumes.ephemeral; 4: volumes.mutable_parameters,
+# snapshots.group_snapshot_id and group_snapshots (the columns are added on open).
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS volumes (
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, capacity INTEGER NOT NULL,
     fs_type TEXT NOT NULL, source_kind TEXT NOT NULL, source_id TEXT NOT NULL,
     parameters TEXT NOT NULL, created_ns INTEGER NOT NULL,
-    ephemeral INTEGER NOT NULL DEFAULT 0);
+    ephemeral INTEGER NOT NULL DEFAULT 0, mutable_parameters TEXT NOT NULL DEFAULT '[]');
 CREATE TABLE IF NOT EXISTS snapshots (
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, source_volume_id TEXT NOT NULL,
-    size INTEGER NOT NULL, created_ns INTEGER NOT NULL, ready INTEGER NOT NULL);
+    size INTEGER NOT NULL, created_ns INTEGER NOT NULL, ready INTEGER NOT NULL,
+    group_snapshot_id TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS group_snapshots (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_ns INTEGER NOT NULL,
+    ready INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS stages (
     volume_id TEXT PRIMARY KEY, staging_path TEXT NOT NULL, access_type TEXT NOT NULL,
     device TEXT NOT NULL, fs_type TEXT NOT NULL, read_only INTEGER NOT NULL,
@@ -42,6 +49,12 @@ CREATE TABLE IF NOT EXISTS attachments (
     volume_id TEXT NOT NULL, node_id TEXT NOT NULL, read_only INTEGER NOT NULL,
     mode INTEGER NOT NULL, PRIMARY KEY (volume_id, node_id));
 """
+# Columns later schemas added to a table of an earlier one: (table, column, type and default).
+_ADDED_COLUMNS = (
+    ("volumes", "ephemeral", "INTEGER NOT NULL DEFAULT 0"),
+    ("volumes", "mutable_parameters", "TEXT NOT NULL DEFAULT '[]'"),
+    ("snapshots", "group_snapshot_id", "TEXT NOT NULL DEFAULT ''"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +69,13 @@ class Volume:
     created_ns: int = 0
     # An inline volume NodePublishVolume created; its NodeUnpublishVolume deletes it.
     ephemeral: bool = False
+    # CreateVolume's mutable_parameters as ControllerModifyVolume last changed them (sorted).
+    mutable_parameters: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def label(self) -> str | None:
+        """The filesystem label asked for; None: never asked, the filesystem keeps its own."""
+        return dict(self.mutable_parameters).get("label")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +84,18 @@ class Snapshot:
     name: str
     source_volume_id: str
     size: int
+    created_ns: int
+    ready: bool = True
+    group_snapshot_id: str = ""  # set for the members of a group snapshot
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupSnapshot:
+    """Snapshots of several volumes taken at one point in time; the members are the snapshots
+    whose ``group_snapshot_id`` is this id."""
+
+    id: str
+    name: str
     created_ns: int
     ready: bool = True
 
@@ -105,8 +137,8 @@ class Attachment:
     mode: int
 
 
-R = TypeVar("R", Volume, Snapshot, Stage, Publish, Attachment)
-_TUPLE_FIELDS = {"parameters", "mount_flags"}
+R = TypeVar("R", Volume, Snapshot, GroupSnapshot, Stage, Publish, Attachment)
+_TUPLE_FIELDS = {"parameters", "mount_flags", "mutable_parameters"}
 
 
 def _encode(record: Any) -> dict[str, Any]:
@@ -140,9 +172,14 @@ class Store:
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{path}: state schema {version} is newer than this driver")
         self._db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(volumes)")}
-        if "ephemeral" not in columns:  # a store from before schema 3
-            self._db.execute("ALTER TABLE volumes ADD COLUMN ephemeral INTEGER NOT NULL DEFAULT 0")
+        for table, column, kind in _ADDED_COLUMNS:  # a store from before the column's schema
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        # After the columns: an older store's snapshots table has no group_snapshot_id yet.
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS snapshots_by_group ON snapshots (group_snapshot_id)"
+        )
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -233,6 +270,39 @@ class Store:
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         self._delete("snapshots", "id", snapshot_id)
+
+    # ---- group snapshots ----
+    def find_group_snapshot(self, group_id: str) -> GroupSnapshot | None:
+        return self._one(GroupSnapshot, "SELECT * FROM group_snapshots WHERE id = ?", group_id)
+
+    def get_group_snapshot(self, group_id: str) -> GroupSnapshot:
+        group = self.find_group_snapshot(group_id)
+        if group is None:
+            raise errors.not_found(f"group snapshot {group_id!r} does not exist")
+        return group
+
+    def find_group_snapshot_by_name(self, name: str) -> GroupSnapshot | None:
+        return self._one(GroupSnapshot, "SELECT * FROM group_snapshots WHERE name = ?", name)
+
+    def group_snapshots(self) -> list[GroupSnapshot]:
+        return self._all(GroupSnapshot, "SELECT * FROM group_snapshots ORDER BY created_ns, id")
+
+    def group_members(self, group_id: str) -> list[Snapshot]:
+        sql = "SELECT * FROM snapshots WHERE group_snapshot_id = ? ORDER BY source_volume_id, id"
+        return self._all(Snapshot, sql, group_id)
+
+    def put_group_snapshot(self, group: GroupSnapshot, members: list[Snapshot]) -> None:
+        """The group and its member snapshots in one commit: never a group with half of them."""
+        with self.transaction():
+            self._upsert("group_snapshots", "id", group)
+            for member in members:
+                self._upsert("snapshots", "id", member)
+
+    def delete_group_snapshot(self, group_id: str) -> None:
+        """The group and its member snapshots' records, in one commit."""
+        with self.transaction():
+            self._db.execute("DELETE FROM snapshots WHERE group_snapshot_id = ?", (group_id,))
+            self._db.execute("DELETE FROM group_snapshots WHERE id = ?", (group_id,))
 
     # ---- node: stage and publish records ----
     def find_stage(self, volume_id: str) -> Stage | None:

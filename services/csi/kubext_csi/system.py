@@ -30,6 +30,7 @@ TOOLS = {
     "mkfs.ext4": "e2fsprogs",
     "resize2fs": "e2fsprogs",
     "e2fsck": "e2fsprogs",
+    "e2label": "e2fsprogs",
 }
 COMMAND_TIMEOUT_S = 120  # mkfs of a large image or resize2fs can take a while; never forever
 FIFREEZE = 0xC0045877  # _IOWR('X', 119, int)
@@ -141,7 +142,7 @@ def ext_info(path: Path | str) -> parse.ExtInfo | None:
     return parse.ext_superblock(sb)
 
 
-def mkfs(path: Path | str, fs_type: str) -> None:
+def mkfs(path: Path | str, fs_type: str, *, label: str = "") -> None:
     # No reserved blocks (the whole volume is the user's); lazy init keeps mkfs to milliseconds.
     run(
         [
@@ -152,9 +153,33 @@ def mkfs(path: Path | str, fs_type: str) -> None:
             "0",
             "-E",
             "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
+            *(["-L", label] if label else []),
             str(path),
         ]
     )
+
+
+# FS_IOC_SETFSLABEL = _IOW(0x94, 50, char[FSLABEL_MAX]) (linux/fs.h): ext4 and xfs, Linux 5.5+.
+FS_IOC_SETFSLABEL = 0x41009432
+FSLABEL_MAX = 256
+
+
+def set_label(path: Path | str, label: str, *, mounted_at: str | None = None) -> None:
+    """Writes the ext filesystem label of an image or device (``label`` "" clears it).
+
+    Mounted (``mounted_at``): FS_IOC_SETFSLABEL on the mount, so the kernel itself updates the
+    live superblock; e2label writing under a mounted filesystem could be overwritten by it.
+    """
+    if mounted_at is None:
+        run(["e2label", str(path), label])
+        return
+    fd = os.open(mounted_at, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.ioctl(fd, FS_IOC_SETFSLABEL, label.encode().ljust(FSLABEL_MAX, b"\0"))
+    except OSError as exc:
+        raise errors.internal(f"setting the label of {mounted_at}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 CAP_SYS_RESOURCE = 24

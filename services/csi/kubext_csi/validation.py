@@ -44,6 +44,13 @@ MULTI_NODE_MODES = frozenset({Mode.MULTI_NODE_READER_ONLY})  # the multi-node mo
 FS_TYPES = ("ext4", "ext3", "ext2")  # what e2fsprogs formats and resize2fs grows
 DEFAULT_FS = "ext4"
 PARAMETERS = {"type": {"local"}}  # StorageClass parameters this driver understands
+# Mutable parameters (CreateVolume's and ControllerModifyVolume's, from a VolumeAttributesClass):
+# iopsClass is simulated (recorded and reported, it throttles nothing); label is the filesystem
+# label, written to the volume's ext superblock.
+IOPS_CLASSES = ("standard", "fast", "max")
+MUTABLE_PARAMETERS = ("iopsClass", "label")
+MAX_LABEL_BYTES = 16  # ext2/3/4 s_volume_name
+_LABEL_RE = re.compile(r"[A-Za-z0-9._-]*")
 # CSI ephemeral inline volumes: the kubelet marks them in the volume context; keys under its
 # prefix (pod info, service account tokens) are the CO's, the rest are the pod's attributes.
 EPHEMERAL_KEY = "csi.storage.k8s.io/ephemeral"
@@ -147,6 +154,29 @@ def check_parameters(parameters: Mapping[str, str]) -> None:
         if value not in PARAMETERS[key]:
             allowed = ", ".join(sorted(PARAMETERS[key]))
             raise errors.invalid(f"parameter {key}={value!r} is not supported (allowed: {allowed})")
+
+
+def check_mutable_parameters(parameters: Mapping[str, str]) -> dict[str, str]:
+    """Mutable parameters: only the known keys, each with a valid value."""
+    check_map("mutable_parameters", parameters)
+    for key, value in sorted(parameters.items()):
+        if key not in MUTABLE_PARAMETERS:
+            raise errors.invalid(
+                f"unknown mutable parameter {_shown(key)} (known: {', '.join(MUTABLE_PARAMETERS)})"
+            )
+        if key == "iopsClass" and value not in IOPS_CLASSES:
+            raise errors.invalid(
+                f"mutable parameter iopsClass={_shown(value)} is not supported "
+                f"(allowed: {', '.join(IOPS_CLASSES)})"
+            )
+        if key == "label" and (
+            len(value.encode()) > MAX_LABEL_BYTES or not _LABEL_RE.fullmatch(value)
+        ):
+            raise errors.invalid(
+                f"mutable parameter label={_shown(value)} is not valid: at most "
+                f"{MAX_LABEL_BYTES} letters, digits, '.', '_' or '-' (empty clears it)"
+            )
+    return dict(parameters)
 
 
 def is_ephemeral(volume_context: Mapping[str, str]) -> bool:

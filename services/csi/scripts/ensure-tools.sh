@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Installs the node tools kubext-csi runs (mkfs.ext4, resize2fs, e2fsck from e2fsprogs; losetup
+# Installs the node tools kubext-csi runs (mkfs.ext4, resize2fs, e2fsck, e2label from e2fsprogs; losetup
 # from util-linux as the fallback for kernels before 5.8) with apt when any is missing.
 # Idempotent: does nothing when all are present. Used by the csi tests and the benchmark.
 set -euo pipefail
 need=()
-for tool in mkfs.ext4:e2fsprogs resize2fs:e2fsprogs e2fsck:e2fsprogs losetup:util-linux; do
+for tool in mkfs.ext4:e2fsprogs resize2fs:e2fsprogs e2fsck:e2fsprogs e2label:e2fsprogs losetup:util-linux; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 [ ${#need[@]} -eq 0 ] && exit 0
