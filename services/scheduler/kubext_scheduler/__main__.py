@@ -39,7 +39,7 @@ def serve(cfg: config.Config) -> int:
     log.info("profiles loaded", extra={"profiles": list(loaded.frameworks)})
     stop = cli.stop_event()
     cache = ClusterCache()
-    scheduler = informers = None
+    scheduler = informers = binder = None
     if cfg.standalone.enabled or (cfg.extender.enabled and cfg.extender.cache):
         from kubext import kubeclient
         from kubext_scheduler import cluster  # the API client only when the cluster is used
@@ -95,8 +95,16 @@ def serve(cfg: config.Config) -> int:
 
         from kubext_scheduler import extender
 
-        pods = cache.pods_on if informers is not None else extender.no_pods
-        app = extender.app(extender.Extender(loaded.frameworks[name], pods))
+        # With the cluster: nodes and pods from the informer cache (nodeCacheCapable), and
+        # pods/binding for the bind verb; without it, only full nodes seen empty.
+        with_cluster = informers is not None
+        served = extender.Extender(
+            loaded.frameworks[name],
+            cache=cache if with_cluster else None,
+            binder=binder if with_cluster else None,
+            synced=lambda: all(i.synced.is_set() for i in informers or ()),
+        )
+        app = extender.app(served)
         extender_server = uvicorn.Server(
             uvicorn.Config(
                 app,

@@ -1,143 +1,314 @@
 """The kube-scheduler extender edge (k8s.io/kube-scheduler/extender/v1) over one profile.
 
-``/filter`` takes ExtenderArgs and answers ExtenderFilterResult; ``/prioritize`` answers a
-HostPriorityList (0..10, kube-scheduler's MaxExtenderPriority); ``/bind`` answers
-ExtenderBindingResult. Field names are kube-scheduler's JSON tags. A malformed request gets
-HTTP 200 with the reason in ``error`` where the reply type has one (ExtenderFilterResult,
-ExtenderBindingResult), and HTTP 400 with ``{"error": ...}`` for prioritize (HostPriorityList
-has no error field; kube-scheduler then ignores this extender's scores). Never a 500.
+The four verbs, with kube-scheduler's JSON field names:
 
-kube-scheduler sends no pods with the nodes, so the nodes are seen with the pods ``PodSource``
-gives: the cluster cache's bound and assumed pods (``cache.ClusterCache.pods_on``), or none
-when the cache is off (``extender.cache: false``).
+- ``/filter``: ExtenderArgs -> ExtenderFilterResult. With ``nodeCacheCapable: true``
+  kube-scheduler sends only ``nodenames`` and the nodes come from our own informer cache (a
+  name the cache does not know is answered in ``failedNodes``); otherwise it sends
+  ``nodes.items`` and the cache adds each node's pods.
+- ``/prioritize``: ExtenderArgs -> HostPriorityList, scores 0..10 (MaxExtenderPriority).
+- ``/bind``: ExtenderBindingArgs -> ExtenderBindingResult: ``pods/binding`` through the
+  ``Binder`` port (an API refusal is the result's ``error``; kube-scheduler then reports
+  FailedScheduling and retries). The pod is assumed in the cache while it binds.
+- ``/preempt``: ExtenderPreemptionArgs -> ExtenderPreemptionResult: for each candidate node and
+  the victims kube-scheduler proposes (``nodeNameToVictims``, or ``nodeNameToMetaVictims`` by uid
+  when nodeCacheCapable), the nodes where the pod would fit by our plugins once those victims
+  are gone, each with the fewest of them needed (victims are reprieved highest priority first,
+  as DefaultPreemption does); a node where it would not fit is left out.
+
+Bad input never gets a 500: where the reply type has an ``error`` field (ExtenderFilterResult,
+ExtenderBindingResult) it is HTTP 200 with the reason there; HostPriorityList and
+ExtenderPreemptionResult have none, so those answer HTTP 400 ``{"error": ...}`` (kube-scheduler
+then ignores this extender's scores, or fails that preemption attempt, and says why).
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import json
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import prometheus_client
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from kubext_scheduler.cache import ClusterCache
 from kubext_scheduler.framework import resources
 from kubext_scheduler.framework.cycle_state import CycleState
-from kubext_scheduler.framework.nodeinfo import NodeInfo, name_of
+from kubext_scheduler.framework.nodeinfo import NodeInfo, name_of, pod_key
 from kubext_scheduler.framework.runtime import Framework
-from kubext_scheduler.framework.status import Code
+from kubext_scheduler.framework.status import Code, Status
+from kubext_scheduler.scheduler import Binder, BindError
 
 log = logging.getLogger(__name__)
 
+REQUESTS = prometheus_client.Counter(
+    "kubext_extender_requests",
+    "Extender requests by verb (filter, prioritize, bind, preempt) and result (ok, error).",
+    ["verb", "result"],
+)
+
 MAX_EXTENDER_PRIORITY = 10
 Obj = Mapping[str, Any]
-# The pods bound or assumed on the named nodes (the cluster cache's view).
+# The pods bound or assumed on the named nodes (used when there is no cache).
 PodSource = Callable[[Sequence[str]], Sequence[Obj]]
+# How many pods seen by /filter are remembered for /bind to assume (kube-scheduler binds a pod
+# soon after filtering it; older ones are simply bound without the assumption).
+RECENT_PODS = 4096
 
 
 class BadRequest(ValueError):
-    """An ExtenderArgs or ExtenderBindingArgs the extender cannot read."""
+    """A request the extender cannot read."""
 
 
 def no_pods(names: Sequence[str]) -> Sequence[Obj]:
     return ()
 
 
-def parse_args(body: bytes) -> tuple[Obj, list[Obj]]:
-    """ExtenderArgs: the pod and the full nodes (``nodes.items``)."""
+@dataclasses.dataclass
+class ExtenderArgs:
+    pod: Obj
+    # Exactly one of them: full nodes (nodeCacheCapable false) or names (true).
+    nodes: list[Obj] | None
+    names: list[str] | None
+
+    def node_names(self) -> list[str]:
+        return self.names if self.names is not None else [name_of(n) for n in self.nodes or ()]
+
+
+def _json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the body is not JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise BadRequest(f"ExtenderArgs must be a JSON object, not {type(data).__name__}")
+        raise BadRequest(f"{what} must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _pod(data: Mapping[str, Any]) -> Obj:
+    """The request's pod, its requests readable (an unreadable pod is the request's error)."""
     pod = data.get("pod")
     if not isinstance(pod, dict) or not isinstance(pod.get("metadata", {}), dict):
         raise BadRequest("pod: expected a Pod object")
     if not isinstance(pod.get("spec", {}), dict):
         raise BadRequest("pod.spec: expected an object")
-    nodes = data.get("nodes")
-    if nodes is None:
-        if data.get("nodenames") is not None:
-            raise BadRequest(
-                "nodenames: this extender keeps no node cache; configure it with "
-                "nodeCacheCapable: false so that kube-scheduler sends the nodes"
-            )
-        raise BadRequest("nodes: missing (ExtenderArgs must carry nodes.items)")
-    items = nodes.get("items") if isinstance(nodes, dict) else None
-    if not isinstance(items, list):
-        raise BadRequest("nodes.items: expected a list of Node objects")
-    for i, node in enumerate(items):
-        if not isinstance(node, dict) or not name_of(node):
-            raise BadRequest(f"nodes.items[{i}]: expected a Node object with metadata.name")
-    return pod, items
+    try:
+        resources.pod_requests(pod)
+    except resources.InvalidObject as exc:
+        raise BadRequest(f"pod: {exc}") from None
+    return pod
+
+
+def parse_args(body: bytes) -> ExtenderArgs:
+    """ExtenderArgs: the pod and either ``nodes.items`` or ``nodenames``."""
+    data = _json_object(body, "ExtenderArgs")
+    pod = _pod(data)
+    nodes, names = data.get("nodes"), data.get("nodenames")
+    if nodes is not None:
+        items = nodes.get("items") if isinstance(nodes, dict) else None
+        if not isinstance(items, list):
+            raise BadRequest("nodes.items: expected a list of Node objects")
+        for i, node in enumerate(items):
+            if not isinstance(node, dict) or not name_of(node):
+                raise BadRequest(f"nodes.items[{i}]: expected a Node object with metadata.name")
+        return ExtenderArgs(pod, items, None)
+    if names is not None:
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise BadRequest("nodenames: expected a list of node names")
+        return ExtenderArgs(pod, None, names)
+    raise BadRequest("nodes or nodenames: one is required (ExtenderArgs carries the candidates)")
+
+
+@dataclasses.dataclass
+class PreemptionArgs:
+    pod: Obj
+    # Candidate node -> the keys (uids) of its proposed victims, and the PDB violations
+    # kube-scheduler counted for them.
+    victims: dict[str, list[str]]
+    pdb_violations: dict[str, int]
+
+
+def parse_preemption_args(body: bytes) -> PreemptionArgs:
+    data = _json_object(body, "ExtenderPreemptionArgs")
+    pod = _pod(data)
+    full, meta = data.get("nodeNameToVictims"), data.get("nodeNameToMetaVictims")
+    field = "nodeNameToVictims" if full is not None else "nodeNameToMetaVictims"
+    given = full if full is not None else meta
+    if not isinstance(given, dict):
+        raise BadRequest("nodeNameToVictims or nodeNameToMetaVictims: expected a map of nodes")
+    victims, violations = {}, {}
+    for node, entry in given.items():
+        where = f"{field}[{node}]"
+        if entry is None:  # a node where nothing need go
+            entry = {"pods": []}
+        pods = entry.get("pods") if isinstance(entry, dict) else None
+        if not isinstance(pods, list) or not all(isinstance(p, dict) for p in pods):
+            raise BadRequest(f"{where}.pods: expected a list of {'Pods' if full else 'MetaPods'}")
+        keys = [pod_key(p) if full is not None else str(p.get("uid") or "") for p in pods]
+        if not all(keys) or (full is not None and not all(name_of(p) for p in pods)):
+            raise BadRequest(f"{where}.pods: every victim needs {'metadata' if full else 'a uid'}")
+        count = entry.get("numPDBViolations", 0)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise BadRequest(f"{where}.numPDBViolations: expected a count")
+        victims[node], violations[node] = keys, count
+    return PreemptionArgs(pod, victims, violations)
+
+
+def parse_binding_args(body: bytes) -> tuple[str, str, str, str]:
+    """ExtenderBindingArgs: podName, podNamespace, podUID, node."""
+    data = _json_object(body, "ExtenderBindingArgs")
+    for field in ("podName", "podNamespace", "podUID", "node"):
+        if not isinstance(data.get(field), str) or not data[field]:
+            raise BadRequest(f"{field}: expected a non-empty string")
+    return data["podName"], data["podNamespace"], data["podUID"], data["node"]
+
+
+def _priority(pod: Obj) -> int:
+    value = (pod.get("spec") or {}).get("priority")
+    return value if isinstance(value, int) else 0
 
 
 class Extender:
-    def __init__(self, framework: Framework, pods: PodSource = no_pods) -> None:
-        self.framework = framework
-        self.pods = pods
+    """The verbs over one profile's framework.
 
-    def _node_infos(self, nodes: list[Obj]) -> tuple[list[NodeInfo], dict[str, str]]:
-        """NodeInfos of the readable nodes, and a reason for each unreadable one."""
-        by_node: dict[str, list[Obj]] = {}
-        for pod in self.pods([name_of(n) for n in nodes]):
-            by_node.setdefault((pod.get("spec") or {}).get("nodeName", ""), []).append(pod)
-        infos, broken = [], {}
+    ``cache``: the informer cache (nodes and their bound and assumed pods); without it the
+    extender reads only full nodes from requests and sees their pods through ``pods``.
+    ``binder``: binds for ``/bind``; without it ``/bind`` answers that it cannot.
+    ``synced``: whether the cache has listed (before that a name-only request is an error, not
+    a claim that every node is unknown)."""
+
+    def __init__(
+        self,
+        framework: Framework,
+        pods: PodSource = no_pods,
+        *,
+        cache: ClusterCache | None = None,
+        binder: Binder | None = None,
+        synced: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.framework = framework
+        self.pods = cache.pods_on if cache is not None else pods
+        self.cache = cache
+        self.binder = binder
+        self.synced = synced
+        self._recent: collections.OrderedDict[str, Obj] = collections.OrderedDict()
+        self._recent_lock = threading.Lock()
+        self._bind_lock = threading.Lock()  # check-then-assume of one binding at a time
+
+    # --- nodes ------------------------------------------------------------------------------
+
+    def _node_infos(self, args: ExtenderArgs) -> tuple[list[NodeInfo], dict[str, str], list[str]]:
+        """NodeInfos of the candidates, a reason for each unreadable one, and unknown names."""
+        if args.names is not None:
+            if self.cache is None:
+                raise BadRequest(
+                    "nodenames: this extender runs without a node cache (extender.cache: "
+                    "false); configure it with nodeCacheCapable: false"
+                )
+            if not self.synced():
+                raise BadRequest("the extender's node cache has not listed the nodes yet")
+            return self.cache.node_infos(args.names)
+        nodes = args.nodes or []
+        cached: dict[str, NodeInfo] = {}
+        if self.cache is not None:
+            known, _, _ = self.cache.node_infos([name_of(n) for n in nodes])
+            cached = {info.name: info for info in known}
+        infos, broken, need_pods = [], {}, []
         for node in nodes:
+            info = cached.get(name_of(node))
+            # The cache's NodeInfo serves when it holds this very version of the node.
+            if info is not None and _version(info.node) and _version(info.node) == _version(node):
+                infos.append(info)
+            else:
+                need_pods.append(node)
+        by_node: dict[str, list[Obj]] = {}
+        if need_pods:
+            for pod in self.pods([name_of(n) for n in need_pods]):
+                by_node.setdefault((pod.get("spec") or {}).get("nodeName", ""), []).append(pod)
+        for node in need_pods:
             name = name_of(node)
             try:
                 infos.append(NodeInfo.of(node, by_node.get(name, ())))
             except resources.InvalidObject as exc:
                 broken[name] = f"node {name} cannot be read: {exc}"
-        return infos, broken
+        return infos, broken, []
+
+    def _cluster(self, infos: Sequence[NodeInfo]) -> Sequence[NodeInfo]:
+        """What PreFilter sees: every node of the cluster (spread and affinity count pods on
+        nodes kube-scheduler did not send), else the candidates."""
+        return self.cache.all_node_infos() if self.cache is not None else infos
+
+    def _cluster_by_name(self) -> dict[str, NodeInfo]:
+        assert self.cache is not None
+        return {info.name: info for info in self.cache.all_node_infos()}
+
+    def _remember(self, pod: Obj) -> None:
+        uid = (pod.get("metadata") or {}).get("uid")
+        if not uid:
+            return
+        with self._recent_lock:
+            self._recent[uid] = pod
+            self._recent.move_to_end(uid)
+            while len(self._recent) > RECENT_PODS:
+                self._recent.popitem(last=False)
+
+    # --- verbs ------------------------------------------------------------------------------
 
     def filter(self, body: bytes) -> dict[str, Any]:
         try:
-            pod, nodes = parse_args(body)
-            resources.pod_requests(pod)  # an unreadable pod is the request's error, not a node's
-        except (BadRequest, resources.InvalidObject) as exc:
-            return {"nodes": None, "failedNodes": {}, "error": str(exc)}
-        infos, broken = self._node_infos(nodes)
-        failed: dict[str, str] = {}
+            args = parse_args(body)
+            infos, broken, unknown = self._node_infos(args)
+        except BadRequest as exc:
+            return {"nodes": None, "nodenames": None, "failedNodes": {}, "error": str(exc)}
+        self._remember(args.pod)
+        failed = {name: f"node {name} is not in the extender's node cache" for name in unknown}
         unresolvable: dict[str, str] = dict(broken)
         state = CycleState()
-        pre = self.framework.run_pre_filter(state, pod, infos)
+        pre = self.framework.run_pre_filter(state, args.pod, self._cluster(infos))
         if pre.code is Code.ERROR:
-            return {"nodes": None, "failedNodes": {}, "error": pre.message}
-        feasible_names = set()
+            return {"nodes": None, "nodenames": None, "failedNodes": {}, "error": pre.message}
+        feasible = set()
         for info in infos:
-            result = pre if not pre.is_success else self.framework.run_filter(state, pod, info)
+            result = pre if not pre.is_success else self.framework.run_filter(state, args.pod, info)
             if result.is_success:
-                feasible_names.add(info.name)
+                feasible.add(info.name)
+            elif result.code is Code.ERROR:
+                return {"nodes": None, "nodenames": None, "failedNodes": {}, "error": _why(result)}
             elif result.code is Code.UNSCHEDULABLE_AND_UNRESOLVABLE:
                 unresolvable[info.name] = result.message
             else:
                 failed[info.name] = result.message
-        feasible = [n for n in nodes if name_of(n) in feasible_names]
-        return {
-            "nodes": {"apiVersion": "v1", "kind": "NodeList", "items": feasible},
+        reply: dict[str, Any] = {
             "failedNodes": failed,
             "failedAndUnresolvableNodes": unresolvable,
             "error": "",
         }
+        if args.names is not None:
+            reply["nodes"] = None
+            reply["nodenames"] = [n for n in args.names if n in feasible]
+        else:
+            items = [n for n in args.nodes or () if name_of(n) in feasible]
+            reply["nodes"] = {"apiVersion": "v1", "kind": "NodeList", "items": items}
+            reply["nodenames"] = None
+        return reply
 
     def prioritize(self, body: bytes) -> list[dict[str, Any]]:
-        """Raises BadRequest; every node gets a score 0..10 (unreadable nodes 0)."""
-        pod, nodes = parse_args(body)
-        try:
-            resources.pod_requests(pod)
-        except resources.InvalidObject as exc:
-            raise BadRequest(str(exc)) from None
-        infos, _ = self._node_infos(nodes)
+        """Raises BadRequest; every node gets a score 0..10 (unreadable or unknown ones 0)."""
+        args = parse_args(body)
+        infos, _, _ = self._node_infos(args)
         state = CycleState()
         totals: dict[str, int] = {}
-        pre = self.framework.run_pre_score(state, pod, infos)
+        pre = self.framework.run_pre_score(state, args.pod, infos)
         if pre.is_success and infos:
-            totals, scored = self.framework.run_score(state, pod, infos)
+            totals, scored = self.framework.run_score(state, args.pod, infos)
             if not scored.is_success:
                 raise BadRequest(scored.message)
         elif not pre.is_success:
@@ -145,57 +316,149 @@ class Extender:
         # Scaled against what the plugins that scored could give (a skipped one gives nothing).
         top = self.framework.max_total_score(skipped=state.skip_score) or 1
         return [
-            {"host": name_of(n), "score": totals.get(name_of(n), 0) * MAX_EXTENDER_PRIORITY // top}
-            for n in nodes
+            {"host": name, "score": totals.get(name, 0) * MAX_EXTENDER_PRIORITY // top}
+            for name in args.node_names()
         ]
 
     def bind(self, body: bytes) -> dict[str, Any]:
         try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return {"error": f"the body is not JSON: {exc}"}
-        if not isinstance(data, dict):
-            return {"error": "ExtenderBindingArgs must be a JSON object"}
-        for field in ("podName", "podNamespace", "podUID", "node"):
-            if not isinstance(data.get(field), str) or not data[field]:
-                return {"error": f"{field}: expected a non-empty string"}
-        return {
-            "error": "binding is not implemented by this extender (it has no API client): "
-            "leave bindVerb unset so that kube-scheduler binds"
-        }
+            name, namespace, uid, node = parse_binding_args(body)
+        except BadRequest as exc:
+            return {"error": str(exc)}
+        if self.binder is None:
+            return {
+                "error": "this extender has no API client to bind with (standalone.enabled and "
+                "extender.cache both false): leave bindVerb unset so that kube-scheduler binds"
+            }
+        with self._recent_lock:
+            seen = self._recent.pop(uid, None)
+        pod: Obj = seen or {"metadata": {"name": name, "namespace": namespace, "uid": uid}}
+        if seen is not None and self.cache is not None:
+            # kube-scheduler filters the next pods before this one is bound, and counts no
+            # resource it ignores (managedResources ignoredByScheduler): check the node again
+            # with every pod bound or binding there, then count this one while it binds.
+            with self._bind_lock:
+                infos, _, _ = self.cache.node_infos([node])
+                if not infos or not self._fits(pod, infos[0], self._cluster_by_name()):
+                    return {
+                        "error": f"{namespace}/{name} no longer fits on {node} (pods bound "
+                        "there since it was filtered); it will be retried"
+                    }
+                self.cache.assume(pod, node)
+        try:
+            self.binder.bind(pod, node)
+        except BindError as exc:
+            if self.cache is not None:
+                self.cache.forget(pod)
+            return {"error": f"binding {namespace}/{name} to {node} rejected: {exc}"}
+        return {"error": ""}
+
+    def preempt(self, body: bytes) -> dict[str, Any]:
+        """Raises BadRequest. Only nodes the cache knows are considered."""
+        args = parse_preemption_args(body)
+        if self.cache is None:
+            raise BadRequest("preempt needs the extender's node cache (extender.cache: true)")
+        if not self.synced():
+            raise BadRequest("the extender's node cache has not listed the nodes yet")
+        infos, _, _ = self.cache.node_infos(list(args.victims))
+        cluster = self._cluster_by_name()
+        result: dict[str, Any] = {}
+        for info in infos:
+            kept = self._fewest_victims(args.pod, info, args.victims[info.name], cluster)
+            if kept is None:
+                continue
+            result[info.name] = {
+                "pods": [{"uid": key} for key in kept],
+                # We read no PodDisruptionBudgets: kube-scheduler's count, as no more victims
+                # than remain can violate one.
+                "numPDBViolations": min(args.pdb_violations[info.name], len(kept)),
+            }
+        return {"nodeNameToMetaVictims": result}
+
+    def _fits(self, pod: Obj, node: NodeInfo, cluster: Mapping[str, NodeInfo]) -> bool:
+        state = CycleState()
+        nodes = [node if name == node.name else other for name, other in cluster.items()]
+        pre = self.framework.run_pre_filter(state, pod, nodes)
+        return pre.is_success and self.framework.run_filter(state, pod, node).is_success
+
+    def _fewest_victims(
+        self, pod: Obj, info: NodeInfo, keys: Sequence[str], cluster: Mapping[str, NodeInfo]
+    ) -> list[str] | None:
+        """The victims (keys) still needed for ``pod`` to fit on the node, or None."""
+        by_key = {pod_key(p): p for p in info.pods}
+        victims = [by_key[k] for k in keys if k in by_key]  # a victim already gone frees itself
+        trial = info.clone()
+        for victim in victims:
+            trial.remove_pod(victim)
+        if not self._fits(pod, trial, cluster):
+            return None
+        needed = []
+        for victim in sorted(victims, key=_priority, reverse=True):
+            trial.add_pod(victim)
+            if not self._fits(pod, trial, cluster):
+                trial.remove_pod(victim)
+                needed.append(victim)
+        return [pod_key(v) for v in needed]
+
+
+def _version(node: Obj) -> str:
+    return str((node.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _why(result: Status) -> str:
+    return f"{result.plugin}: {result.message}" if result.plugin else result.message
 
 
 def app(extender: Extender) -> Starlette:
-    async def _read(request: Request) -> bytes:
-        return await request.body()
+    def with_error_field(verb: str, call: Callable[[bytes], dict[str, Any]]) -> Any:
+        """A verb whose reply has ``error``: every failure is answered there (HTTP 200)."""
 
-    async def filter_(request: Request) -> Response:
-        try:
-            return JSONResponse(extender.filter(await _read(request)))
-        except Exception as exc:  # answered in the protocol's own error field, never a 500
-            log.exception("extender filter failed")
-            return JSONResponse({"nodes": None, "failedNodes": {}, "error": f"internal: {exc}"})
+        async def route(request: Request) -> Response:
+            body = await request.body()
+            try:
+                # bind's API call blocks: off the event loop, so filters go on meanwhile.
+                reply = await run_in_threadpool(call, body) if verb == "bind" else call(body)
+            except Exception as exc:  # a bug of ours: still the protocol's answer, never a 500
+                log.exception("extender verb failed", extra={"verb": verb})
+                reply = {"error": f"internal: {exc}"}
+                if verb == "filter":
+                    reply.update(nodes=None, nodenames=None, failedNodes={})
+            if reply.get("error"):
+                log.info(
+                    "extender answered an error", extra={"verb": verb, "error": reply["error"]}
+                )
+            REQUESTS.labels(verb, "error" if reply.get("error") else "ok").inc()
+            return JSONResponse(reply)
 
-    async def prioritize(request: Request) -> Response:
-        try:
-            return JSONResponse(extender.prioritize(await _read(request)))
-        except BadRequest as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        except Exception as exc:
-            log.exception("extender prioritize failed")
-            return JSONResponse({"error": f"internal: {exc}"}, status_code=400)
+        return route
 
-    async def bind(request: Request) -> Response:
-        try:
-            return JSONResponse(extender.bind(await _read(request)))
-        except Exception as exc:
-            log.exception("extender bind failed")
-            return JSONResponse({"error": f"internal: {exc}"})
+    def without_error_field(verb: str, call: Callable[[bytes], Any]) -> Any:
+        """HostPriorityList and ExtenderPreemptionResult have no error field: HTTP 400."""
+
+        async def route(request: Request) -> Response:
+            try:
+                reply = JSONResponse(call(await request.body()))
+                REQUESTS.labels(verb, "ok").inc()
+                return reply
+            except BadRequest as exc:
+                message = str(exc)
+            except Exception as exc:
+                log.exception("extender verb failed", extra={"verb": verb})
+                message = f"internal: {exc}"
+            REQUESTS.labels(verb, "error").inc()
+            return JSONResponse({"error": message}, status_code=400)
+
+        return route
 
     return Starlette(
         routes=[
-            Route("/filter", filter_, methods=["POST"]),
-            Route("/prioritize", prioritize, methods=["POST"]),
-            Route("/bind", bind, methods=["POST"]),
+            Route("/filter", with_error_field("filter", extender.filter), methods=["POST"]),
+            Route(
+                "/prioritize",
+                without_error_field("prioritize", extender.prioritize),
+                methods=["POST"],
+            ),
+            Route("/bind", with_error_field("bind", extender.bind), methods=["POST"]),
+            Route("/preempt", without_error_field("preempt", extender.preempt), methods=["POST"]),
         ]
     )

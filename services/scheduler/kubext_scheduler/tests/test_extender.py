@@ -1,30 +1,74 @@
-"""The extender endpoints over HTTP (Starlette's test client), malformed bodies included."""
+"""The extender verbs over HTTP (Starlette's test client): filter, prioritize, bind and preempt,
+with full nodes and with the extender's own node cache (nodeCacheCapable), malformed bodies
+of every verb included."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
 from kubext_scheduler import extender, profiles_file
+from kubext_scheduler.cache import ClusterCache
+from kubext_scheduler.scheduler import BindError
 from kubext_scheduler.tests.objects import container, node, pod
 
 GPU_TAINT = {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}
 
 
-def client(pods: Any = None) -> TestClient:
+class RecordingBinder:
+    def __init__(self, refuse: str = "") -> None:
+        self.refuse = refuse
+        self.bound: list[tuple[str, str, str]] = []
+
+    def bind(self, p: Mapping[str, Any], node_name: str) -> None:
+        meta = p["metadata"]
+        if self.refuse:
+            raise BindError(self.refuse)
+        self.bound.append((meta["namespace"], meta["name"], node_name))
+
+    def scheduled(self, p: Mapping[str, Any], node_name: str) -> None:
+        raise AssertionError("kube-scheduler writes the Scheduled Event, not the extender")
+
+    def failed(self, p: Mapping[str, Any], message: str, *, reason: str) -> None:
+        raise AssertionError("kube-scheduler writes FailedScheduling, not the extender")
+
+
+def make(pods: Any = None, **kwargs: Any) -> extender.Extender:
     [fw] = profiles_file.load(None).frameworks.values()
-    ext = extender.Extender(fw, pods) if pods else extender.Extender(fw)
-    return TestClient(extender.app(ext))
+    return extender.Extender(fw, pods, **kwargs) if pods else extender.Extender(fw, **kwargs)
+
+
+def client(pods: Any = None, **kwargs: Any) -> TestClient:
+    return TestClient(extender.app(make(pods, **kwargs)))
 
 
 def args(p: dict, nodes: list[dict]) -> dict:
     return {"pod": p, "nodes": {"items": nodes}, "nodenames": None}
 
 
+def by_names(p: dict, names: list[str]) -> dict:
+    return {"pod": p, "nodes": None, "nodenames": names}
+
+
+def bound(p: dict, node_name: str) -> dict:
+    return {**p, "spec": {**p["spec"], "nodeName": node_name}}
+
+
 NODES = [node("small", cpu="500m"), node("tainted", taints=[GPU_TAINT]), node("free")]
+
+
+def cache_of(nodes: list[dict], pods: list[dict] = ()) -> ClusterCache:  # type: ignore[assignment]
+    cache = ClusterCache()
+    cache.replace_nodes(nodes)
+    cache.replace_pods(list(pods))
+    return cache
+
+
+# --- filter -----------------------------------------------------------------------------------
 
 
 def test_filter_answers_an_extender_filter_result() -> None:
@@ -47,19 +91,60 @@ def test_filter_counts_the_pods_the_cache_knows() -> None:
     assert reply.json()["nodes"]["items"] == []
 
 
+def test_filter_by_node_names_reads_the_nodes_and_pods_from_its_own_cache() -> None:
+    running = bound(pod("old", containers=[container(cpu="3500m")]), "free")
+    cache = cache_of([*NODES, node("roomy", cpu="8")], [running])
+    p = pod(containers=[container(cpu="1")])
+    body = client(cache=cache).post("/filter", json=by_names(p, ["free", "roomy", "gone"])).json()
+    assert body["error"] == ""
+    assert body["nodenames"] == ["roomy"]
+    assert body["nodes"] is None
+    assert body["failedNodes"] == {
+        "free": "Insufficient CPU: requested 1000m, available 500m",
+        "gone": "node gone is not in the extender's node cache",
+    }
+
+
+def test_filter_by_node_names_sees_extended_resources_kube_scheduler_may_ignore() -> None:
+    cache = cache_of([node("plain"), node("gpu", **{"example.com/gpu": "1"})])
+    p = pod(containers=[container(**{"example.com/gpu": "1"})])
+    body = client(cache=cache).post("/filter", json=by_names(p, ["plain", "gpu"])).json()
+    assert body["nodenames"] == ["gpu"]
+    assert "Insufficient example.com/gpu" in body["failedNodes"]["plain"]
+
+
+def test_a_name_only_request_before_the_cache_listed_is_an_error() -> None:
+    reply = client(cache=cache_of([node("n1")]), synced=lambda: False).post(
+        "/filter", json=by_names(pod(), ["n1"])
+    )
+    assert reply.status_code == 200
+    assert reply.json()["error"] == "the extender's node cache has not listed the nodes yet"
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [
         pytest.param(b"{not json", "the body is not JSON", id="not-json"),
+        pytest.param(b"", "the body is not JSON", id="empty"),
         pytest.param(b"[]", "ExtenderArgs must be a JSON object, not list", id="not-an-object"),
         pytest.param(
             json.dumps({"nodes": {"items": []}}).encode(), "pod: expected a Pod object", id="no-pod"
         ),
-        pytest.param(json.dumps({"pod": pod()}).encode(), "nodes: missing", id="no-nodes"),
+        pytest.param(
+            json.dumps({"pod": {"metadata": {}, "spec": []}, "nodenames": []}).encode(),
+            "pod.spec: expected an object",
+            id="spec-not-an-object",
+        ),
+        pytest.param(json.dumps({"pod": pod()}).encode(), "nodes or nodenames", id="no-nodes"),
         pytest.param(
             json.dumps({"pod": pod(), "nodenames": ["a"]}).encode(),
             "nodeCacheCapable: false",
-            id="nodenames",
+            id="nodenames-without-cache",
+        ),
+        pytest.param(
+            json.dumps({"pod": pod(), "nodenames": "a"}).encode(),
+            "nodenames: expected a list of node names",
+            id="nodenames-not-a-list",
         ),
         pytest.param(
             json.dumps({"pod": pod(), "nodes": {"items": [{"metadata": {}}]}}).encode(),
@@ -85,6 +170,13 @@ def test_an_unreadable_node_fails_alone() -> None:
     body = client().post("/filter", json=args(pod(), [broken, node("ok")])).json()
     assert [n["metadata"]["name"] for n in body["nodes"]["items"]] == ["ok"]
     assert "status.allocatable.cpu" in body["failedAndUnresolvableNodes"]["broken"]
+    cached = client(cache=cache_of([broken, node("ok")]))
+    body = cached.post("/filter", json=by_names(pod(), ["broken", "ok"])).json()
+    assert body["nodenames"] == ["ok"]
+    assert "status.allocatable.cpu" in body["failedAndUnresolvableNodes"]["broken"]
+
+
+# --- prioritize -------------------------------------------------------------------------------
 
 
 def test_prioritize_answers_a_host_priority_list_of_0_to_10() -> None:
@@ -99,15 +191,199 @@ def test_prioritize_answers_a_host_priority_list_of_0_to_10() -> None:
     assert scores["idle"] > scores["busy"]
 
 
-def test_malformed_prioritize_is_a_400_with_the_reason() -> None:
-    reply = client().post("/prioritize", content=b"{}")
+def test_prioritize_by_node_names_scores_from_the_cache() -> None:
+    running = bound(pod("old", containers=[container(cpu="3", memory="6Gi")]), "busy")
+    cache = cache_of([node("busy"), node("idle")], [running])
+    p = pod(containers=[container(cpu="1", memory="1Gi")])
+    reply = client(cache=cache).post("/prioritize", json=by_names(p, ["busy", "idle", "gone"]))
+    scores = {h["host"]: h["score"] for h in reply.json()}
+    assert scores["idle"] > scores["busy"] and scores["gone"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        pytest.param(b"{}", "pod: expected a Pod object", id="no-pod"),
+        pytest.param(b"nope", "the body is not JSON", id="not-json"),
+        pytest.param(json.dumps({"pod": pod()}).encode(), "nodes or nodenames", id="no-nodes"),
+        pytest.param(
+            json.dumps(args(pod(containers=[container(cpu="one")]), NODES)).encode(),
+            "spec.containers[0].resources.requests.cpu",
+            id="invalid-quantity",
+        ),
+    ],
+)
+def test_malformed_prioritize_is_a_400_with_the_reason(body: bytes, error: str) -> None:
+    # HostPriorityList has no error field: kube-scheduler logs the failure, drops our scores.
+    reply = client().post("/prioritize", content=body)
     assert reply.status_code == 400
-    assert reply.json() == {"error": "pod: expected a Pod object"}
+    assert error in reply.json()["error"]
 
 
-def test_bind_is_not_offered() -> None:
-    ok = {"podName": "p", "podNamespace": "default", "podUID": "u", "node": "n1"}
-    assert "leave bindVerb unset" in client().post("/bind", json=ok).json()["error"]
-    assert client().post("/bind", json={**ok, "node": ""}).json() == {
-        "error": "node: expected a non-empty string"
+# --- bind -------------------------------------------------------------------------------------
+
+BINDING = {"podName": "p", "podNamespace": "default", "podUID": "uid-p", "node": "free"}
+
+
+def test_bind_binds_through_the_binder_and_counts_the_pod_at_once() -> None:
+    binder = RecordingBinder()
+    cache = cache_of([node("free", cpu="2")])
+    http = client(cache=cache, binder=binder)
+    p = pod(containers=[container(cpu="1500m")])
+    assert http.post("/filter", json=by_names(p, ["free"])).json()["nodenames"] == ["free"]
+    assert http.post("/bind", json=BINDING).json() == {"error": ""}
+    assert binder.bound == [("default", "p", "free")]
+    # Before the watch shows it bound, the next pod already sees its room taken.
+    other = pod("q", containers=[container(cpu="1")])
+    assert http.post("/filter", json=by_names(other, ["free"])).json()["nodenames"] == []
+
+
+def test_a_refused_binding_is_the_results_error_and_frees_the_room() -> None:
+    binder = RecordingBinder(refuse='pods "p" not found')
+    cache = cache_of([node("free", cpu="2")])
+    http = client(cache=cache, binder=binder)
+    p = pod(containers=[container(cpu="1500m")])
+    http.post("/filter", json=by_names(p, ["free"]))
+    reply = http.post("/bind", json=BINDING)
+    assert reply.status_code == 200
+    assert reply.json() == {"error": 'binding default/p to free rejected: pods "p" not found'}
+    assert cache.snapshot()[0].nodes[0].requested.milli_cpu == 0
+
+
+def test_without_an_api_client_bind_says_so() -> None:
+    assert "leave bindVerb unset" in client().post("/bind", json=BINDING).json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        pytest.param(b"{", "the body is not JSON", id="not-json"),
+        pytest.param(b'"x"', "ExtenderBindingArgs must be a JSON object", id="not-an-object"),
+        pytest.param(
+            json.dumps({**BINDING, "node": ""}).encode(),
+            "node: expected a non-empty string",
+            id="empty-node",
+        ),
+        pytest.param(
+            json.dumps({k: v for k, v in BINDING.items() if k != "podUID"}).encode(),
+            "podUID: expected a non-empty string",
+            id="no-uid",
+        ),
+    ],
+)
+def test_malformed_bind_requests_get_the_error_field(body: bytes, error: str) -> None:
+    binder = RecordingBinder()
+    reply = client(cache=cache_of([]), binder=binder).post("/bind", content=body)
+    assert reply.status_code == 200
+    assert error in reply.json()["error"]
+    assert binder.bound == []
+
+
+# --- preempt ----------------------------------------------------------------------------------
+
+
+def victim(name: str, cpu: str, priority: int, node_name: str) -> dict:
+    return bound(pod(name, containers=[container(cpu=cpu)], priority=priority), node_name)
+
+
+VICTIMS = [
+    victim("low", "1", 1, "n1"),
+    victim("mid", "2", 5, "n1"),
+    victim("high", "1", 10, "n1"),
+    victim("tiny-node-pod", "500m", 1, "tiny"),
+]
+
+
+def preempt_cache() -> ClusterCache:
+    return cache_of([node("n1", cpu="4"), node("tiny", cpu="1")], VICTIMS)
+
+
+PREEMPTOR = pod("urgent", containers=[container(cpu="2")], priority=100)
+
+
+def test_preempt_keeps_the_fewest_victims_by_our_plugins_meta_form() -> None:
+    meta = {
+        "n1": {"pods": [{"uid": "uid-low"}, {"uid": "uid-mid"}, {"uid": "uid-high"}]},
+        "tiny": {"pods": [{"uid": "uid-tiny-node-pod"}], "numPDBViolations": 1},
+        "gone": {"pods": []},
     }
+    reply = client(cache=preempt_cache()).post(
+        "/preempt", json={"pod": PREEMPTOR, "nodeNameToMetaVictims": meta}
+    )
+    assert reply.status_code == 200
+    # Freeing all of n1 gives 4 cpu; "high" then "low" are reprieved (2 cpu still free), "mid"
+    # must go. On tiny (1 cpu) the pod never fits; "gone" is not in the cache.
+    assert reply.json() == {
+        "nodeNameToMetaVictims": {"n1": {"pods": [{"uid": "uid-mid"}], "numPDBViolations": 0}}
+    }
+
+
+def test_preempt_reads_full_victims_too() -> None:
+    full = {"n1": {"pods": VICTIMS[:3], "numPDBViolations": 2}}
+    reply = client(cache=preempt_cache()).post(
+        "/preempt", json={"pod": PREEMPTOR, "nodeNameToVictims": full}
+    )
+    assert reply.json() == {
+        "nodeNameToMetaVictims": {"n1": {"pods": [{"uid": "uid-mid"}], "numPDBViolations": 1}}
+    }
+
+
+def test_preempt_drops_a_node_whose_victims_would_not_make_room() -> None:
+    meta = {"n1": {"pods": [{"uid": "uid-low"}]}}  # 1 cpu freed, 0 + 1 free: not enough
+    reply = client(cache=preempt_cache()).post(
+        "/preempt", json={"pod": PREEMPTOR, "nodeNameToMetaVictims": meta}
+    )
+    assert reply.json() == {"nodeNameToMetaVictims": {}}
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        pytest.param(b"]", "the body is not JSON", id="not-json"),
+        pytest.param(b"[]", "ExtenderPreemptionArgs must be a JSON object", id="not-an-object"),
+        pytest.param(b'{"nodeNameToMetaVictims": {}}', "pod: expected a Pod object", id="no-pod"),
+        pytest.param(
+            json.dumps({"pod": PREEMPTOR}).encode(),
+            "nodeNameToVictims or nodeNameToMetaVictims",
+            id="no-victims",
+        ),
+        pytest.param(
+            json.dumps(
+                {"pod": PREEMPTOR, "nodeNameToMetaVictims": {"n1": {"pods": [{}]}}}
+            ).encode(),
+            "nodeNameToMetaVictims[n1].pods: every victim needs a uid",
+            id="victim-without-uid",
+        ),
+        pytest.param(
+            json.dumps(
+                {
+                    "pod": PREEMPTOR,
+                    "nodeNameToMetaVictims": {"n1": {"pods": [], "numPDBViolations": -1}},
+                }
+            ).encode(),
+            "numPDBViolations: expected a count",
+            id="negative-count",
+        ),
+        pytest.param(
+            json.dumps(
+                {
+                    "pod": pod(containers=[container(cpu="2 cores")]),
+                    "nodeNameToMetaVictims": {},
+                }
+            ).encode(),
+            "spec.containers[0].resources.requests.cpu",
+            id="invalid-quantity",
+        ),
+    ],
+)
+def test_malformed_preempt_is_a_400_with_the_reason(body: bytes, error: str) -> None:
+    # ExtenderPreemptionResult has no error field: kube-scheduler fails that attempt with it.
+    reply = client(cache=preempt_cache()).post("/preempt", content=body)
+    assert reply.status_code == 400
+    assert error in reply.json()["error"]
+
+
+def test_preempt_without_a_cache_is_a_400() -> None:
+    reply = client().post("/preempt", json={"pod": PREEMPTOR, "nodeNameToMetaVictims": {}})
+    assert reply.status_code == 400
+    assert "node cache" in reply.json()["error"]

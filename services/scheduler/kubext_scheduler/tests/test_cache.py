@@ -1,0 +1,83 @@
+"""The cluster cache keeps each node's NodeInfo built and rebuilds only the nodes that changed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kubext_scheduler import cache as cache_module
+from kubext_scheduler.cache import ClusterCache
+from kubext_scheduler.framework.nodeinfo import NodeInfo
+from kubext_scheduler.tests.objects import container, node, pod
+
+
+def bound(p: dict[str, Any], node_name: str) -> dict[str, Any]:
+    return {**p, "spec": {**p["spec"], "nodeName": node_name}}
+
+
+@pytest.fixture
+def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The node names NodeInfo.of is called for, in order."""
+    seen: list[str] = []
+    real = NodeInfo.of
+
+    def counting(n: Any, pods: Any = ()) -> NodeInfo:
+        info = real(n, pods)
+        seen.append(info.name)
+        return info
+
+    monkeypatch.setattr(cache_module.NodeInfo, "of", staticmethod(counting))
+    return seen
+
+
+def test_a_pod_change_rebuilds_only_its_node(builds: list[str]) -> None:
+    cache = ClusterCache()
+    cache.replace_nodes([node(f"n{i}") for i in range(50)])
+    cache.snapshot()
+    assert len(builds) == 50
+    builds.clear()
+    cache.snapshot()
+    assert builds == []  # nothing changed: nothing re-summed
+    first = pod("a", containers=[container(cpu="1")])
+    cache.assume(first, "n7")
+    snapshot, _ = cache.snapshot()
+    assert builds == ["n7"]
+    assert snapshot.get("n7").requested.milli_cpu == 1000  # type: ignore[union-attr]
+    builds.clear()
+    cache.set_pod(bound(first, "n7"))  # the watch confirms the assumption: counted once
+    assert cache.snapshot()[0].get("n7").requested.milli_cpu == 1000  # type: ignore[union-attr]
+    assert builds == ["n7"]
+
+
+def test_snapshots_are_clones_a_cycle_may_change() -> None:
+    cache = ClusterCache()
+    cache.set_node(node("n1", cpu="2"))
+    cache.set_pod(bound(pod("a", containers=[container(cpu="1")]), "n1"))
+    snapshot, _ = cache.snapshot()
+    snapshot.nodes[0].remove_pod(bound(pod("a"), "n1"))
+    assert cache.snapshot()[0].nodes[0].requested.milli_cpu == 1000
+
+
+def test_a_moved_or_deleted_pod_leaves_its_old_node() -> None:
+    cache = ClusterCache()
+    cache.replace_nodes([node("n1"), node("n2")])
+    p = pod("a", containers=[container(cpu="1")])
+    cache.assume(p, "n1")
+    cache.forget(p)
+    cache.set_pod(bound(p, "n2"))
+    snapshot, _ = cache.snapshot()
+    assert [n.requested.milli_cpu for n in snapshot.nodes] == [0, 1000]
+    cache.delete_pod(p)
+    assert [n.requested.milli_cpu for n in cache.snapshot()[0].nodes] == [0, 0]
+    assert cache.pods_on(["n1", "n2"]) == []
+
+
+def test_node_infos_tells_unknown_and_unreadable_names_apart() -> None:
+    cache = ClusterCache()
+    cache.replace_nodes([node("ok"), node("bad", cpu="lots")])
+    infos, broken, unknown = cache.node_infos(["ok", "bad", "gone"])
+    assert [i.name for i in infos] == ["ok"]
+    assert list(broken) == ["bad"] and unknown == ["gone"]
+    cache.set_node(node("bad"))  # fixed by an update
+    assert [i.name for i in cache.node_infos(["bad"])[0]] == ["bad"]
