@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from kubext import cli
-from kubext_audit import checks, manifests, report
+from kubext_audit import checks, embedded, manifests, report
 from kubext_audit.checks.model import Finding, Inventory, Ref, Severity
 
 OK, FINDINGS, BAD_INPUT = 0, 1, 2
@@ -64,7 +64,7 @@ class SourceError(Exception):
 def load(args: argparse.Namespace) -> tuple[Inventory, manifests.Loaded]:
     if args.filename:
         loaded = manifests.load(args.filename)
-        return Inventory(tuple(loaded.objects)), loaded
+        return embedded.inventory(loaded.objects), loaded
     from kubext_audit import cluster  # only live mode needs the kubernetes client
 
     try:
@@ -72,7 +72,7 @@ def load(args: argparse.Namespace) -> tuple[Inventory, manifests.Loaded]:
             listed = cluster.read(api, namespace=args.namespace)
     except cluster.Unreachable as exc:
         raise SourceError(str(exc)) from None
-    return Inventory(tuple(listed.objects), live=True), manifests.Loaded(problems=listed.problems)
+    return embedded.inventory(listed.objects, live=True), manifests.Loaded(problems=listed.problems)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from kubext_audit import kinds
 from kubext_audit.checks.model import Path, Ref
 
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -105,6 +106,10 @@ def add_object(data: Any, node: yaml.Node, name: str, offset: int, into: Loaded)
         for index, item in enumerate(data.get("items") or []):
             item_node = _child(item_nodes.node, "items", index)
             add_object(item, item_node or node, name, offset, into)
+        return
+    unknown = kinds.unknown_kind(str(data["apiVersion"]), kind)
+    if unknown:
+        into.problems.append(f"{name}:{line}: {unknown}")
         return
     if not isinstance(data.get("metadata"), dict) or not data["metadata"].get("name"):
         into.problems.append(f"{name}:{line}: {kind} has no metadata.name")

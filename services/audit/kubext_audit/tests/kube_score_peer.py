@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from kubext_audit import checks
-from kubext_audit.checks.model import Inventory, Obj, Ref
+from kubext_audit import checks, embedded
+from kubext_audit.checks.model import Obj, Ref
 
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 # kube-score leaves seccomp off by default; the audit always checks it.
@@ -108,7 +108,10 @@ CATEGORIES: tuple[Category, ...] = (
     category("host namespaces and hostPath", ours=["SEC007", "SEC008"]),
     category("RBAC", ours=["RBAC001", "RBAC002", "RBAC003"]),
     category("Pod Security Admission", ours=["PSA001"]),
-    category("CSI, device plugins, APIServices", ours=["EXT001", "EXT002", "EXT003"]),
+    category(
+        "CSI, device plugins, APIServices, scheduler plugins",
+        ours=["EXT001", "EXT002", "EXT003", "EXT004"],
+    ),
 )
 KUBE_SCORE_OTHER = category("kube-score: other")
 OURS_OTHER = category("audit: other")
@@ -251,7 +254,7 @@ def run_kube_score(binary: Path | str, manifests: Sequence[Path]) -> list[dict[s
 def our_flags(objects: Sequence[Obj]) -> Flags:
     """Per category, the objects the audit finds anything on (at any severity)."""
     flags: Flags = {}
-    for finding in checks.audit(Inventory(tuple(objects))):
+    for finding in checks.audit(embedded.inventory(objects)):
         flags.setdefault(category_of_rule(finding.rule).name, set()).add(str(finding.ref))
     return flags
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
+from kubext_audit import checks, embedded
+from kubext_audit.checks import extensions
 from kubext_audit.checks.model import Severity
 from kubext_audit.tests import samples
 
@@ -432,3 +435,90 @@ def test_an_unavailable_api_service_live() -> None:
     [finding] = samples.run(api_service, live=True)
     assert (finding.rule, finding.field) == ("EXT003", "status.conditions[0]")
     assert "MissingEndpoints" in finding.message
+
+
+def scheduler_config(plugins: dict[str, Any], plugin_config: tuple[str, ...] = ()) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "kubescheduler.config.k8s.io/v1",
+            "kind": "KubeSchedulerConfiguration",
+            "profiles": [
+                {
+                    "schedulerName": "mine",
+                    "plugins": plugins,
+                    "pluginConfig": [{"name": name, "args": {}} for name in plugin_config],
+                }
+            ],
+        }
+    )
+
+
+def config_map(name: str, text: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "sys"},
+        "data": {"config.yaml": text, "notes.txt": "kind: of free text: ["},
+    }
+
+
+def mounting(config: str, image: str) -> dict[str, Any]:
+    deployment = samples.good_deployment()
+    spec = deployment["spec"]["template"]["spec"]
+    spec["containers"][0]["image"] = image
+    spec["volumes"] = [{"name": "config", "configMap": {"name": config}}]
+    return deployment
+
+
+def ext004(*objects: dict[str, Any]) -> list[tuple[str, str]]:
+    inventory = embedded.inventory(objects)
+    return [(f.field, f.message) for f in checks.audit(inventory) if f.rule == "EXT004"]
+
+
+def test_a_kube_scheduler_config_refers_to_plugins_that_exist() -> None:
+    good = scheduler_config(
+        {
+            "score": {
+                "enabled": [{"name": "NodeResourcesFit", "weight": 2}],
+                "disabled": [{"name": "*"}],
+            }
+        },
+        ("NodeResourcesFit",),
+    )
+    assert ext004(config_map("ks", good)) == []
+    typo = scheduler_config(
+        {
+            "filter": {"enabled": [{"name": "NodeResourceFit"}]},
+            "multiPoint": {"disabled": [{"name": "Gone"}]},
+        },
+        ("Coscheduling",),
+    )
+    assert ext004(config_map("ks", typo)) == [
+        (
+            "data.config.yaml",
+            "profile mine: plugins.filter.enabled[0] NodeResourceFit, "
+            "plugins.multiPoint.disabled[0] Gone, pluginConfig[0] Coscheduling: "
+            "no such plugin in kube-scheduler (no consumer of this ConfigMap in the manifests)",
+        )
+    ]
+
+
+def test_our_schedulers_config_is_judged_by_our_plugins() -> None:
+    ours = scheduler_config({"filter": {"enabled": [{"name": "NodeResourceFit"}]}})
+    kubes = scheduler_config({"filter": {"enabled": [{"name": "VolumeBinding"}]}})
+    deployment = mounting("ks", "registry.example.org/kubext/scheduler:0.1.0")
+    assert ext004(config_map("ks", ours), deployment) == []
+    [(_, message)] = ext004(config_map("ks", kubes), deployment)
+    assert message.endswith("VolumeBinding: no such plugin in kubext-scheduler")
+    # The real kube-scheduler mounting it: its own plugin names.
+    kube_scheduler = mounting("ks", "registry.k8s.io/kube-scheduler:v1.35.4")
+    assert ext004(config_map("ks", kubes), kube_scheduler) == []
+    # Another scheduler binary may have plugins of its own: not judged.
+    other = mounting("ks", "example.org/coscheduler:1.0")
+    assert ext004(config_map("ks", kubes), other) == []
+
+
+def test_the_audits_list_of_our_plugins_is_the_schedulers_registry() -> None:
+    from kubext_scheduler.plugins import registry
+
+    assert frozenset(registry.REGISTRY) == extensions.KUBEXT_SCHEDULER_PLUGINS

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from helm import helmcharts  # pants: no-infer-dep
-from kubext_audit import checks
-from kubext_audit.checks.model import IGNORE_ANNOTATION, Inventory, Severity
+from kubext_audit import checks, embedded
+from kubext_audit.__main__ import main
+from kubext_audit.checks.model import IGNORE_ANNOTATION, Severity
 from kubext_rig import tools
 
 
@@ -24,7 +25,7 @@ def audit(helm: helmcharts.Helm, chart: str, **values: object) -> set[tuple[str,
     rendered = helm.template(chart, values=dict(values) or None, extra=["--include-crds"])
     return {
         (f.rule, str(f.severity), str(f.ref))
-        for f in checks.audit(Inventory(tuple(rendered.objects)))
+        for f in checks.audit(embedded.inventory(rendered.objects))
     }
 
 
@@ -33,8 +34,34 @@ def errors(found: set[tuple[str, str, str]]) -> set[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("chart", helmcharts.CHARTS)
-def test_each_chart_with_its_defaults_has_no_error(helm: helmcharts.Helm, chart: str) -> None:
+def test_each_chart_with_its_defaults_has_no_error(
+    helm: helmcharts.Helm, chart: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert errors(audit(helm, chart)) == set()
+    # The CLI over helm's own output: every document read (no input problem), exit 0.
+    rendered = tmp_path / f"{chart}.yaml"
+    rendered.write_text(
+        helm.run(
+            "template", "kubext", str(helm.charts / chart), "-n", "kubext-system", "--include-crds"
+        )
+    )
+    assert main(["-f", str(rendered)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("mode", ["standalone", "extender"])
+def test_the_scheduler_configurations_name_plugins_that_exist(
+    helm: helmcharts.Helm, mode: str
+) -> None:
+    assert not {rule for rule, _, _ in audit(helm, "scheduler", mode=mode) if rule == "EXT004"}
+    profiles = [
+        {
+            "schedulerName": "kubext-scheduler",
+            "plugins": {"filter": {"enabled": [{"name": "NodeResourcesFitt"}]}},
+        }
+    ]
+    found = audit(helm, "scheduler", mode=mode, profiles=profiles)
+    assert ("EXT004", "error", "ConfigMap/kubext-system/kubext-scheduler-profiles") in found
 
 
 def test_the_operators_cluster_wide_secret_reads_are_ignored_by_name_only(
@@ -48,7 +75,7 @@ def test_the_operators_cluster_wide_secret_reads_are_ignored_by_name_only(
     found = audit(helm, "operator")
     # Without the annotation, the finding is there.
     del role["metadata"]["annotations"][IGNORE_ANNOTATION]
-    bare = {(f.rule, str(f.ref)) for f in checks.audit(Inventory(tuple(rendered.objects)))}
+    bare = {(f.rule, str(f.ref)) for f in checks.audit(embedded.inventory(rendered.objects))}
     assert ("RBAC003", "ClusterRole/kubext-operator") in bare
     # Its CRDs (crds/) pass the CRD checks.
     assert not {rule for rule, _, _ in found if rule.startswith("CRD")}
@@ -81,7 +108,7 @@ def test_the_operator_limited_to_namespaces_reads_secrets_only_there(
         assert binding["subjects"][0]["name"] == "kubext-operator"
     found = {
         (f.rule, str(f.severity), str(f.ref))
-        for f in checks.audit(Inventory(tuple(rendered.objects)))
+        for f in checks.audit(embedded.inventory(rendered.objects))
     }
     assert errors(found) == set()
     # A Role reading its namespace's Secrets is a warning, not an error.
@@ -109,6 +136,6 @@ def test_a_broken_variant_fails_with_the_expected_ids(
     container["image"] = "kubext/operator:latest"
     container["securityContext"]["allowPrivilegeEscalation"] = True
     del container["livenessProbe"]
-    found = {(f.rule, str(f.ref)) for f in checks.audit(Inventory(tuple(rendered.objects)))}
+    found = {(f.rule, str(f.ref)) for f in checks.audit(embedded.inventory(rendered.objects))}
     ref = "Deployment/kubext-system/kubext-operator"
     assert {("WL009", ref), ("SEC003", ref), ("WL007", ref)} <= found

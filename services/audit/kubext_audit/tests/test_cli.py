@@ -199,3 +199,44 @@ def test_a_malformed_object_is_one_line_and_the_rest_is_audited(
     rules = {(f["rule"], f["object"]["kind"]) for f in json.loads(out)["findings"]}
     # The CRD's versions list has no version in it: no storage version.
     assert {("CRD001", "CustomResourceDefinition"), ("PSA001", "Namespace")} <= rules
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        (
+            "apiVersion: apps/v1\nkind: Deploymnet\nmetadata: {name: x}\n",
+            "unknown kind Deploymnet in apps/v1: not audited",
+        ),
+        (
+            "apiVersion: v1\nkind: Deployment\nmetadata: {name: x}\n",
+            "unknown kind Deployment in v1 (it is in apps): not audited",
+        ),
+    ],
+)
+def test_an_unknown_kind_of_a_built_in_group_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], document: str, problem: str
+) -> None:
+    path = write(tmp_path, "# comment\n---\n" + document)
+    assert main(["-f", path]) == 2
+    assert capsys.readouterr().err == f"kubext-audit: {path}:3: {problem}\n"
+
+
+def test_custom_resources_and_every_kind_of_our_charts_are_known(tmp_path: Path) -> None:
+    custom = {"apiVersion": "kubext.io/v1", "kind": "WebApp", "metadata": {"name": "w"}}
+    built_in = [
+        {"apiVersion": api_version, "kind": kind, "metadata": {"name": "x"}}
+        for api_version, kind in [
+            ("v1", "ConfigMap"),
+            ("v1", "Secret"),
+            ("apps/v1", "Deployment"),
+            ("storage.k8s.io/v1", "CSIDriver"),
+            ("storage.k8s.io/v1", "StorageClass"),
+            ("policy/v1", "PodDisruptionBudget"),
+            ("networking.k8s.io/v1", "NetworkPolicy"),
+            ("autoscaling/v2", "HorizontalPodAutoscaler"),
+        ]
+    ]
+    loaded = manifests.load([write(tmp_path, yaml.safe_dump_all([custom, *built_in]))])
+    assert loaded.problems == []
+    assert len(loaded.objects) == 1 + len(built_in)

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 from kubernetes import client, utils
 
-from kubext_audit import checks, cluster
-from kubext_audit.checks.model import Inventory
+from kubext_audit import checks, cluster, embedded
 
 
 def test_live_only_checks_find_services_without_endpoints(
@@ -82,7 +81,7 @@ def test_live_only_checks_find_services_without_endpoints(
         assert listed.problems == []
         found = {
             (f.rule, str(f.ref), f.message)
-            for f in checks.audit(Inventory(tuple(listed.objects), live=True))
+            for f in checks.audit(embedded.inventory(listed.objects, live=True))
         }
         hook = f"ValidatingWebhookConfiguration/audit-{suffix}"
         assert (
