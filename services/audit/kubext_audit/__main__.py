@@ -9,8 +9,10 @@ Exit codes: 0 no finding at or above ``--fail-on``, 1 such findings, 2 usage or 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import PurePosixPath
 
 from kubext import cli
 from kubext_audit import checks, embedded, manifests, report
@@ -109,7 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.output == "json":
         print(report.as_json(findings, locate=locate))
     elif args.output == "sarif":
-        print(report.sarif(findings, version=version, locate=locate))
+
+        def in_a_file(finding: Finding) -> tuple[str, int] | None:
+            where = locate(finding)
+            return where if where and where[0] != manifests.STDIN else None
+
+        base = PurePosixPath(os.getcwd())
+        print(report.sarif(findings, version=version, locate=in_a_file, base=base))
     elif args.output == "junit":
         print(report.junit(findings, objects={Ref.of(o): o for o in inventory.objects}))
     else:

@@ -19,6 +19,7 @@ from kubext_audit import kinds
 from kubext_audit.checks.model import Path, Ref
 
 SUFFIXES = (".yaml", ".yml", ".json")
+STDIN = "<stdin>"  # the file name of what -f - reads
 SEPARATOR = re.compile(r"^---(\s|$)")
 
 
@@ -159,7 +160,7 @@ def load(paths: Iterable[str], *, stdin: Any = None) -> Loaded:
     loaded = Loaded()
     for raw in paths:
         if raw == "-":
-            load_text((stdin or sys.stdin).read(), "<stdin>", loaded)
+            load_text((stdin or sys.stdin).read(), STDIN, loaded)
             continue
         path = FsPath(raw)
         if not path.exists():

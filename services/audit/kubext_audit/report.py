@@ -4,7 +4,10 @@ renderer returns a string."""
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import PurePosixPath
+from urllib.parse import quote
 from xml.etree import ElementTree
 
 from kubext_audit import checks
@@ -65,7 +68,24 @@ def as_json(findings: Sequence[Finding], *, locate: Locate = no_location) -> str
     )
 
 
-def sarif(findings: Sequence[Finding], *, version: str, locate: Locate = no_location) -> str:
+def artifact_location(file: str, base: PurePosixPath) -> dict[str, str]:
+    """A file under ``base`` (the checkout code scanning runs in) as a URI relative to
+    %SRCROOT%, any other as an absolute file URI."""
+    path = PurePosixPath(posixpath.normpath(posixpath.join(base, file)))
+    if path.is_relative_to(base):
+        return {"uri": quote(str(path.relative_to(base))), "uriBaseId": "%SRCROOT%"}
+    return {"uri": path.as_uri()}
+
+
+def sarif(
+    findings: Sequence[Finding],
+    *,
+    version: str,
+    locate: Locate = no_location,
+    base: PurePosixPath = PurePosixPath("/"),
+) -> str:
+    """SARIF 2.1.0 as GitHub code scanning takes it: every rule with its help, each result at
+    its object (a logical location) and, where it came from a file, the field's line there."""
     rules = [
         {
             "id": r.id,
@@ -89,16 +109,22 @@ def sarif(findings: Sequence[Finding], *, version: str, locate: Locate = no_loca
             "level": SARIF_LEVEL[finding.severity],
             "message": {"text": f"{finding.ref} {finding.field}: {finding.message}"},
         }
-        where = locate(finding)
-        if where:
-            result["locations"] = [
+        location: dict[str, object] = {
+            "logicalLocations": [
                 {
-                    "physicalLocation": {
-                        "artifactLocation": {"uri": where[0]},
-                        "region": {"startLine": where[1]},
-                    }
+                    "name": finding.ref.name,
+                    "fullyQualifiedName": str(finding.ref),
+                    "kind": "resource",
                 }
             ]
+        }
+        where = locate(finding)
+        if where:
+            location["physicalLocation"] = {
+                "artifactLocation": artifact_location(where[0], base),
+                "region": {"startLine": where[1]},
+            }
+        result["locations"] = [location]
         results.append(result)
     doc = {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -13,7 +15,7 @@ import yaml
 from kubext import cli
 from kubext_audit import checks, manifests
 from kubext_audit.__main__ import main
-from kubext_audit.tests import samples
+from kubext_audit.tests import samples, sarif_schema
 
 GOOD = yaml.safe_dump_all([samples.good_deployment(), samples.pdb(), samples.binding()])
 
@@ -155,7 +157,8 @@ def test_sarif_has_every_rule_with_help_and_located_results(
     assert rules[result["ruleIndex"]]["id"] == "PSA001"
     assert result["level"] == "warning"
     location = result["locations"][0]["physicalLocation"]
-    assert location["artifactLocation"]["uri"] == path and location["region"]["startLine"] == 3
+    assert location["artifactLocation"]["uri"] == Path(path).as_uri()
+    assert location["region"]["startLine"] == 3
 
 
 def test_junit_has_a_case_per_object(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -240,3 +243,73 @@ def test_custom_resources_and_every_kind_of_our_charts_are_known(tmp_path: Path)
     loaded = manifests.load([write(tmp_path, yaml.safe_dump_all([custom, *built_in]))])
     assert loaded.problems == []
     assert len(loaded.objects) == 1 + len(built_in)
+
+
+CORPUS = Path(__file__).resolve().parent / "corpus"
+
+
+def sarif_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    main([*argv, "--output", "sarif"])
+    doc: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return doc
+
+
+def test_sarif_is_valid_against_the_2_1_0_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files under the working directory (as code scanning runs in the checkout): URIs relative
+    to %SRCROOT% with the field's line; files elsewhere: file URIs; stdin: no file at all."""
+    (tmp_path / "deploy").mkdir()
+    for source in CORPUS.glob("*.yaml"):
+        (tmp_path / "deploy" / source.name).write_text(source.read_text())
+    monkeypatch.chdir(tmp_path)
+    doc = sarif_of(["-f", "deploy"], capsys)
+    assert sarif_schema.validate(doc) == []
+    [run] = doc["runs"]
+    assert len(run["results"]) > 50
+    for result in run["results"]:
+        [location] = result["locations"]
+        physical = location["physicalLocation"]
+        assert physical["artifactLocation"]["uriBaseId"] == "%SRCROOT%"
+        assert physical["artifactLocation"]["uri"].startswith("deploy/")
+        assert physical["region"]["startLine"] >= 1
+        [logical] = location["logicalLocations"]
+        assert logical["fullyQualifiedName"].count("/") in (1, 2)
+    elsewhere = sarif_of(["-f", str(CORPUS / "workloads.yaml")], capsys)
+    assert sarif_schema.validate(elsewhere) == []
+    uri = elsewhere["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert uri == {"uri": (CORPUS / "workloads.yaml").as_uri()}
+    monkeypatch.setattr("sys.stdin", io.StringIO((CORPUS / "workloads.yaml").read_text()))
+    piped = sarif_of(["-f", "-"], capsys)
+    assert sarif_schema.validate(piped) == []
+    assert all("physicalLocation" not in r["locations"][0] for r in piped["runs"][0]["results"])
+
+
+@pytest.mark.parametrize(
+    ("breakage", "complaint"),
+    [
+        (lambda doc: doc.pop("version"), "$: version is required"),
+        (lambda doc: doc["runs"][0]["results"][0].update(level="fatal"), "is not one of"),
+        (
+            lambda doc: doc["runs"][0]["results"][0]["locations"][0]["physicalLocation"][
+                "artifactLocation"
+            ].update(uri="<stdin>"),
+            "is not a uri-reference",
+        ),
+        (
+            lambda doc: doc["runs"][0]["results"][0]["locations"][0]["physicalLocation"][
+                "region"
+            ].update(startLine=0),
+            "0 < 1",
+        ),
+    ],
+)
+def test_the_schema_check_can_fail(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    breakage: Callable[[dict[str, Any]], object],
+    complaint: str,
+) -> None:
+    doc = sarif_of(["-f", str(CORPUS / "workloads.yaml")], capsys)
+    breakage(doc)
+    assert any(complaint in error for error in sarif_schema.validate(doc))
