@@ -17,6 +17,7 @@ from kubext import cli
 from kubext_cni import config as cni_config
 from kubext_cni import install as cni_install
 from kubext_csi import config as csi_config
+from kubext_csi import validation as csi_validation
 from kubext_deviceplugin import config as deviceplugin_config
 from kubext_operator import config as operator_config
 from kubext_scheduler import config as scheduler_config
@@ -115,6 +116,8 @@ CLUSTER_SCOPED = {
     "MutatingWebhookConfiguration",
     "StorageClass",
     "VolumeSnapshotClass",
+    "VolumeAttributesClass",
+    "VolumeGroupSnapshotClass",
     "CSIDriver",
 }
 VARIANTS = [(chart, variant) for chart in CHARTS for variant in ("default", "custom")]
@@ -1002,6 +1005,69 @@ def test_csi_snapshot_class_needs_the_snapshot_api(helm: Helm) -> None:
         extra=["--api-versions", "snapshot.storage.k8s.io/v1/VolumeSnapshotClass"],
     )
     assert rendered.one("VolumeSnapshotClass")["driver"] == "csi.kubext.io"
+
+
+VAC_API = "storage.k8s.io/v1/VolumeAttributesClass"
+GROUP_API = "groupsnapshot.storage.k8s.io/v1beta1/VolumeGroupSnapshotClass"
+
+
+def test_csi_attribute_and_group_snapshot_classes_are_opt_in_and_wired(helm: Helm) -> None:
+    default = helm.template("csi", release=RELEASE, namespace=NAMESPACE)
+    assert default.of_kind("VolumeAttributesClass") == []
+    assert default.of_kind("VolumeGroupSnapshotClass") == []
+    for values, message in (
+        ({"volumeAttributesClasses": {"create": True}}, "volumeAttributesClasses.create needs"),
+        ({"groupSnapshotClass": {"create": True}}, "groupSnapshotClass.create needs the"),
+    ):
+        with pytest.raises(HelmError, match=re.escape(message)):
+            helm.template("csi", values=values)
+    rendered = helm.template(
+        "csi",
+        release=RELEASE,
+        namespace=NAMESPACE,
+        values={
+            "volumeAttributesClasses": {"create": True},
+            "groupSnapshotClass": {"create": True},
+        },
+        extra=["--api-versions", VAC_API, "--api-versions", GROUP_API],
+    )
+    classes = rendered.of_kind("VolumeAttributesClass")
+    assert [c["metadata"]["name"] for c in classes] == [
+        f"{RELEASE}-csi-standard",
+        f"{RELEASE}-csi-fast",
+    ]
+    for vac in classes:
+        assert vac["driverName"] == "csi.kubext.io"
+        # The chart's example parameters are ones the driver accepts.
+        assert csi_validation.check_mutable_parameters(vac["parameters"]) == vac["parameters"]
+    group = rendered.one("VolumeGroupSnapshotClass")
+    assert (group["driver"], group["deletionPolicy"]) == ("csi.kubext.io", "Delete")
+    containers = csi_node_containers(rendered)
+    assert "--feature-gates=CSIVolumeGroupSnapshot=true" in containers["csi-snapshotter"]["args"]
+    assert (
+        "--feature-gates=Topology=true,VolumeAttributesClass=true"
+        in containers["csi-provisioner"]["args"]
+    )
+    cluster = rendered.one("ClusterRole", f"{RELEASE}-csi-node")["rules"]
+    assert rules_allow(cluster, "storage.k8s.io", "volumeattributesclasses", "watch")
+    assert rules_allow(
+        cluster, "groupsnapshot.storage.k8s.io", "volumegroupsnapshotcontents", "patch"
+    )
+    assert not rules_allow(
+        default.one("ClusterRole", f"{RELEASE}-csi-node")["rules"],
+        "groupsnapshot.storage.k8s.io",
+        "volumegroupsnapshotcontents",
+        "patch",
+    )
+    with pytest.raises(HelmError, match=r"groupSnapshotClass\.create needs sidecars"):
+        helm.template(
+            "csi",
+            values={
+                "groupSnapshotClass": {"create": True},
+                "sidecars": {"snapshotter": {"enabled": False}},
+            },
+            extra=["--api-versions", GROUP_API],
+        )
 
 
 # --- deviceplugin --------------------------------------------------------------------------

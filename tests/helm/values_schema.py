@@ -47,6 +47,7 @@ ENUMS: dict[tuple[str, str], list[Any]] = {
     ("csi", "storageClass.reclaimPolicy"): ["Delete", "Retain"],
     ("csi", "storageClass.volumeBindingMode"): ["Immediate", "WaitForFirstConsumer"],
     ("csi", "snapshotClass.deletionPolicy"): ["Delete", "Retain"],
+    ("csi", "groupSnapshotClass.deletionPolicy"): ["Delete", "Retain"],
     ("scheduler", "mode"): ["standalone", "extender"],
 }
 # Image tags like 1.2 arrive as numbers from --set.

@@ -103,4 +103,7 @@ the privileged driver and the registrar never do.
 {{- if and .Values.snapshotClass.create (not .Values.sidecars.snapshotter.enabled) -}}
 {{- fail "snapshotClass.create needs sidecars.snapshotter.enabled: without csi-snapshotter no snapshot of the class is ever cut" -}}
 {{- end -}}
+{{- if and .Values.groupSnapshotClass.create (not .Values.sidecars.snapshotter.enabled) -}}
+{{- fail "groupSnapshotClass.create needs sidecars.snapshotter.enabled: without csi-snapshotter no group snapshot of the class is ever cut" -}}
+{{- end -}}
 {{- end -}}
