@@ -1,6 +1,8 @@
 """Pod and volume latency on the rig's real node (not part of the test suite).
 
-Measures, against issue 12's target, on one real-node cluster of its own:
+Measures, against issue 12's target, on the real node: the shared cluster's when the cluster the
+environment names (``KUBEXT_RIG_DIR``) holds the machine's one (left running; the figures in a
+namespace of their own, removed), else a real-node cluster of its own:
 - pod create-to-Ready p50/p99 for ``--pods`` echo-loop pods networked by kubext-bridge, created
   in batches of ``--batch`` (each batch Ready and deleted before the next, as the real-node
   test does), then the same pods with the reference ``bridge`` plugin configured the same way
@@ -46,8 +48,10 @@ from kubext_proto.csi.v1 import csi_pb2, csi_pb2_grpc  # noqa: E402
 from kubext_rig import node, real_node_csi, real_node_testing, tools  # noqa: E402
 from kubext_rig.testing import wait_for  # noqa: E402
 
-STATE = tools.cache_dir() / "real-node-bench"  # short: containerd's socket path has a limit
-NS = "default"
+# Short: containerd's socket path has a limit.
+STATE = real_node_testing.state_for(tools.cache_dir() / "real-node-bench")
+SHARED = real_node_testing.is_shared(STATE)
+NS = f"real-node-bench-{os.urandom(3).hex()}"  # deleted at the end
 CONFLIST = STATE / "node" / "cni" / "net.d" / "10-kubext-rig.conflist"
 CSI_DIR = real_node_csi.csi_dir(STATE)
 KUBELET_DIR = real_node_csi.kubelet_dir(STATE)
@@ -261,38 +265,51 @@ def leftovers(nft_before: set[str]) -> list[str]:
 def measure(real: real_node_testing.RealNode, args: argparse.Namespace) -> dict[str, object]:
     with real.api_client() as api:
         core = client.CoreV1Api(api)
-        wait_for(
-            "the real node without its not-ready taint",
-            lambda: [t.key for t in core.read_node(node.NODE_NAME).spec.taints or []]
-            == [node.TAINT_KEY],
-            timeout=60,
-        )
-        clock = ReadyClock(core)
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NS)))
         try:
-            figures: dict[str, object] = {"load_start": load()}
-            # One warm-up pod per plugin (not counted): the first sandbox pays one-off costs.
-            figures["switch_to_kubext_s"] = switch_plugin(core, clock, "kubext-bridge")
-            say(f"kubext-bridge: {args.pods} pods")
-            pods = [echo_pod(f"kx-{i:02d}") for i in range(args.pods)]
-            figures["kubext"] = timed_batches(core, clock, pods, args.batch)
-            figures["load_kubext"] = load()
-            figures["switch_to_reference_s"] = switch_plugin(core, clock, "bridge")
-            say(f"reference bridge: {args.pods} pods")
-            pods = [echo_pod(f"ref-{i:02d}") for i in range(args.pods)]
-            figures["reference"] = timed_batches(core, clock, pods, args.batch)
-            figures["load_reference"] = load()
-            figures["switch_back_s"] = switch_plugin(core, clock, "kubext-bridge")
-            driver = start_driver()
-            try:
-                say(f"CSI: {args.volume_pods} pods, each with its own volume")
-                figures["volumes"] = volume_bench(core, clock, args.volume_pods, args.batch)
-            finally:
-                driver.send_signal(signal.SIGTERM)
-                driver.wait(timeout=30)
-            figures["load_volumes"] = load()
-            return figures
+            return _measure(core, args)
         finally:
-            clock.stopped = True
+            core.delete_namespace(NS)
+            wait_for(
+                f"namespace {NS} gone",
+                lambda: NS not in {n.metadata.name for n in core.list_namespace().items},
+                timeout=180,
+            )
+
+
+def _measure(core: client.CoreV1Api, args: argparse.Namespace) -> dict[str, object]:
+    wait_for(
+        "the real node without its not-ready taint",
+        lambda: [t.key for t in core.read_node(node.NODE_NAME).spec.taints or []]
+        == [node.TAINT_KEY],
+        timeout=60,
+    )
+    clock = ReadyClock(core)
+    try:
+        figures: dict[str, object] = {"load_start": load()}
+        # One warm-up pod per plugin (not counted): the first sandbox pays one-off costs.
+        figures["switch_to_kubext_s"] = switch_plugin(core, clock, "kubext-bridge")
+        say(f"kubext-bridge: {args.pods} pods")
+        pods = [echo_pod(f"kx-{i:02d}") for i in range(args.pods)]
+        figures["kubext"] = timed_batches(core, clock, pods, args.batch)
+        figures["load_kubext"] = load()
+        figures["switch_to_reference_s"] = switch_plugin(core, clock, "bridge")
+        say(f"reference bridge: {args.pods} pods")
+        pods = [echo_pod(f"ref-{i:02d}") for i in range(args.pods)]
+        figures["reference"] = timed_batches(core, clock, pods, args.batch)
+        figures["load_reference"] = load()
+        figures["switch_back_s"] = switch_plugin(core, clock, "kubext-bridge")
+        driver = start_driver()
+        try:
+            say(f"CSI: {args.volume_pods} pods, each with its own volume")
+            figures["volumes"] = volume_bench(core, clock, args.volume_pods, args.batch)
+        finally:
+            driver.send_signal(signal.SIGTERM)
+            driver.wait(timeout=30)
+        figures["load_volumes"] = load()
+        return figures
+    finally:
+        clock.stopped = True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,15 +323,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with real_node_testing.machine_lock(say=say):
         nft_before = real_node_testing.nft_tables()
-        say(f"up --fresh --real-node ({STATE}); {load()}")
+        say(f"{'shared real node' if SHARED else 'up --fresh --real-node'} ({STATE}); {load()}")
         with real_node_testing.up(STATE, check=False, say=say) as real:
             if real.started.returncode != 0:
                 print(real.started.stderr[-3000:], file=sys.stderr)
                 return 1
             say(f"up in {real.up_seconds:.1f} s")
             figures = measure(real, args)
-        left = leftovers(nft_before)
-        if real.stopped is not None and real.stopped.returncode == 0 and not left:
+        # The shared cluster stays up: its node's leftovers are not this run's to judge.
+        left = [] if SHARED else leftovers(nft_before)
+        if not SHARED and real.stopped is not None and real.stopped.returncode == 0 and not left:
             shutil.rmtree(STATE, ignore_errors=True)
 
     kubext, reference = figures["kubext"], figures["reference"]
@@ -334,7 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     print(line("volume pod create-to-Ready, kubext-csi", volumes))
     for key in ("load_start", "load_kubext", "load_reference", "load_volumes"):
         print(f"{key.removeprefix('load_')}: {figures[key]}")
-    print(f"leftovers after down: {', '.join(left) if left else 'none'}")
+    if SHARED:
+        print(f"leftovers: not checked (the shared cluster's real node, {STATE}, stays up)")
+    else:
+        print(f"leftovers after down: {', '.join(left) if left else 'none'}")
     ratio = pct(kubext, 50) / pct(reference, 50)
     print(
         f"ratio kubext-bridge/reference pod Ready p50: {ratio:.2f} "

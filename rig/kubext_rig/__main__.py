@@ -16,12 +16,18 @@ def main(argv: list[str] | None = None) -> int:
     p_up = sub.add_parser("up", help="start the cluster (reuses a healthy one)")
     p_up.add_argument("--nodes", type=int, default=3, help="kwok fake nodes (default 3)")
     p_up.add_argument("--fresh", action="store_true", help="wipe etcd data first")
+    # Default (neither flag): the real node if the machine's one is free, else without it (one
+    # line says so); --real-node requires it (refused when another cluster holds it).
     p_up.add_argument(
         "--real-node",
+        dest="real_node",
         action="store_true",
-        help="also a real node (containerd, kubelet, kube-proxy) named kubext-node-0, tainted "
-        "kubext.io/real-node; one per machine",
+        default=None,
+        help="require the real node (containerd, kubelet, kube-proxy, registry) named "
+        "kubext-node-0, tainted kubext.io/real-node; one per machine. By default a cluster "
+        "gets it when no other cluster holds it, and comes up without it otherwise",
     )
+    p_up.add_argument("--no-real-node", dest="real_node", action="store_false", help="no real node")
     p_up.add_argument(
         "--services",
         metavar="DIST",
@@ -42,7 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.cmd == "up":
-            info = cluster.up(nodes=args.nodes, fresh=args.fresh, real_node=args.real_node)
+            info = cluster.up(
+                nodes=args.nodes,
+                fresh=args.fresh,
+                real_node=args.real_node is not False,
+                require_real_node=args.real_node is True,
+            )
             if args.services or args.services_from_source:
                 dist = Path(args.services).resolve() if args.services else None
                 stack.up(info, dist=dist, samples=not args.no_samples)
@@ -54,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             root = cluster.state_dir()
             st = {**cluster.status(root), **stack.status(root)}
             print(json.dumps(st, indent=2))
-            return 0 if all(s == "healthy" for s in st.values()) else 3
+            components = (s for k, s in st.items() if k != cluster.NO_REAL_NODE_KEY)
+            return 0 if all(s == "healthy" for s in components) else 3
         elif args.cmd == "build":
             tools.ensure_built(args.components)
         elif args.cmd == "kubeconfig":

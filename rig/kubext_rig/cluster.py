@@ -326,15 +326,36 @@ def _lock(root: Path) -> Iterator[None]:
 def status(root: Path | None = None) -> dict[str, str]:
     """Each component's state: healthy, unhealthy (running but failing checks) or stopped."""
     root = root or state_dir()
-    out = {}
-    for comp in _components(root, "10.244.0.0/16"):
-        if running_pid(root, comp.name) is None:
-            out[comp.name] = "stopped"
-        else:
-            out[comp.name] = "healthy" if healthy(root, comp.health) else "unhealthy"
+    out = status_of_control_plane(root)
     from kubext_rig import node
 
-    return {**out, **node.status(root)}
+    elsewhere = _without_real_node_note(root)
+    note = {NO_REAL_NODE_KEY: elsewhere} if elsewhere else {}
+    return {**out, **node.status(root), **note}
+
+
+# In `status`, for a cluster that came up without a real node because another cluster holds the
+# machine's one: says so, and is no component (it does not make `status` unhealthy).
+NO_REAL_NODE_KEY = "real-node"
+
+
+def _note_path(root: Path) -> Path:
+    return root / "without-real-node"
+
+
+def _without_real_node_note(root: Path) -> str | None:
+    path = _note_path(root)
+    return path.read_text().strip() if path.exists() else None
+
+
+def _go_without_real_node(root: Path, owner: Path) -> None:
+    """The one line, said now and kept for `status` until `down`."""
+    from kubext_rig import node
+
+    line = node.without_real_node(owner)
+    _note_path(root).parent.mkdir(parents=True, exist_ok=True)
+    _note_path(root).write_text(line + "\n")
+    say(f"real node: this cluster comes up {line}")
 
 
 def _write_stages() -> None:
@@ -353,11 +374,19 @@ def _write_stages() -> None:
 
 
 def up(
-    *, nodes: int = 3, root: Path | None = None, fresh: bool = False, real_node: bool = False
+    *,
+    nodes: int = 3,
+    root: Path | None = None,
+    fresh: bool = False,
+    real_node: bool = False,
+    require_real_node: bool = True,
 ) -> ClusterInfo:
     """Bring the cluster up (or reuse a healthy one) with ``nodes`` kwok nodes; wait until ready.
 
-    ``real_node`` adds the real node (kubext_rig.node); without it, a running one is kept."""
+    ``real_node`` adds the real node (kubext_rig.node); without it, a running one is kept (and
+    a healthy control plane reused whatever its node's state). One real node per machine: when
+    another cluster holds it, ``require_real_node`` refuses, else this one comes up without and
+    says so in one line (``status`` too)."""
     from kubext_rig import node
 
     root = root or state_dir()
@@ -365,19 +394,38 @@ def up(
         t0 = time.monotonic()
         if fresh:
             _down_locked(root, wipe=True)
-        current = status(root)
-        if all(s == "healthy" for s in current.values()) and (node.enabled(root) or not real_node):
+        plan = plan_up(
+            control=status_of_control_plane(root),
+            node_enabled=node.enabled(root),
+            node_status=node.status(root),
+            real_node=real_node,
+            elsewhere=node.taken_elsewhere(root) if real_node else None,
+            require_real_node=require_real_node,
+        )
+        if plan.refuse:
+            node.prepare_host(root)  # raises the refusal, naming the other cluster
+        if plan.reuse:
             info = ClusterInfo(root)
             ensure_nodes(info, nodes)
+            if plan.elsewhere is not None:
+                _go_without_real_node(root, plan.elsewhere)
             say(f"cluster already up ({root}); {nodes} kwok nodes ensured")
             return info
-        if any(s != "stopped" for s in current.values()):
-            say(f"cluster partly up or without its real node ({current}); restarting it")
+        if plan.restart:
+            say(f"cluster partly up or without its real node ({status(root)}); restarting it")
             _down_locked(root, wipe=False)
+        _note_path(root).unlink(missing_ok=True)
         tools.ensure_built(["etcd", "kubernetes", "kwok"])
+        real_node = plan.with_real_node
         if real_node:
             tools.ensure_built(["kubernetes-node", "node-images", "cni-plugins", "registry"])
-            node.prepare_host(root)  # before the API server: it binds the node's address
+            # Before the API server: it binds the node's address.
+            if not node.prepare_host(root, required=require_real_node):
+                owner = node.taken_elsewhere(root)  # claimed since the plan (a race)
+                real_node = False
+                _go_without_real_node(root, owner or Path("another cluster"))
+        elif plan.elsewhere is not None:
+            _go_without_real_node(root, plan.elsewhere)
         _write_stages()
         comps = _components(root, "10.244.0.0/16")
         busy = [
@@ -426,6 +474,51 @@ def up(
             node.start(info)
         say(f"cluster up in {time.monotonic() - t0:.1f} s; export KUBECONFIG={info.kubeconfig}")
         return info
+
+
+def status_of_control_plane(root: Path) -> dict[str, str]:
+    """``status`` of the control plane's components alone."""
+    out = {}
+    for comp in _components(root, "10.244.0.0/16"):
+        if running_pid(root, comp.name) is None:
+            out[comp.name] = "stopped"
+        else:
+            out[comp.name] = "healthy" if healthy(root, comp.health) else "unhealthy"
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class UpPlan:
+    """What ``up`` does with the cluster it finds (``plan_up``)."""
+
+    reuse: bool  # as it is
+    restart: bool  # stop what runs first (partly up, or a real node to add or mend)
+    with_real_node: bool  # start it with the real node
+    elsewhere: Path | None  # another cluster holds the machine's real node: go without
+    refuse: bool = False  # ... and it was required
+
+
+def plan_up(
+    *,
+    control: dict[str, str],
+    node_enabled: bool,
+    node_status: dict[str, str],
+    real_node: bool,
+    elsewhere: Path | None,
+    require_real_node: bool,
+) -> UpPlan:
+    """Decide ``up`` from what runs. A healthy control plane is reused unless a real node is
+    asked for and could be had (free, or ours but unhealthy); a real node another cluster holds
+    is refused when required, else gone without."""
+    control_ok = all(s == "healthy" for s in control.values())
+    node_ok = node_enabled and all(s == "healthy" for s in node_status.values())
+    if real_node and elsewhere is not None and require_real_node:
+        return UpPlan(False, False, False, elsewhere, refuse=True)
+    want_node = real_node and elsewhere is None
+    if control_ok and (node_ok or not want_node):
+        return UpPlan(True, False, False, elsewhere)
+    running = any(s != "stopped" for s in (*control.values(), *node_status.values()))
+    return UpPlan(False, running, want_node, elsewhere)
 
 
 def kubectl(info: ClusterInfo, *args: str, stdin: str | None = None) -> str:
@@ -544,6 +637,7 @@ def _down_locked(root: Path, *, wipe: bool) -> None:
             say(f"stopped {comp.name} (pid {pid})")
         _pid_file(root, comp.name).unlink(missing_ok=True)
     node.release_host(root)
+    _note_path(root).unlink(missing_ok=True)
     if wipe:
         for sub in ("etcd", "pids"):
             shutil.rmtree(root / sub, ignore_errors=True)

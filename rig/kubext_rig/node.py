@@ -363,30 +363,62 @@ def _machine_lock():
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _claim(root: Path) -> None:
-    """One real node per machine (the device-plugin dir is fixed): refuse if another runs."""
+def _live_owner() -> Path | None:
+    """The state dir whose real node runs on this machine (the claim, if any of its node's
+    processes still runs); call under ``_machine_lock``."""
+    if not MACHINE_CLAIM.exists():
+        return None
+    owner = Path(MACHINE_CLAIM.read_text().strip())
+    return owner if any(cluster.running_pid(owner, n) is not None for n in COMPONENTS) else None
+
+
+def machine_owner() -> Path | None:
+    """The state dir of the cluster whose real node runs on this machine, if one runs."""
     with _machine_lock():
-        if MACHINE_CLAIM.exists():
-            owner = Path(MACHINE_CLAIM.read_text().strip())
-            if owner != root and any(
-                cluster.running_pid(owner, name) is not None for name in COMPONENTS
-            ):
-                raise cluster.RigError(
-                    f"real node: another cluster's real node runs on this machine ({owner}); "
-                    "one per machine (the kubelet's device-plugin dir is fixed): "
-                    "start this cluster without --real-node, or stop that one first"
-                )
+        return _live_owner()
+
+
+def taken_elsewhere(root: Path) -> Path | None:
+    """Another cluster's state dir when that one holds the machine's real node."""
+    owner = machine_owner()
+    return owner if owner is not None and owner.resolve() != root.resolve() else None
+
+
+def without_real_node(owner: Path) -> str:
+    """The one line a cluster that comes up without a real node says (and ``status`` shows)."""
+    return (
+        f"without a real node: the machine's one (the kubelet's device-plugin dir is fixed) "
+        f"is {owner}'s"
+    )
+
+
+def _claim(root: Path, *, required: bool = True) -> bool:
+    """One real node per machine (the device-plugin dir is fixed): another's running one wins;
+    ``required`` refuses then, else this cluster goes without (False)."""
+    with _machine_lock():
+        owner = _live_owner()
+        if owner is not None and owner.resolve() != root.resolve():
+            if not required:
+                return False
+            raise cluster.RigError(
+                f"real node: another cluster's real node runs on this machine ({owner}); "
+                "one per machine (the kubelet's device-plugin dir is fixed): "
+                "start this cluster without --real-node, or stop that one first"
+            )
         MACHINE_CLAIM.write_text(str(root))
+    return True
 
 
 def _link_exists(name: str) -> bool:
     return Path(f"/sys/class/net/{name}").exists()
 
 
-def prepare_host(root: Path) -> None:
-    """Packages, the machine claim, the dummy link with NODE_IP, the host's state saved."""
+def prepare_host(root: Path, *, required: bool = True) -> bool:
+    """Packages, the machine claim, the dummy link with NODE_IP, the host's state saved; False
+    (nothing done) when another cluster holds the machine's real node and not ``required``."""
     (root / "logs").mkdir(parents=True, exist_ok=True)
-    _claim(root)
+    if not _claim(root, required=required):
+        return False
     _ensure_packages(root)
     host = _Host(root)
     if "sysctls" not in host.data:  # first up: what the machine had before any kubelet of ours
@@ -408,6 +440,7 @@ def prepare_host(root: Path) -> None:
         _run(["ip", "link", "add", LINK, "type", "bridge"])
     _run(["ip", "addr", "replace", f"{NODE_IP}/32", "dev", LINK])
     _run(["ip", "link", "set", LINK, "up"])
+    return True
 
 
 def _sysctl(key: str) -> str:

@@ -1,7 +1,12 @@
 """The harness the real-node tests and the real-node bench share: one kubelet per machine (a file
-lock), a `--real-node` cluster of the caller's own (its state dir, port offset 3000) brought up
-and always brought down, a client for it, the pods they run on it and the host state they check
-for leftovers."""
+lock), the real node to run on, a client for it, the pods they run on it and the host state they
+check for leftovers.
+
+The real node is the shared cluster's when the cluster the environment points at
+(``KUBEXT_RIG_DIR``, as ``./kubext test`` sets it) holds the machine's one: ``state_for`` then
+names that cluster's state dir, and ``up`` neither starts nor stops it. Otherwise it is a
+`--real-node` cluster of the caller's own (its state dir, port offset 3000), brought up and always
+brought down, so a single test file still runs alone."""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from kubernetes import client, config
 from kubext_rig import cluster, node, tools
 
 OFFSET = 3000  # beside `./kubext up` (0), the test cluster (1000) and the fresh clone (2000)
+SHARED_NODE_TIMEOUT = 60.0  # for the shared cluster's real node to be healthy again
 LOCK = "real-node-test.lock"  # under the cache dir; the bench takes the same one
 TOLERATE = [client.V1Toleration(key=node.TAINT_KEY, operator="Exists", effect="NoSchedule")]
 
@@ -39,12 +45,40 @@ def machine_lock(*, say: Callable[[str], None] = _quiet) -> Iterator[None]:
         yield
 
 
+def shared_state() -> Path | None:
+    """The state dir the environment names (``KUBEXT_RIG_DIR``) when that cluster holds the
+    machine's real node; None otherwise."""
+    named = os.environ.get("KUBEXT_RIG_DIR")
+    if not named:
+        return None
+    owner = node.machine_owner()
+    root = Path(named)
+    return root if owner is not None and owner.resolve() == root.resolve() else None
+
+
+def state_for(own: Path) -> Path:
+    """Where a real-node test's cluster lives: the shared cluster's state dir when it holds the
+    machine's real node, else ``own`` (a cluster the test brings up itself)."""
+    return shared_state() or own
+
+
+def is_shared(state: Path) -> bool:
+    shared = shared_state()
+    return shared is not None and shared.resolve() == state.resolve()
+
+
+def offset_of(state: Path) -> int:
+    """The port offset of the cluster in ``state``: the environment's for the shared cluster,
+    ``OFFSET`` for one of the caller's own."""
+    return cluster.PORT_OFFSET if is_shared(state) else OFFSET
+
+
 def rig_env(state: Path) -> dict[str, str]:
     """The environment of a Python process of the rig that sees the cluster in ``state``."""
     return {
         **os.environ,
         "KUBEXT_RIG_DIR": str(state),
-        "KUBEXT_RIG_PORT_OFFSET": str(OFFSET),
+        "KUBEXT_RIG_PORT_OFFSET": str(offset_of(state)),
         "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p),
     }
 
@@ -60,13 +94,23 @@ class RealNode:
     """A real-node cluster brought up by `up`: how it started, and (once down) how it stopped."""
 
     info: cluster.ClusterInfo
-    started: subprocess.CompletedProcess[str]
+    started: subprocess.CompletedProcess[str]  # `up`, or for the shared cluster `status`
     up_seconds: float
-    stopped: subprocess.CompletedProcess[str] | None = None
+    stopped: subprocess.CompletedProcess[str] | None = None  # `down`; None for the shared one
+    shared: bool = False  # the shared cluster's real node: not started nor stopped here
 
     @property
     def state(self) -> Path:
         return self.info.root
+
+    @property
+    def offset(self) -> int:
+        return offset_of(self.state)
+
+    @property
+    def registry(self) -> str:
+        """The node's registry (``host:port``): images pushed there are pulled by the node."""
+        return f"127.0.0.1:{node.REGISTRY_PORT - cluster.PORT_OFFSET + self.offset}"
 
     def env(self) -> dict[str, str]:
         return rig_env(self.state)
@@ -90,7 +134,26 @@ def up(
 
     Hold ``machine_lock`` around it. With ``check``, a failed `up` fails at once and a failed
     `down` fails on a clean exit (each naming its stderr); without, the caller reads
-    ``started`` and ``stopped``. A failure inside the block wins over `down`'s."""
+    ``started`` and ``stopped``. A failure inside the block wins over `down`'s.
+
+    For the shared cluster (``state_for`` gave its state dir) nothing is started or stopped:
+    ``started`` is its `status`, checked (with ``check``) to show the real node healthy; the
+    caller cleans up what it made there."""
+    if is_shared(state):
+        t0 = time.monotonic()
+        started = _shared_node_healthy(state)
+        say(f"using the shared cluster's real node ({state})")
+        real = RealNode(cluster.ClusterInfo(state), started, time.monotonic() - t0, shared=True)
+        if check:
+            assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
+        yield real
+        return
+    owner = node.machine_owner()
+    if owner is not None and owner.resolve() != state.resolve() and check:
+        # Neither free nor the shared cluster's (`./kubext up`'s, say): not this run's to take.
+        import pytest
+
+        pytest.skip(f"the machine's real node is {owner}'s (one per machine); stop that cluster")
     t0 = time.monotonic()
     started = rig(state, "up", "--fresh", "--real-node", "--nodes", "1")
     real = RealNode(cluster.ClusterInfo(state), started, time.monotonic() - t0)
@@ -103,6 +166,23 @@ def up(
         say(f"down: exit {real.stopped.returncode}")
     if check:
         assert real.stopped.returncode == 0, real.stopped.stderr[-3000:]
+
+
+def _shared_node_healthy(state: Path) -> subprocess.CompletedProcess[str]:
+    """The shared cluster's `status`, once every real-node component in it is healthy (a test
+    before may have restarted one); returncode 1 if not within ``SHARED_NODE_TIMEOUT``."""
+    deadline = time.monotonic() + SHARED_NODE_TIMEOUT
+    while True:
+        st = rig(state, "status", timeout=120)
+        try:
+            states = json.loads(st.stdout)
+        except json.JSONDecodeError:
+            states = {}
+        if all(states.get(name) == "healthy" for name in (*node.COMPONENTS, "kube-apiserver")):
+            return subprocess.CompletedProcess(st.args, 0, st.stdout, st.stderr)
+        if time.monotonic() > deadline:
+            return subprocess.CompletedProcess(st.args, 1, st.stdout, st.stderr)
+        time.sleep(1)
 
 
 def pod(

@@ -126,10 +126,15 @@ def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(clone
     _stop_leftovers(state)
     links, tables = _links(), _nft_tables()
     assert not PORTS & _listening_ports(), "the fresh-clone cluster's ports are taken already"
+    owner = _real_node_owner()
 
     up = _kubext(clone, env, "up", timeout=1800)
     try:
         assert up.returncode == 0, f"./kubext up failed:\n{up.stdout[-2000:]}\n{up.stderr[-5000:]}"
+        if owner:
+            # One real node per machine: the other cluster keeps it, this one says so in a line.
+            said = [line for line in up.stderr.splitlines() if "without a real node" in line]
+            assert len(said) == 1 and owner in said[0], up.stderr[-3000:]
         exports = re.findall(r"^export KUBECONFIG=(\S+)$", up.stdout, re.MULTILINE)
         assert exports == [str(state / "admin.kubeconfig")], up.stdout[-2000:]
         kubectl = _kubectl(exports[0])
@@ -149,6 +154,8 @@ def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(clone
         assert st.returncode == 0, st.stdout
         for name in ("etcd", "kube-apiserver", "kwok", "kubext-webhooks", "kubext-operator"):
             assert states.get(name) == "healthy", states
+        if owner:
+            assert "without a real node" in states["real-node"] and "kubelet" not in states
         # ... and a component that died is reported as stopped, with a non-zero exit.
         pid = int((state / "pids" / "kubext-operator.pid").read_text().split()[0])
         os.killpg(pid, signal.SIGKILL)
@@ -185,6 +192,19 @@ def _stop_leftovers(state: Path) -> None:
             if stat[19] == started:  # the very process, not a reused PID
                 os.killpg(int(pid), signal.SIGKILL)
     shutil.rmtree(state, ignore_errors=True)
+
+
+def _real_node_owner() -> str | None:
+    """The state dir of the cluster whose real node runs on this machine (the rig's claim file,
+    and that cluster's kubelet alive by its PID file), if one runs: the test cluster's, under
+    `./kubext test`."""
+    claim = Path("/run/kubext-rig-real-node")
+    try:
+        owner = claim.read_text().strip()
+        pid = int((Path(owner) / "pids" / "kubelet.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return owner if _alive(pid) else None
 
 
 def _alive(pid: int) -> bool:

@@ -3,6 +3,7 @@ failure it reports."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -21,6 +22,7 @@ def _fake_rig(
         return subprocess.CompletedProcess(args, codes[args[0]], "", f"{args[0]} said no")
 
     monkeypatch.setattr(real_node_testing, "rig", rig)
+    monkeypatch.setattr(real_node_testing.node, "machine_owner", lambda: None)  # a free machine
     return calls
 
 
@@ -84,3 +86,75 @@ def test_pod_runs_a_rig_image_on_the_real_node_with_its_claim() -> None:
     assert [(v.name, v.persistent_volume_claim.claim_name) for v in spec.volumes] == [("data", "c")]
     plain = real_node_testing.pod("p", "pause").spec
     assert plain.volumes is None and plain.containers[0].resources is None
+
+
+def _shared_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The environment names a cluster (KUBEXT_RIG_DIR) that holds the machine's real node."""
+    shared = tmp_path / "test-cluster"
+    monkeypatch.setenv("KUBEXT_RIG_DIR", str(shared))
+    monkeypatch.setattr(real_node_testing.node, "machine_owner", lambda: shared)
+    return shared
+
+
+def test_the_shared_clusters_real_node_is_used_and_left_running(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    shared = _shared_machine(monkeypatch, tmp_path)
+    own = tmp_path / "own"
+    assert real_node_testing.state_for(own) == shared
+    assert real_node_testing.offset_of(shared) == real_node_testing.cluster.PORT_OFFSET
+    assert real_node_testing.offset_of(own) == real_node_testing.OFFSET
+    env = real_node_testing.rig_env(shared)
+    assert env["KUBEXT_RIG_DIR"] == str(shared)
+    assert env["KUBEXT_RIG_PORT_OFFSET"] == str(real_node_testing.cluster.PORT_OFFSET)
+    calls: list[tuple[Path, tuple[str, ...]]] = []
+    healthy = {n: "healthy" for n in (*real_node_testing.node.COMPONENTS, "kube-apiserver")}
+
+    def rig(state: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        calls.append((state, args))
+        return subprocess.CompletedProcess(args, 0, json.dumps(healthy), "")
+
+    monkeypatch.setattr(real_node_testing, "rig", rig)
+    with real_node_testing.up(shared) as real:
+        assert real.shared and real.state == shared and real.started.returncode == 0
+        assert real.registry == real_node_testing.node.REGISTRY
+    assert calls == [(shared, ("status",))]  # neither up nor down
+    assert real.stopped is None
+
+
+def test_an_unhealthy_shared_real_node_fails_naming_its_status(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    shared = _shared_machine(monkeypatch, tmp_path)
+    sick = json.dumps({"kube-apiserver": "healthy", "kubelet": "stopped"})
+    monkeypatch.setattr(
+        real_node_testing,
+        "rig",
+        lambda state, *args, timeout=600: subprocess.CompletedProcess(args, 3, sick, ""),
+    )
+    monkeypatch.setattr(real_node_testing, "SHARED_NODE_TIMEOUT", 0)
+    with pytest.raises(AssertionError, match='"kubelet": "stopped"'), real_node_testing.up(shared):
+        pytest.fail("the block runs only on a healthy real node")
+
+
+def test_a_cluster_without_the_machines_real_node_is_not_shared(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KUBEXT_RIG_DIR", str(tmp_path / "test-cluster"))
+    monkeypatch.setattr(real_node_testing.node, "machine_owner", lambda: tmp_path / "elsewhere")
+    assert real_node_testing.state_for(tmp_path / "own") == tmp_path / "own"
+    monkeypatch.setattr(real_node_testing.node, "machine_owner", lambda: None)
+    assert real_node_testing.shared_state() is None
+    monkeypatch.delenv("KUBEXT_RIG_DIR")
+    monkeypatch.setattr(real_node_testing.node, "machine_owner", lambda: tmp_path / "test-cluster")
+    assert real_node_testing.shared_state() is None  # the environment names no cluster
+
+
+def test_a_real_node_another_cluster_holds_is_skipped_not_taken(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls = _fake_rig(monkeypatch, {"up": 0, "down": 0})
+    monkeypatch.setattr(real_node_testing.node, "machine_owner", lambda: tmp_path / "up-cluster")
+    with pytest.raises(pytest.skip.Exception, match="up-cluster"), real_node_testing.up(tmp_path):
+        pytest.fail("no cluster of its own while another holds the real node")
+    assert calls == []

@@ -25,7 +25,7 @@ from kubext_proto.csi.v1 import csi_pb2, csi_pb2_grpc
 from kubext_rig import node, real_node_csi, real_node_testing, tools
 from kubext_rig.testing import wait_for
 
-STATE = tools.cache_dir() / "real-node-csi"
+STATE = real_node_testing.state_for(tools.cache_dir() / "real-node-csi")
 CSI_DIR = real_node_csi.csi_dir(STATE)
 KUBELET_DIR = real_node_csi.kubelet_dir(STATE)
 DRIVER = real_node_csi.DRIVER

@@ -3,7 +3,9 @@
 What is real: the pinned kubelet's device manager (registration, ListAndWatch, Allocate) and
 containerd/runc, which put the allocated env and device node into the container's OCI spec. The
 plugin runs as a host process with the simulated backend (example.com/gpu: 2) and a generic
-resource on /dev/zero (a real device node). One kubelet per machine: the real-node file lock."""
+resource on /dev/zero (a real device node). One kubelet per machine: the real-node file lock. The
+real node is the shared test cluster's when it holds the machine's one (the pods then in a
+namespace of their own, waited out), else this file's own cluster's."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from kubernetes import client
 from kubext_rig import node, real_node_testing, tools
 from kubext_rig.testing import wait_for
 
-STATE = tools.cache_dir() / "real-node-dp"
+STATE = real_node_testing.state_for(tools.cache_dir() / "real-node-dp")
 PLUGIN_CONFIG = {
     "device_plugin_dir": str(node.DEVICE_PLUGINS_DIR),
     "health": {"host": "127.0.0.1", "port": 0},
@@ -84,42 +86,53 @@ def test_real_kubelet_registers_allocates_and_refuses_what_does_not_fit(tmp_path
 def _check_cluster(real: real_node_testing.RealNode, t0: float, tmp_path: Path) -> None:
     with real.api_client() as api:
         core = client.CoreV1Api(api)
-
-        def allocatable() -> dict[str, str] | None:
-            alloc = core.read_node(node.NODE_NAME).status.allocatable or {}
-            want = {"example.com/gpu": "2", "kubext.io/zero": "1"}
-            return alloc if all(alloc.get(k) == v for k, v in want.items()) else None
-
-        wait_for("the node's allocatable shows the devices", allocatable, timeout=60)
-        print(f"device plugin: allocatable after {time.monotonic() - t0:.1f} s")
-
-        core.create_namespaced_pod(
-            "default", _pod("two", {"example.com/gpu": "2", "kubext.io/zero": "1"})
-        )
-
-        def running() -> client.V1Pod | None:
-            pod = core.read_namespaced_pod("two", "default")
-            return pod if pod.status.phase == "Running" else None
-
-        pod = wait_for("pod two Running", running, timeout=90)
-        container_id = pod.status.container_statuses[0].container_id.removeprefix("containerd://")
-        spec = _oci_spec(container_id)
-        env = dict(e.split("=", 1) for e in spec["process"]["env"])
-        assert sorted(env["KUBEXT_DEVICES"].split(",")) == ["gpu-0", "gpu-1"]
-        assert env["KUBEXT_ZERO_DEVICES"] == "zero0"
-        assert env["KUBEXT_DEMO"] == "yes"
-        assert "/dev/kubext-zero" in [d["path"] for d in spec["linux"].get("devices", [])]
-
-        core.create_namespaced_pod("default", _pod("three", {"example.com/gpu": "1"}))
-
-        def unschedulable() -> bool:
-            conditions = core.read_namespaced_pod("three", "default").status.conditions or []
-            return any(
-                c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
-                for c in conditions
+        ns = f"deviceplugin-{os.urandom(3).hex()}"
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+        try:
+            _check_devices(core, ns, t0)
+        finally:
+            core.delete_namespace(ns)
+            wait_for(
+                f"namespace {ns} gone (its pods' devices free again)",
+                lambda: ns not in {n.metadata.name for n in core.list_namespace().items},
+                timeout=120,
             )
 
-        wait_for("pod three Pending as unschedulable", unschedulable, timeout=60)
-        assert core.read_namespaced_pod("three", "default").status.phase == "Pending"
-        for name in ("two", "three"):
-            core.delete_namespaced_pod(name, "default", grace_period_seconds=0)
+
+def _check_devices(core: client.CoreV1Api, ns: str, t0: float) -> None:
+    def allocatable() -> dict[str, str] | None:
+        alloc = core.read_node(node.NODE_NAME).status.allocatable or {}
+        want = {"example.com/gpu": "2", "kubext.io/zero": "1"}
+        return alloc if all(alloc.get(k) == v for k, v in want.items()) else None
+
+    wait_for("the node's allocatable shows the devices", allocatable, timeout=60)
+    print(f"device plugin: allocatable after {time.monotonic() - t0:.1f} s")
+
+    core.create_namespaced_pod(ns, _pod("two", {"example.com/gpu": "2", "kubext.io/zero": "1"}))
+
+    def running() -> client.V1Pod | None:
+        pod = core.read_namespaced_pod("two", ns)
+        return pod if pod.status.phase == "Running" else None
+
+    pod = wait_for("pod two Running", running, timeout=90)
+    container_id = pod.status.container_statuses[0].container_id.removeprefix("containerd://")
+    spec = _oci_spec(container_id)
+    env = dict(e.split("=", 1) for e in spec["process"]["env"])
+    assert sorted(env["KUBEXT_DEVICES"].split(",")) == ["gpu-0", "gpu-1"]
+    assert env["KUBEXT_ZERO_DEVICES"] == "zero0"
+    assert env["KUBEXT_DEMO"] == "yes"
+    assert "/dev/kubext-zero" in [d["path"] for d in spec["linux"].get("devices", [])]
+
+    core.create_namespaced_pod(ns, _pod("three", {"example.com/gpu": "1"}))
+
+    def unschedulable() -> bool:
+        conditions = core.read_namespaced_pod("three", ns).status.conditions or []
+        return any(
+            c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
+            for c in conditions
+        )
+
+    wait_for("pod three Pending as unschedulable", unschedulable, timeout=60)
+    assert core.read_namespaced_pod("three", ns).status.phase == "Pending"
+    for name in ("two", "three"):
+        core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
