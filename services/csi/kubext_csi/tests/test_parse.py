@@ -146,6 +146,15 @@ def test_ext_superblock(sb: bytes, expected: parse.ExtInfo | None) -> None:
     assert parse.ext_superblock(sb) == expected
 
 
+def test_ext_superblock_label() -> None:
+    sb = bytearray(_superblock(blocks=64, log_block=0))
+    sb[0x78 : 0x78 + 16] = b"data-1".ljust(16, b"\0")  # s_volume_name, NUL-padded
+    assert parse.ext_superblock(bytes(sb)) == parse.ExtInfo("ext2", 64 * 1024, "data-1")
+    sb[0x78 : 0x78 + 16] = b"sixteen-chars-xy"  # the full 16 bytes: no NUL at all
+    info = parse.ext_superblock(bytes(sb))
+    assert info is not None and info.label == "sixteen-chars-xy"
+
+
 PURITY_CHECK = """
 import sys
 sys.modules["grpc"] = None  # any import of grpc now fails

@@ -108,3 +108,54 @@ def test_a_store_of_the_previous_schema_opens_and_gains_attachments(tmp_path: Pa
     newer.close()
     with pytest.raises(RuntimeError, match="newer"):
         state.Store(path)
+
+
+def test_a_schema_3_store_gains_mutable_parameters_and_group_snapshots(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE volumes (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+        " capacity INTEGER NOT NULL, fs_type TEXT NOT NULL, source_kind TEXT NOT NULL,"
+        " source_id TEXT NOT NULL, parameters TEXT NOT NULL, created_ns INTEGER NOT NULL,"
+        " ephemeral INTEGER NOT NULL DEFAULT 0);"
+        "CREATE TABLE snapshots (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+        " source_volume_id TEXT NOT NULL, size INTEGER NOT NULL, created_ns INTEGER NOT NULL,"
+        " ready INTEGER NOT NULL);"
+        "INSERT INTO volumes VALUES ('v1', 'pvc-1', 1073741824, 'ext4', '', '', '[]', 0, 0);"
+        "INSERT INTO snapshots VALUES ('s1', 'snap', 'v1', 1073741824, 5, 1);"
+        "PRAGMA user_version=3;"
+    )
+    old.close()
+    store = state.Store(path)
+    assert store.get_volume("v1").mutable_parameters == ()
+    assert store.get_volume("v1").label is None
+    assert store.get_snapshot("s1").group_snapshot_id == ""
+    modified = state.Volume(
+        **{**store.get_volume("v1").__dict__, "mutable_parameters": (("label", "x"),)}
+    )
+    store.put_volume(modified)
+    store.close()
+    assert state.Store(path).get_volume("v1").label == "x"
+
+
+def test_group_snapshots_commit_and_delete_with_their_members(tmp_path: Path) -> None:
+    store = state.Store(tmp_path / "state.db")
+    store.put_volume(VOLUME)
+    group = state.GroupSnapshot("g1", "nightly", 7)
+    members = [state.Snapshot("m1", "nightly/v1", "v1", 1 << 30, 7, group_snapshot_id="g1")]
+    store.put_snapshot(state.Snapshot("s1", "alone", "v1", 1 << 30, 8))
+    with pytest.raises(sqlite3.IntegrityError):  # a member clashing: nothing of the group stays
+        store.put_group_snapshot(group, [*members, state.Snapshot("m2", "alone", "v1", 1, 7)])
+    assert store.find_group_snapshot("g1") is None and store.find_snapshot("m1") is None
+    store.put_group_snapshot(group, members)
+    store.close()
+    again = state.Store(tmp_path / "state.db")
+    assert again.get_group_snapshot("g1") == group
+    assert again.find_group_snapshot_by_name("nightly") == group
+    assert again.group_members("g1") == members
+    again.delete_group_snapshot("g1")
+    again.delete_group_snapshot("g1")  # deleting what is gone is fine
+    assert again.group_snapshots() == [] and [s.id for s in again.snapshots()] == ["s1"]
+    with pytest.raises(errors.CsiError) as err:
+        again.get_group_snapshot("g1")
+    assert err.value.code == errors.Code.NOT_FOUND
