@@ -1,24 +1,28 @@
 """The kube-scheduler extender edge (k8s.io/kube-scheduler/extender/v1) over one profile.
 
-The four verbs, with kube-scheduler's JSON field names:
+Those Go types have no JSON tags, so kube-scheduler sends and expects Go's field names (``Pod``,
+``NodeNames``, ``FailedNodes``, ``Host``...); its decoder matches names case-insensitively, and
+so does ours when reading. The four verbs:
 
 - ``/filter``: ExtenderArgs -> ExtenderFilterResult. With ``nodeCacheCapable: true``
-  kube-scheduler sends only ``nodenames`` and the nodes come from our own informer cache (a
-  name the cache does not know is answered in ``failedNodes``); otherwise it sends
-  ``nodes.items`` and the cache adds each node's pods.
+  kube-scheduler sends only ``NodeNames`` and the nodes come from our own informer cache (a
+  name the cache does not know is answered in ``FailedNodes``); otherwise it sends
+  ``Nodes.items`` and the cache adds each node's pods.
 - ``/prioritize``: ExtenderArgs -> HostPriorityList, scores 0..10 (MaxExtenderPriority).
 - ``/bind``: ExtenderBindingArgs -> ExtenderBindingResult: ``pods/binding`` through the
-  ``Binder`` port (an API refusal is the result's ``error``; kube-scheduler then reports
-  FailedScheduling and retries). The pod is assumed in the cache while it binds.
+  ``Binder`` port (an API refusal is the result's ``Error``; kube-scheduler then reports
+  FailedScheduling and retries). The node is checked again (pods bound since the filter, which
+  kube-scheduler does not count for a resource it ignores) and the pod is assumed in the cache
+  while it binds.
 - ``/preempt``: ExtenderPreemptionArgs -> ExtenderPreemptionResult: for each candidate node and
-  the victims kube-scheduler proposes (``nodeNameToVictims``, or ``nodeNameToMetaVictims`` by uid
-  when nodeCacheCapable), the nodes where the pod would fit by our plugins once those victims
-  are gone, each with the fewest of them needed (victims are reprieved highest priority first,
-  as DefaultPreemption does); a node where it would not fit is left out.
+  the victims kube-scheduler proposes (``NodeNameToVictims``, or ``NodeNameToMetaVictims`` by
+  UID when nodeCacheCapable), the nodes where the pod would fit by our plugins once those
+  victims are gone, each with the fewest of them needed (victims are reprieved highest
+  priority first, as DefaultPreemption does); a node where it would not fit is left out.
 
-Bad input never gets a 500: where the reply type has an ``error`` field (ExtenderFilterResult,
-ExtenderBindingResult) it is HTTP 200 with the reason there; HostPriorityList and
-ExtenderPreemptionResult have none, so those answer HTTP 400 ``{"error": ...}`` (kube-scheduler
+Bad input never gets a 500: where the reply type has an error field (ExtenderFilterResult,
+ExtenderBindingResult) it is HTTP 200 with the reason in ``Error``; HostPriorityList and
+ExtenderPreemptionResult have none, so those answer HTTP 400 ``{"Error": ...}`` (kube-scheduler
 then ignores this extender's scores, or fails that preemption attempt, and says why).
 """
 
@@ -83,6 +87,12 @@ class ExtenderArgs:
         return self.names if self.names is not None else [name_of(n) for n in self.nodes or ()]
 
 
+def _folded(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The extender types have no JSON tags: kube-scheduler sends Go's field names ("Pod",
+    "NodeNames") and Go's decoder matches them case-insensitively; so do we."""
+    return {str(k).lower(): v for k, v in data.items()}
+
+
 def _json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
         data = json.loads(body)
@@ -90,20 +100,20 @@ def _json_object(body: bytes, what: str) -> dict[str, Any]:
         raise BadRequest(f"the body is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest(f"{what} must be a JSON object, not {type(data).__name__}")
-    return data
+    return _folded(data)
 
 
 def _pod(data: Mapping[str, Any]) -> Obj:
     """The request's pod, its requests readable (an unreadable pod is the request's error)."""
     pod = data.get("pod")
     if not isinstance(pod, dict) or not isinstance(pod.get("metadata", {}), dict):
-        raise BadRequest("pod: expected a Pod object")
+        raise BadRequest("Pod: expected a Pod object")
     if not isinstance(pod.get("spec", {}), dict):
-        raise BadRequest("pod.spec: expected an object")
+        raise BadRequest("Pod.spec: expected an object")
     try:
         resources.pod_requests(pod)
     except resources.InvalidObject as exc:
-        raise BadRequest(f"pod: {exc}") from None
+        raise BadRequest(f"Pod: {exc}") from None
     return pod
 
 
@@ -115,16 +125,16 @@ def parse_args(body: bytes) -> ExtenderArgs:
     if nodes is not None:
         items = nodes.get("items") if isinstance(nodes, dict) else None
         if not isinstance(items, list):
-            raise BadRequest("nodes.items: expected a list of Node objects")
+            raise BadRequest("Nodes.items: expected a list of Node objects")
         for i, node in enumerate(items):
             if not isinstance(node, dict) or not name_of(node):
-                raise BadRequest(f"nodes.items[{i}]: expected a Node object with metadata.name")
+                raise BadRequest(f"Nodes.items[{i}]: expected a Node object with metadata.name")
         return ExtenderArgs(pod, items, None)
     if names is not None:
         if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-            raise BadRequest("nodenames: expected a list of node names")
+            raise BadRequest("NodeNames: expected a list of node names")
         return ExtenderArgs(pod, None, names)
-    raise BadRequest("nodes or nodenames: one is required (ExtenderArgs carries the candidates)")
+    raise BadRequest("Nodes or NodeNames: one is required (ExtenderArgs carries the candidates)")
 
 
 @dataclasses.dataclass
@@ -139,25 +149,33 @@ class PreemptionArgs:
 def parse_preemption_args(body: bytes) -> PreemptionArgs:
     data = _json_object(body, "ExtenderPreemptionArgs")
     pod = _pod(data)
-    full, meta = data.get("nodeNameToVictims"), data.get("nodeNameToMetaVictims")
-    field = "nodeNameToVictims" if full is not None else "nodeNameToMetaVictims"
+    full, meta = data.get("nodenametovictims"), data.get("nodenametometavictims")
+    field = "NodeNameToVictims" if full is not None else "NodeNameToMetaVictims"
     given = full if full is not None else meta
     if not isinstance(given, dict):
-        raise BadRequest("nodeNameToVictims or nodeNameToMetaVictims: expected a map of nodes")
+        raise BadRequest("NodeNameToVictims or NodeNameToMetaVictims: expected a map of nodes")
     victims, violations = {}, {}
     for node, entry in given.items():
         where = f"{field}[{node}]"
+        entry = _folded(entry) if isinstance(entry, dict) else entry
         if entry is None:  # a node where nothing need go
             entry = {"pods": []}
         pods = entry.get("pods") if isinstance(entry, dict) else None
+        if pods is None and isinstance(entry, dict):
+            pods = []  # Go's nil slice
         if not isinstance(pods, list) or not all(isinstance(p, dict) for p in pods):
-            raise BadRequest(f"{where}.pods: expected a list of {'Pods' if full else 'MetaPods'}")
-        keys = [pod_key(p) if full is not None else str(p.get("uid") or "") for p in pods]
-        if not all(keys) or (full is not None and not all(name_of(p) for p in pods)):
-            raise BadRequest(f"{where}.pods: every victim needs {'metadata' if full else 'a uid'}")
-        count = entry.get("numPDBViolations", 0)
+            raise BadRequest(f"{where}.Pods: expected a list of {'Pods' if full else 'MetaPods'}")
+        if full is not None:
+            keys = [pod_key(p) for p in pods]
+            named = all(name_of(p) for p in pods)
+        else:
+            keys = [str(_folded(p).get("uid") or "") for p in pods]
+            named = True
+        if not all(keys) or not named:
+            raise BadRequest(f"{where}.Pods: every victim needs {'metadata' if full else 'a UID'}")
+        count = entry.get("numpdbviolations", 0)
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            raise BadRequest(f"{where}.numPDBViolations: expected a count")
+            raise BadRequest(f"{where}.NumPDBViolations: expected a count")
         victims[node], violations[node] = keys, count
     return PreemptionArgs(pod, victims, violations)
 
@@ -165,10 +183,13 @@ def parse_preemption_args(body: bytes) -> PreemptionArgs:
 def parse_binding_args(body: bytes) -> tuple[str, str, str, str]:
     """ExtenderBindingArgs: podName, podNamespace, podUID, node."""
     data = _json_object(body, "ExtenderBindingArgs")
-    for field in ("podName", "podNamespace", "podUID", "node"):
-        if not isinstance(data.get(field), str) or not data[field]:
+    fields = ("PodName", "PodNamespace", "PodUID", "Node")
+    for field in fields:
+        value = data.get(field.lower())
+        if not isinstance(value, str) or not value:
             raise BadRequest(f"{field}: expected a non-empty string")
-    return data["podName"], data["podNamespace"], data["podUID"], data["node"]
+    name, namespace, uid, node = (data[f.lower()] for f in fields)
+    return name, namespace, uid, node
 
 
 def _priority(pod: Obj) -> int:
@@ -267,37 +288,37 @@ class Extender:
             args = parse_args(body)
             infos, broken, unknown = self._node_infos(args)
         except BadRequest as exc:
-            return {"nodes": None, "nodenames": None, "failedNodes": {}, "error": str(exc)}
+            return {"Nodes": None, "NodeNames": None, "FailedNodes": {}, "Error": str(exc)}
         self._remember(args.pod)
         failed = {name: f"node {name} is not in the extender's node cache" for name in unknown}
         unresolvable: dict[str, str] = dict(broken)
         state = CycleState()
         pre = self.framework.run_pre_filter(state, args.pod, self._cluster(infos))
         if pre.code is Code.ERROR:
-            return {"nodes": None, "nodenames": None, "failedNodes": {}, "error": pre.message}
+            return {"Nodes": None, "NodeNames": None, "FailedNodes": {}, "Error": pre.message}
         feasible = set()
         for info in infos:
             result = pre if not pre.is_success else self.framework.run_filter(state, args.pod, info)
             if result.is_success:
                 feasible.add(info.name)
             elif result.code is Code.ERROR:
-                return {"nodes": None, "nodenames": None, "failedNodes": {}, "error": _why(result)}
+                return {"Nodes": None, "NodeNames": None, "FailedNodes": {}, "Error": _why(result)}
             elif result.code is Code.UNSCHEDULABLE_AND_UNRESOLVABLE:
                 unresolvable[info.name] = result.message
             else:
                 failed[info.name] = result.message
         reply: dict[str, Any] = {
-            "failedNodes": failed,
-            "failedAndUnresolvableNodes": unresolvable,
-            "error": "",
+            "FailedNodes": failed,
+            "FailedAndUnresolvableNodes": unresolvable,
+            "Error": "",
         }
         if args.names is not None:
-            reply["nodes"] = None
-            reply["nodenames"] = [n for n in args.names if n in feasible]
+            reply["Nodes"] = None
+            reply["NodeNames"] = [n for n in args.names if n in feasible]
         else:
             items = [n for n in args.nodes or () if name_of(n) in feasible]
-            reply["nodes"] = {"apiVersion": "v1", "kind": "NodeList", "items": items}
-            reply["nodenames"] = None
+            reply["Nodes"] = {"apiVersion": "v1", "kind": "NodeList", "items": items}
+            reply["NodeNames"] = None
         return reply
 
     def prioritize(self, body: bytes) -> list[dict[str, Any]]:
@@ -316,7 +337,7 @@ class Extender:
         # Scaled against what the plugins that scored could give (a skipped one gives nothing).
         top = self.framework.max_total_score(skipped=state.skip_score) or 1
         return [
-            {"host": name, "score": totals.get(name, 0) * MAX_EXTENDER_PRIORITY // top}
+            {"Host": name, "Score": totals.get(name, 0) * MAX_EXTENDER_PRIORITY // top}
             for name in args.node_names()
         ]
 
@@ -324,10 +345,10 @@ class Extender:
         try:
             name, namespace, uid, node = parse_binding_args(body)
         except BadRequest as exc:
-            return {"error": str(exc)}
+            return {"Error": str(exc)}
         if self.binder is None:
             return {
-                "error": "this extender has no API client to bind with (standalone.enabled and "
+                "Error": "this extender has no API client to bind with (standalone.enabled and "
                 "extender.cache both false): leave bindVerb unset so that kube-scheduler binds"
             }
         with self._recent_lock:
@@ -341,7 +362,7 @@ class Extender:
                 infos, _, _ = self.cache.node_infos([node])
                 if not infos or not self._fits(pod, infos[0], self._cluster_by_name()):
                     return {
-                        "error": f"{namespace}/{name} no longer fits on {node} (pods bound "
+                        "Error": f"{namespace}/{name} no longer fits on {node} (pods bound "
                         "there since it was filtered); it will be retried"
                     }
                 self.cache.assume(pod, node)
@@ -350,8 +371,8 @@ class Extender:
         except BindError as exc:
             if self.cache is not None:
                 self.cache.forget(pod)
-            return {"error": f"binding {namespace}/{name} to {node} rejected: {exc}"}
-        return {"error": ""}
+            return {"Error": f"binding {namespace}/{name} to {node} rejected: {exc}"}
+        return {"Error": ""}
 
     def preempt(self, body: bytes) -> dict[str, Any]:
         """Raises BadRequest. Only nodes the cache knows are considered."""
@@ -368,12 +389,12 @@ class Extender:
             if kept is None:
                 continue
             result[info.name] = {
-                "pods": [{"uid": key} for key in kept],
+                "Pods": [{"UID": key} for key in kept],
                 # We read no PodDisruptionBudgets: kube-scheduler's count, as no more victims
                 # than remain can violate one.
-                "numPDBViolations": min(args.pdb_violations[info.name], len(kept)),
+                "NumPDBViolations": min(args.pdb_violations[info.name], len(kept)),
             }
-        return {"nodeNameToMetaVictims": result}
+        return {"NodeNameToMetaVictims": result}
 
     def _fits(self, pod: Obj, node: NodeInfo, cluster: Mapping[str, NodeInfo]) -> bool:
         state = CycleState()
@@ -420,14 +441,14 @@ def app(extender: Extender) -> Starlette:
                 reply = await run_in_threadpool(call, body) if verb == "bind" else call(body)
             except Exception as exc:  # a bug of ours: still the protocol's answer, never a 500
                 log.exception("extender verb failed", extra={"verb": verb})
-                reply = {"error": f"internal: {exc}"}
+                reply = {"Error": f"internal: {exc}"}
                 if verb == "filter":
-                    reply.update(nodes=None, nodenames=None, failedNodes={})
-            if reply.get("error"):
+                    reply.update(Nodes=None, NodeNames=None, FailedNodes={})
+            if reply.get("Error"):
                 log.info(
-                    "extender answered an error", extra={"verb": verb, "error": reply["error"]}
+                    "extender answered an error", extra={"verb": verb, "error": reply["Error"]}
                 )
-            REQUESTS.labels(verb, "error" if reply.get("error") else "ok").inc()
+            REQUESTS.labels(verb, "error" if reply.get("Error") else "ok").inc()
             return JSONResponse(reply)
 
         return route
@@ -446,7 +467,7 @@ def app(extender: Extender) -> Starlette:
                 log.exception("extender verb failed", extra={"verb": verb})
                 message = f"internal: {exc}"
             REQUESTS.labels(verb, "error").inc()
-            return JSONResponse({"error": message}, status_code=400)
+            return JSONResponse({"Error": message}, status_code=400)
 
         return route
 

@@ -47,11 +47,11 @@ def client(pods: Any = None, **kwargs: Any) -> TestClient:
 
 
 def args(p: dict, nodes: list[dict]) -> dict:
-    return {"pod": p, "nodes": {"items": nodes}, "nodenames": None}
+    return {"Pod": p, "Nodes": {"items": nodes}, "NodeNames": None}
 
 
 def by_names(p: dict, names: list[str]) -> dict:
-    return {"pod": p, "nodes": None, "nodenames": names}
+    return {"Pod": p, "Nodes": None, "NodeNames": names}
 
 
 def bound(p: dict, node_name: str) -> dict:
@@ -75,12 +75,12 @@ def test_filter_answers_an_extender_filter_result() -> None:
     reply = client().post("/filter", json=args(pod(containers=[container(cpu="1")]), NODES))
     assert reply.status_code == 200
     body = reply.json()
-    assert [n["metadata"]["name"] for n in body["nodes"]["items"]] == ["free"]
-    assert body["failedNodes"] == {"small": "Insufficient CPU: requested 1000m, available 500m"}
-    assert body["failedAndUnresolvableNodes"] == {
+    assert [n["metadata"]["name"] for n in body["Nodes"]["items"]] == ["free"]
+    assert body["FailedNodes"] == {"small": "Insufficient CPU: requested 1000m, available 500m"}
+    assert body["FailedAndUnresolvableNodes"] == {
         "tainted": "node(s) had untolerated taint {dedicated: gpu}"
     }
-    assert body["error"] == ""
+    assert body["Error"] == ""
 
 
 def test_filter_counts_the_pods_the_cache_knows() -> None:
@@ -88,7 +88,7 @@ def test_filter_counts_the_pods_the_cache_knows() -> None:
     reply = client(lambda names: [running]).post(
         "/filter", json=args(pod(containers=[container(cpu="1")]), NODES)
     )
-    assert reply.json()["nodes"]["items"] == []
+    assert reply.json()["Nodes"]["items"] == []
 
 
 def test_filter_by_node_names_reads_the_nodes_and_pods_from_its_own_cache() -> None:
@@ -96,10 +96,10 @@ def test_filter_by_node_names_reads_the_nodes_and_pods_from_its_own_cache() -> N
     cache = cache_of([*NODES, node("roomy", cpu="8")], [running])
     p = pod(containers=[container(cpu="1")])
     body = client(cache=cache).post("/filter", json=by_names(p, ["free", "roomy", "gone"])).json()
-    assert body["error"] == ""
-    assert body["nodenames"] == ["roomy"]
-    assert body["nodes"] is None
-    assert body["failedNodes"] == {
+    assert body["Error"] == ""
+    assert body["NodeNames"] == ["roomy"]
+    assert body["Nodes"] is None
+    assert body["FailedNodes"] == {
         "free": "Insufficient CPU: requested 1000m, available 500m",
         "gone": "node gone is not in the extender's node cache",
     }
@@ -109,8 +109,8 @@ def test_filter_by_node_names_sees_extended_resources_kube_scheduler_may_ignore(
     cache = cache_of([node("plain"), node("gpu", **{"example.com/gpu": "1"})])
     p = pod(containers=[container(**{"example.com/gpu": "1"})])
     body = client(cache=cache).post("/filter", json=by_names(p, ["plain", "gpu"])).json()
-    assert body["nodenames"] == ["gpu"]
-    assert "Insufficient example.com/gpu" in body["failedNodes"]["plain"]
+    assert body["NodeNames"] == ["gpu"]
+    assert "Insufficient example.com/gpu" in body["FailedNodes"]["plain"]
 
 
 def test_a_name_only_request_before_the_cache_listed_is_an_error() -> None:
@@ -118,7 +118,7 @@ def test_a_name_only_request_before_the_cache_listed_is_an_error() -> None:
         "/filter", json=by_names(pod(), ["n1"])
     )
     assert reply.status_code == 200
-    assert reply.json()["error"] == "the extender's node cache has not listed the nodes yet"
+    assert reply.json()["Error"] == "the extender's node cache has not listed the nodes yet"
 
 
 @pytest.mark.parametrize(
@@ -128,14 +128,14 @@ def test_a_name_only_request_before_the_cache_listed_is_an_error() -> None:
         pytest.param(b"", "the body is not JSON", id="empty"),
         pytest.param(b"[]", "ExtenderArgs must be a JSON object, not list", id="not-an-object"),
         pytest.param(
-            json.dumps({"nodes": {"items": []}}).encode(), "pod: expected a Pod object", id="no-pod"
+            json.dumps({"nodes": {"items": []}}).encode(), "Pod: expected a Pod object", id="no-pod"
         ),
         pytest.param(
             json.dumps({"pod": {"metadata": {}, "spec": []}, "nodenames": []}).encode(),
-            "pod.spec: expected an object",
+            "Pod.spec: expected an object",
             id="spec-not-an-object",
         ),
-        pytest.param(json.dumps({"pod": pod()}).encode(), "nodes or nodenames", id="no-nodes"),
+        pytest.param(json.dumps({"pod": pod()}).encode(), "Nodes or NodeNames", id="no-nodes"),
         pytest.param(
             json.dumps({"pod": pod(), "nodenames": ["a"]}).encode(),
             "nodeCacheCapable: false",
@@ -143,12 +143,12 @@ def test_a_name_only_request_before_the_cache_listed_is_an_error() -> None:
         ),
         pytest.param(
             json.dumps({"pod": pod(), "nodenames": "a"}).encode(),
-            "nodenames: expected a list of node names",
+            "NodeNames: expected a list of node names",
             id="nodenames-not-a-list",
         ),
         pytest.param(
             json.dumps({"pod": pod(), "nodes": {"items": [{"metadata": {}}]}}).encode(),
-            "nodes.items[0]: expected a Node object with metadata.name",
+            "Nodes.items[0]: expected a Node object with metadata.name",
             id="nameless-node",
         ),
         pytest.param(
@@ -161,19 +161,19 @@ def test_a_name_only_request_before_the_cache_listed_is_an_error() -> None:
 def test_malformed_filter_requests_get_the_error_field(body: bytes, error: str) -> None:
     reply = client().post("/filter", content=body)
     assert reply.status_code == 200
-    assert error in reply.json()["error"]
-    assert reply.json()["nodes"] is None
+    assert error in reply.json()["Error"]
+    assert reply.json()["Nodes"] is None
 
 
 def test_an_unreadable_node_fails_alone() -> None:
     broken = node("broken", cpu="many")
     body = client().post("/filter", json=args(pod(), [broken, node("ok")])).json()
-    assert [n["metadata"]["name"] for n in body["nodes"]["items"]] == ["ok"]
-    assert "status.allocatable.cpu" in body["failedAndUnresolvableNodes"]["broken"]
+    assert [n["metadata"]["name"] for n in body["Nodes"]["items"]] == ["ok"]
+    assert "status.allocatable.cpu" in body["FailedAndUnresolvableNodes"]["broken"]
     cached = client(cache=cache_of([broken, node("ok")]))
     body = cached.post("/filter", json=by_names(pod(), ["broken", "ok"])).json()
-    assert body["nodenames"] == ["ok"]
-    assert "status.allocatable.cpu" in body["failedAndUnresolvableNodes"]["broken"]
+    assert body["NodeNames"] == ["ok"]
+    assert "status.allocatable.cpu" in body["FailedAndUnresolvableNodes"]["broken"]
 
 
 # --- prioritize -------------------------------------------------------------------------------
@@ -185,7 +185,7 @@ def test_prioritize_answers_a_host_priority_list_of_0_to_10() -> None:
     running = pod("old", containers=[container(cpu="3", memory="6Gi")], node_name="busy")
     reply = client(lambda names: [running]).post("/prioritize", json=args(p, [busy, node("idle")]))
     assert reply.status_code == 200
-    scores = {h["host"]: h["score"] for h in reply.json()}
+    scores = {h["Host"]: h["Score"] for h in reply.json()}
     assert set(scores) == {"busy", "idle"}
     assert all(0 <= s <= 10 for s in scores.values())
     assert scores["idle"] > scores["busy"]
@@ -196,16 +196,16 @@ def test_prioritize_by_node_names_scores_from_the_cache() -> None:
     cache = cache_of([node("busy"), node("idle")], [running])
     p = pod(containers=[container(cpu="1", memory="1Gi")])
     reply = client(cache=cache).post("/prioritize", json=by_names(p, ["busy", "idle", "gone"]))
-    scores = {h["host"]: h["score"] for h in reply.json()}
+    scores = {h["Host"]: h["Score"] for h in reply.json()}
     assert scores["idle"] > scores["busy"] and scores["gone"] == 0
 
 
 @pytest.mark.parametrize(
     ("body", "error"),
     [
-        pytest.param(b"{}", "pod: expected a Pod object", id="no-pod"),
+        pytest.param(b"{}", "Pod: expected a Pod object", id="no-pod"),
         pytest.param(b"nope", "the body is not JSON", id="not-json"),
-        pytest.param(json.dumps({"pod": pod()}).encode(), "nodes or nodenames", id="no-nodes"),
+        pytest.param(json.dumps({"pod": pod()}).encode(), "Nodes or NodeNames", id="no-nodes"),
         pytest.param(
             json.dumps(args(pod(containers=[container(cpu="one")]), NODES)).encode(),
             "spec.containers[0].resources.requests.cpu",
@@ -217,12 +217,12 @@ def test_malformed_prioritize_is_a_400_with_the_reason(body: bytes, error: str) 
     # HostPriorityList has no error field: kube-scheduler logs the failure, drops our scores.
     reply = client().post("/prioritize", content=body)
     assert reply.status_code == 400
-    assert error in reply.json()["error"]
+    assert error in reply.json()["Error"]
 
 
 # --- bind -------------------------------------------------------------------------------------
 
-BINDING = {"podName": "p", "podNamespace": "default", "podUID": "uid-p", "node": "free"}
+BINDING = {"PodName": "p", "PodNamespace": "default", "PodUID": "uid-p", "Node": "free"}
 
 
 def test_bind_binds_through_the_binder_and_counts_the_pod_at_once() -> None:
@@ -230,12 +230,12 @@ def test_bind_binds_through_the_binder_and_counts_the_pod_at_once() -> None:
     cache = cache_of([node("free", cpu="2")])
     http = client(cache=cache, binder=binder)
     p = pod(containers=[container(cpu="1500m")])
-    assert http.post("/filter", json=by_names(p, ["free"])).json()["nodenames"] == ["free"]
-    assert http.post("/bind", json=BINDING).json() == {"error": ""}
+    assert http.post("/filter", json=by_names(p, ["free"])).json()["NodeNames"] == ["free"]
+    assert http.post("/bind", json=BINDING).json() == {"Error": ""}
     assert binder.bound == [("default", "p", "free")]
     # Before the watch shows it bound, the next pod already sees its room taken.
     other = pod("q", containers=[container(cpu="1")])
-    assert http.post("/filter", json=by_names(other, ["free"])).json()["nodenames"] == []
+    assert http.post("/filter", json=by_names(other, ["free"])).json()["NodeNames"] == []
 
 
 def test_a_refused_binding_is_the_results_error_and_frees_the_room() -> None:
@@ -246,12 +246,12 @@ def test_a_refused_binding_is_the_results_error_and_frees_the_room() -> None:
     http.post("/filter", json=by_names(p, ["free"]))
     reply = http.post("/bind", json=BINDING)
     assert reply.status_code == 200
-    assert reply.json() == {"error": 'binding default/p to free rejected: pods "p" not found'}
+    assert reply.json() == {"Error": 'binding default/p to free rejected: pods "p" not found'}
     assert cache.snapshot()[0].nodes[0].requested.milli_cpu == 0
 
 
 def test_without_an_api_client_bind_says_so() -> None:
-    assert "leave bindVerb unset" in client().post("/bind", json=BINDING).json()["error"]
+    assert "leave bindVerb unset" in client().post("/bind", json=BINDING).json()["Error"]
 
 
 @pytest.mark.parametrize(
@@ -260,13 +260,13 @@ def test_without_an_api_client_bind_says_so() -> None:
         pytest.param(b"{", "the body is not JSON", id="not-json"),
         pytest.param(b'"x"', "ExtenderBindingArgs must be a JSON object", id="not-an-object"),
         pytest.param(
-            json.dumps({**BINDING, "node": ""}).encode(),
-            "node: expected a non-empty string",
+            json.dumps({**BINDING, "Node": ""}).encode(),
+            "Node: expected a non-empty string",
             id="empty-node",
         ),
         pytest.param(
-            json.dumps({k: v for k, v in BINDING.items() if k != "podUID"}).encode(),
-            "podUID: expected a non-empty string",
+            json.dumps({k: v for k, v in BINDING.items() if k != "PodUID"}).encode(),
+            "PodUID: expected a non-empty string",
             id="no-uid",
         ),
     ],
@@ -275,7 +275,7 @@ def test_malformed_bind_requests_get_the_error_field(body: bytes, error: str) ->
     binder = RecordingBinder()
     reply = client(cache=cache_of([]), binder=binder).post("/bind", content=body)
     assert reply.status_code == 200
-    assert error in reply.json()["error"]
+    assert error in reply.json()["Error"]
     assert binder.bound == []
 
 
@@ -303,28 +303,29 @@ PREEMPTOR = pod("urgent", containers=[container(cpu="2")], priority=100)
 
 def test_preempt_keeps_the_fewest_victims_by_our_plugins_meta_form() -> None:
     meta = {
-        "n1": {"pods": [{"uid": "uid-low"}, {"uid": "uid-mid"}, {"uid": "uid-high"}]},
-        "tiny": {"pods": [{"uid": "uid-tiny-node-pod"}], "numPDBViolations": 1},
-        "gone": {"pods": []},
+        "n1": {"Pods": [{"UID": "uid-low"}, {"UID": "uid-mid"}, {"UID": "uid-high"}]},
+        "tiny": {"Pods": [{"UID": "uid-tiny-node-pod"}], "NumPDBViolations": 1},
+        "gone": {"Pods": None},
     }
     reply = client(cache=preempt_cache()).post(
-        "/preempt", json={"pod": PREEMPTOR, "nodeNameToMetaVictims": meta}
+        "/preempt", json={"Pod": PREEMPTOR, "NodeNameToMetaVictims": meta}
     )
     assert reply.status_code == 200
     # Freeing all of n1 gives 4 cpu; "high" then "low" are reprieved (2 cpu still free), "mid"
     # must go. On tiny (1 cpu) the pod never fits; "gone" is not in the cache.
     assert reply.json() == {
-        "nodeNameToMetaVictims": {"n1": {"pods": [{"uid": "uid-mid"}], "numPDBViolations": 0}}
+        "NodeNameToMetaVictims": {"n1": {"Pods": [{"UID": "uid-mid"}], "NumPDBViolations": 0}}
     }
 
 
 def test_preempt_reads_full_victims_too() -> None:
+    # Go's decoder, and ours, match the field names case-insensitively.
     full = {"n1": {"pods": VICTIMS[:3], "numPDBViolations": 2}}
     reply = client(cache=preempt_cache()).post(
         "/preempt", json={"pod": PREEMPTOR, "nodeNameToVictims": full}
     )
     assert reply.json() == {
-        "nodeNameToMetaVictims": {"n1": {"pods": [{"uid": "uid-mid"}], "numPDBViolations": 1}}
+        "NodeNameToMetaVictims": {"n1": {"Pods": [{"UID": "uid-mid"}], "NumPDBViolations": 1}}
     }
 
 
@@ -333,7 +334,7 @@ def test_preempt_drops_a_node_whose_victims_would_not_make_room() -> None:
     reply = client(cache=preempt_cache()).post(
         "/preempt", json={"pod": PREEMPTOR, "nodeNameToMetaVictims": meta}
     )
-    assert reply.json() == {"nodeNameToMetaVictims": {}}
+    assert reply.json() == {"NodeNameToMetaVictims": {}}
 
 
 @pytest.mark.parametrize(
@@ -341,17 +342,17 @@ def test_preempt_drops_a_node_whose_victims_would_not_make_room() -> None:
     [
         pytest.param(b"]", "the body is not JSON", id="not-json"),
         pytest.param(b"[]", "ExtenderPreemptionArgs must be a JSON object", id="not-an-object"),
-        pytest.param(b'{"nodeNameToMetaVictims": {}}', "pod: expected a Pod object", id="no-pod"),
+        pytest.param(b'{"nodeNameToMetaVictims": {}}', "Pod: expected a Pod object", id="no-pod"),
         pytest.param(
             json.dumps({"pod": PREEMPTOR}).encode(),
-            "nodeNameToVictims or nodeNameToMetaVictims",
+            "NodeNameToVictims or NodeNameToMetaVictims",
             id="no-victims",
         ),
         pytest.param(
             json.dumps(
                 {"pod": PREEMPTOR, "nodeNameToMetaVictims": {"n1": {"pods": [{}]}}}
             ).encode(),
-            "nodeNameToMetaVictims[n1].pods: every victim needs a uid",
+            "NodeNameToMetaVictims[n1].Pods: every victim needs a UID",
             id="victim-without-uid",
         ),
         pytest.param(
@@ -361,7 +362,7 @@ def test_preempt_drops_a_node_whose_victims_would_not_make_room() -> None:
                     "nodeNameToMetaVictims": {"n1": {"pods": [], "numPDBViolations": -1}},
                 }
             ).encode(),
-            "numPDBViolations: expected a count",
+            "NumPDBViolations: expected a count",
             id="negative-count",
         ),
         pytest.param(
@@ -380,10 +381,10 @@ def test_malformed_preempt_is_a_400_with_the_reason(body: bytes, error: str) -> 
     # ExtenderPreemptionResult has no error field: kube-scheduler fails that attempt with it.
     reply = client(cache=preempt_cache()).post("/preempt", content=body)
     assert reply.status_code == 400
-    assert error in reply.json()["error"]
+    assert error in reply.json()["Error"]
 
 
 def test_preempt_without_a_cache_is_a_400() -> None:
     reply = client().post("/preempt", json={"pod": PREEMPTOR, "nodeNameToMetaVictims": {}})
     assert reply.status_code == 400
-    assert "node cache" in reply.json()["error"]
+    assert "node cache" in reply.json()["Error"]

@@ -104,8 +104,8 @@ def test_the_extender_counts_the_pods_the_cache_has_on_each_node() -> None:
         }
     ).encode()
     result = ext.filter(body)
-    assert [n["metadata"]["name"] for n in result["nodes"]["items"]] == ["n2"]
-    assert result["failedNodes"] == {"n1": "Insufficient CPU: requested 1000m, available 500m"}
+    assert [n["metadata"]["name"] for n in result["Nodes"]["items"]] == ["n2"]
+    assert result["FailedNodes"] == {"n1": "Insufficient CPU: requested 1000m, available 500m"}
 
 
 # --- the queue ------------------------------------------------------------------------------
