@@ -199,16 +199,25 @@ def each_rule(obj: Obj) -> Iterator[tuple[Path, dict[str, Any]]]:
             yield ("rules", index), rule_
 
 
+# Built-in ClusterRoles that grant `*` on every resource.
+WILDCARD_ROLES = frozenset({"cluster-admin"})
+
+
 @rule(
     "RBAC001",
     Severity.ERROR,
-    RBAC,
+    (*RBAC, "RoleBinding", "ClusterRoleBinding"),
     title="no wildcards in RBAC rules",
     rationale="`*` grants every verb, resource or group, including ones added later (new CRDs, "
     "subresources): the grant grows without anyone deciding it.",
     fix="List the verbs, resources and apiGroups the component uses.",
 )
 def no_wildcards(obj: Obj, inventory: Inventory) -> Iterator[Emit]:
+    if obj.get("kind") in ("RoleBinding", "ClusterRoleBinding"):
+        role = get(obj, "roleRef", "name")
+        if get(obj, "roleRef", "kind") == "ClusterRole" and role in WILDCARD_ROLES:
+            yield Emit(("roleRef", "name"), f"binds {role} (* on every resource)")
+        return
     for path, rule_ in each_rule(obj):
         for key in ("verbs", "resources", "apiGroups"):
             if "*" in (rule_.get(key) or []):

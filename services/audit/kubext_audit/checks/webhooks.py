@@ -6,7 +6,17 @@ from collections.abc import Iterator
 from typing import Any
 
 from kubext_audit.checks import services
-from kubext_audit.checks.model import Emit, Inventory, Obj, Path, Severity, get, items, rule
+from kubext_audit.checks.model import (
+    Emit,
+    Inventory,
+    Obj,
+    Path,
+    Severity,
+    get,
+    items,
+    mapping,
+    rule,
+)
 
 WEBHOOKS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
 # Annotations by which cert-manager's cainjector fills in caBundle after the manifest is applied.
@@ -111,19 +121,25 @@ def matches_namespaced(webhook: dict[str, Any]) -> bool:
     return not rules or any(r.get("scope", "*") in ("*", "Namespaced") for r in rules)
 
 
-def excluded_namespaces(webhook: dict[str, Any]) -> set[str] | None:
-    """The namespaces the webhook surely skips, or None when its selector is opt-in (it matches
-    only namespaces carrying a label, so it skips every namespace not labelled for it)."""
-    selector = webhook.get("namespaceSelector") or {}
+def not_excluded(webhook: dict[str, Any], needed: list[str]) -> list[str]:
+    """Those of ``needed`` the webhook may match. An opt-in selector (matchLabels, In, Exists on
+    a label) skips every namespace not labelled for it, except one chosen by name: `In` on
+    kubernetes.io/metadata.name matches exactly the namespaces it names."""
+    selector = mapping(webhook.get("namespaceSelector"))
+    by_name: set[str] | None = None
     if selector.get("matchLabels"):
-        return None
+        return []
     excluded: set[str] = set()
     for _, expression in items(selector, "matchExpressions"):
-        operator = expression.get("operator")
-        if operator in ("In", "Exists"):
-            return None
-        if expression.get("key") == NAMESPACE_LABEL and operator == "NotIn":
-            excluded.update(expression.get("values") or [])
+        operator, values = expression.get("operator"), expression.get("values") or []
+        if expression.get("key") == NAMESPACE_LABEL and operator == "In":
+            by_name = set(values) if by_name is None else by_name & set(values)
+        elif operator in ("In", "Exists"):
+            return []
+        elif expression.get("key") == NAMESPACE_LABEL and operator == "NotIn":
+            excluded.update(values)
+    if by_name is not None:
+        return [name for name in needed if name in by_name and name not in excluded]
     # A match condition naming the namespace (`request.namespace != 'kube-system'`) counts too.
     for _, condition in items(webhook, "matchConditions"):
         expression = str(condition.get("expression", ""))
@@ -133,7 +149,7 @@ def excluded_namespaces(webhook: dict[str, Any]) -> set[str] | None:
                 for name in ("kube-system", own_namespace(webhook) or "")
                 if name and (f"'{name}'" in expression or f'"{name}"' in expression)
             )
-    return excluded
+    return [name for name in needed if name not in excluded]
 
 
 def own_namespace(webhook: dict[str, Any]) -> str | None:
@@ -155,11 +171,8 @@ def excludes_system_namespaces(obj: Obj, inventory: Inventory) -> Iterator[Emit]
     for path, webhook in each_webhook(obj):
         if not matches_namespaced(webhook):
             continue
-        excluded = excluded_namespaces(webhook)
-        if excluded is None:
-            continue
-        needed = ["kube-system"] + ([own_namespace(webhook)] if own_namespace(webhook) else [])
-        missing = [name for name in needed if name not in excluded]
+        own = own_namespace(webhook)
+        missing = not_excluded(webhook, ["kube-system", *([own] if own else [])])
         if missing:
             yield Emit(
                 (*path, "namespaceSelector"),

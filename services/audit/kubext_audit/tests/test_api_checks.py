@@ -522,3 +522,15 @@ def test_the_audits_list_of_our_plugins_is_the_schedulers_registry() -> None:
     from kubext_scheduler.plugins import registry
 
     assert frozenset(registry.REGISTRY) == extensions.KUBEXT_SCHEDULER_PLUGINS
+
+
+def test_a_selector_naming_its_own_namespace_is_not_an_exclusion() -> None:
+    """`kubernetes.io/metadata.name In [...]` is opt-in by name: fine unless it names
+    kube-system or the webhook's own namespace, which a fail-closed webhook can then block."""
+    by_name = {"key": "kubernetes.io/metadata.name", "operator": "In"}
+    apps_only = webhook(namespaceSelector={"matchExpressions": [{**by_name, "values": ["apps"]}]})
+    assert samples.run(apps_only) == []
+    own = webhook(namespaceSelector={"matchExpressions": [{**by_name, "values": ["apps", "sys"]}]})
+    [finding] = samples.run(own)
+    assert (finding.rule, finding.severity) == ("WH005", Severity.ERROR)
+    assert finding.message == "pods.example.org: does not exclude sys"

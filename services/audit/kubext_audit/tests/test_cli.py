@@ -313,3 +313,15 @@ def test_the_schema_check_can_fail(
     doc = sarif_of(["-f", str(CORPUS / "workloads.yaml")], capsys)
     breakage(doc)
     assert any(complaint in error for error in sarif_schema.validate(doc))
+
+
+def test_colour_only_on_a_tty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}}
+    path = write(tmp_path, yaml.safe_dump(bare))
+    main(["-f", path])
+    assert "\033[" not in capsys.readouterr().out
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    main(["-f", path])
+    assert "\033[33mwarning\033[0m PSA001" in capsys.readouterr().out

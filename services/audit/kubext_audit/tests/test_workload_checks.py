@@ -318,3 +318,23 @@ def test_namespaces_need_a_pod_security_label() -> None:
     assert samples.triples(samples.run(bare)) == {("PSA001", "Namespace/apps", "metadata.labels")}
     bare["metadata"]["labels"] = {"pod-security.kubernetes.io/enforce": "restricted"}
     assert samples.run(bare) == []
+
+
+def test_binding_cluster_admin_is_a_wildcard_grant() -> None:
+    binding = samples.binding()
+    binding["roleRef"] = {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "cluster-admin",
+    }
+    binding["kind"] = "ClusterRoleBinding"
+    del binding["metadata"]["namespace"]
+    [finding] = [f for f in samples.run(binding) if f.rule == "RBAC001"]
+    assert (str(finding.ref), finding.field, finding.severity) == (
+        "ClusterRoleBinding/ctl",
+        "roleRef.name",
+        Severity.ERROR,
+    )
+    assert finding.message == "binds cluster-admin (* on every resource)"
+    binding["roleRef"]["name"] = "view"
+    assert "RBAC001" not in {f.rule for f in samples.run(binding)}
