@@ -47,7 +47,13 @@ def test_every_kube_score_check_it_ran_has_a_category(comparison: peer.Compariso
 
 
 def test_the_extension_categories_kube_score_lacks_are_ours(comparison: peer.Comparison) -> None:
-    for name in ("CRDs", "admission webhooks", "RBAC", "Pod Security Admission"):
+    for name in (
+        "CRDs",
+        "admission webhooks",
+        "RBAC",
+        "Pod Security Admission",
+        "CSI, device plugins, APIServices, scheduler plugins",
+    ):
         assert comparison.ours.get(name), name
         assert not comparison.kube_score.get(name), name
 
