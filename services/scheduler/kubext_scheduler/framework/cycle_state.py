@@ -6,7 +6,10 @@ Keys are namespaced by plugin (``PreFilterNodeResourceFit``); values are StateDa
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from kubext_scheduler.framework.nodeinfo import Snapshot
 
 
 class StateData(Protocol):
@@ -31,6 +34,10 @@ class CycleState:
         # Plugins whose PreFilter/PreScore returned Skip: their Filter/Score is not run.
         self.skip_filter: set[str] = set()
         self.skip_score: set[str] = set()
+        # The cycle's whole snapshot (all nodes, namespaces, PDBs), set by Framework.schedule:
+        # PreScore and PostFilter see only some nodes but count pods on all (upstream's
+        # SnapshotSharedLister). None when a caller runs single points (the extender).
+        self.snapshot: Snapshot | None = None
 
     def write(self, name: str, value: StateData) -> None:
         self._data[name] = value
@@ -58,4 +65,5 @@ class CycleState:
         copy._data = {k: v.clone() for k, v in self._data.items()}
         copy.skip_filter = set(self.skip_filter)
         copy.skip_score = set(self.skip_score)
+        copy.snapshot = self.snapshot
         return copy

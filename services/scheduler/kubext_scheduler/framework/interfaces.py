@@ -37,11 +37,30 @@ class QueuedPodInfo:
 @dataclasses.dataclass(frozen=True)
 class PostFilterResult:
     nominated_node_name: str | None = None
+    # The pods to delete so the pod fits the nominated node (DefaultPreemption's plan; the
+    # standalone scheduler's I/O edge deletes them).
+    victims: tuple[Pod, ...] = ()
 
 
 @runtime_checkable
 class Plugin(Protocol):
     name: str
+
+
+class Handle(Protocol):
+    """What a plugin may ask of its profile's framework (upstream's framework.Handle): run the
+    filters, as preemption's what-if does."""
+
+    def run_pre_filter(self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo]) -> Status: ...
+
+    def run_filter(self, state: CycleState, pod: Pod, node: NodeInfo) -> Status: ...
+
+
+@runtime_checkable
+class NeedsHandle(Protocol):
+    """A plugin that gets its framework's Handle once the profile is built."""
+
+    def set_handle(self, handle: Handle) -> None: ...
 
 
 @runtime_checkable

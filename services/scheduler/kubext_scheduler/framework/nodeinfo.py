@@ -109,17 +109,49 @@ class NodeInfo:
         )
 
 
+def namespace_label_map(namespaces: Iterable[Obj]) -> dict[str, Mapping[str, str]]:
+    out: dict[str, Mapping[str, str]] = {}
+    for ns in namespaces:
+        labels = (ns.get("metadata") or {}).get("labels") or {}
+        out[name_of(ns)] = labels if isinstance(labels, Mapping) else {}
+    return out
+
+
 @dataclasses.dataclass
 class Snapshot:
-    """The nodes of one cycle, in a stable order, looked up by name."""
+    """The nodes of one cycle, in a stable order, looked up by name; and what plugins read
+    beside them: the namespaces' labels (namespaceSelector) and the PodDisruptionBudgets
+    (preemption)."""
 
     nodes: list[NodeInfo]
+    namespace_labels: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+    pdbs: Sequence[Obj] = ()
 
     def __post_init__(self) -> None:
         self._by_name = {info.name: info for info in self.nodes}
 
+    def labels_of_namespace(self, namespace: str) -> Mapping[str, str]:
+        """A namespace's labels; one not (yet) seen still has the label the API server puts on
+        every namespace, so name-based namespaceSelectors work without the namespace cache."""
+        found = self.namespace_labels.get(namespace)
+        if found is not None:
+            return found
+        return {"kubernetes.io/metadata.name": namespace}
+
+    def with_node(self, info: NodeInfo) -> Snapshot:
+        """The same cycle with one node replaced (preemption's what-if without some pods)."""
+        nodes = [info if n.name == info.name else n for n in self.nodes]
+        return Snapshot(nodes, self.namespace_labels, self.pdbs)
+
     @classmethod
-    def of(cls, nodes: Sequence[Obj], pods: Iterable[Obj] = ()) -> Snapshot:
+    def of(
+        cls,
+        nodes: Sequence[Obj],
+        pods: Iterable[Obj] = (),
+        *,
+        namespaces: Iterable[Obj] = (),
+        pdbs: Sequence[Obj] = (),
+    ) -> Snapshot:
         """Nodes with the pods bound (``spec.nodeName``) or assumed on them."""
         infos = [NodeInfo.of(node) for node in nodes]
         by_name = {info.name: info for info in infos}
@@ -129,7 +161,7 @@ class Snapshot:
             node_name = (pod.get("spec") or {}).get("nodeName")
             if node_name in by_name:
                 by_name[node_name].add_pod(pod)
-        return cls(infos)
+        return cls(infos, namespace_label_map(namespaces), list(pdbs))
 
     def get(self, name: str) -> NodeInfo | None:
         return self._by_name.get(name)

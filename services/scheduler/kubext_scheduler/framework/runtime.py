@@ -33,6 +33,8 @@ class ScheduleResult:
     # Weighted totals per feasible node (empty when one node was feasible: nothing to rank).
     scores: dict[str, int] = dataclasses.field(default_factory=dict)
     nominated_node_name: str | None = None
+    # The pods PostFilter (preemption) would delete to make room on nominated_node_name.
+    victims: tuple[Pod, ...] = ()
     # A PreFilter/PostFilter failure that concerns the pod, not a node.
     status: Status | None = None
 
@@ -58,6 +60,9 @@ class Framework:
         self.scheduler_name = scheduler_name
         self.plugins = {point: list(plugins.get(point, ())) for point in interfaces.POINTS}
         self.score_weights = dict(score_weights)
+        for plugin in {id(p): p for ps in self.plugins.values() for p in ps}.values():
+            if isinstance(plugin, interfaces.NeedsHandle):
+                plugin.set_handle(self)
 
     def points_of(self, name: str) -> list[str]:
         return [p for p, ps in self.plugins.items() if any(x.name == name for x in ps)]
@@ -115,7 +120,10 @@ class Framework:
         last = status.unschedulable("no PostFilter plugin made the pod schedulable")
         for plugin in self.plugins["postFilter"]:
             assert isinstance(plugin, interfaces.PostFilterPlugin)
-            result, outcome = plugin.post_filter(state, pod, statuses)
+            try:
+                result, outcome = plugin.post_filter(state, pod, statuses)
+            except (resources.InvalidObject, StateError) as exc:
+                return None, status.error(f"{plugin.name}: {exc}").with_plugin(plugin.name)
             if status.ok(outcome):
                 return result, status.SUCCESS
             assert outcome is not None
@@ -193,6 +201,7 @@ class Framework:
     ) -> ScheduleResult:
         """Pick a node for ``pod`` (None and the reasons when none fits); binds nothing."""
         state = state or CycleState()
+        state.snapshot = snapshot
         nodes = snapshot.nodes
         pre = self.run_pre_filter(state, pod, nodes)
         if not pre.is_success:
@@ -208,7 +217,8 @@ class Framework:
                 [],
                 rejected,
                 nominated_node_name=post_result.nominated_node_name if post_result else None,
-                status=errors[0] if errors else None,
+                victims=post_result.victims if post_result else (),
+                status=errors[0] if errors else post_error(post),
             )
         names = [node.name for node in feasible]
         if len(feasible) == 1:
@@ -277,6 +287,12 @@ class Framework:
         for plugin in self.plugins["postBind"]:
             assert isinstance(plugin, interfaces.PostBindPlugin)
             plugin.post_bind(state, pod, node_name)
+
+
+def post_error(post: Status) -> Status | None:
+    """A PostFilter Error concerns the pod (it is retried with backoff); a plain "could not
+    help" leaves the nodes' reasons as the message."""
+    return post if post.code is Code.ERROR else None
 
 
 def select_host(totals: Mapping[str, int], rng: random.Random) -> str:

@@ -21,26 +21,53 @@ def names(fw, point):
     return [p.name for p in fw.plugins[point]]
 
 
+SEED_SPREAD = [
+    {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"},
+    {
+        "maxSkew": 1,
+        "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "ScheduleAnyway",
+    },
+]
+
 SEED_LIKE = {
     "schedulerName": "custom-scheduler",
     "plugins": {
         "preFilter": {
-            "enabled": [{"name": "NodeResourceFit"}, {"name": "NodeAffinity"}],
+            "enabled": [
+                {"name": "NodeResourceFit"},
+                {"name": "NodeAffinity"},
+                {"name": "PodTopologySpread"},
+            ],
             "disabled": [{"name": "NodeResourcesFit"}],
         },
         "filter": {
-            "enabled": [{"name": "NodeResourceFit"}, {"name": "TaintToleration"}],
+            "enabled": [
+                {"name": "NodeResourceFit"},
+                {"name": "NodeAffinity"},
+                {"name": "PodTopologySpread"},
+                {"name": "TaintToleration"},
+            ],
             "disabled": [{"name": "NodeResourcesFit"}],
         },
         "score": {
             "enabled": [
                 {"name": "NodeResourceFit", "weight": 50},
                 {"name": "NodeAffinity", "weight": 30},
+                {"name": "PodTopologySpread", "weight": 20},
             ]
         },
     },
     "pluginConfig": [
-        {"name": "NodeResourceFit", "args": {"cpuWeight": 3, "memoryWeight": 2, "storageWeight": 1}}
+        {
+            "name": "NodeResourceFit",
+            "args": {"cpuWeight": 3, "memoryWeight": 2, "storageWeight": 1},
+        },
+        # The seed's default constraints; kube-scheduler needs defaultingType: List for them.
+        {
+            "name": "PodTopologySpread",
+            "args": {"defaultingType": "List", "defaultConstraints": SEED_SPREAD},
+        },
     ],
 }
 
@@ -54,16 +81,39 @@ def test_the_seeds_profile_shape_loads_with_its_weights_and_args() -> None:
         "TaintToleration",
         "NodeAffinity",
         "NodeResourceFit",
+        "PodTopologySpread",
+        "InterPodAffinity",
         "NodeResourcesBalancedAllocation",
     ]
     assert fw.score_weights == {
         "TaintToleration": 3,
         "NodeAffinity": 30,
         "NodeResourceFit": 50,
+        "PodTopologySpread": 20,
+        "InterPodAffinity": 2,
         "NodeResourcesBalancedAllocation": 1,
     }
     [fit] = [p for p in fw.plugins["filter"] if p.name == "NodeResourceFit"]
     assert fit.args.weights() == (3, 2, 1)
+    [spread] = [p for p in fw.plugins["filter"] if p.name == "PodTopologySpread"]
+    assert [(c.topologyKey, c.maxSkew, c.whenUnsatisfiable) for c in spread.defaults] == [
+        ("kubernetes.io/hostname", 1, "DoNotSchedule"),
+        ("topology.kubernetes.io/zone", 1, "ScheduleAnyway"),
+    ]
+
+
+def test_the_default_profile_has_kube_schedulers_spread_affinity_and_preemption() -> None:
+    fw = load({}).frameworks["kubext-scheduler"]
+    assert fw.score_weights["PodTopologySpread"] == 2
+    assert fw.score_weights["InterPodAffinity"] == 2
+    assert names(fw, "filter")[-2:] == ["PodTopologySpread", "InterPodAffinity"]
+    assert names(fw, "postFilter") == ["DefaultPreemption"]
+    [spread] = [p for p in fw.plugins["filter"] if p.name == "PodTopologySpread"]
+    # defaultingType System: kube-scheduler's own defaults.
+    assert [(c.topologyKey, c.maxSkew, c.whenUnsatisfiable) for c in spread.defaults] == [
+        ("kubernetes.io/hostname", 3, "ScheduleAnyway"),
+        ("topology.kubernetes.io/zone", 5, "ScheduleAnyway"),
+    ]
 
 
 def test_v1beta3_is_accepted_with_a_warning() -> None:
@@ -82,7 +132,7 @@ def test_several_profiles_by_scheduler_name_and_star_disables_defaults() -> None
     loaded = load({"schedulerName": "full"}, lean)
     assert set(loaded.frameworks) == {"full", "lean"}
     assert names(loaded.frameworks["lean"], "score") == ["NodeResourceFit"]
-    assert len(names(loaded.frameworks["full"], "score")) == 4
+    assert len(names(loaded.frameworks["full"], "score")) == 6
 
 
 def test_multi_point_enables_a_plugin_everywhere_it_extends() -> None:
@@ -103,12 +153,10 @@ def test_multi_point_enables_a_plugin_everywhere_it_extends() -> None:
         pytest.param(
             {
                 "plugins": {
-                    "filter": {
-                        "enabled": [{"name": "NodeResourceFit"}, {"name": "PodTopologySpread"}]
-                    }
+                    "filter": {"enabled": [{"name": "NodeResourceFit"}, {"name": "VolumeZone"}]}
                 }
             },
-            r"^profiles\[0\]\.plugins\.filter\.enabled\[1\]\.name: unknown plugin 'PodTopologySpread'",
+            r"^profiles\[0\]\.plugins\.filter\.enabled\[1\]\.name: unknown plugin 'VolumeZone'",
             id="unknown-plugin",
         ),
         pytest.param(
@@ -150,6 +198,63 @@ def test_multi_point_enables_a_plugin_everywhere_it_extends() -> None:
             {"plugins": {"queueSort": {"disabled": [{"name": "*"}]}}},
             r"^profiles\[0\]\.plugins\.queueSort: exactly one plugin must be enabled, not 0",
             id="no-queue-sort",
+        ),
+        pytest.param(
+            {
+                "pluginConfig": [
+                    {"name": "PodTopologySpread", "args": {"defaultConstraints": SEED_SPREAD}}
+                ]
+            },
+            r"^profiles\[0\]\.pluginConfig\[0\]\.args: .*defaultingType: Invalid value: \"System\": "
+            r"when \.defaultConstraints are not empty",
+            id="seed-spread-args-without-list",
+        ),
+        pytest.param(
+            {
+                "pluginConfig": [
+                    {
+                        "name": "PodTopologySpread",
+                        "args": {
+                            "defaultingType": "List",
+                            "defaultConstraints": [
+                                {
+                                    "maxSkew": 0,
+                                    "topologyKey": "zone",
+                                    "whenUnsatisfiable": "DoNotSchedule",
+                                }
+                            ],
+                        },
+                    }
+                ]
+            },
+            r"^profiles\[0\]\.pluginConfig\[0\]\.args\.defaultConstraints\.0\.maxSkew: Input should be greater than 0",
+            id="spread-max-skew-zero",
+        ),
+        pytest.param(
+            {"pluginConfig": [{"name": "PodTopologySpread", "args": {"defaultingType": "Zone"}}]},
+            r"^profiles\[0\]\.pluginConfig\[0\]\.args\.defaultingType: Input should be 'System' or 'List'",
+            id="spread-bad-defaulting-type",
+        ),
+        pytest.param(
+            {
+                "pluginConfig": [
+                    {"name": "InterPodAffinity", "args": {"hardPodAffinityWeight": 101}}
+                ]
+            },
+            r"^profiles\[0\]\.pluginConfig\[0\]\.args\.hardPodAffinityWeight: Input should be less than or equal to 100",
+            id="hard-pod-affinity-weight",
+        ),
+        pytest.param(
+            {
+                "pluginConfig": [
+                    {
+                        "name": "DefaultPreemption",
+                        "args": {"minCandidateNodesPercentage": 0, "minCandidateNodesAbsolute": 0},
+                    }
+                ]
+            },
+            r"^profiles\[0\]\.pluginConfig\[0\]\.args: .*cannot both be zero",
+            id="preemption-both-zero",
         ),
         pytest.param(
             {"plugin": {}},
