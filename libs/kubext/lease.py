@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,7 +62,8 @@ def claimed(
     return {
         **spec,
         "holderIdentity": me,
-        "leaseDurationSeconds": max(1, round(duration)),
+        # Whole seconds, rounded up: a standby waits this long, never less than our own lease.
+        "leaseDurationSeconds": max(1, math.ceil(duration)),
         "renewTime": stamp,
         "acquireTime": stamp if taking else spec.get("acquireTime", stamp),
         "leaseTransitions": transitions + 1 if taking else transitions,

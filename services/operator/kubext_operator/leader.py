@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 from kubext.lease import Observation as Observation
 from kubext.lease import Timing as Timing
+from kubext.lease import claimed, released
 from kubext.lease import decide as decide
-from kubext.lease import micro_time
 from kubext_operator import kube, metrics
 
 log = logging.getLogger("kubext_operator.leader")
@@ -33,9 +33,10 @@ class LeaderElector:
         identity: str,
         timing: Timing,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.api, self.namespace, self.name, self.identity = api, namespace, name, identity
-        self.timing, self.clock = timing, clock
+        self.timing, self.clock, self.wall_clock = timing, clock, wall_clock
         self._seen = Observation()
         self._renewed_at = 0.0
         self.leading = False
@@ -57,17 +58,9 @@ class LeaderElector:
             duration=self.timing.lease_duration,
         ):
             return False
-        transitions = int(spec.get("leaseTransitions") or 0)
-        taking = spec.get("holderIdentity") != self.identity
-        now = micro_time(dt.datetime.now(dt.UTC))
-        lease["spec"] = {
-            **spec,
-            "holderIdentity": self.identity,
-            "leaseDurationSeconds": int(self.timing.lease_duration),
-            "renewTime": now,
-            "acquireTime": now if taking else spec.get("acquireTime", now),
-            "leaseTransitions": transitions + 1 if taking else transitions,
-        }
+        lease["spec"] = claimed(
+            spec, me=self.identity, duration=self.timing.lease_duration, now=self.wall_clock()
+        )
         try:
             await self.api.request(
                 "PUT", kube.KINDS["Lease"].path(self.namespace, self.name), body=lease
@@ -78,18 +71,14 @@ class LeaderElector:
         return True
 
     async def _create(self) -> bool:
-        now = micro_time(dt.datetime.now(dt.UTC))
+        spec = claimed(
+            {}, me=self.identity, duration=self.timing.lease_duration, now=self.wall_clock()
+        )
         body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
             "metadata": {"name": self.name, "namespace": self.namespace},
-            "spec": {
-                "holderIdentity": self.identity,
-                "leaseDurationSeconds": int(self.timing.lease_duration),
-                "acquireTime": now,
-                "renewTime": now,
-                "leaseTransitions": 0,
-            },
+            "spec": {**spec, "leaseTransitions": 0},
         }
         try:
             await self.api.create(body)
@@ -151,8 +140,7 @@ class LeaderElector:
             lease = await self.api.get("Lease", self.namespace, self.name)
             if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
                 return
-            lease["spec"]["holderIdentity"] = None
-            lease["spec"]["leaseDurationSeconds"] = 1
+            lease["spec"] = released(lease["spec"])
             await self.api.request(
                 "PUT", kube.KINDS["Lease"].path(self.namespace, self.name), body=lease
             )

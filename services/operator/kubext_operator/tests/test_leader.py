@@ -138,3 +138,16 @@ def test_a_leader_that_renews_keeps_leading() -> None:
         keeping.cancel()
 
     asyncio.run(scenario())
+
+
+def test_the_lease_advertises_at_least_the_leaders_duration() -> None:
+    # TIMING's 1.5 s lease written as 1 would let a standby take over half a second early.
+    async def scenario() -> None:
+        api = LeaseApi()
+        elector, keeping = await _leading(api)
+        assert api.lease is not None
+        assert api.lease["spec"]["leaseDurationSeconds"] == 2
+        assert api.lease["spec"]["holderIdentity"] == "a"
+        keeping.cancel()
+
+    asyncio.run(scenario())
