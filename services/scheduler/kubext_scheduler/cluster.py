@@ -193,6 +193,54 @@ class KubeBinder:
                 "cannot set PodScheduled", extra={"pod": meta.get("name"), "error": str(exc)}
             )
 
+    def nominate(self, pod: Obj, node_name: str) -> None:
+        meta = pod.get("metadata") or {}
+        try:
+            self.core.patch_namespaced_pod_status(
+                meta["name"],
+                meta["namespace"],
+                {"status": {"nominatedNodeName": node_name}},
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            )
+        except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            log.warning(
+                "cannot set nominatedNodeName", extra={"pod": meta.get("name"), "error": str(exc)}
+            )
+
+    def preempt(self, victim: Obj, *, preemptor: Obj, node_name: str) -> None:
+        meta = victim.get("metadata") or {}
+        name, namespace = meta.get("name"), meta.get("namespace")
+        condition = {
+            "type": "DisruptionTarget",
+            "status": "True",
+            "reason": "PreemptionByScheduler",
+            "message": f"{self.component}: preempting to accommodate a higher priority pod",
+            "lastTransitionTime": _now(),
+        }
+        try:
+            self.core.patch_namespaced_pod_status(
+                name,
+                namespace,
+                {"status": {"conditions": [condition]}},
+                _content_type="application/strategic-merge-patch+json",
+                _preload_content=False,
+            )
+            uid = (preemptor.get("metadata") or {}).get("uid")
+            self._event(
+                victim,
+                "Normal",
+                "Preempted",
+                "Preempting",
+                f"Preempted by pod {uid} on node {node_name}",
+            )
+            self.core.delete_namespaced_pod(name, namespace, _preload_content=False)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                log.warning("cannot preempt", extra={"pod": name, "error": _message(exc)})
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            log.warning("cannot preempt", extra={"pod": name, "error": str(exc)})
+
     def _event(self, pod: Obj, kind: str, reason: str, action: str, message: str) -> None:
         meta = pod.get("metadata") or {}
         namespace, uid = meta.get("namespace", "default"), meta.get("uid", "")

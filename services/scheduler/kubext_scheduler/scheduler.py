@@ -63,6 +63,13 @@ class Binder(Protocol):
         """The FailedScheduling Event and the PodScheduled=False condition with ``reason``
         (Unschedulable or SchedulerError)."""
 
+    def nominate(self, pod: Obj, node_name: str) -> None:
+        """Set the pod's status.nominatedNodeName (preemption)."""
+
+    def preempt(self, victim: Obj, *, preemptor: Obj, node_name: str) -> None:
+        """Mark ``victim`` DisruptionTarget (PreemptionByScheduler), write its Preempted Event
+        and delete it; never raises (a victim already gone is fine)."""
+
 
 def node_change_may_help(old: Obj | None, new: Obj) -> bool:
     """Could this node update make an unschedulable pod fit? (kube-scheduler ignores heartbeats:
@@ -189,6 +196,12 @@ class Scheduler:
         snapshot, broken = self.cache.snapshot()
         result = framework.schedule(pod, snapshot, state=state, rng=self.rng)
         if result.node_name is None:
+            if result.nominated_node_name:
+                # DefaultPreemption's plan: the pod is placed by a later cycle, once the
+                # victims' deletions free the room (AssignedPodDelete moves it back).
+                self.binder.nominate(pod, result.nominated_node_name)
+                for victim in result.victims:
+                    self.binder.preempt(victim, preemptor=pod, node_name=result.nominated_node_name)
             rejected = {**result.statuses, **{n: status.unresolvable(r) for n, r in broken.items()}}
             message = runtime.fit_error_message(
                 result.evaluated + len(broken), rejected, result.status

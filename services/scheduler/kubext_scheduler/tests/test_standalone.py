@@ -44,6 +44,19 @@ class RecordingBinder:
     def failed(self, p: Mapping[str, Any], message: str, *, reason: str) -> None:
         self.failures.append((p["metadata"]["name"], reason, message))
 
+    nominated: list[tuple[str, str]]
+    preempted: list[tuple[str, str, str]]
+
+    def nominate(self, p: Mapping[str, Any], node_name: str) -> None:
+        self.__dict__.setdefault("nominated", []).append((p["metadata"]["name"], node_name))
+
+    def preempt(
+        self, victim: Mapping[str, Any], *, preemptor: Mapping[str, Any], node_name: str
+    ) -> None:
+        self.__dict__.setdefault("preempted", []).append(
+            (victim["metadata"]["name"], preemptor["metadata"]["name"], node_name)
+        )
+
 
 def pending(name: str, cpu: str = "1", **spec: Any) -> dict[str, Any]:
     return pod(name, containers=[container(cpu=cpu)], schedulerName=NAME, **spec)
@@ -301,3 +314,24 @@ def test_node_changes_that_may_help(field: str) -> None:
     else:
         new["spec"]["unschedulable"] = True
     assert node_change_may_help(old, new)
+
+
+def test_a_high_priority_pod_preempts_through_the_binder_and_is_bound_once_the_victim_is_gone() -> (
+    None
+):
+    clock, binder = Clock(), RecordingBinder()
+    sched = make(clock, binder)
+    sched.nodes_listed([node("n1", cpu="2")])
+    low = bound_version(pending("low", cpu="2", priority=1), "n1")
+    sched.pods_listed([low])
+    high = pending("high", cpu="2", priority=100)
+    sched.pod_event("ADDED", high)
+    assert sched.schedule_one(timeout=0)
+    assert binder.nominated == [("high", "n1")]
+    assert binder.preempted == [("low", "high", "n1")]
+    assert binder.bound == [] and binder.failures[-1][:2] == ("high", "Unschedulable")
+    # The victim's deletion is seen by the watch: the pod is moved back and bound there.
+    sched.pod_event("DELETED", low)
+    clock.now += 11  # past the backoff
+    assert sched.schedule_one(timeout=0)
+    assert binder.bound == [("high", "n1")]
