@@ -727,15 +727,28 @@ def test_scheduler_extender_mode_is_what_kube_scheduler_calls(helm: Helm) -> Non
     assert kube["leaderElection"]["resourceName"] == "team-scheduler"
     assert kube["extenders"] == [
         {
-            "urlPrefix": f"http://{RELEASE}-scheduler-extender.{NAMESPACE}.svc:9888",
+            "urlPrefix": "http://127.0.0.1:9888",  # our container, in the same pod
             "filterVerb": "filter",
             "prioritizeVerb": "prioritize",
+            "bindVerb": "bind",
+            "preemptVerb": "preempt",
             "weight": 5,
-            "nodeCacheCapable": False,
+            "nodeCacheCapable": True,
             "enableHTTPS": False,
             "managedResources": [{"name": "example.com/gpu"}],
         }
     ]
+    # Seed 12.5.2's shape: kube-scheduler runs beside the extender, on that config.
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    [kube_scheduler] = [c for c in pod["containers"] if c["name"] == "kube-scheduler"]
+    assert kube_scheduler["image"] == "registry.k8s.io/kube-scheduler:v1.35.4"
+    assert kube_scheduler["command"] == [
+        "kube-scheduler",
+        "--config=/etc/kubernetes/kube-scheduler/config.yaml",
+    ]
+    [mount] = kube_scheduler["volumeMounts"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["configMap"]["name"] == f"{RELEASE}-scheduler-kube-scheduler"
     profiles = yaml.safe_load(
         rendered.one("ConfigMap", f"{RELEASE}-scheduler-profiles")["data"]["scheduler.yaml"]
     )
