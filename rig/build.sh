@@ -2,7 +2,8 @@
 # Builds the real upstream components (control plane, the real node's kubelet, kube-proxy,
 # image programs and local registry, kwok, helm, csi-sanity, cnitool, reference CNI plugins,
 # kube-score) from the Go module proxy, cached by version under ${KUBEXT_CACHE:-~/.cache/kubext}.
-# Rebuilds only what is missing.
+# Rebuilds only what is missing. images-base: podman's config and the services' base image, built
+# from the Debian mirror (rig/images-base.sh).
 # Usage: rig/build.sh [component ...]   (default: all)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -160,7 +161,7 @@ build_cni_plugins() {
     "$m/meta/portmap@$CNI_PLUGINS_VERSION" "$m/main/loopback@$CNI_PLUGINS_VERSION"
 }
 
-want=("$@"); [ ${#want[@]} -gt 0 ] || want=(etcd kwok helm csi-sanity cnitool cni-plugins kube-score kubernetes kubernetes-node node-images registry)
+want=("$@"); [ ${#want[@]} -gt 0 ] || want=(etcd kwok helm csi-sanity cnitool cni-plugins kube-score kubernetes kubernetes-node node-images registry images-base)
 t_all=$SECONDS
 for c in "${want[@]}"; do
   case $c in
@@ -176,6 +177,8 @@ for c in "${want[@]}"; do
     cnitool) step cnitool "$cache/bin/cni-$CNI_VERSION" cnitool -- build_cnitool ;;
     cni-plugins) step cni-plugins "$cache/bin/cni-plugins-$CNI_PLUGINS_VERSION" bridge host-local portmap loopback -- build_cni_plugins ;;
     registry) step registry "$cache/bin/registry-$REGISTRY_VERSION" registry -- build_registry ;;
+    # podman's config and the services' base image (cached by its inputs; rig/images-base.sh).
+    images-base) "$here/images-base.sh" ;;
     kube-score) step kube-score "$cache/bin/kube-score-$KUBE_SCORE_VERSION" kube-score -- build_kube_score ;;
     *) log "unknown component $c"; exit 2 ;;
   esac
