@@ -397,7 +397,7 @@ def test_security_context_is_restricted_unless_the_service_needs_the_host(
             assert ctx["privileged"] is True
             continue
         assert pod["securityContext"]["runAsNonRoot"] is True
-        assert pod["securityContext"]["runAsUser"] == 10001
+        assert pod["securityContext"]["runAsUser"] == 65532
         for c in pod_containers(workload):  # sidecars too
             sc = c["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False, c["name"]
