@@ -433,6 +433,7 @@ WIRED_KEYS = {
     "webhooks": {"namespace", "service_name", "tls"},
     "cni": {"cni_bin_dir", "plugin_python"},
     "scheduler": {"leader_election", "scheduler_config"},
+    "deviceplugin": {"device_plugin_dir"},
 }
 
 
@@ -1099,3 +1100,51 @@ def test_deviceplugin_mounts_the_kubelet_device_plugin_dir(helm: Helm, variant: 
     assert rendered.of_kind("ClusterRole") == rendered.of_kind("Role") == []
     if variant == "custom":
         assert pod["nodeSelector"]["accelerator"] == "gpu"
+
+
+def test_deviceplugin_mounts_host_dev_and_cdi_dirs_only_for_resources_that_need_them(
+    helm: Helm,
+) -> None:
+    def pod_of(values: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, str], Any]:
+        rendered = helm.template(
+            "deviceplugin", release=RELEASE, namespace=NAMESPACE, values=values
+        )
+        daemonset = rendered.one("DaemonSet")
+        pod = daemonset["spec"]["template"]["spec"]
+        host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+        mounts = {m["name"]: m["mountPath"] for m in service_container(daemonset)["volumeMounts"]}
+        assert all(mounts[name] == path for name, path in host.items())  # same path inside
+        return pod, host, service_config(rendered, "deviceplugin")
+
+    _, host, cfg = pod_of(None)  # simulated only: the kubelet's dir, nothing of the host's devices
+    assert sorted(host.values()) == ["/var/lib/kubelet/device-plugins"]
+    assert cfg.device_plugin_dir == "/var/lib/kubelet/device-plugins"
+    resources = [
+        {
+            "name": "kubext.io/fuse",
+            "backend": "generic",
+            "generic": {"groups": [{"name": "fuse", "paths": [{"path": "/dev/fuse"}]}]},
+        },
+        {"name": "example.com/gpu", "cdi": {"enabled": True}},
+        {"name": "example.com/tpu", "cdi": {"enabled": True, "dir": "/run/cdi"}},
+    ]
+    values = {
+        "devicePluginDir": "/var/lib/k0s/kubelet/device-plugins",
+        "config": {"resources": resources},
+    }
+    pod, host, cfg = pod_of(values)
+    assert sorted(host.values()) == [
+        "/dev",
+        "/run/cdi",
+        "/var/lib/k0s/kubelet/device-plugins",
+        "/var/run/cdi",
+    ]
+    assert cfg.device_plugin_dir == "/var/lib/k0s/kubelet/device-plugins"  # the chart wires it
+    types = {
+        v["hostPath"]["path"]: v["hostPath"]["type"] for v in pod["volumes"] if "hostPath" in v
+    }
+    assert types["/var/run/cdi"] == types["/run/cdi"] == "DirectoryOrCreate"
+    _, host, _ = pod_of({**values, "hostDev": False})
+    assert "/dev" not in host.values()
+    with pytest.raises(HelmError, match="config.device_plugin_dir: the chart sets it"):
+        pod_of({"config": {"device_plugin_dir": "/elsewhere"}})
