@@ -8,14 +8,14 @@ from kubext import cli, config
 
 
 class ExtenderSettings(config.StrictModel):
-    # Serve the kube-scheduler extender API (/filter, /prioritize, /bind) on host:port.
+    # Serve the kube-scheduler extender API (/filter, /prioritize, /bind, /preempt) on host:port.
     enabled: bool = True
     host: str = "0.0.0.0"
     port: int = pydantic.Field(8888, ge=0, le=65535)
     # The profile (schedulerName) whose plugins answer; empty means the first profile.
     profile: str = ""
-    # Count the pods the cluster cache sees on each node (needs the API server); off: kube-
-    # scheduler's nodes are seen empty.
+    # Keep the informer cache of nodes and pods (needs the API server): nodeCacheCapable, bind and
+    # preempt need it; off: only full nodes are read, seen empty.
     cache: bool = True
 
 
@@ -28,7 +28,8 @@ class StandaloneSettings(config.StrictModel):
 
 class LeaderElectionSettings(config.StrictModel):
     # Schedule only while holding this Lease, so that two replicas never both bind (standalone
-    # mode; the extender binds nothing and is served by every replica). client-go's timings.
+    # mode; the extender, which binds only what kube-scheduler asks it to, is served by every
+    # replica). client-go's timings.
     enabled: bool = True
     namespace: str = "kube-system"
     name: str = "kubext-scheduler"
