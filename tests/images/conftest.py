@@ -1,0 +1,1 @@
+pytest_plugins = ["kubext_rig.pytest_plugin"]
