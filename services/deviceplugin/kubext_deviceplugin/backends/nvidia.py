@@ -3,8 +3,8 @@
 IDs are the GPU (or MIG device) UUIDs; NUMA nodes come from sysfs by PCI bus ID; health comes
 from NVML's critical-Xid events, with NVIDIA's device plugin's policy: the Xids an application
 causes (13, 31, 43, 45, 68, 109) leave the GPU healthy, any other critical Xid marks it Unhealthy.
-The binding is imported only when this backend is chosen; it is not in the lockfile yet, so an
-image without it gets one clear error. Tests pass a fake binding (``nvml=``).
+The binding is imported only when this backend is chosen (it is in the lockfile); an
+environment without it gets one clear error. Tests pass a fake binding (``nvml=``).
 """
 
 from __future__ import annotations
