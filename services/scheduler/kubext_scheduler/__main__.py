@@ -71,13 +71,29 @@ def serve(cfg: config.Config) -> int:
         informers = [
             cluster.Informer(api, "nodes", scheduler.nodes_listed, scheduler.node_event, stop=stop),
             cluster.Informer(api, "pods", scheduler.pods_listed, scheduler.pod_event, stop=stop),
+            # namespaceSelector's labels (InterPodAffinity) and PDBs (DefaultPreemption).
+            cluster.Informer(
+                api,
+                "namespaces",
+                scheduler.namespaces_listed,
+                scheduler.namespace_event,
+                stop=stop,
+            ),
+            cluster.Informer(
+                api,
+                "poddisruptionbudgets",
+                scheduler.pdbs_listed,
+                scheduler.pdb_event,
+                stop=stop,
+            ),
         ]
         for informer in informers:
             informer.start()
 
     def ready() -> bool:
         if informers is not None and not all(i.synced.is_set() for i in informers):
-            raise health.Unhealthy("the node and pod caches have not listed yet")
+            waiting = [i.kind for i in informers if not i.synced.is_set()]
+            raise health.Unhealthy(f"the {', '.join(waiting)} caches have not listed yet")
         return True
 
     def live() -> bool:

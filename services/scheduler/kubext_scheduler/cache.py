@@ -1,4 +1,5 @@
-"""The scheduler's cluster cache: nodes, the pods bound to them, and the pods it has assumed.
+"""The scheduler's cluster cache: nodes, the pods bound to them, the pods it has assumed, and
+what plugins read beside them (namespaces' labels, PodDisruptionBudgets).
 
 Pure (no Kubernetes client): the informers (``cluster.py``) feed it watch events, and each
 scheduling cycle takes a ``Snapshot`` from it. A pod is *assumed* on a node from the moment the
@@ -13,7 +14,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubext_scheduler.framework import resources
-from kubext_scheduler.framework.nodeinfo import NodeInfo, Snapshot, name_of, pod_key
+from kubext_scheduler.framework.nodeinfo import (
+    NodeInfo,
+    Snapshot,
+    name_of,
+    namespace_label_map,
+    pod_key,
+)
 
 Obj = Mapping[str, Any]
 _TERMINATED = ("Succeeded", "Failed")
@@ -26,6 +33,11 @@ def node_name_of(pod: Obj) -> str:
 def holds_resources(pod: Obj) -> bool:
     """A bound pod that has not finished (a finished pod frees its node's room)."""
     return bool(node_name_of(pod)) and (pod.get("status") or {}).get("phase") not in _TERMINATED
+
+
+def _namespaced_key(obj: Obj) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
 class ClusterCache:
@@ -49,6 +61,12 @@ class ClusterCache:
         self._broken: dict[str, str] = {}
         self._dirty: set[str] = set()
         self._sorted: list[str] | None = None
+        # Namespace name -> labels (InterPodAffinity's namespaceSelector), and the
+        # PodDisruptionBudgets by namespace/name (DefaultPreemption). Each change replaces the
+        # whole mapping/tuple, so a snapshot shares them without copying.
+        self._namespace_labels: Mapping[str, Mapping[str, str]] = {}
+        self._pdbs: dict[str, Obj] = {}
+        self._pdb_list: tuple[Obj, ...] = ()
 
     # --- bookkeeping (lock held) ------------------------------------------------------------
 
@@ -135,6 +153,38 @@ class ClusterCache:
             for key in set(self._placed) | set(self._pods) | set(self._assumed):
                 self._place(key)
 
+    def set_namespace(self, namespace: Obj) -> None:
+        with self._lock:
+            self._namespace_labels = {
+                **self._namespace_labels,
+                **namespace_label_map([namespace]),
+            }
+
+    def delete_namespace(self, name: str) -> None:
+        with self._lock:
+            self._namespace_labels = {
+                n: ls for n, ls in self._namespace_labels.items() if n != name
+            }
+
+    def replace_namespaces(self, namespaces: Sequence[Obj]) -> None:
+        with self._lock:
+            self._namespace_labels = namespace_label_map(namespaces)
+
+    def set_pdb(self, pdb: Obj) -> None:
+        with self._lock:
+            self._pdbs[_namespaced_key(pdb)] = pdb
+            self._pdb_list = tuple(self._pdbs.values())
+
+    def delete_pdb(self, pdb: Obj) -> None:
+        with self._lock:
+            self._pdbs.pop(_namespaced_key(pdb), None)
+            self._pdb_list = tuple(self._pdbs.values())
+
+    def replace_pdbs(self, pdbs: Sequence[Obj]) -> None:
+        with self._lock:
+            self._pdbs = {_namespaced_key(p): p for p in pdbs}
+            self._pdb_list = tuple(self._pdbs.values())
+
     # --- scheduler side ---------------------------------------------------------------------
 
     def assume(self, pod: Obj, node_name: str) -> Obj:
@@ -165,14 +215,17 @@ class ClusterCache:
 
     def snapshot(self) -> tuple[Snapshot, dict[str, str]]:
         """The nodes (by name) with their bound and assumed pods, as clones a cycle may change,
-        and why each unreadable node is left out (a node with an invalid allocatable, or an
-        unreadable pod on it, must not stop every cycle)."""
+        with the namespaces' labels and the PDBs; and why each unreadable node is left out (a
+        node with an invalid allocatable, or an unreadable pod on it, must not stop every
+        cycle)."""
         with self._lock:
             self._refresh()
             assert self._sorted is not None
             infos = [self._infos[n] for n in self._sorted if n in self._infos]
             broken = dict(self._broken)
-        return Snapshot([info.clone() for info in infos]), broken
+            namespace_labels, pdbs = self._namespace_labels, self._pdb_list
+        snapshot = Snapshot([info.clone() for info in infos], namespace_labels, pdbs)
+        return snapshot, broken
 
     def node_infos(self, names: Sequence[str]) -> tuple[list[NodeInfo], dict[str, str], list[str]]:
         """The named nodes' current NodeInfos (shared: read them, clone before changing one),

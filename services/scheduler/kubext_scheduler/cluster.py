@@ -1,4 +1,5 @@
-"""The only module that talks to the API server: node and pod informers, and the binder.
+"""The only module that talks to the API server: the informers (nodes, pods, namespaces,
+PodDisruptionBudgets), and the binder.
 
 Informers are client-go's reflector in small, one daemon thread per kind: list (in pages, raw
 JSON: no model round trips), then watch from the list's resourceVersion with bookmarks and a
@@ -55,8 +56,13 @@ class Informer:
         watch_timeout_s: int = 300,
         page_size: int = 500,
     ) -> None:
-        core = client.CoreV1Api(api)
-        self._list = {"nodes": core.list_node, "pods": core.list_pod_for_all_namespaces}[kind]
+        core, policy = client.CoreV1Api(api), client.PolicyV1Api(api)
+        self._list = {
+            "nodes": core.list_node,
+            "pods": core.list_pod_for_all_namespaces,
+            "namespaces": core.list_namespace,
+            "poddisruptionbudgets": policy.list_pod_disruption_budget_for_all_namespaces,
+        }[kind]
         self.kind, self.on_list, self.on_event = kind, on_list, on_event
         self.stop, self.watch_timeout_s, self.page_size = stop, watch_timeout_s, page_size
         self.synced = threading.Event()

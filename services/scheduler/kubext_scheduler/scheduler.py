@@ -175,6 +175,27 @@ class Scheduler:
         self.cache.replace_nodes(nodes)
         self.queue.move_all()
 
+    # Namespaces and PDBs only feed the snapshot: kube-scheduler re-queues no pod on their
+    # events (a namespace's labels or a PDB never make a rejected node feasible by themselves).
+
+    def namespace_event(self, kind: str, namespace: Obj) -> None:
+        if kind == "DELETED":
+            self.cache.delete_namespace(name_of(namespace))
+        else:
+            self.cache.set_namespace(namespace)
+
+    def namespaces_listed(self, namespaces: list[Obj]) -> None:
+        self.cache.replace_namespaces(namespaces)
+
+    def pdb_event(self, kind: str, pdb: Obj) -> None:
+        if kind == "DELETED":
+            self.cache.delete_pdb(pdb)
+        else:
+            self.cache.set_pdb(pdb)
+
+    def pdbs_listed(self, pdbs: list[Obj]) -> None:
+        self.cache.replace_pdbs(pdbs)
+
     # --- the scheduling cycle ---------------------------------------------------------------
 
     def run(self, stop: Callable[[], bool]) -> None:

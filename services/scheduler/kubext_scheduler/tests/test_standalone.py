@@ -335,3 +335,79 @@ def test_a_high_priority_pod_preempts_through_the_binder_and_is_bound_once_the_v
     clock.now += 11  # past the backoff
     assert sched.schedule_one(timeout=0)
     assert binder.bound == [("high", "n1")]
+
+
+# --- namespaces and PodDisruptionBudgets from their informers -------------------------------
+
+
+def pdb(name: str, match: dict[str, str], *, allowed: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"selector": {"matchLabels": match}, "minAvailable": 1},
+        "status": {"disruptionsAllowed": allowed},
+    }
+
+
+def labelled(p: dict[str, Any], **labels: str) -> dict[str, Any]:
+    return {**p, "metadata": {**p["metadata"], "labels": labels}}
+
+
+def test_a_pdb_from_the_informer_steers_preemption_to_the_unprotected_node() -> None:
+    clock, binder = Clock(), RecordingBinder()
+    sched = make(clock, binder)
+    sched.nodes_listed([node("n1", cpu="1"), node("n2", cpu="1")])
+    # Equal victims: without a PDB the first node (n1) wins the last tie-break.
+    on_n1 = labelled(bound_version(pending("low-1", cpu="1", priority=1), "n1"), app="guarded")
+    on_n2 = labelled(bound_version(pending("low-2", cpu="1", priority=1), "n2"), app="free")
+    sched.pods_listed([on_n1, on_n2])
+    sched.pdbs_listed([])
+    sched.pdb_event("ADDED", pdb("guard", {"app": "guarded"}, allowed=0))
+    sched.pod_event("ADDED", pending("high", cpu="1", priority=100))
+    assert sched.schedule_one(timeout=0)
+    assert binder.nominated == [("high", "n2")]
+    assert binder.preempted == [("low-2", "high", "n2")]
+
+    # The PDB is deleted (the watch says so): the next preemptor takes n1's victim again.
+    sched.pdb_event("DELETED", pdb("guard", {"app": "guarded"}, allowed=0))
+    sched.pod_event("ADDED", pending("high-2", cpu="1", priority=100))
+    clock.now += 11
+    while sched.schedule_one(timeout=0):
+        if binder.nominated[-1][0] == "high-2":
+            break
+    assert binder.nominated[-1] == ("high-2", "n1")
+
+
+def test_namespace_labels_from_the_informer_reach_namespace_selectors() -> None:
+    clock, binder = Clock(), RecordingBinder()
+    sched = make(clock, binder)
+    sched.nodes_listed([node("n1"), node("n2")])
+    db = bound_version(pending("db", cpu="100m"), "n1")
+    db = labelled({**db, "metadata": {**db["metadata"], "namespace": "data"}}, app="db")
+    sched.pods_listed([db])
+    affinity = {
+        "podAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "labelSelector": {"matchLabels": {"app": "db"}},
+                    "namespaceSelector": {"matchLabels": {"team": "storage"}},
+                    "topologyKey": "kubernetes.io/hostname",
+                }
+            ]
+        }
+    }
+    sched.namespaces_listed([{"metadata": {"name": "data", "labels": {"team": "web"}}}])
+    sched.pod_event("ADDED", pending("app", cpu="100m", affinity=affinity))
+    assert sched.schedule_one(timeout=0)
+    assert binder.bound == [] and binder.failures[-1][:2] == ("app", "Unschedulable")
+
+    # The namespace is relabelled: the selector now picks db's namespace, so app joins db.
+    relabelled = {"metadata": {"name": "data", "labels": {"team": "storage"}}}
+    sched.namespace_event("MODIFIED", relabelled)
+    sched.queue.move_all()
+    clock.now += 11
+    assert sched.schedule_one(timeout=0)
+    assert binder.bound == [("app", "n1")]
+    sched.namespace_event("DELETED", relabelled)
+    assert sched.cache.snapshot()[0].labels_of_namespace("data") == {
+        "kubernetes.io/metadata.name": "data"
+    }
