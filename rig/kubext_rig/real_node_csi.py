@@ -59,6 +59,20 @@ def create_csi_driver(storage: client.StorageV1Api) -> None:
     )
 
 
+def create_storage_class(storage: client.StorageV1Api, name: str) -> None:
+    """A class of our driver that allows expansion: the API server's PersistentVolumeClaimResize
+    admission refuses to grow a claim of any other (or of none)."""
+    storage.create_storage_class(
+        client.V1StorageClass(
+            metadata=client.V1ObjectMeta(name=name),
+            provisioner=DRIVER,
+            allow_volume_expansion=True,
+            reclaim_policy="Retain",
+            volume_binding_mode="Immediate",
+        )
+    )
+
+
 def registered(storage: client.StorageV1Api) -> dict[str, Any] | None:
     """The driver's entry in the real node's CSINode, once the kubelet has registered it."""
     # Raw JSON: the client's model refuses a CSINode whose drivers list is still null.
@@ -67,18 +81,32 @@ def registered(storage: client.StorageV1Api) -> dict[str, Any] | None:
     return next((d for d in drivers if d["name"] == DRIVER), None)
 
 
-def create_volume(controller: csi_pb2_grpc.ControllerStub, name: str) -> csi_pb2.Volume:
-    """As external-provisioner calls it for a PVC of ReadWriteOnce, ext4, 64Mi."""
-    capability = csi_pb2.VolumeCapability(
-        mount=csi_pb2.VolumeCapability.MountVolume(fs_type="ext4"),
-        access_mode=csi_pb2.VolumeCapability.AccessMode(
-            mode=csi_pb2.VolumeCapability.AccessMode.SINGLE_NODE_WRITER
-        ),
+def capability(*, block: bool = False) -> csi_pb2.VolumeCapability:
+    """ReadWriteOnce as external-provisioner and -resizer send it: ext4 mount, or raw block."""
+    access_mode = csi_pb2.VolumeCapability.AccessMode(
+        mode=csi_pb2.VolumeCapability.AccessMode.SINGLE_NODE_WRITER
     )
+    if block:
+        return csi_pb2.VolumeCapability(
+            block=csi_pb2.VolumeCapability.BlockVolume(), access_mode=access_mode
+        )
+    return csi_pb2.VolumeCapability(
+        mount=csi_pb2.VolumeCapability.MountVolume(fs_type="ext4"), access_mode=access_mode
+    )
+
+
+def create_volume(
+    controller: csi_pb2_grpc.ControllerStub,
+    name: str,
+    *,
+    size_bytes: int = 64 << 20,
+    block: bool = False,
+) -> csi_pb2.Volume:
+    """As external-provisioner calls it for a PVC of ReadWriteOnce (ext4, or raw block)."""
     request = csi_pb2.CreateVolumeRequest(
         name=name,
-        capacity_range=csi_pb2.CapacityRange(required_bytes=64 << 20),
-        volume_capabilities=[capability],
+        capacity_range=csi_pb2.CapacityRange(required_bytes=size_bytes),
+        volume_capabilities=[capability(block=block)],
         accessibility_requirements=csi_pb2.TopologyRequirement(
             requisite=[csi_pb2.Topology(segments={TOPOLOGY_KEY: node.NODE_NAME})]
         ),
@@ -87,10 +115,17 @@ def create_volume(controller: csi_pb2_grpc.ControllerStub, name: str) -> csi_pb2
 
 
 def pv_and_claim(
-    core: client.CoreV1Api, volume: csi_pb2.Volume, *, pv: str, claim: str, namespace: str
+    core: client.CoreV1Api,
+    volume: csi_pb2.Volume,
+    *,
+    pv: str,
+    claim: str,
+    namespace: str,
+    block: bool = False,
+    storage_class: str = "",
 ) -> None:
     """A PV as external-provisioner writes it (node affinity from the volume's topology), and a
-    claim bound to it by name."""
+    claim bound to it by name; ``block`` makes both volumeMode Block (no filesystem)."""
     affinity = client.V1VolumeNodeAffinity(
         required=client.V1NodeSelector(
             node_selector_terms=[
@@ -104,6 +139,7 @@ def pv_and_claim(
         )
     )
     size = f"{volume.capacity_bytes >> 20}Mi"
+    mode = "Block" if block else "Filesystem"
     core.create_persistent_volume(
         client.V1PersistentVolume(
             metadata=client.V1ObjectMeta(name=pv),
@@ -111,13 +147,13 @@ def pv_and_claim(
                 capacity={"storage": size},
                 access_modes=["ReadWriteOnce"],
                 persistent_volume_reclaim_policy="Retain",
-                storage_class_name="",
-                volume_mode="Filesystem",
+                storage_class_name=storage_class,
+                volume_mode=mode,
                 node_affinity=affinity,
                 csi=client.V1CSIPersistentVolumeSource(
                     driver=DRIVER,
                     volume_handle=volume.volume_id,
-                    fs_type="ext4",
+                    fs_type=None if block else "ext4",
                     volume_attributes=dict(volume.volume_context),
                 ),
             ),
@@ -129,9 +165,56 @@ def pv_and_claim(
             metadata=client.V1ObjectMeta(name=claim),
             spec=client.V1PersistentVolumeClaimSpec(
                 access_modes=["ReadWriteOnce"],
-                storage_class_name="",
+                storage_class_name=storage_class,
+                volume_mode=mode,
                 volume_name=pv,
                 resources=client.V1VolumeResourceRequirements(requests={"storage": size}),
             ),
         ),
     )
+
+
+def expand_as_resizer(
+    core: client.CoreV1Api,
+    controller: csi_pb2_grpc.ControllerStub,
+    volume_id: str,
+    *,
+    pv: str,
+    claim: str,
+    namespace: str,
+    size_bytes: int,
+) -> csi_pb2.ControllerExpandVolumeResponse:
+    """What external-resizer (with RecoverVolumeExpansionFailure, GA in 1.34) does once a claim's
+    request has grown: mark the controller resize in progress, ControllerExpandVolume, the PV's
+    capacity, then either NodeResizePending (the kubelet's NodeExpandVolume at the next mount
+    finishes it and sets the claim's capacity) or the claim's capacity at once."""
+    size = f"{size_bytes >> 20}Mi"
+    core.patch_namespaced_persistent_volume_claim_status(
+        claim,
+        namespace,
+        {
+            "status": {
+                "allocatedResources": {"storage": size},
+                "allocatedResourceStatuses": {"storage": "ControllerResizeInProgress"},
+            }
+        },
+    )
+    response = controller.ControllerExpandVolume(
+        csi_pb2.ControllerExpandVolumeRequest(
+            volume_id=volume_id,
+            capacity_range=csi_pb2.CapacityRange(required_bytes=size_bytes),
+            volume_capability=capability(),
+        ),
+        timeout=60,
+    )
+    done = f"{response.capacity_bytes >> 20}Mi"
+    core.patch_persistent_volume(pv, {"spec": {"capacity": {"storage": done}}})
+    if response.node_expansion_required:
+        status: dict[str, Any] = {
+            "allocatedResourceStatuses": {"storage": "NodeResizePending"},
+            "conditions": [{"type": "FileSystemResizePending", "status": "True"}],
+        }
+    else:
+        status = {"capacity": {"storage": done}, "allocatedResourceStatuses": None}
+    core.patch_namespaced_persistent_volume_claim_status(claim, namespace, {"status": status})
+    return response
