@@ -82,11 +82,13 @@ def create_nodes(info: cluster.ClusterInfo, count: int) -> None:
         docs = {"apiVersion": "v1", "kind": "List", "items": []}
         docs["items"] = [bench_node(i) for i in missing[start : start + 200]]
         cluster.kubectl(info, "create", "-f", "-", stdin=json.dumps(docs))
+    # kwok renews 1,000 node leases on the same cores as everything else: under load a few
+    # flap to NotReady (tainted, so every scheduler skips them alike); 95% is enough to start.
     testing.wait_for(
-        f"{count} bench nodes Ready",
-        lambda: ready_bench_nodes(info) >= count,
-        timeout=300,
-        every=2,
+        f"95% of {count} bench nodes Ready",
+        lambda: ready_bench_nodes(info) >= 0.95 * count,
+        timeout=900,
+        every=5,
     )
 
 
@@ -428,7 +430,11 @@ def main() -> int:
     try:
         t = time.monotonic()
         create_nodes(info, opts.nodes)
-        print(f"{opts.nodes} kwok nodes Ready in {time.monotonic() - t:.1f} s", flush=True)
+        print(
+            f"{ready_bench_nodes(info)}/{opts.nodes} kwok nodes Ready after "
+            f"{time.monotonic() - t:.1f} s",
+            flush=True,
+        )
         cfg = client.Configuration()
         config.load_kube_config(config_file=info.kubeconfig, client_configuration=cfg)
         cfg.connection_pool_maxsize = 32
