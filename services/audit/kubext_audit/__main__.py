@@ -22,6 +22,14 @@ OK, FINDINGS, BAD_INPUT = 0, 1, 2
 OUTPUTS = ("text", "json", "sarif", "junit")
 
 
+def severity(text: str) -> Severity:
+    """--fail-on's type: argparse shows an ArgumentTypeError's own text (and exits 2)."""
+    try:
+        return Severity.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parser(version: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kubext-audit",
@@ -43,7 +51,7 @@ def parser(version: str) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=OUTPUTS, default="text")
     p.add_argument(
         "--fail-on",
-        type=Severity.parse,
+        type=severity,
         default=Severity.ERROR,
         metavar="SEVERITY",
         help="exit 1 on findings at or above this severity (error, warning, info; default error)",

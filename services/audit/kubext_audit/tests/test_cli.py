@@ -47,6 +47,21 @@ def test_exit_1_only_at_or_above_fail_on(tmp_path: Path) -> None:
     assert main(["-f", path, "--fail-on", "warning", "--disable", "WL001"]) == 0
 
 
+def test_an_unknown_fail_on_severity_is_a_usage_error_naming_the_valid_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["-f", write(tmp_path, GOOD), "--fail-on", "bogus"])
+    assert exc.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines()[-1] == (
+        "kubext-audit: error: argument --fail-on: unknown severity 'bogus' "
+        "(error, warning or info)"
+    )
+    assert "Traceback" not in err
+
+
 def test_a_yaml_syntax_error_names_file_and_line_and_the_rest_is_audited(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
