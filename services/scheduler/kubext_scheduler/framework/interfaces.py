@@ -137,8 +137,9 @@ class PostBindPlugin(Plugin, Protocol):
     def post_bind(self, state: CycleState, pod: Pod, node_name: str) -> None: ...
 
 
-# Each extension point's name in a KubeSchedulerConfiguration, and its Protocol.
-POINTS: dict[str, type[Plugin]] = {
+# Each extension point's name in a KubeSchedulerConfiguration, and its Protocol (a plain
+# ``type``: mypy takes no Protocol class where type[Plugin] is expected; isinstance needs no more).
+POINTS: dict[str, type] = {
     "queueSort": QueueSortPlugin,
     "preFilter": PreFilterPlugin,
     "filter": FilterPlugin,

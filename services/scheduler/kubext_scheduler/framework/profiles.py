@@ -191,7 +191,7 @@ def build_profile(
             disabled=[*multi.disabled, *explicit.disabled],
         )
         base = [PluginRef(name=name) for name, _ in defaults.get(point, ())]
-        chosen = []
+        chosen: list[interfaces.Plugin] = []
         for ref, index in _merge(base, custom):
             if index is not None and index >= len(from_multi):
                 field = f"{where}.plugins.{point}.enabled[{index - len(from_multi)}].name"

@@ -101,7 +101,8 @@ def split_by_pdb_violation(
     """filterPodsWithPDBViolation: walking the pods in order, each matching PDB's
     disruptionsAllowed is spent; a pod that takes one below zero violates it."""
     allowed = [int((p.get("status") or {}).get("disruptionsAllowed") or 0) for p in pdbs]
-    violating, fine = [], []
+    violating: list[Pod] = []
+    fine: list[Pod] = []
     for pod in pods:
         pod_labels = labels.labels_of(pod)
         violated = False

@@ -201,7 +201,9 @@ class InterPodAffinity:
         own_ns_labels = _namespace_labels(state, labels.namespace_of(pod))
         scores: dict[str, dict[str, int]] = {}
 
-        def add(term: Term, weight: int, target: Pod, ns_labels: Mapping[str, str], node: NodeInfo):
+        def add(
+            term: Term, weight: int, target: Pod, ns_labels: Mapping[str, str], node: NodeInfo
+        ) -> None:
             pair = _pair(node, term.topology_key)
             if pair is not None and term.matches(target, ns_labels):
                 per_value = scores.setdefault(pair[0], {})
