@@ -255,10 +255,11 @@ func (k *kubelet) restart() (int64, []string, error) {
 			}
 		}
 	}
+	back := monoNow() // before listening: a registration can never look older than the restart
 	if err := k.serve(); err != nil {
 		return 0, removed, err
 	}
-	return monoNow(), removed, nil
+	return back, removed, nil
 }
 
 func (k *kubelet) plugin(resource string) (*client, error) {
