@@ -21,6 +21,7 @@ from kubext_csi import validation as csi_validation
 from kubext_deviceplugin import config as deviceplugin_config
 from kubext_operator import config as operator_config
 from kubext_scheduler import config as scheduler_config
+from kubext_scheduler import profiles_file as scheduler_profiles
 from kubext_webhooks import config as webhooks_config
 from kubext_webhooks import manifests as webhook_manifests
 
@@ -710,8 +711,58 @@ def test_scheduler_standalone_elects_in_the_lease_its_role_covers(helm: Helm) ->
         rendered.one("ConfigMap", f"{RELEASE}-scheduler-profiles")["data"]["scheduler.yaml"]
     )
     assert profiles["kind"] == "KubeSchedulerConfiguration"
-    assert profiles["profiles"] == [{"schedulerName": "kubext-scheduler"}]
+    [profile] = profiles["profiles"]
+    assert profile["schedulerName"] == "kubext-scheduler"
     assert cfg.scheduler_config == "/etc/kubext-profiles/scheduler.yaml"
+
+
+def scheduler_frameworks(rendered: Rendered, tmp_path: Any) -> dict[str, Any]:
+    """The rendered profiles file, loaded by the service's own loader (as it would at start)."""
+    path = tmp_path / "scheduler.yaml"
+    path.write_text(
+        rendered.one("ConfigMap", f"{RELEASE}-scheduler-profiles")["data"]["scheduler.yaml"]
+    )
+    return dict(scheduler_profiles.load(str(path)).frameworks)
+
+
+def test_scheduler_values_set_the_default_profiles_plugins_weights_and_args(
+    helm: Helm, tmp_path: Any
+) -> None:
+    framework = scheduler_frameworks(render(helm, "scheduler", "default"), tmp_path)[
+        "kubext-scheduler"
+    ]
+    assert framework.score_weights["PodTopologySpread"] == 2
+    assert framework.score_weights["InterPodAffinity"] == 2
+    [preemption] = framework.plugins["postFilter"]
+    assert preemption.name == "DefaultPreemption"
+    assert preemption.args.minCandidateNodesAbsolute == 100
+    assert [p.name for p in framework.plugins["filter"]][-2:] == [
+        "PodTopologySpread",
+        "InterPodAffinity",
+    ]
+    changed = helm.template(
+        "scheduler",
+        release=RELEASE,
+        namespace=NAMESPACE,
+        values={
+            "plugins": {
+                "score": {"enabled": [{"name": "InterPodAffinity", "weight": 7}]},
+                "postFilter": {"disabled": [{"name": "DefaultPreemption"}]},
+            },
+            # Args of a plugin not enabled stop the service: DefaultPreemption's go with it.
+            "pluginConfig": [{"name": "InterPodAffinity", "args": {"hardPodAffinityWeight": 9}}],
+        },
+    )
+    framework = scheduler_frameworks(changed, tmp_path)["kubext-scheduler"]
+    assert framework.score_weights["InterPodAffinity"] == 7
+    assert framework.plugins["postFilter"] == []
+    [affinity] = [p for p in framework.plugins["filter"] if p.name == "InterPodAffinity"]
+    assert affinity.args.hardPodAffinityWeight == 9
+    # A bad arg from values stops the service at start, naming the field.
+    too_heavy = [{"name": "InterPodAffinity", "args": {"hardPodAffinityWeight": 101}}]
+    bad = helm.template("scheduler", release=RELEASE, values={"pluginConfig": too_heavy})
+    with pytest.raises(ValueError, match="hardPodAffinityWeight"):
+        scheduler_frameworks(bad, tmp_path)
 
 
 def test_scheduler_extender_mode_is_what_kube_scheduler_calls(helm: Helm) -> None:

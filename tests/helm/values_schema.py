@@ -33,6 +33,10 @@ OPAQUE = {
     "annotations",
     "config",
     "plugin",
+    # A KubeSchedulerConfiguration profile's plugin set and plugins' args (the service
+    # validates them at start).
+    "plugins",
+    "pluginConfig",
     "chain",
     "parameters",
     "issuerRef",

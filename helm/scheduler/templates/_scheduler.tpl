@@ -17,7 +17,8 @@ extender:
 {{- end }}
 {{- end -}}
 
-{{/* The service's profiles: .Values.profiles, or one named schedulerName with the defaults. */}}
+{{/* The service's profiles: .Values.profiles, or one named schedulerName with the defaults
+changed by .Values.plugins and .Values.pluginConfig. */}}
 {{- define "scheduler.profiles" -}}
 apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
@@ -26,5 +27,17 @@ profiles:
   {{- toYaml .Values.profiles | nindent 2 }}
 {{- else }}
   - schedulerName: {{ .Values.schedulerName }}
+    {{- $plugins := dict }}
+    {{- range $point, $set := .Values.plugins }}
+    {{- if $set }}{{ $_ := set $plugins $point $set }}{{ end }}
+    {{- end }}
+    {{- with $plugins }}
+    plugins:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    {{- with .Values.pluginConfig }}
+    pluginConfig:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
 {{- end }}
 {{- end -}}

@@ -182,6 +182,36 @@ class NominationWatch:
         self._watch.stop()
 
 
+def test_the_role_the_chart_binds_lets_every_informer_list_and_watch(
+    kube_api: client.ApiClient,
+) -> None:
+    """helm/scheduler binds system:kube-scheduler and no role of its own: the bootstrap role
+    must cover the namespace and PDB informers as well as the node and pod ones."""
+    authz = client.AuthorizationV1Api(kube_api)
+    wanted = [
+        ("", "nodes"),
+        ("", "pods"),
+        ("", "namespaces"),
+        ("policy", "poddisruptionbudgets"),
+    ]
+    denied = []
+    for group, resource in wanted:
+        for verb in ("list", "watch"):
+            review = authz.create_subject_access_review(
+                {
+                    "apiVersion": "authorization.k8s.io/v1",
+                    "kind": "SubjectAccessReview",
+                    "spec": {
+                        "user": "system:kube-scheduler",
+                        "resourceAttributes": {"group": group, "resource": resource, "verb": verb},
+                    },
+                }
+            )
+            if not review.status.allowed:
+                denied.append(f"{verb} {resource}.{group}")
+    assert denied == []
+
+
 def test_a_high_priority_pod_preempts_the_least_important_pod_and_is_bound_there(
     kube_api: client.ApiClient,
     namespace: str,
