@@ -31,6 +31,7 @@ class IdentityServicer(csi_pb2_grpc.IdentityServicer):
                     service=Service(type=Service.VOLUME_ACCESSIBILITY_CONSTRAINTS)
                 ),
                 csi_pb2.PluginCapability(service=Service(type=Service.GROUP_CONTROLLER_SERVICE)),
+                csi_pb2.PluginCapability(service=Service(type=Service.SNAPSHOT_METADATA_SERVICE)),
                 csi_pb2.PluginCapability(volume_expansion=Expansion(type=self.expansion)),
             ]
         )

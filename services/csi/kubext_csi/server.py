@@ -1,4 +1,4 @@
-"""The gRPC edge: the unix socket, the four services, and errors turned into gRPC statuses."""
+"""The gRPC edge: the unix socket, the five services, and errors turned into gRPC statuses."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import prometheus_client
 
 from kubext_proto.csi.v1 import csi_pb2_grpc
 
-from . import controller, errors, groupcontroller, identity, node
+from . import controller, errors, groupcontroller, identity, node, snapshotmetadata
 from . import driver as driver_
 
 log = logging.getLogger(__name__)
@@ -67,46 +67,83 @@ class _StatusInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
         method = handler_call_details.method.rsplit("/", 1)[-1]
-        inner = handler.unary_unary
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
 
-        def behavior(request, context):
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            message = ""
-            try:
-                return inner(request, context)
-            except errors.CsiError as exc:
-                code, message = grpc.StatusCode[exc.code.name], exc.message
-            except NotImplementedError:  # the generated base class: an RPC we do not offer
-                code = grpc.StatusCode.UNIMPLEMENTED
-                message = f"{method} is not offered by this driver (see its capabilities)"
-            except Exception as exc:  # a bug or an unexpected system error: say what it was
-                log.exception("%s failed unexpectedly", method)
-                code, message = grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
-            finally:
-                elapsed = time.perf_counter() - started
-                RPC_SECONDS.labels(method, code.name).observe(elapsed)
-                level = logging.DEBUG if code == grpc.StatusCode.OK else logging.INFO
-                log.log(
-                    level,
-                    "rpc",
-                    extra={"method": method, "code": code.name, "ms": round(elapsed * 1000, 1)},
-                )
-            context.abort(code, message)
+            def behavior(request, context):
+                with _Outcome(method) as outcome:
+                    return inner(request, context)
+                context.abort(outcome.code, outcome.message)
 
-        return grpc.unary_unary_rpc_method_handler(
-            behavior,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            return grpc.unary_unary_rpc_method_handler(
+                behavior,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:  # SnapshotMetadata: a stream of responses
+            inner_stream = handler.unary_stream
+
+            def streaming(request, context):
+                # A failure before the first message or midway ends the stream with its
+                # status; a cancelled client closes the generator (GeneratorExit passes).
+                with _Outcome(method) as outcome:
+                    yield from inner_stream(request, context)
+                    return
+                context.abort(outcome.code, outcome.message)
+
+            return grpc.unary_stream_rpc_method_handler(
+                streaming,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+class _Outcome:
+    """Turns what an RPC raised into its status (suppressing it), then logs and times it."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.code = grpc.StatusCode.OK
+        self.message = ""
+
+    def __enter__(self) -> _Outcome:
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, kind, exc, traceback) -> bool:
+        method = self.method
+        if exc is None or not isinstance(exc, Exception):
+            suppress = False  # success, or GeneratorExit/KeyboardInterrupt: pass it on
+        elif isinstance(exc, errors.CsiError):
+            self.code, self.message, suppress = grpc.StatusCode[exc.code.name], exc.message, True
+        elif isinstance(exc, NotImplementedError):  # the generated base class: not offered
+            self.code = grpc.StatusCode.UNIMPLEMENTED
+            self.message = f"{method} is not offered by this driver (see its capabilities)"
+            suppress = True
+        else:  # a bug or an unexpected system error: say what it was
+            log.error("%s failed unexpectedly", method, exc_info=(kind, exc, traceback))
+            self.code = grpc.StatusCode.INTERNAL
+            self.message = f"{type(exc).__name__}: {exc}"
+            suppress = True
+        elapsed = time.perf_counter() - self.started
+        RPC_SECONDS.labels(method, self.code.name).observe(elapsed)
+        level = logging.DEBUG if self.code == grpc.StatusCode.OK else logging.INFO
+        log.log(
+            level,
+            "rpc",
+            extra={"method": method, "code": self.code.name, "ms": round(elapsed * 1000, 1)},
         )
+        return suppress
 
 
 def build(driver: driver_.Driver, endpoint: str, *, workers: int = 8) -> grpc.Server:
-    """A started gRPC server with Identity, Controller, GroupController and Node on the
-    endpoint's socket (csi-snapshotter and csi-sanity reach the group controller there)."""
+    """A started gRPC server with Identity, Controller, GroupController, SnapshotMetadata and
+    Node on the endpoint's socket (csi-snapshotter and csi-sanity reach the group controller
+    there; external-snapshot-metadata the snapshot metadata)."""
     path = socket_path(endpoint)
     prepare_socket(path)
     server = grpc.server(
@@ -117,6 +154,9 @@ def build(driver: driver_.Driver, endpoint: str, *, workers: int = 8) -> grpc.Se
     csi_pb2_grpc.add_ControllerServicer_to_server(controller.ControllerServicer(driver), server)
     csi_pb2_grpc.add_GroupControllerServicer_to_server(
         groupcontroller.GroupControllerServicer(driver), server
+    )
+    csi_pb2_grpc.add_SnapshotMetadataServicer_to_server(
+        snapshotmetadata.SnapshotMetadataServicer(driver), server
     )
     csi_pb2_grpc.add_NodeServicer_to_server(node.NodeServicer(driver), server)
     if server.add_insecure_port(f"unix://{path}") != 1:

@@ -97,21 +97,30 @@ def copy_sparse(source: Path, target: Path, *, size: int) -> None:
         src_fd, dst_fd = src.fileno(), dst.fileno()
         end = os.fstat(src_fd).st_size
         os.ftruncate(dst_fd, max(size, end))
-        offset = 0
-        while offset < end:
-            try:
-                data = os.lseek(src_fd, offset, os.SEEK_DATA)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:  # only a hole remains
-                    break
-                raise
-            hole = os.lseek(src_fd, data, os.SEEK_HOLE)
-            _copy_range(src_fd, dst_fd, data, hole - data)
-            offset = hole
+        for data, length in data_extents(src_fd, 0, end):
+            _copy_range(src_fd, dst_fd, data, length)
         if size < end:
             os.ftruncate(dst_fd, size)
         os.fsync(dst_fd)
     os.replace(tmp, target)
+
+
+def data_extents(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """(offset, length) of each data region of an open file between ``start`` and ``end``
+    (SEEK_DATA/SEEK_HOLE, at the granularity of the file's filesystem), ascending."""
+    offset = start
+    while offset < end:
+        try:
+            data = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole remains
+                return
+            raise
+        if data >= end:
+            return
+        hole = min(end, os.lseek(fd, data, os.SEEK_HOLE))
+        yield data, hole - data
+        offset = hole
 
 
 def _copy_range(src_fd: int, dst_fd: int, offset: int, length: int) -> None:

@@ -8,7 +8,7 @@ import concurrent.futures
 import grpc
 import pytest
 
-from kubext_proto.csi.v1 import csi_pb2, csi_pb2_grpc
+from kubext_proto.csi.v1 import csi_pb2
 
 from .conftest import Running
 from .helpers import create_request, mount_cap
@@ -149,12 +149,5 @@ def test_identity_over_the_socket_with_authority_localhost(running: Running) -> 
         Service.CONTROLLER_SERVICE,
         Service.VOLUME_ACCESSIBILITY_CONSTRAINTS,
         Service.GROUP_CONTROLLER_SERVICE,
+        Service.SNAPSHOT_METADATA_SERVICE,
     }
-
-
-def test_unadvertised_services_are_unimplemented(running: Running) -> None:
-    # SnapshotMetadata is not served (not in GetPluginCapabilities): gRPC answers UNIMPLEMENTED.
-    stub = csi_pb2_grpc.SnapshotMetadataStub(running.channel)
-    with pytest.raises(grpc.RpcError) as err:
-        list(stub.GetMetadataAllocated(csi_pb2.GetMetadataAllocatedRequest(snapshot_id="s")))
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
