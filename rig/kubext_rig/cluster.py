@@ -416,18 +416,7 @@ def up(
             _down_locked(root, wipe=False)
         _note_path(root).unlink(missing_ok=True)
         tools.ensure_built(["etcd", "kubernetes", "kwok"])
-        real_node = plan.with_real_node
-        if real_node:
-            tools.ensure_built(["kubernetes-node", "node-images", "cni-plugins", "registry"])
-            # Before the API server: it binds the node's address.
-            if not node.prepare_host(root, required=require_real_node):
-                owner = node.taken_elsewhere(root)  # claimed since the plan (a race)
-                real_node = False
-                _go_without_real_node(root, owner or Path("another cluster"))
-        elif plan.elsewhere is not None:
-            _go_without_real_node(root, plan.elsewhere)
-        _write_stages()
-        comps = _components(root, "10.244.0.0/16")
+        # Before the real node's claim: a cluster that cannot start does not take the machine's.
         busy = [
             port
             for port in (
@@ -445,6 +434,18 @@ def up(
                 f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 already in use by another "
                 "process; stop it (ss -ltnp) and retry"
             )
+        real_node = plan.with_real_node
+        if real_node:
+            tools.ensure_built(["kubernetes-node", "node-images", "cni-plugins", "registry"])
+            # Before the API server: it binds the node's address.
+            if not node.prepare_host(root, required=require_real_node):
+                owner = node.taken_elsewhere(root)  # claimed since the plan (a race)
+                real_node = False
+                _go_without_real_node(root, owner or Path("another cluster"))
+        elif plan.elsewhere is not None:
+            _go_without_real_node(root, plan.elsewhere)
+        _write_stages()
+        comps = _components(root, "10.244.0.0/16")
         for sub in ("logs", "pids"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         if not (root / "pki" / "ca.crt").exists():

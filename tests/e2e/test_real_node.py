@@ -596,17 +596,24 @@ def _registry(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a real kubelet needs root")
 def test_the_node_pulls_an_image_pushed_to_the_rigs_registry() -> None:
-    """An image of the rig pushed to its registry (127.0.0.1, plain HTTP) with ctr, removed from
-    containerd, then run by a pod with imagePullPolicy Always: containerd pulls it back through
-    its hosts.toml. All real: distribution's registry, containerd's CRI pull, the kubelet."""
+    """An image of the rig's echo-loop program pushed to its registry (127.0.0.1, plain HTTP) with
+    ctr, removed from containerd, then run by a pod with imagePullPolicy Always: containerd pulls
+    it back through its hosts.toml. All real: distribution's registry, containerd's CRI pull, the
+    kubelet. The image is one of its own (its entrypoint path differs), not a second name of the
+    node's echo-loop: containerd 1.6's CRI forgets every name of an image when one is removed."""
     with real_node_testing.machine_lock(), real_node_testing.up(STATE) as real_node:
         assert json.loads(real_node.rig("status").stdout)["registry"] == "healthy"
         tag = f"e2e-{os.urandom(4).hex()}"
         registry = real_node.registry
-        ref = f"{registry}/kubext/echo-loop:{tag}"
-        _ctr(real_node.state, "images", "tag", node.image_ref("echo-loop"), ref)
+        ref = f"{registry}/kubext/registry-probe:{tag}"
+        images_before = set(_ctr(real_node.state, "images", "ls", "-q").split())
+        archive = Path(real_node.state / "node" / "images" / f"registry-probe-{tag}.tar")
+        binary = tools.binary("echo-loop").read_bytes()
+        archive.write_bytes(node.docker_archive(binary, path="/registry-probe", ref=ref))
+        _ctr(real_node.state, "images", "import", "--all-platforms", str(archive))
+        archive.unlink()
         _ctr(real_node.state, "images", "push", "--plain-http", ref)
-        status, _, body = _registry(registry, "GET", "/v2/kubext/echo-loop/tags/list")
+        status, _, body = _registry(registry, "GET", "/v2/kubext/registry-probe/tags/list")
         assert status == 200 and tag in json.loads(body)["tags"], body
         _ctr(real_node.state, "images", "rm", ref)
         assert ref not in _ctr(real_node.state, "images", "ls", "-q").split()
@@ -617,9 +624,13 @@ def test_the_node_pulls_an_image_pushed_to_the_rigs_registry() -> None:
                 with _own_namespace(core, "registry") as ns:
                     _pull_and_run(core, ns, real_node.state, ref)
         finally:
-            # Out of containerd and the registry: a shared node keeps no test leftovers.
-            _ctr(real_node.state, "images", "rm", ref, check=False)
-            manifests = f"/v2/kubext/echo-loop/manifests/{tag}"
+            # Out of containerd (every name the pull gave it) and the registry: a shared node
+            # keeps no test leftovers, and the rig's own images keep theirs.
+            images = set(_ctr(real_node.state, "images", "ls", "-q").split())
+            for name in sorted(images - images_before):
+                _ctr(real_node.state, "images", "rm", name, check=False)
+            assert node.image_ref("echo-loop") in images
+            manifests = f"/v2/kubext/registry-probe/manifests/{tag}"
             accept = (
                 "application/vnd.docker.distribution.manifest.v2+json,"
                 "application/vnd.oci.image.manifest.v1+json"
@@ -627,7 +638,7 @@ def test_the_node_pulls_an_image_pushed_to_the_rigs_registry() -> None:
             _, headers, _ = _registry(registry, "HEAD", manifests, accept)
             digest = headers.get("Docker-Content-Digest")
             if digest:
-                _registry(registry, "DELETE", f"/v2/kubext/echo-loop/manifests/{digest}")
+                _registry(registry, "DELETE", f"/v2/kubext/registry-probe/manifests/{digest}")
 
 
 def _pull_and_run(core: client.CoreV1Api, ns: str, state: Path, ref: str) -> None:
