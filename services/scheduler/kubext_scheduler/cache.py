@@ -30,6 +30,13 @@ def node_name_of(pod: Obj) -> str:
     return str((pod.get("spec") or {}).get("nodeName") or "")
 
 
+def nominated_node_of(pod: Obj) -> str:
+    """The node a pending pod is nominated to ("" when none, bound, or being deleted)."""
+    if node_name_of(pod) or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return ""
+    return str((pod.get("status") or {}).get("nominatedNodeName") or "")
+
+
 def holds_resources(pod: Obj) -> bool:
     """A bound pod that has not finished (a finished pod frees its node's room)."""
     return bool(node_name_of(pod)) and (pod.get("status") or {}).get("phase") not in _TERMINATED
@@ -67,6 +74,8 @@ class ClusterCache:
         self._namespace_labels: Mapping[str, Mapping[str, str]] = {}
         self._pdbs: dict[str, Obj] = {}
         self._pdb_list: tuple[Obj, ...] = ()
+        # Pending pods nominated to a node (preemptors), by key: kube-scheduler's nominator.
+        self._nominated: dict[str, Obj] = {}
 
     # --- bookkeeping (lock held) ------------------------------------------------------------
 
@@ -131,6 +140,7 @@ class ClusterCache:
         """A pod as the API server has it now; a bound one confirms its assumption."""
         key = pod_key(pod)
         with self._lock:
+            self._nominated.pop(key, None)
             if holds_resources(pod):
                 self._pods[key] = pod
                 self._assumed.pop(key, None)
@@ -141,17 +151,34 @@ class ClusterCache:
     def delete_pod(self, pod: Obj) -> None:
         key = pod_key(pod)
         with self._lock:
+            self._nominated.pop(key, None)
             self._pods.pop(key, None)
             self._assumed.pop(key, None)
             self._place(key)
 
-    def replace_pods(self, pods: Sequence[Obj]) -> None:
+    def replace_pods(self, pods: Sequence[Obj], *, nominated: Sequence[Obj] = ()) -> None:
+        """Every pod listed; ``nominated``: the pending ones to count as nominated."""
         with self._lock:
+            self._nominated = {pod_key(p): p for p in nominated if nominated_node_of(p)}
             self._pods = {pod_key(p): p for p in pods if holds_resources(p)}
             for key in set(self._assumed) & set(self._pods):
                 del self._assumed[key]
             for key in set(self._placed) | set(self._pods) | set(self._assumed):
                 self._place(key)
+
+    def set_nominated(self, pod: Obj) -> None:
+        """A pending pod as it is now: counted on its status.nominatedNodeName while it has one
+        (and is neither bound nor being deleted)."""
+        key = pod_key(pod)
+        with self._lock:
+            if nominated_node_of(pod):
+                self._nominated[key] = pod
+            else:
+                self._nominated.pop(key, None)
+
+    def clear_nominated(self, pod: Obj) -> None:
+        with self._lock:
+            self._nominated.pop(pod_key(pod), None)
 
     def set_namespace(self, namespace: Obj) -> None:
         with self._lock:
@@ -192,6 +219,7 @@ class ClusterCache:
         assumed = {**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node_name}}
         key = pod_key(pod)
         with self._lock:
+            self._nominated.pop(key, None)  # placed: its nomination is spent (upstream's too)
             self._assumed[key] = assumed
             self._place(key)
         return assumed
@@ -224,7 +252,11 @@ class ClusterCache:
             infos = [self._infos[n] for n in self._sorted if n in self._infos]
             broken = dict(self._broken)
             namespace_labels, pdbs = self._namespace_labels, self._pdb_list
-        snapshot = Snapshot([info.clone() for info in infos], namespace_labels, pdbs)
+            nominated: dict[str, list[Obj]] = {}
+            for pod in self._nominated.values():
+                nominated.setdefault(nominated_node_of(pod), []).append(pod)
+        clones = [info.clone() for info in infos]
+        snapshot = Snapshot(clones, namespace_labels, pdbs, nominated)
         return snapshot, broken
 
     def node_infos(self, names: Sequence[str]) -> tuple[list[NodeInfo], dict[str, str], list[str]]:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import prometheus_client
 
-from kubext_scheduler.cache import ClusterCache, node_name_of
+from kubext_scheduler.cache import ClusterCache, node_name_of, nominated_node_of
 from kubext_scheduler.framework import runtime, status
 from kubext_scheduler.framework.cycle_state import CycleState
 from kubext_scheduler.framework.interfaces import QueuedPodInfo
@@ -142,22 +142,26 @@ class Scheduler:
         if kind == "DELETED":
             self.cache.delete_pod(pod)
             self.queue.delete(pod)
-            if node_name_of(pod):
-                self.queue.move_all()  # its room is free (AssignedPodDelete)
+            if node_name_of(pod) or nominated_node_of(pod):
+                self.queue.move_all()  # its room is free, or no longer promised to it
             return
         if node_name_of(pod):
             self.cache.set_pod(pod)
             self.queue.delete(pod)  # bound, by us or by anyone
             if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 self.queue.move_all()
-        elif self.responsible_for(pod) and not self.cache.is_assumed(pod):
-            self.queue.add(pod)  # an assumed pod is being bound: the watch is behind
+        elif self.responsible_for(pod):
+            # Only our own pods' nominations count, as kube-scheduler's nominator is its queue's.
+            self.cache.set_nominated(pod)
+            if not self.cache.is_assumed(pod):
+                self.queue.add(pod)  # an assumed pod is being bound: the watch is behind
         else:
+            self.cache.clear_nominated(pod)  # not ours, finished or being deleted
             self.queue.delete(pod)
 
     def pods_listed(self, pods: list[Obj]) -> None:
         """A (re)list: the cache is replaced, every pending pod of ours queued."""
-        self.cache.replace_pods(pods)
+        self.cache.replace_pods(pods, nominated=[p for p in pods if self.responsible_for(p)])
         for pod in pods:
             if self.responsible_for(pod):
                 self.queue.add(pod)
@@ -221,6 +225,17 @@ class Scheduler:
                 # DefaultPreemption's plan: the pod is placed by a later cycle, once the
                 # victims' deletions free the room (AssignedPodDelete moves it back).
                 self.binder.nominate(pod, result.nominated_node_name)
+                # Counted there at once (the watch's copy follows), so no lower-priority pod
+                # takes the room the victims free.
+                self.cache.set_nominated(
+                    {
+                        **pod,
+                        "status": {
+                            **(pod.get("status") or {}),
+                            "nominatedNodeName": result.nominated_node_name,
+                        },
+                    }
+                )
                 for victim in result.victims:
                     self.binder.preempt(victim, preemptor=pod, node_name=result.nominated_node_name)
             rejected = {**result.statuses, **{n: status.unresolvable(r) for n, r in broken.items()}}

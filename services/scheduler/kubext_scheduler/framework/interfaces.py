@@ -55,6 +55,10 @@ class Handle(Protocol):
 
     def run_filter(self, state: CycleState, pod: Pod, node: NodeInfo) -> Status: ...
 
+    def run_filter_with_nominated_pods(
+        self, state: CycleState, pod: Pod, node: NodeInfo
+    ) -> Status: ...
+
 
 @runtime_checkable
 class NeedsHandle(Protocol):

@@ -126,6 +126,9 @@ class Snapshot:
     nodes: list[NodeInfo]
     namespace_labels: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
     pdbs: Sequence[Obj] = ()
+    # Pending pods with status.nominatedNodeName (preemptors waiting for their victims to go),
+    # by that node's name: filters count those of at least the pod's priority.
+    nominated: Mapping[str, Sequence[Obj]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._by_name = {info.name: info for info in self.nodes}
@@ -141,7 +144,7 @@ class Snapshot:
     def with_node(self, info: NodeInfo) -> Snapshot:
         """The same cycle with one node replaced (preemption's what-if without some pods)."""
         nodes = [info if n.name == info.name else n for n in self.nodes]
-        return Snapshot(nodes, self.namespace_labels, self.pdbs)
+        return Snapshot(nodes, self.namespace_labels, self.pdbs, self.nominated)
 
     @classmethod
     def of(

@@ -15,7 +15,7 @@ from collections.abc import Collection, Mapping, Sequence
 from kubext_scheduler.framework import interfaces, resources, status
 from kubext_scheduler.framework.cycle_state import CycleState, StateError
 from kubext_scheduler.framework.interfaces import NodeScore, Pod
-from kubext_scheduler.framework.nodeinfo import NodeInfo, Snapshot
+from kubext_scheduler.framework.nodeinfo import NodeInfo, Snapshot, pod_key
 from kubext_scheduler.framework.status import Code, Status
 
 
@@ -40,6 +40,12 @@ class ScheduleResult:
 
     def message(self) -> str:
         return fit_error_message(self.evaluated, self.statuses, self.status)
+
+
+def _priority(pod: Pod) -> int:
+    """spec.priority (the API server resolves it from the PriorityClass), 0 when unset."""
+    value = (pod.get("spec") or {}).get("priority")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _guard(plugin: str, call: object, *args: object) -> object:
@@ -102,12 +108,41 @@ class Framework:
                 return result.with_plugin(plugin.name)
         return status.SUCCESS
 
+    def run_filter_with_nominated_pods(self, state: CycleState, pod: Pod, node: NodeInfo) -> Status:
+        """RunFilterPluginsWithNominatedPods: the node must pass both without and with the pods
+        nominated to it of at least this pod's priority (their room is promised: a pod of lower
+        priority must not take it; with them, spread and anti-affinity see them too). The
+        with-them run re-runs PreFilter on the snapshot with them added, as upstream's AddPod
+        extensions do."""
+        result = self.run_filter(state, pod, node)
+        snapshot = state.snapshot
+        if not result.is_success or snapshot is None:
+            return result
+        own, rank = pod_key(pod), _priority(pod)
+        nominated = [
+            p
+            for p in snapshot.nominated.get(node.name, ())
+            if _priority(p) >= rank and pod_key(p) != own
+        ]
+        if not nominated:
+            return result
+        trial = node.clone()
+        for other in nominated:
+            trial.add_pod({**other, "spec": {**(other.get("spec") or {}), "nodeName": node.name}})
+        with_them = snapshot.with_node(trial)
+        trial_state = CycleState()
+        trial_state.snapshot = with_them
+        pre = self.run_pre_filter(trial_state, pod, with_them.nodes)
+        if not pre.is_success:
+            return pre
+        return self.run_filter(trial_state, pod, trial)
+
     def find_feasible(
         self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo]
     ) -> tuple[list[NodeInfo], dict[str, Status]]:
         feasible, rejected = [], {}
         for node in nodes:
-            result = self.run_filter(state, pod, node)
+            result = self.run_filter_with_nominated_pods(state, pod, node)
             if result.is_success:
                 feasible.append(node)
             else:

@@ -228,7 +228,9 @@ class DefaultPreemption:
         state.snapshot = trial
         if not self._handle.run_pre_filter(state, pod, trial.nodes).is_success:
             return False
-        return self._handle.run_filter(state, pod, node).is_success
+        # As upstream's SelectVictimsOnNode: room promised to a nominated pod of at least this
+        # priority is not the preemptor's to take.
+        return self._handle.run_filter_with_nominated_pods(state, pod, node).is_success
 
     def select_victims(self, pod: Pod, snapshot: Snapshot, node: NodeInfo) -> Candidate | None:
         """SelectVictimsOnNode: remove every lower-priority pod; if the pod fits then, add them

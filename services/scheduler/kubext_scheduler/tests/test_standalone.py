@@ -411,3 +411,65 @@ def test_namespace_labels_from_the_informer_reach_namespace_selectors() -> None:
     assert sched.cache.snapshot()[0].labels_of_namespace("data") == {
         "kubernetes.io/metadata.name": "data"
     }
+
+
+# --- nominated pods count in other pods' filters ---------------------------------------------
+
+
+def test_a_lower_priority_pod_does_not_take_the_room_a_preemptor_was_nominated_to() -> None:
+    clock, binder = Clock(), RecordingBinder()
+    sched = make(clock, binder)
+    sched.nodes_listed([node("n1", cpu="2")])
+    victim = bound_version(pending("victim", cpu="2", priority=1), "n1")
+    sched.pods_listed([victim])
+    sched.pod_event("ADDED", pending("high", cpu="2", priority=100))
+    assert sched.schedule_one(timeout=0)
+    assert binder.nominated == [("high", "n1")]
+    sched.pod_event("DELETED", victim)  # the preemptor waits out its backoff ...
+    sched.pod_event("ADDED", pending("mid", cpu="2", priority=50))
+    assert sched.schedule_one(timeout=0)  # ... so mid is tried first: n1's room is promised
+    assert binder.bound == []
+    assert binder.failures[-1][0] == "mid" and "1 Insufficient cpu" in binder.failures[-1][2]
+    clock.now += 11
+    assert sched.schedule_one(timeout=0)
+    assert binder.bound == [("high", "n1")]
+
+
+def test_nominations_from_the_watch_count_only_for_pods_of_lower_or_equal_priority() -> None:
+    clock, binder = Clock(), RecordingBinder()
+    sched = make(clock, binder)
+    sched.nodes_listed([node("n1", cpu="2")])
+    # A preemptor nominated to n1 by an earlier leader (its status says so).
+    waiting = {**pending("waiting", cpu="2", priority=100), "status": {"nominatedNodeName": "n1"}}
+    sched.pods_listed([waiting])
+    sched.queue.delete(waiting)  # not this test's subject: only its nomination matters
+    sched.pod_event("ADDED", pending("same", cpu="1", priority=100))
+    assert sched.schedule_one(timeout=0)
+    assert binder.bound == [] and binder.failures[-1][0] == "same"
+    sched.pod_event("ADDED", pending("higher", cpu="1", priority=101))
+    assert sched.schedule_one(timeout=0)
+    assert binder.bound == [("higher", "n1")]
+    # The nomination goes with the pod (deleted): a pod of its priority fits again.
+    sched.pod_event("DELETED", waiting)
+    clock.now += 11
+    assert sched.schedule_one(timeout=0)
+    assert binder.bound[-1] == ("same", "n1")
+
+
+def test_preemption_does_not_pick_a_node_whose_freed_room_is_promised_to_a_nominated_pod() -> None:
+    clock, binder = Clock(), RecordingBinder()
+    sched = make(clock, binder)
+    sched.nodes_listed([node("n1", cpu="2"), node("n2", cpu="2")])
+    promised = {
+        **pending("promised", cpu="1", priority=100),
+        "status": {"nominatedNodeName": "n1"},
+    }
+    # Equal victims: without the nomination n1 (first) would be chosen.
+    low_1 = bound_version(pending("low-1", cpu="1", priority=1), "n1")
+    low_2 = bound_version(pending("low-2", cpu="2", priority=1), "n2")
+    sched.pods_listed([low_1, low_2, promised])
+    sched.queue.delete(promised)
+    sched.pod_event("ADDED", pending("preemptor", cpu="2", priority=50))
+    assert sched.schedule_one(timeout=0)
+    assert binder.nominated == [("preemptor", "n2")]
+    assert binder.preempted == [("low-2", "preemptor", "n2")]
