@@ -40,6 +40,8 @@ RESOURCES = (
     ("CronJob", "batch/v1", "cronjobs", True),
     ("PodDisruptionBudget", "policy/v1", "poddisruptionbudgets", True),
     ("ServiceAccount", "v1", "serviceaccounts", True),
+    # A scheduler's KubeSchedulerConfiguration is shipped in one (EXT004).
+    ("ConfigMap", "v1", "configmaps", True),
     ("Service", "v1", "services", True),
     ("EndpointSlice", "discovery.k8s.io/v1", "endpointslices", True),
     ("Role", "rbac.authorization.k8s.io/v1", "roles", True),
