@@ -49,7 +49,8 @@ class PathConfig(config.StrictModel):
 
 
 class GroupConfig(config.StrictModel):
-    # Device IDs are <name><index>[-<replica>].
+    # Device IDs are <name><what the first path's wildcards matched>[-<replica>] (<name>0 for a
+    # literal path): stable across unplug and replug.
     name: str
     # Each match of the first path is one device; the other paths go to every device (shared).
     paths: list[PathConfig] = pydantic.Field(min_length=1)
@@ -108,8 +109,14 @@ class ResourceConfig(config.StrictModel):
             names = [g.name for g in self.generic.groups]
             if len(set(names)) != len(names):
                 raise ValueError("generic.groups: group names must be unique")
+            # The shortest ID a group can give, and a hashed one (a path outside the alphabet).
             problem = next(
-                (p for g in self.generic.groups if (p := model.id_problem(f"{g.name}0-{g.count}"))),
+                (
+                    p
+                    for g in self.generic.groups
+                    for part in ("0", "?")
+                    if (p := model.id_problem(model.derived_id(g.name, part, f"-{g.count}")))
+                ),
                 None,
             )
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 
 HEALTHY = "Healthy"
@@ -10,6 +11,10 @@ UNHEALTHY = "Unhealthy"
 MAX_ID_LENGTH = 63  # the kubelet's limit on a device ID
 # A device ID is used in env values, file names and CDI names: keep it to a safe alphabet.
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# A name part that maps onto an ID one-to-one: '/' becomes '.', which such a part never holds.
+_PLAIN_PART = re.compile(r"[A-Za-z0-9_/-]*")
+_OUTSIDE_ID = re.compile(r"[^A-Za-z0-9._-]")
+ID_HASH_CHARS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,3 +87,22 @@ def id_problem(device_id: str) -> str | None:
     if not _ID.fullmatch(device_id):
         return f"device ID {device_id!r} must be letters, digits, '.', '_' or '-'"
     return None
+
+
+def derived_id(prefix: str, part: str, suffix: str = "", *, salt: int = 0) -> str:
+    """A stable device ID from what the device is: ``prefix`` + ``part`` + ``suffix``.
+
+    ``part`` (e.g. what a glob's wildcards matched in a device's path) is kept as it is when it
+    fits the ID alphabet ('/' as '.') and the ID stays within ``MAX_ID_LENGTH``; otherwise it is
+    made safe and cut, and a hash of the whole ``part`` keeps IDs distinct. The same input always
+    gives the same ID, whatever else exists. ``salt`` > 0 picks another hashed ID, for the rare
+    clash the caller finds between devices. ``prefix`` must start with a letter or digit.
+    """
+    if not salt and _PLAIN_PART.fullmatch(part):
+        plain = prefix + part.replace("/", ".")
+        if len(plain) + len(suffix) <= MAX_ID_LENGTH:
+            return plain + suffix
+    digest = hashlib.sha256(f"{prefix}\0{part}\0{salt}".encode()).hexdigest()[:ID_HASH_CHARS]
+    readable = _OUTSIDE_ID.sub("_", prefix + part)
+    keep = max(1, MAX_ID_LENGTH - len(suffix) - 1 - ID_HASH_CHARS)
+    return f"{readable[:keep]}-{digest}{suffix}"

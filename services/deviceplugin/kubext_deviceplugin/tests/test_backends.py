@@ -9,6 +9,8 @@ import pytest
 
 from .. import backends, config
 from ..backends import generic, nvidia, simulated
+from ..core import allocation, model
+from ..core.errors import Code, PluginError
 from . import fake_nvml
 
 
@@ -85,6 +87,75 @@ def test_generic_unplug_and_replug(tmp_path: Path) -> None:
     assert all(d.healthy for d in backend.scan().devices) and len(backend.scan().devices) == 5
     assert backend.missing_patterns() == []
     assert _generic(tmp_path, {"name": "x", "paths": [{"path": "/dev/nope*"}]}).missing_patterns()
+
+
+def test_generic_ids_are_stable_across_unplug_and_replug(tmp_path: Path) -> None:
+    """An ID names the device it is: unplugging fake1 of fake0..2 leaves fake0 and fake2 (not a
+    shifted fake0, fake1 where fake1 would be /dev/fake2), and a replug brings fake1 back."""
+    (tmp_path / "dev").mkdir()
+    for name in ("fake0", "fake1", "fake2"):
+        (tmp_path / "dev" / name).touch()
+    backend = _generic(tmp_path, {"name": "fake", "paths": [{"path": "/dev/fake[0-9]"}]})
+    before = {d.id: [n.host_path for n in d.nodes] for d in backend.scan().devices}
+    assert before == {"fake0": ["/dev/fake0"], "fake1": ["/dev/fake1"], "fake2": ["/dev/fake2"]}
+    (tmp_path / "dev" / "fake1").unlink()
+    inv = backend.scan()
+    assert [d.id for d in inv.devices] == ["fake0", "fake2"]
+    got = allocation.allocate(inv, ["fake2"], allocation.AllocateOptions())
+    assert [n.host_path for n in got.devices] == ["/dev/fake2"]
+    with pytest.raises(PluginError) as err:  # the unplugged ID is gone, not re-used
+        allocation.allocate(inv, ["fake1"], allocation.AllocateOptions())
+    assert err.value.code == Code.NOT_FOUND
+    (tmp_path / "dev" / "fake1").touch()
+    assert {d.id: [n.host_path for n in d.nodes] for d in backend.scan().devices} == before
+
+
+def test_generic_replicas_keep_their_device_and_suffix(tmp_path: Path) -> None:
+    (tmp_path / "dev").mkdir()
+    for name in ("card0", "card1", "card2"):
+        (tmp_path / "dev" / name).touch()
+    backend = _generic(tmp_path, {"name": "gpu", "paths": [{"path": "/dev/card*"}], "count": 2})
+    (tmp_path / "dev" / "card0").unlink()
+    assert [(d.id, d.nodes[0].host_path) for d in backend.scan().devices] == [
+        ("gpu1-0", "/dev/card1"), ("gpu1-1", "/dev/card1"),
+        ("gpu2-0", "/dev/card2"), ("gpu2-1", "/dev/card2"),
+    ]  # fmt: skip
+
+
+def test_generic_ids_from_odd_or_long_paths_are_valid_distinct_and_stable(tmp_path: Path) -> None:
+    """Paths outside the ID alphabet, or too long, get a hash of the path: valid (<= 63, the
+    kubelet's alphabet), distinct from each other and the same on every scan."""
+    for rel in ("1/2", "1/2_3", "1/2.3", "1.2/3", "a b/c", "x" * 80 + "/y", "x" * 81 + "/y"):
+        (tmp_path / "dev/bus" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "dev/bus" / rel).touch()
+    backend = _generic(tmp_path, {"name": "usb", "paths": [{"path": "/dev/bus/*/*"}], "count": 3})
+    first = backend.scan().devices
+    ids = [d.id for d in first]
+    assert len(set(ids)) == len(ids) == 7 * 3
+    assert [model.id_problem(i) for i in ids] == [None] * len(ids)
+    by_path = {d.nodes[0].host_path: d.id for d in first if d.id.endswith("-0")}
+    assert by_path["/dev/bus/1/2"] == "usb1.2-0" and by_path["/dev/bus/1/2_3"] == "usb1.2_3-0"
+    hashed = by_path["/dev/bus/1.2/3"]  # '.' is what '/' becomes: such a path is hashed
+    assert hashed.startswith("usb1.2_3-") and len(hashed) == len("usb1.2_3-") + 10 + 2
+    assert by_path["/dev/bus/a b/c"].startswith("usba_b_c-")
+    assert len(by_path["/dev/bus/" + "x" * 80 + "/y"]) == 63
+    (tmp_path / "dev/bus/1/2").unlink()
+    assert [d.id for d in backend.scan().devices] == [i for i in ids if not i.startswith("usb1.2-")]
+
+
+def test_generic_ids_colliding_across_groups_are_resolved_by_group_order(tmp_path: Path) -> None:
+    (tmp_path / "dev").mkdir()
+    for name in ("tty10", "ttyS0"):
+        (tmp_path / "dev" / name).touch()
+    backend = _generic(
+        tmp_path,
+        {"name": "tty", "paths": [{"path": "/dev/tty[0-9]*"}]},  # /dev/tty10 -> tty + 10
+        {"name": "tty1", "paths": [{"path": "/dev/ttyS*"}]},  # /dev/ttyS0 -> tty1 + 0
+    )
+    got = {d.nodes[0].host_path: d.id for d in backend.scan().devices}
+    assert got["/dev/tty10"] == "tty10"  # the first group keeps the plain ID
+    assert got["/dev/ttyS0"].startswith("tty10-") and model.id_problem(got["/dev/ttyS0"]) is None
+    assert {d.nodes[0].host_path: d.id for d in backend.scan().devices} == got
 
 
 GPUS = [

@@ -174,8 +174,14 @@ def test_a_health_change_reaches_the_stub_within_a_second(
     (tree / "dev" / "fakectl").touch()
     back = stub.update(FAKE, after=update["seq"])
     assert {d["health"] for d in back["devices"]} == {"Healthy"}
-    (tree / "dev" / "fake1").unlink()  # hot unplug: one device fewer (IDs are match indexes)
-    assert len(stub.update(FAKE, after=back["seq"])["devices"]) == 2
+    (tree / "dev" / "fake1").unlink()  # hot unplug: exactly that ID goes, the others keep theirs
+    unplugged = stub.update(FAKE, after=back["seq"])
+    assert [d["id"] for d in unplugged["devices"]] == ["fake0", "fake2"]
+    (fake2,) = stub.allocate(FAKE, ["fake2"])
+    assert fake2["devices"][0]["host_path"] == "/dev/fake2"
+    (tree / "dev" / "fake1").touch()  # replug: the same ID is back
+    replugged = stub.update(FAKE, after=unplugged["seq"])
+    assert [d["id"] for d in replugged["devices"]] == ["fake0", "fake1", "fake2"]
 
 
 def test_a_kubelet_restart_reregisters_each_resource_within_a_second(
