@@ -132,7 +132,9 @@ def create_pods(core: client.CoreV1Api, namespace: str, count: int, scheduler_na
 
 
 def delete_pods(core: client.CoreV1Api, namespace: str) -> None:
-    core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
+    # 5,000 deletions outlast the API server's 60 s request timeout (a 504 while it goes on).
+    with contextlib.suppress(client.ApiException):
+        core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
     testing.wait_for(
         "the run's pods deleted",
         lambda: not core.list_namespaced_pod(namespace, limit=1).items,
@@ -356,6 +358,21 @@ def placement(core: client.CoreV1Api, namespace: str) -> dict[str, Any]:
     }
 
 
+def report(r: dict[str, Any], count: int) -> None:
+    usage = ", ".join(
+        f"{proc}: {cpu:.1f} CPU s, {rss:.0f} MB peak RSS" for proc, (cpu, rss) in r["usage"].items()
+    )
+    print(
+        f"{r['name']:>15}: {r['bound']}/{count} bound, {r['pods_per_s']:.1f} pods/s "
+        f"(first to last binding), {r['wall_s']:.1f} s from start to the last; {usage}; "
+        f"{len(r['violations'])} constraint violations, pods per schedulable node "
+        f"max-min {r['skew']}, stdev {r['stdev']:.2f} (load average {os.getloadavg()[0]:.1f})",
+        flush=True,
+    )
+    for v in r["violations"][:5]:
+        print(f"    violation: {v}")
+
+
 def run(
     name: str,
     info: cluster.ClusterInfo,
@@ -405,6 +422,7 @@ def run(
         "usage": usage,
         **placement(core, namespace),
     }
+    report(result, count)
     delete_pods(core, namespace)
     core.delete_namespace(namespace)
     return result
@@ -446,22 +464,7 @@ def main() -> int:
         }
         results = {}
         for name in opts.only:
-            load = os.getloadavg()[0]
             results[name] = run(name, info, core, logs, opts.pods, profiles[name], opts.run_timeout)
-            r = results[name]
-            usage = ", ".join(
-                f"{proc}: {cpu:.1f} CPU s, {rss:.0f} MB peak RSS"
-                for proc, (cpu, rss) in r["usage"].items()
-            )
-            print(
-                f"{name:>15}: {r['bound']}/{opts.pods} bound, {r['pods_per_s']:.1f} pods/s "
-                f"(first to last binding), {r['wall_s']:.1f} s from start to the last; {usage}; "
-                f"{len(r['violations'])} constraint violations, pods per schedulable node "
-                f"max-min {r['skew']}, stdev {r['stdev']:.2f} (load average {load:.1f} before)",
-                flush=True,
-            )
-            for v in r["violations"][:5]:
-                print(f"    violation: {v}")
     finally:
         if not opts.keep:
             cluster.down(root=info.root)
