@@ -24,7 +24,11 @@ WATCH_WAKE_SECONDS = 0.5  # how often an idle ListAndWatch checks that its strea
 
 
 class ResourceState:
-    """One resource's inventory, shared by discovery (writer) and the servicer (readers)."""
+    """One resource's inventory, shared by discovery (the one writer) and the servicer (readers).
+
+    Readers take no lock: the inventory is immutable and swapped as one reference, so Allocate
+    never waits behind a scan (on busy cores a scan holding a lock could be descheduled for ms).
+    """
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
@@ -33,16 +37,15 @@ class ResourceState:
 
     def update(self, inventory: model.Inventory) -> bool:
         """Store a scan's result; True (and every watcher woken) when it differs."""
+        if inventory == self._inventory and self._version:  # the writer's own read: no lock
+            return False
         with self._changed:
-            if inventory == self._inventory and self._version:
-                return False
             self._inventory, self._version = inventory, self._version + 1
             self._changed.notify_all()
             return True
 
     def snapshot(self) -> model.Inventory:
-        with self._changed:
-            return self._inventory
+        return self._inventory
 
     def wait(self, seen: int, timeout: float) -> tuple[model.Inventory, int]:
         """The inventory and its version, once the version is no longer ``seen`` (or timeout)."""
@@ -59,6 +62,11 @@ def _devices(inventory: model.Inventory) -> list[api_pb2.Device]:
             device.topology.nodes.add(ID=d.numa_node)
         out.append(device)
     return out
+
+
+# Distinct ID lists answered from the cache per inventory; past this the cache starts again.
+RESPONSE_CACHE_SIZE = 1024
+_Answers = dict[tuple[str, ...], api_pb2.ContainerAllocateResponse]
 
 
 def _container_response(got: allocation.ContainerAllocation) -> api_pb2.ContainerAllocateResponse:
@@ -102,6 +110,10 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
             get_preferred_allocation_available=preferred_allocation,
         )
         self._stopping = stopping
+        self._allocated_ok = ALLOCATIONS.labels(resource, "OK")
+        # Allocate is a pure function of the inventory and the IDs: answers are kept per
+        # inventory (swapped whole when it changes), so a repeated request costs a lookup.
+        self._answers: tuple[model.Inventory, _Answers] = (model.Inventory(), {})
 
     def GetDevicePluginOptions(self, request, context):  # - gRPC's naming
         return self._plugin_options
@@ -114,18 +126,30 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
                 seen = version
                 yield api_pb2.ListAndWatchResponse(devices=_devices(inventory))
 
+    def _answer(
+        self, inventory: model.Inventory, ids: tuple[str, ...]
+    ) -> api_pb2.ContainerAllocateResponse:
+        cached_for, answers = self._answers
+        if cached_for is not inventory or len(answers) >= RESPONSE_CACHE_SIZE:
+            answers = {}
+            self._answers = (inventory, answers)
+        response = answers.get(ids)
+        if response is None:  # raises PluginError for bad IDs (never cached)
+            response = _container_response(allocation.allocate(inventory, ids, self._options))
+            answers[ids] = response
+        return response
+
     def Allocate(self, request, context):
         inventory = self._state.snapshot()
         responses = []
         for req in request.container_requests:
             try:
-                got = allocation.allocate(inventory, list(req.devices_ids), self._options)
+                responses.append(self._answer(inventory, tuple(req.devices_ids)))
             except PluginError as exc:
                 ALLOCATIONS.labels(self._resource, exc.code.name).inc()
                 log.info("allocate refused", extra={"resource": self._resource, "error": str(exc)})
                 context.abort(grpc.StatusCode[exc.code.name], exc.message)
-            ALLOCATIONS.labels(self._resource, "OK").inc()
-            responses.append(_container_response(got))
+            self._allocated_ok.inc()
         return api_pb2.AllocateResponse(container_responses=responses)
 
     def GetPreferredAllocation(self, request, context):

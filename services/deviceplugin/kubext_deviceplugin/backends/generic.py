@@ -14,6 +14,7 @@ first path, stays listed as Unhealthy until it is back.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import logging
 import os
@@ -29,6 +30,7 @@ def is_glob(pattern: str) -> bool:
     return bool(_GLOB_CHARS & set(pattern))
 
 
+@functools.lru_cache(maxsize=256)  # a handful of patterns, asked on every scan
 def literal_ends(pattern: str) -> tuple[str, str]:
     """The literal text of ``pattern`` before its first wildcard and after its last one."""
     first, last_end, i = len(pattern), len(pattern), 0

@@ -131,29 +131,36 @@ def test_list_and_watch_follows_a_device_node_removed_and_back(
     assert seen_removed < 1.0
 
 
-def test_unplugging_the_first_device_keeps_the_others_ids_and_nodes(
+def test_unplugging_a_device_keeps_the_others_ids_and_no_kept_answer_outlives_it(
     tree: Path, running: Running, kubelet: FakeKubelet
 ) -> None:
     endpoint = _registrations(kubelet, 2)["example.com/fake"].endpoint
+    fake0 = api_pb2.AllocateRequest(
+        container_requests=[api_pb2.ContainerAllocateRequest(devices_ids=["fake0"])]
+    )
     with kubelet.dial(endpoint) as stub:
         stream = stub.ListAndWatch(EMPTY, timeout=10)
         assert [d.ID for d in next(stream).devices] == ["fake0", "fake1"]
+        # Answered (and kept) before the unplug: the kept answer must not outlive the device.
+        assert [
+            d.host_path for d in stub.Allocate(fake0, timeout=5).container_responses[0].devices
+        ] == ["/dev/fake0", "/dev/fakectl"]
         (tree / "dev" / "fake0").unlink()
         assert [d.ID for d in next(stream).devices] == ["fake1"]
-        stream.cancel()
         request = api_pb2.AllocateRequest(
             container_requests=[api_pb2.ContainerAllocateRequest(devices_ids=["fake1"])]
         )
         resp = stub.Allocate(request, timeout=5).container_responses[0]
         assert [d.host_path for d in resp.devices] == ["/dev/fake1", "/dev/fakectl"]
         with pytest.raises(grpc.RpcError) as err:  # the unplugged ID names no other device
-            stub.Allocate(
-                api_pb2.AllocateRequest(
-                    container_requests=[api_pb2.ContainerAllocateRequest(devices_ids=["fake0"])]
-                ),
-                timeout=5,
-            )
+            stub.Allocate(fake0, timeout=5)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        (tree / "dev" / "fakectl").unlink()  # the shared node gone: fake1 Unhealthy, refused
+        assert {d.health for d in next(stream).devices} == {"Unhealthy"}
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Allocate(request, timeout=5)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        stream.cancel()
 
 
 def test_allocate_answers_specs_and_refuses_bad_ids_with_codes(
