@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument(
         "--services",
         metavar="DIST",
-        help="also start the operator and webhooks from the pexes in DIST",
+        help="also start the operator, webhooks, scheduler and (with the real node) the device "
+        "plugin from the pexes in DIST, and apply the samples",
     )
     p_up.add_argument(
         "--services-from-source",

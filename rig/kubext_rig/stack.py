@@ -1,8 +1,11 @@
 """The services on the local control plane, for the main command (`./kubext up`).
 
-The operator and the webhooks run as host processes against the rig's API server (no container
-runtime here): the webhooks on https://127.0.0.1:<port> with their self-managed TLS, registered
-with url clientConfigs; the operator with the admin kubeconfig. Both are stopped by `down`.
+The operator, the webhooks and the scheduler run as host processes against the rig's API server:
+the webhooks on https://127.0.0.1:<port> with their self-managed TLS, registered with url
+clientConfigs; the operator and the scheduler (standalone, the seed's `custom-scheduler` profile,
+Lease leader election) with the admin kubeconfig. With the real node, the device plugin too
+(simulated `example.com/gpu` devices, registered with that node's kubelet), and a pod requesting
+one runs there. All are stopped by `down`.
 """
 
 from __future__ import annotations
@@ -16,17 +19,31 @@ from pathlib import Path
 
 import yaml
 
-from kubext_rig import cluster, tools
+from kubext_rig import cluster, node, tools
 
 WEBHOOKS_PORT = 18443 + cluster.PORT_OFFSET
 WEBHOOKS_HEALTH_PORT = 18080 + cluster.PORT_OFFSET
 OPERATOR_HEALTH_PORT = 18081 + cluster.PORT_OFFSET
+SCHEDULER_HEALTH_PORT = 18082 + cluster.PORT_OFFSET
+DEVICEPLUGIN_HEALTH_PORT = 18083 + cluster.PORT_OFFSET
 NAMESPACE = "kubext-system"
-SERVICES = ("kubext-webhooks", "kubext-operator")
+SERVICES = ("kubext-webhooks", "kubext-operator", "kubext-scheduler", "kubext-deviceplugin")
 HEALTH = {
     "kubext-webhooks": f"http://127.0.0.1:{WEBHOOKS_HEALTH_PORT}/readyz",
     "kubext-operator": f"http://127.0.0.1:{OPERATOR_HEALTH_PORT}/healthz",
+    # Ready once the informers listed / once every resource is registered with the kubelet.
+    "kubext-scheduler": f"http://127.0.0.1:{SCHEDULER_HEALTH_PORT}/readyz",
+    "kubext-deviceplugin": f"http://127.0.0.1:{DEVICEPLUGIN_HEALTH_PORT}/readyz",
 }
+# The seed's profile name (12.5.2): its sample pod and Deployment (examples/) ask for it.
+SCHEDULER_NAME = "custom-scheduler"
+GPU_RESOURCE = "example.com/gpu"
+GPU_DEVICES = 4  # simulated: gpu-0 .. gpu-3, each a container's KUBEXT_DEVICES, no device node
+GPU_SAMPLE = "gpu-sample"
+# Without the real node there is no kubelet for the device plugin: one line says so.
+NO_GPU_SAMPLE = (
+    "no real node on this cluster: kubext-deviceplugin not started, the gpu sample skipped"
+)
 
 
 def _repo() -> Path:
@@ -62,8 +79,21 @@ def _components(info: cluster.ClusterInfo, dist: Path | None) -> list[cluster.Co
         "health": {"host": "127.0.0.1", "port": OPERATOR_HEALTH_PORT},
         "leader_election": {"namespace": NAMESPACE},
     }
+    scheduler = {
+        "kubeconfig": info.kubeconfig,
+        "scheduler_config": str(_repo() / "services/scheduler/deploy/custom-scheduler.yaml"),
+        "health": {"host": "127.0.0.1", "port": SCHEDULER_HEALTH_PORT},
+        "extender": {"enabled": False},  # standalone only: no kube-scheduler calls it here
+        "leader_election": {"namespace": NAMESPACE, "name": SCHEDULER_NAME},
+    }
     (configs / "webhooks.yaml").write_text(yaml.safe_dump(webhooks))
     (configs / "operator.yaml").write_text(yaml.safe_dump(operator))
+    (configs / "scheduler.yaml").write_text(yaml.safe_dump(scheduler))
+    extra = []
+    if node.enabled(info.root):
+        extra.append(deviceplugin_component(info, dist))
+    else:  # a config left by an earlier up with the real node would show it as stopped
+        (configs / "deviceplugin.yaml").unlink(missing_ok=True)
     return [
         cluster.Component(
             "kubext-webhooks",
@@ -75,7 +105,74 @@ def _components(info: cluster.ClusterInfo, dist: Path | None) -> list[cluster.Co
             [*_command(dist, "kubext-operator"), "--config", str(configs / "operator.yaml")],
             HEALTH["kubext-operator"],
         ),
+        cluster.Component(
+            "kubext-scheduler",
+            [*_command(dist, "kubext-scheduler"), "--config", str(configs / "scheduler.yaml")],
+            HEALTH["kubext-scheduler"],
+        ),
+        *extra,
     ]
+
+
+def deviceplugin_component(info: cluster.ClusterInfo, dist: Path | None) -> cluster.Component:
+    """The device plugin for the real node's kubelet (its config written under the state dir)."""
+    path = info.root / "services" / "deviceplugin.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(deviceplugin_config()))
+    return cluster.Component(
+        "kubext-deviceplugin",
+        [*_command(dist, "kubext-deviceplugin"), "--config", str(path)],
+        HEALTH["kubext-deviceplugin"],
+    )
+
+
+def deviceplugin_config() -> dict[str, object]:
+    """The device plugin on the real node: simulated GPUs, in the kubelet's device-plugin dir
+    (fixed per machine: the rig's kubelet uses it whatever its root dir)."""
+    return {
+        "device_plugin_dir": str(node.DEVICE_PLUGINS_DIR),
+        "health": {"host": "127.0.0.1", "port": DEVICEPLUGIN_HEALTH_PORT},
+        "resources": [
+            {"name": GPU_RESOURCE, "backend": "simulated", "simulated": {"count": GPU_DEVICES}}
+        ],
+    }
+
+
+def gpu_sample_pod(namespace: str = NAMESPACE) -> dict[str, object]:
+    """A pod that runs for real on the real node with one simulated GPU: it tolerates the node's
+    taint and selects it, runs the rig's static echo-loop image (never pulled), and lives in our
+    namespace, which the webhooks leave out (the pod policy allows no kubext.invalid image)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": GPU_SAMPLE, "namespace": namespace, "labels": {"app": GPU_SAMPLE}},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node.NODE_NAME},
+            "tolerations": [{"key": node.TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+            "terminationGracePeriodSeconds": 2,
+            "containers": [
+                {
+                    "name": "app",
+                    "image": node.image_ref("echo-loop"),
+                    "imagePullPolicy": "Never",
+                    "args": [f"a pod with one {GPU_RESOURCE}: its ID is in KUBEXT_DEVICES"],
+                    "resources": {"limits": {GPU_RESOURCE: "1"}},
+                }
+            ],
+        },
+    }
+
+
+def device_ids(oci_spec: dict[str, object]) -> list[str]:
+    """The device IDs the device plugin allocated, from a container's OCI spec (KUBEXT_DEVICES:
+    the kubelet passes Allocate's envs to the runtime, not into the pod spec)."""
+    process = oci_spec.get("process")
+    env = process.get("env", []) if isinstance(process, dict) else []
+    for entry in env:
+        key, _, value = str(entry).partition("=")
+        if key == "KUBEXT_DEVICES":
+            return value.split(",") if value else []
+    return []
 
 
 def up(info: cluster.ClusterInfo, *, dist: Path | None, samples: bool = True) -> None:
@@ -89,20 +186,61 @@ def up(info: cluster.ClusterInfo, *, dist: Path | None, samples: bool = True) ->
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
     cluster.kubectl(info, "apply", "-f", "-", stdin=json.dumps(ns))
     for comp in _components(info, dist):
-        if cluster.running_pid(info.root, comp.name) is not None:
-            cluster.say(f"{comp.name} already running")
-        else:
-            t = time.monotonic()
-            pid = cluster.start_process(info.root, comp)
-            cluster.wait_healthy(info.root, comp, timeout=120)
-            cluster.say(f"{comp.name} ready (pid {pid}, {time.monotonic() - t:.1f} s)")
+        start(info, comp)
         if comp.name == "kubext-webhooks":
             # Registered only once the server answers: failurePolicy Fail would block pods before.
             _register_webhooks(info, dist, url)
+    if not node.enabled(info.root):
+        cluster.say(NO_GPU_SAMPLE)
     if samples:
         _ensure_volumes(info)
         cluster.kubectl(info, "apply", "-f", str(repo / "examples"))
-        cluster.say("samples applied: kubectl get webapps,databases -A")
+        cluster.say("samples applied: kubectl get webapps,databases,pods -A")
+        if node.enabled(info.root):
+            run_gpu_sample(info)
+
+
+def start(info: cluster.ClusterInfo, comp: cluster.Component) -> None:
+    """Start a service unless it runs already, and wait until it is healthy."""
+    if cluster.running_pid(info.root, comp.name) is not None:
+        cluster.say(f"{comp.name} already running")
+        return
+    t = time.monotonic()
+    pid = cluster.start_process(info.root, comp)
+    cluster.wait_healthy(info.root, comp, timeout=120)
+    cluster.say(f"{comp.name} ready (pid {pid}, {time.monotonic() - t:.1f} s)")
+
+
+def run_gpu_sample(
+    info: cluster.ClusterInfo, namespace: str = NAMESPACE, timeout: float = 90
+) -> list[str]:
+    """Apply the gpu sample and wait until it runs on the real node; say and return the device
+    IDs its container got."""
+    t = time.monotonic()
+    cluster.kubectl(info, "apply", "-f", "-", stdin=json.dumps(gpu_sample_pod(namespace)))
+    deadline = time.monotonic() + timeout
+    while True:
+        pod = json.loads(
+            cluster.kubectl(info, "get", "pod", GPU_SAMPLE, "-n", namespace, "-o", "json")
+        )
+        st = pod.get("status") or {}
+        statuses = st.get("containerStatuses") or []
+        if st.get("phase") == "Running" and statuses and statuses[0].get("containerID"):
+            break
+        if time.monotonic() > deadline:
+            raise cluster.RigError(
+                f"the gpu sample ({namespace}/{GPU_SAMPLE}) not Running after {timeout:.0f} s: "
+                f"{st.get('phase')} {json.dumps(st.get('conditions') or [])[:500]}"
+            )
+        time.sleep(0.5)
+    container = statuses[0]["containerID"].removeprefix("containerd://")
+    info_json = node._ctr(info.root, "-n", "k8s.io", "containers", "info", container).stdout
+    ids = device_ids(json.loads(info_json).get("Spec") or {})
+    cluster.say(
+        f"gpu sample Running on {node.NODE_NAME} in {time.monotonic() - t:.1f} s with "
+        f"KUBEXT_DEVICES={','.join(ids)} (kubectl -n {namespace} get pod {GPU_SAMPLE})"
+    )
+    return ids
 
 
 def _ensure_volumes(info: cluster.ClusterInfo, count: int = 12) -> None:

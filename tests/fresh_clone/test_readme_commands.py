@@ -24,7 +24,10 @@ import pytest
 SOURCE = os.environ.get("KUBEXT_CLONE_FROM")
 OFFSET = 2000  # beside `./kubext up`'s cluster (0) and the test cluster (1000)
 # The rig's and the stack's ports at that offset (rig/kubext_rig/cluster.py, stack.py).
-PORTS = {p + OFFSET for p in (12379, 12380, 16443, 17257, 17259, 17247, 18443, 18080, 18081)}
+PORTS = {
+    p + OFFSET
+    for p in (12379, 12380, 16443, 17257, 17259, 17247, 18443, 18080, 18081, 18082, 18083)
+}
 
 pytestmark = pytest.mark.skipif(
     not SOURCE, reason="run through ./kubext test, which names the checkout in KUBEXT_CLONE_FROM"
@@ -152,10 +155,32 @@ def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(clone
         st = _kubext(clone, env, "status", timeout=120)
         states = json.loads(st.stdout)
         assert st.returncode == 0, st.stdout
-        for name in ("etcd", "kube-apiserver", "kwok", "kubext-webhooks", "kubext-operator"):
+        for name in (
+            "etcd",
+            "kube-apiserver",
+            "kwok",
+            "kubext-webhooks",
+            "kubext-operator",
+            "kubext-scheduler",
+        ):
             assert states.get(name) == "healthy", states
         if owner:
             assert "without a real node" in states["real-node"] and "kubelet" not in states
+            # No kubelet for the device plugin: not started, the gpu sample skipped (one line).
+            assert "kubext-deviceplugin" not in states, states
+            assert up.stderr.count("kubext-deviceplugin not started, the gpu sample skipped") == 1
+        else:
+            assert states.get("kubext-deviceplugin") == "healthy", states
+            assert "gpu sample Running on kubext-node-0" in up.stderr, up.stderr[-3000:]
+        # The seed's custom-scheduler pod is bound by our scheduler.
+        _wait(
+            "test-custom-scheduler bound",
+            lambda: kubectl(
+                "get", "pod", "test-custom-scheduler", "-o", "jsonpath={.spec.nodeName}"
+            )
+            != "",
+            timeout=120,
+        )
         # ... and a component that died is reported as stopped, with a non-zero exit.
         pid = int((state / "pids" / "kubext-operator.pid").read_text().split()[0])
         os.killpg(pid, signal.SIGKILL)
