@@ -67,6 +67,7 @@ def serve(cfg: config.Config) -> int:
             queue=queue,
             executor=executor,
             schedule_pods=cfg.standalone.enabled,
+            volume_api=cluster.KubeVolumes(api),
         )
         informers = [
             cluster.Informer(api, "nodes", scheduler.nodes_listed, scheduler.node_event, stop=stop),
@@ -84,6 +85,28 @@ def serve(cfg: config.Config) -> int:
                 "poddisruptionbudgets",
                 scheduler.pdbs_listed,
                 scheduler.pdb_event,
+                stop=stop,
+            ),
+            # VolumeBinding's claims, volumes and classes.
+            cluster.Informer(
+                api,
+                "persistentvolumeclaims",
+                scheduler.claims_listed,
+                scheduler.claim_event,
+                stop=stop,
+            ),
+            cluster.Informer(
+                api,
+                "persistentvolumes",
+                scheduler.volumes_listed,
+                scheduler.volume_event,
+                stop=stop,
+            ),
+            cluster.Informer(
+                api,
+                "storageclasses",
+                scheduler.storage_classes_listed,
+                scheduler.storage_class_event,
                 stop=stop,
             ),
         ]

@@ -1,5 +1,6 @@
 """The scheduler's cluster cache: nodes, the pods bound to them, the pods it has assumed, and
-what plugins read beside them (namespaces' labels, PodDisruptionBudgets).
+what plugins read beside them (namespaces' labels, PodDisruptionBudgets, and the PVCs, PVs and
+StorageClasses with VolumeBinding's assumed PV/PVC updates).
 
 Pure (no Kubernetes client): the informers (``cluster.py``) feed it watch events, and each
 scheduling cycle takes a ``Snapshot`` from it. A pod is *assumed* on a node from the moment the
@@ -21,6 +22,7 @@ from kubext_scheduler.framework.nodeinfo import (
     namespace_label_map,
     pod_key,
 )
+from kubext_scheduler.framework.volumes import VolumeState, key_of_claim, resource_version
 
 Obj = Mapping[str, Any]
 _TERMINATED = ("Succeeded", "Failed")
@@ -76,6 +78,17 @@ class ClusterCache:
         self._pdb_list: tuple[Obj, ...] = ()
         # Pending pods nominated to a node (preemptors), by key: kube-scheduler's nominator.
         self._nominated: dict[str, Obj] = {}
+        # PVCs (namespace/name) and PVs (name) as the informers last saw them, and the copies
+        # VolumeBinding's Reserve assumed (upstream's assume caches: an informer copy at least
+        # as new as the assumed one replaces it); StorageClasses by name. The merged view is
+        # built once per change; PreBind waits on the condition for PV/PVC events.
+        self._claims: dict[str, Obj] = {}
+        self._claims_assumed: dict[str, Obj] = {}
+        self._volumes: dict[str, Obj] = {}
+        self._volumes_assumed: dict[str, Obj] = {}
+        self._classes: dict[str, Obj] = {}
+        self._volume_view: VolumeState | None = None
+        self._volume_changed = threading.Condition(self._lock)
 
     # --- bookkeeping (lock held) ------------------------------------------------------------
 
@@ -212,6 +225,133 @@ class ClusterCache:
             self._pdbs = {_namespaced_key(p): p for p in pdbs}
             self._pdb_list = tuple(self._pdbs.values())
 
+    # --- volumes (informer side) -------------------------------------------------------------
+
+    def _volumes_changed(self, *, event: bool = True) -> None:
+        self._volume_view = None
+        if event:
+            self._volume_changed.notify_all()
+
+    @staticmethod
+    def _drop_stale(assumed: dict[str, Obj], key: str, seen: Obj) -> None:
+        held = assumed.get(key)
+        if held is not None and resource_version(seen) >= resource_version(held):
+            del assumed[key]
+
+    def set_claim(self, claim: Obj) -> None:
+        key = key_of_claim(claim)
+        with self._lock:
+            self._claims[key] = claim
+            self._drop_stale(self._claims_assumed, key, claim)
+            self._volumes_changed()
+
+    def delete_claim(self, claim: Obj) -> None:
+        key = key_of_claim(claim)
+        with self._lock:
+            self._claims.pop(key, None)
+            self._claims_assumed.pop(key, None)
+            self._volumes_changed()
+
+    def replace_claims(self, claims: Sequence[Obj]) -> None:
+        with self._lock:
+            self._claims = {key_of_claim(c): c for c in claims}
+            for key in list(self._claims_assumed):
+                if key not in self._claims:
+                    del self._claims_assumed[key]
+                else:
+                    self._drop_stale(self._claims_assumed, key, self._claims[key])
+            self._volumes_changed()
+
+    def set_volume(self, volume: Obj) -> None:
+        name = name_of(volume)
+        with self._lock:
+            self._volumes[name] = volume
+            self._drop_stale(self._volumes_assumed, name, volume)
+            self._volumes_changed()
+
+    def delete_volume(self, volume: Obj) -> None:
+        name = name_of(volume)
+        with self._lock:
+            self._volumes.pop(name, None)
+            self._volumes_assumed.pop(name, None)
+            self._volumes_changed()
+
+    def replace_volumes(self, volumes: Sequence[Obj]) -> None:
+        with self._lock:
+            self._volumes = {name_of(v): v for v in volumes}
+            for name in list(self._volumes_assumed):
+                if name not in self._volumes:
+                    del self._volumes_assumed[name]
+                else:
+                    self._drop_stale(self._volumes_assumed, name, self._volumes[name])
+            self._volumes_changed()
+
+    def set_storage_class(self, storage_class: Obj) -> None:
+        with self._lock:
+            self._classes[name_of(storage_class)] = storage_class
+            self._volumes_changed(event=False)
+
+    def delete_storage_class(self, storage_class: Obj) -> None:
+        with self._lock:
+            self._classes.pop(name_of(storage_class), None)
+            self._volumes_changed(event=False)
+
+    def replace_storage_classes(self, classes: Sequence[Obj]) -> None:
+        with self._lock:
+            self._classes = {name_of(c): c for c in classes}
+            self._volumes_changed(event=False)
+
+    # --- volumes (VolumeBinding's port, framework.volumes.VolumeCache) ----------------------
+
+    def assume_volume(self, volume: Obj) -> None:
+        with self._lock:
+            self._volumes_assumed[name_of(volume)] = volume
+            self._volumes_changed(event=False)
+
+    def restore_volume(self, name: str) -> None:
+        with self._lock:
+            self._volumes_assumed.pop(name, None)
+            self._volumes_changed(event=False)
+
+    def assume_claim(self, claim: Obj) -> None:
+        with self._lock:
+            self._claims_assumed[key_of_claim(claim)] = claim
+            self._volumes_changed(event=False)
+
+    def restore_claim(self, key: str) -> None:
+        with self._lock:
+            self._claims_assumed.pop(key, None)
+            self._volumes_changed(event=False)
+
+    def api_volume(self, name: str) -> Obj | None:
+        with self._lock:
+            return self._volumes.get(name)
+
+    def api_claim(self, key: str) -> Obj | None:
+        with self._lock:
+            return self._claims.get(key)
+
+    def api_node(self, name: str) -> Obj | None:
+        with self._lock:
+            return self._nodes.get(name)
+
+    def wait_volume_event(self, timeout: float) -> None:
+        with self._volume_changed:
+            self._volume_changed.wait(timeout)
+
+    def volume_state(self) -> VolumeState:
+        with self._lock:
+            return self._volume_state()
+
+    def _volume_state(self) -> VolumeState:
+        if self._volume_view is None:
+            self._volume_view = VolumeState(
+                claims={**self._claims, **self._claims_assumed},
+                volumes={**self._volumes, **self._volumes_assumed},
+                classes=dict(self._classes),
+            )
+        return self._volume_view
+
     # --- scheduler side ---------------------------------------------------------------------
 
     def assume(self, pod: Obj, node_name: str) -> Obj:
@@ -252,11 +392,12 @@ class ClusterCache:
             infos = [self._infos[n] for n in self._sorted if n in self._infos]
             broken = dict(self._broken)
             namespace_labels, pdbs = self._namespace_labels, self._pdb_list
+            volumes = self._volume_state()
             nominated: dict[str, list[Obj]] = {}
             for pod in self._nominated.values():
                 nominated.setdefault(nominated_node_of(pod), []).append(pod)
         clones = [info.clone() for info in infos]
-        snapshot = Snapshot(clones, namespace_labels, pdbs, nominated)
+        snapshot = Snapshot(clones, namespace_labels, pdbs, nominated, volumes)
         return snapshot, broken
 
     def node_infos(self, names: Sequence[str]) -> tuple[list[NodeInfo], dict[str, str], list[str]]:

@@ -1,5 +1,6 @@
 """The only module that talks to the API server: the informers (nodes, pods, namespaces,
-PodDisruptionBudgets), and the binder.
+PodDisruptionBudgets, PersistentVolumeClaims, PersistentVolumes, StorageClasses), the binder,
+and VolumeBinding's PV/PVC writes (``KubeVolumes``).
 
 Informers are client-go's reflector in small, one daemon thread per kind: list (in pages, raw
 JSON: no model round trips), then watch from the list's resourceVersion with bookmarks and a
@@ -22,6 +23,7 @@ import urllib3
 from kubernetes import client
 from kubernetes.watch.watch import iter_resp_lines
 
+from kubext_scheduler.framework.volumes import VolumeAPIError
 from kubext_scheduler.leader import LeaseError
 from kubext_scheduler.scheduler import BindError
 
@@ -57,11 +59,15 @@ class Informer:
         page_size: int = 500,
     ) -> None:
         core, policy = client.CoreV1Api(api), client.PolicyV1Api(api)
+        storage = client.StorageV1Api(api)
         self._list = {
             "nodes": core.list_node,
             "pods": core.list_pod_for_all_namespaces,
             "namespaces": core.list_namespace,
             "poddisruptionbudgets": policy.list_pod_disruption_budget_for_all_namespaces,
+            "persistentvolumeclaims": core.list_persistent_volume_claim_for_all_namespaces,
+            "persistentvolumes": core.list_persistent_volume,
+            "storageclasses": storage.list_storage_class,
         }[kind]
         self.kind, self.on_list, self.on_event = kind, on_list, on_event
         self.stop, self.watch_timeout_s, self.page_size = stop, watch_timeout_s, page_size
@@ -302,6 +308,42 @@ class KubeBinder:
             )
             with self._lock:
                 self._last.pop(uid, None)
+
+
+class KubeVolumes:
+    """framework.volumes.VolumeAPI: PUT a PV (its claimRef: the PV controller binds the claim)
+    or a PVC (its selected-node annotation: external-provisioner provisions there), as
+    upstream's bindAPIUpdate; the stored object comes back, a refusal is VolumeAPIError."""
+
+    def __init__(self, api: client.ApiClient, *, timeout_s: float = 30) -> None:
+        self.core = client.CoreV1Api(api)
+        self.timeout_s = timeout_s
+
+    def _put(self, call: Callable[..., Any], *args: Any, what: str) -> Obj:
+        try:
+            response = call(*args, _preload_content=False, _request_timeout=self.timeout_s)
+            stored: Obj = json.loads(response.data)
+            return stored
+        except client.ApiException as exc:
+            raise VolumeAPIError(f"updating {what}: {_message(exc)}") from None
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise VolumeAPIError(f"updating {what}: {exc}") from None
+
+    def update_volume(self, volume: Obj) -> Obj:
+        name = (volume.get("metadata") or {}).get("name")
+        body = {**volume, "apiVersion": "v1", "kind": "PersistentVolume"}
+        return self._put(self.core.replace_persistent_volume, name, body, what=f"pv {name!r}")
+
+    def update_claim(self, claim: Obj) -> Obj:
+        meta = claim.get("metadata") or {}
+        body = {**claim, "apiVersion": "v1", "kind": "PersistentVolumeClaim"}
+        return self._put(
+            self.core.replace_namespaced_persistent_volume_claim,
+            meta.get("name"),
+            meta.get("namespace"),
+            body,
+            what=f"pvc {meta.get('namespace')}/{meta.get('name')}",
+        )
 
 
 class KubeLease:

@@ -25,6 +25,7 @@ from kubext_scheduler.framework.interfaces import QueuedPodInfo
 from kubext_scheduler.framework.nodeinfo import name_of
 from kubext_scheduler.framework.runtime import Framework
 from kubext_scheduler.framework.status import Code, Status
+from kubext_scheduler.framework.volumes import NeedsVolumes, VolumeAPI
 from kubext_scheduler.queue import SchedulingQueue
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class Scheduler:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         schedule_pods: bool = True,
+        volume_api: VolumeAPI | None = None,
     ) -> None:
         if not frameworks:
             raise ValueError("at least one profile is needed")
@@ -122,6 +124,12 @@ class Scheduler:
         self._clock = clock
         # False: only the cache is kept (for the extender); no pod is queued.
         self.schedule_pods = schedule_pods
+        # VolumeBinding assumes in this cache and writes PVs/PVCs through volume_api (None:
+        # a pod whose claims need binding fails its PreBind with an error).
+        for framework in self.frameworks.values():
+            for plugin in {id(p): p for ps in framework.plugins.values() for p in ps}.values():
+                if isinstance(plugin, NeedsVolumes):
+                    plugin.set_volumes(self.cache, volume_api)
         for name in ("active", "backoff", "unschedulable"):
             PENDING.labels(name).set_function(lambda name=name: self.queue.lengths()[name])
 
@@ -199,6 +207,42 @@ class Scheduler:
 
     def pdbs_listed(self, pdbs: list[Obj]) -> None:
         self.cache.replace_pdbs(pdbs)
+
+    # PVCs, PVs and StorageClasses feed VolumeBinding; an added or updated one may make a
+    # waiting pod fit (a claim bound, a PV created), as VolumeBinding's EventsToRegister says.
+
+    def claim_event(self, kind: str, claim: Obj) -> None:
+        if kind == "DELETED":
+            self.cache.delete_claim(claim)
+            return
+        self.cache.set_claim(claim)
+        self.queue.move_all()
+
+    def claims_listed(self, claims: list[Obj]) -> None:
+        self.cache.replace_claims(claims)
+        self.queue.move_all()
+
+    def volume_event(self, kind: str, volume: Obj) -> None:
+        if kind == "DELETED":
+            self.cache.delete_volume(volume)
+            return
+        self.cache.set_volume(volume)
+        self.queue.move_all()
+
+    def volumes_listed(self, volumes: list[Obj]) -> None:
+        self.cache.replace_volumes(volumes)
+        self.queue.move_all()
+
+    def storage_class_event(self, kind: str, storage_class: Obj) -> None:
+        if kind == "DELETED":
+            self.cache.delete_storage_class(storage_class)
+            return
+        self.cache.set_storage_class(storage_class)
+        self.queue.move_all()
+
+    def storage_classes_listed(self, classes: list[Obj]) -> None:
+        self.cache.replace_storage_classes(classes)
+        self.queue.move_all()
 
     # --- the scheduling cycle ---------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kubext_scheduler.framework import resources
+from kubext_scheduler.framework.volumes import VolumeState
 
 Obj = Mapping[str, Any]
 _TERMINATED = ("Succeeded", "Failed")
@@ -129,6 +130,8 @@ class Snapshot:
     # Pending pods with status.nominatedNodeName (preemptors waiting for their victims to go),
     # by that node's name: filters count those of at least the pod's priority.
     nominated: Mapping[str, Sequence[Obj]] = dataclasses.field(default_factory=dict)
+    # The PVCs, PVs and StorageClasses with the scheduler's assumptions (VolumeBinding).
+    volumes: VolumeState = dataclasses.field(default_factory=VolumeState)
 
     def __post_init__(self) -> None:
         self._by_name = {info.name: info for info in self.nodes}
@@ -144,7 +147,7 @@ class Snapshot:
     def with_node(self, info: NodeInfo) -> Snapshot:
         """The same cycle with one node replaced (preemption's what-if without some pods)."""
         nodes = [info if n.name == info.name else n for n in self.nodes]
-        return Snapshot(nodes, self.namespace_labels, self.pdbs, self.nominated)
+        return Snapshot(nodes, self.namespace_labels, self.pdbs, self.nominated, self.volumes)
 
     @classmethod
     def of(
@@ -154,6 +157,7 @@ class Snapshot:
         *,
         namespaces: Iterable[Obj] = (),
         pdbs: Sequence[Obj] = (),
+        volumes: VolumeState | None = None,
     ) -> Snapshot:
         """Nodes with the pods bound (``spec.nodeName``) or assumed on them."""
         infos = [NodeInfo.of(node) for node in nodes]
@@ -164,7 +168,9 @@ class Snapshot:
             node_name = (pod.get("spec") or {}).get("nodeName")
             if node_name in by_name:
                 by_name[node_name].add_pod(pod)
-        return cls(infos, namespace_label_map(namespaces), list(pdbs))
+        return cls(
+            infos, namespace_label_map(namespaces), list(pdbs), volumes=volumes or VolumeState()
+        )
 
     def get(self, name: str) -> NodeInfo | None:
         return self._by_name.get(name)

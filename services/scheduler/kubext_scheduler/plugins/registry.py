@@ -17,6 +17,7 @@ from kubext_scheduler.plugins import (
     podtopologyspread,
     prioritysort,
     tainttoleration,
+    volumebinding,
 )
 
 REGISTRY: dict[str, profiles.PluginSpec] = {
@@ -33,6 +34,7 @@ REGISTRY: dict[str, profiles.PluginSpec] = {
         profiles.PluginSpec(podtopologyspread.NAME, podtopologyspread.new, podtopologyspread.Args),
         profiles.PluginSpec(interpodaffinity.NAME, interpodaffinity.new, interpodaffinity.Args),
         profiles.PluginSpec(defaultpreemption.NAME, defaultpreemption.new, defaultpreemption.Args),
+        profiles.PluginSpec(volumebinding.NAME, volumebinding.new, volumebinding.Args),
     )
 }
 
@@ -43,6 +45,7 @@ DEFAULTS: dict[str, list[tuple[str, int]]] = {
         (noderesourcefit.NAME, 0),
         (nodeports.NAME, 0),
         (nodeaffinity.NAME, 0),
+        (volumebinding.NAME, 0),
         (podtopologyspread.NAME, 0),
         (interpodaffinity.NAME, 0),
     ],
@@ -53,6 +56,7 @@ DEFAULTS: dict[str, list[tuple[str, int]]] = {
         (nodeaffinity.NAME, 0),
         (nodeports.NAME, 0),
         (noderesourcefit.NAME, 0),
+        (volumebinding.NAME, 0),
         (podtopologyspread.NAME, 0),
         (interpodaffinity.NAME, 0),
     ],
@@ -72,4 +76,7 @@ DEFAULTS: dict[str, list[tuple[str, int]]] = {
         (interpodaffinity.NAME, 2),
         (balancedallocation.NAME, 1),
     ],
+    # VolumeBinding scores only under upstream's alpha StorageCapacityScoring gate: not here.
+    "reserve": [(volumebinding.NAME, 0)],
+    "preBind": [(volumebinding.NAME, 0)],
 }
