@@ -138,7 +138,7 @@ def delete_pods(core: client.CoreV1Api, namespace: str) -> None:
     testing.wait_for(
         "the run's pods deleted",
         lambda: not core.list_namespaced_pod(namespace, limit=1).items,
-        timeout=300,
+        timeout=1200,  # 5,000 deletions took over 300 s at load average 10
         every=2,
     )
 
