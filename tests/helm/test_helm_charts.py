@@ -736,6 +736,8 @@ def test_scheduler_values_set_the_default_profiles_plugins_weights_and_args(
     [preemption] = framework.plugins["postFilter"]
     assert preemption.name == "DefaultPreemption"
     assert preemption.args.minCandidateNodesAbsolute == 100
+    [volumes] = framework.plugins["preBind"]
+    assert (volumes.name, volumes.bind_timeout_s) == ("VolumeBinding", 600)
     assert [p.name for p in framework.plugins["filter"]][-2:] == [
         "PodTopologySpread",
         "InterPodAffinity",
