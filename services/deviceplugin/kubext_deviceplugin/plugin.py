@@ -6,6 +6,8 @@ every ``SOCKET_CHECK_SECONDS`` that our socket is still there and that ``kubelet
 same file. A restarted kubelet removes every socket in the dir and creates a new kubelet.sock,
 so either check ends the run and the loop starts again at once (the upstream sample plugin takes
 about 10 s; this takes well under 1 s). Errors restart with backoff; shutdown removes our socket.
+A plugin killed outright (SIGKILL, OOM) cannot remove its sockets and the kubelet leaves them, so
+each start first removes those of its resource that nothing listens on any more.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import socket
+import stat
 import threading
 import time
 from concurrent import futures
@@ -44,9 +49,38 @@ REGISTRATIONS = prometheus_client.Counter(
 )
 
 
+def _socket_stem(resource: str) -> str:
+    return f"kubext-{resource.replace('/', '_')}-"
+
+
 def socket_name(resource: str) -> str:
     """A new name per start (the kubelet may still hold the old endpoint for minutes)."""
-    return f"kubext-{resource.replace('/', '_')}-{time.time_ns()}.sock"
+    return f"{_socket_stem(resource)}{time.time_ns()}.sock"
+
+
+def remove_stale_sockets(plugin_dir: Path, resource: str) -> list[str]:
+    """Remove the sockets of ``resource`` that no process listens on (an earlier start's that was
+    killed); a live one (another instance's) is kept. Returns the names removed."""
+    ours = re.compile(re.escape(_socket_stem(resource)) + r"[0-9]+\.sock")
+    removed = []
+    for path in sorted(p for p in plugin_dir.iterdir() if ours.fullmatch(p.name)):
+        try:
+            if not stat.S_ISSOCK(path.lstat().st_mode):
+                continue  # not a socket: not ours to judge
+        except FileNotFoundError:
+            continue
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(str(path))
+                continue  # someone serves it
+            except ConnectionRefusedError:
+                pass  # a socket file whose listener is gone
+            except OSError:
+                continue  # gone already, or busy: left alone
+        path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -132,6 +166,10 @@ class ResourcePlugin:
         if stop.is_set():
             return
         self.plugin_dir.mkdir(parents=True, exist_ok=True)
+        if stale := remove_stale_sockets(self.plugin_dir, self.resource.name):
+            log.info(
+                "removed stale sockets", extra={"resource": self.resource.name, "sockets": stale}
+            )
         path = self.plugin_dir / socket_name(self.resource.name)
         stopping = threading.Event()
         grpc_server = grpc.server(

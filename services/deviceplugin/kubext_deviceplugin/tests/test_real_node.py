@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from kubext_deviceplugin.plugin import socket_name
 from kubext_rig import node, real_node_testing, tools
 from kubext_rig.testing import wait_for
 
@@ -66,6 +68,9 @@ def test_real_kubelet_registers_allocates_and_refuses_what_does_not_fit(tmp_path
         try:
             cfg_path = tmp_path / "deviceplugin.yaml"
             cfg_path.write_text(yaml.safe_dump(PLUGIN_CONFIG))
+            # What a plugin killed outright leaves (a run Pants cancelled and retried): one
+            # socket per resource, no listener. The plugin's start removes them.
+            stale = [_abandoned_socket(r["name"]) for r in PLUGIN_CONFIG["resources"]]
             t0 = time.monotonic()
             with open(tmp_path / "plugin.log", "w") as log:
                 plugin = subprocess.Popen(
@@ -74,13 +79,22 @@ def test_real_kubelet_registers_allocates_and_refuses_what_does_not_fit(tmp_path
                     stderr=log,
                 )
             _check_cluster(real, t0, tmp_path)
+            assert [p.name for p in stale if p.exists()] == [], "a killed run's sockets are left"
         finally:
             if plugin is not None:
                 plugin.send_signal(signal.SIGTERM)
                 assert plugin.wait(timeout=30) == 0, (tmp_path / "plugin.log").read_text()[-3000:]
                 # Checked before `down`, which runs on the way out of `up`.
                 left = [p.name for p in node.DEVICE_PLUGINS_DIR.glob("kubext-*.sock")]
-                assert left == [], "clean shutdown leaves our sockets"
+                assert left == [], f"sockets left after a clean shutdown: {left}"
+
+
+def _abandoned_socket(resource: str) -> Path:
+    """A socket of ``resource`` in the kubelet's device-plugin dir, bound and its listener gone."""
+    path = node.DEVICE_PLUGINS_DIR / socket_name(resource)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(str(path))
+    return path
 
 
 def _check_cluster(real: real_node_testing.RealNode, t0: float, tmp_path: Path) -> None:
