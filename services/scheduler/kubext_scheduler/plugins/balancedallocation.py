@@ -6,10 +6,11 @@ request neither cpu nor memory."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
-from kubext_scheduler.framework import interfaces, resources, status
+from kubext_scheduler.framework import cycle_state, interfaces, resources, status
 from kubext_scheduler.framework.cycle_state import CycleState
 from kubext_scheduler.framework.interfaces import Pod
 from kubext_scheduler.framework.nodeinfo import NodeInfo
@@ -17,6 +18,15 @@ from kubext_scheduler.framework.status import Status
 
 NAME = "NodeResourcesBalancedAllocation"
 _RESOURCES = (resources.CPU, resources.MEMORY)
+_STATE_KEY = cycle_state.key("PreScore", NAME)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PreScoreState:
+    request: resources.Resources
+
+    def clone(self) -> _PreScoreState:
+        return self  # never changed after PreScore
 
 
 def balanced_score(requested: Sequence[int], allocatable: Sequence[int]) -> int:
@@ -35,11 +45,16 @@ class BalancedAllocation:
 
     def pre_score(self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo]) -> Status | None:
         request = resources.pod_requests(pod)
+        state.write(_STATE_KEY, _PreScoreState(request))
         return status.SKIP if not (request.milli_cpu or request.memory) else None
 
     def score(self, state: CycleState, pod: Pod, node: NodeInfo) -> tuple[int, Status | None]:
         assert node.allocatable is not None
-        request = resources.pod_requests(pod)
+        saved = state.get(_STATE_KEY, _PreScoreState)
+        if saved is None:  # Score enabled without PreScore: compute it once here
+            saved = _PreScoreState(resources.pod_requests(pod))
+            state.write(_STATE_KEY, saved)
+        request = saved.request
         requested = [node.requested.get(r) + request.get(r) for r in _RESOURCES]
         allocatable = [node.allocatable.resources.get(r) for r in _RESOURCES]
         return balanced_score(requested, allocatable), None

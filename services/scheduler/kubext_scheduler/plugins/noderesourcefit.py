@@ -23,6 +23,7 @@ from kubext_scheduler.framework.status import Status
 
 NAME = "NodeResourceFit"
 _STATE_KEY = cycle_state.key("PreFilter", NAME)
+_SCORE_KEY = cycle_state.key("PreScore", NAME)
 _Weight = pydantic.StrictInt
 
 
@@ -64,6 +65,15 @@ class _PreFilterState:
 
     def clone(self) -> _PreFilterState:
         return self  # never changed after PreFilter
+
+
+@dataclasses.dataclass(frozen=True)
+class _ScoreState:
+    # The scorers count a container without cpu/memory requests as 100m/200Mi.
+    request: resources.Resources
+
+    def clone(self) -> _ScoreState:
+        return self
 
 
 def fits(request: resources.Resources, node: NodeInfo) -> list[InsufficientResource]:
@@ -116,8 +126,12 @@ class NodeResourceFit:
 
     def score(self, state: CycleState, pod: Pod, node: NodeInfo) -> tuple[int, Status | None]:
         assert node.allocatable is not None
-        # The scorers count a container without cpu/memory requests as 100m/200Mi.
-        pod_request = resources.pod_requests(pod, non_missing=True)
+        # Once per cycle, not per node (upstream's preScoreState).
+        saved = state.get(_SCORE_KEY, _ScoreState)
+        if saved is None:
+            saved = _ScoreState(resources.pod_requests(pod, non_missing=True))
+            state.write(_SCORE_KEY, saved)
+        pod_request = saved.request
         alloc = node.allocatable.resources
         score_sum = weight_sum = 0
         for name, weight, used in zip(
