@@ -11,7 +11,8 @@ Unschedulable pods are flushed back after ``max_unschedulable_s`` even without a
 from __future__ import annotations
 
 import dataclasses
-import functools
+import heapq
+import itertools
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -31,6 +32,24 @@ class _Entry:
     info: QueuedPodInfo
     # When the last attempt failed (None: never tried).
     failed_at: float | None = None
+    # The heap item that stands for it while active (any older one is stale).
+    heap_seq: int = -1
+
+
+class _HeapItem:
+    """An active pod in the heap, ordered by QueueSort's ``less``, then by when it became
+    active (as the first of equals in arrival order). Stale once its pod left active or
+    changed (lazy deletion: ``pop`` drops stale items)."""
+
+    __slots__ = ("entry", "info", "key", "less", "seq")
+
+    def __init__(self, key: str, entry: _Entry, seq: int, less: Less) -> None:
+        self.key, self.entry, self.info, self.seq, self.less = key, entry, entry.info, seq, less
+
+    def __lt__(self, other: _HeapItem) -> bool:
+        if self.less(self.info, other.info):
+            return True
+        return not self.less(other.info, self.info) and self.seq < other.seq
 
 
 class SchedulingQueue:
@@ -49,6 +68,9 @@ class SchedulingQueue:
         self._clock = clock
         self._cond = threading.Condition()
         self._active: dict[str, _Entry] = {}
+        # The active pods as a heap (kube-scheduler's activeQ), with stale items left in it.
+        self._heap: list[_HeapItem] = []
+        self._seq = itertools.count()
         self._backoff: dict[str, _Entry] = {}
         self._unschedulable: dict[str, _Entry] = {}
         # Popped and being scheduled: an update meanwhile must not queue it a second time.
@@ -72,7 +94,7 @@ class SchedulingQueue:
                     # An updated pod may fit now (kube-scheduler re-queues on pod updates).
                     self._place(key, entry, self._clock())
                     return
-            self._active[key] = _Entry(QueuedPodInfo(pod=pod, timestamp=self._clock()))
+            self._activate(key, _Entry(QueuedPodInfo(pod=pod, timestamp=self._clock())))
             self._cond.notify_all()
 
     def delete(self, pod: Obj) -> None:
@@ -102,7 +124,7 @@ class SchedulingQueue:
                 if self._closed:
                     return None
                 if self._active:
-                    key = min(self._active, key=functools.cmp_to_key(self._compare))
+                    key = self._pop_first()
                     entry = self._active.pop(key)
                     info = dataclasses.replace(entry.info, attempts=entry.info.attempts + 1)
                     self._in_flight[key] = info
@@ -179,12 +201,12 @@ class SchedulingQueue:
         if self._backoff_until(entry) > now:
             self._backoff[key] = entry
         else:
-            self._active[key] = entry
+            self._activate(key, entry)
         self._cond.notify_all()
 
     def _flush(self, now: float) -> None:
         for key in [k for k, e in self._backoff.items() if self._backoff_until(e) <= now]:
-            self._active[key] = self._backoff.pop(key)
+            self._activate(key, self._backoff.pop(key))
         for key in [
             k
             for k, e in self._unschedulable.items()
@@ -202,6 +224,26 @@ class SchedulingQueue:
         ]
         return max(min(times), 0.0) if times else None
 
-    def _compare(self, a_key: str, b_key: str) -> int:
-        a, b = self._active[a_key].info, self._active[b_key].info
-        return -1 if self._less(a, b) else 1 if self._less(b, a) else 0
+    def _activate(self, key: str, entry: _Entry) -> None:
+        self._active.pop(key, None)  # a re-activated pod counts as arriving now
+        self._active[key] = entry
+        entry.heap_seq = next(self._seq)
+        heapq.heappush(self._heap, _HeapItem(key, entry, entry.heap_seq, self._less))
+        if len(self._heap) > 2 * len(self._active) + 64:  # mostly stale: rebuild
+            self._heap = [i for i in self._heap if self._is_live(i)]
+            heapq.heapify(self._heap)
+
+    def _is_live(self, item: _HeapItem) -> bool:
+        entry = item.entry
+        return (
+            self._active.get(item.key) is entry
+            and entry.heap_seq == item.seq
+            and entry.info is item.info
+        )
+
+    def _pop_first(self) -> str:
+        """The first active pod's key, by QueueSort (O(log n)); it stays in ``_active``."""
+        while True:
+            item = heapq.heappop(self._heap)
+            if self._is_live(item):
+                return item.key

@@ -136,6 +136,40 @@ def test_queue_pops_by_priority_then_age() -> None:
     assert order == ["new-high", "old-low", "new-low"]
 
 
+def test_a_pods_update_reorders_it_and_equals_pop_in_arrival_order() -> None:
+    clock = Clock()
+    sched = make(clock, RecordingBinder())
+    for name in ("a", "b", "c"):
+        sched.queue.add(pending(name))  # same priority, same timestamp: arrival order
+    sched.queue.add(pending("c", priority=5))  # raised while queued: it goes first
+    sched.queue.delete(pending("a"))
+    order = [sched.queue.pop(0).pod["metadata"]["name"] for _ in range(2)]  # type: ignore[union-attr]
+    assert order == ["c", "b"]
+    assert sched.queue.pop(0) is None
+
+
+def test_pop_costs_log_n_comparisons_not_a_scan() -> None:
+    calls = 0
+    [fw] = profiles_file.load(None).frameworks.values()
+
+    def less(a: Any, b: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        return fw.less(a, b)
+
+    clock = Clock()
+    queue = SchedulingQueue(less, clock=clock)
+    n = 2000
+    for i in range(n):
+        clock.now += 1
+        queue.add(pending(f"p{i}", priority=i % 7))
+    popped = [queue.pop(0) for _ in range(n)]
+    keys = [(-(p.pod["spec"].get("priority") or 0), p.timestamp) for p in popped if p]
+    assert len(keys) == n and keys == sorted(keys)
+    # A scan per pop would compare ~n^2/2 = 2,000,000 times; a heap ~2 n log2 n.
+    assert calls < 30 * n
+
+
 def test_backoff_doubles_from_initial_to_max() -> None:
     queue = SchedulingQueue(lambda a, b: False, initial_backoff_s=1, max_backoff_s=10)
     assert [queue.backoff_s(n) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
