@@ -68,6 +68,9 @@ class NodeInfo:
     non_zero_requested: resources.Resources = dataclasses.field(default_factory=resources.Resources)
     used_ports: list[HostPort] = dataclasses.field(default_factory=list)
     allocatable: resources.Allocatable | None = None
+    # The pods with podAffinity or podAntiAffinity (upstream's PodsWithAffinity): what
+    # InterPodAffinity reads of existing pods when the incoming one has no terms of its own.
+    pods_with_affinity: list[Obj] = dataclasses.field(default_factory=list)
 
     @classmethod
     def of(cls, node: Obj, pods: Iterable[Obj] = ()) -> NodeInfo:
@@ -86,6 +89,8 @@ class NodeInfo:
         self.non_zero_requested.add(resources.pod_requests(pod, non_missing=True))
         self.used_ports.extend(host_ports(pod))
         self.pods.append(pod)
+        if has_pod_affinity(pod):
+            self.pods_with_affinity.append(pod)
 
     def remove_pod(self, pod: Obj) -> bool:
         key = pod_key(pod)
@@ -96,6 +101,7 @@ class NodeInfo:
                 self.non_zero_requested.subtract(resources.pod_requests(existing, non_missing=True))
                 for port in host_ports(existing):
                     self.used_ports.remove(port)
+                self.pods_with_affinity = [p for p in self.pods_with_affinity if pod_key(p) != key]
                 return True
         return False
 
@@ -107,7 +113,14 @@ class NodeInfo:
             non_zero_requested=self.non_zero_requested.copy(),
             used_ports=list(self.used_ports),
             allocatable=self.allocatable,
+            pods_with_affinity=list(self.pods_with_affinity),
         )
+
+
+def has_pod_affinity(pod: Obj) -> bool:
+    """Whether the pod has any podAffinity or podAntiAffinity (required or preferred)."""
+    affinity = (pod.get("spec") or {}).get("affinity") or {}
+    return bool(affinity.get("podAffinity") or affinity.get("podAntiAffinity"))
 
 
 def namespace_label_map(namespaces: Iterable[Obj]) -> dict[str, Mapping[str, str]]:

@@ -149,13 +149,15 @@ class InterPodAffinity:
         affinity_counts: Counter[Pair] = Counter()
         anti_counts: Counter[Pair] = Counter()
         for node in nodes:
-            for other in node.pods:
+            # Only pods with affinity terms can have anti-affinity to this pod.
+            for other in node.pods_with_affinity:
                 for term in terms(other, "podAntiAffinity", required=True):
                     pair = _pair(node, term.topology_key)
                     if pair is not None and term.matches(pod, own_ns_labels):
                         existing[pair] += 1
-                if not affinity and not anti:
-                    continue
+            if not affinity and not anti:
+                continue
+            for other in node.pods:
                 other_ns_labels = _namespace_labels(state, labels.namespace_of(other))
                 # Affinity counts a pod only when it matches every term (then for each term).
                 if affinity and all(t.matches(other, other_ns_labels) for t in affinity):
@@ -214,7 +216,9 @@ class InterPodAffinity:
         for node in all_nodes:
             if not labels.labels_of(node.node):
                 continue
-            for other in node.pods:
+            # Without terms of its own, only existing pods' terms count (upstream's
+            # PodsWithAffinity), and only pods with some affinity have them.
+            for other in node.pods if has_constraints else node.pods_with_affinity:
                 other_ns_labels = _namespace_labels(state, labels.namespace_of(other))
                 for term in preferred:
                     add(term, term.weight, other, other_ns_labels, node)

@@ -81,3 +81,14 @@ def test_node_infos_tells_unknown_and_unreadable_names_apart() -> None:
     assert list(broken) == ["bad"] and unknown == ["gone"]
     cache.set_node(node("bad"))  # fixed by an update
     assert [i.name for i in cache.node_infos(["bad"])[0]] == ["bad"]
+
+
+def test_a_node_info_keeps_its_pods_with_affinity_through_add_remove_and_clone() -> None:
+    anti = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": []}}
+    plain, spread = pod("plain"), pod("anti", affinity=anti)
+    info = NodeInfo.of(node("n1"), [bound(plain, "n1"), bound(spread, "n1")])
+    assert [p["metadata"]["name"] for p in info.pods_with_affinity] == ["anti"]
+    copy = info.clone()
+    assert copy.remove_pod(spread)
+    assert copy.pods_with_affinity == [] and len(copy.pods) == 1
+    assert [p["metadata"]["name"] for p in info.pods_with_affinity] == ["anti"]
