@@ -76,8 +76,8 @@ class KubeSchedulerConfiguration(_Strict):
     apiVersion: Literal["kubescheduler.config.k8s.io/v1", "kubescheduler.config.k8s.io/v1beta3"]
     kind: Literal["KubeSchedulerConfiguration"]
     profiles: list[Profile] = pydantic.Field(default_factory=lambda: [Profile()], min_length=1)
-    # Accepted for compatibility with kube-scheduler's files; the framework core reads none of
-    # them (the standalone scheduler's queue and leader election will).
+    # Accepted for compatibility with kube-scheduler's files; the framework core reads only
+    # percentageOfNodesToScore (the standalone scheduler's queue and leader election the rest).
     parallelism: pydantic.StrictInt = pydantic.Field(16, gt=0)
     percentageOfNodesToScore: pydantic.StrictInt | None = pydantic.Field(None, ge=0, le=100)
     podInitialBackoffSeconds: pydantic.StrictInt = pydantic.Field(1, gt=0)
@@ -151,8 +151,14 @@ def _points_of(plugin: interfaces.Plugin) -> list[str]:
 
 
 def build_profile(
-    profile: Profile, where: str, registry: Registry, defaults: DefaultPlugins
+    profile: Profile,
+    where: str,
+    registry: Registry,
+    defaults: DefaultPlugins,
+    *,
+    percentage_of_nodes_to_score: int | None = None,
 ) -> Framework:
+    """``percentage_of_nodes_to_score``: the configuration's, used where the profile sets none."""
     # Args first: a plugin is one instance per profile, shared by all its points.
     args: dict[str, Mapping[str, Any] | None] = {}
     for i, entry in enumerate(profile.pluginConfig):
@@ -219,7 +225,15 @@ def build_profile(
                 f"{where}.pluginConfig[{_index(profile, name)}].name: plugin {name} is "
                 "configured but not enabled at any point"
             )
-    return Framework(scheduler_name=profile.schedulerName, plugins=plugins, score_weights=weights)
+    percentage = profile.percentageOfNodesToScore
+    return Framework(
+        scheduler_name=profile.schedulerName,
+        plugins=plugins,
+        score_weights=weights,
+        percentage_of_nodes_to_score=(
+            percentage if percentage is not None else percentage_of_nodes_to_score
+        ),
+    )
 
 
 def _index(profile: Profile, name: str) -> int | str:
@@ -254,7 +268,13 @@ def load(data: Mapping[str, Any], registry: Registry, defaults: DefaultPlugins) 
             raise ProfileError(
                 f"{where}.schedulerName: {profile.schedulerName!r} names an earlier profile too"
             )
-        frameworks[profile.schedulerName] = build_profile(profile, where, registry, defaults)
+        frameworks[profile.schedulerName] = build_profile(
+            profile,
+            where,
+            registry,
+            defaults,
+            percentage_of_nodes_to_score=cfg.percentageOfNodesToScore,
+        )
     sorters = {type(f.plugins["queueSort"][0]).__name__ for f in frameworks.values()}
     if len(sorters) > 1:
         raise ProfileError("profiles: every profile must use the same queueSort plugin")

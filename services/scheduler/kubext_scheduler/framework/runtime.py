@@ -48,6 +48,23 @@ def _priority(pod: Pod) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+# kube-scheduler's minFeasibleNodesToFind and minFeasibleNodesPercentageToFind.
+MIN_FEASIBLE_NODES_TO_FIND = 100
+MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND = 5
+
+
+def num_feasible_nodes_to_find(percentage: int | None, num_all_nodes: int) -> int:
+    """kube-scheduler's numFeasibleNodesToFind: how many feasible nodes a cycle looks for
+    before it stops filtering. Unset or 0 is adaptive: 50% less 1% per 125 nodes, at least 5%;
+    never fewer than 100 nodes."""
+    if num_all_nodes < MIN_FEASIBLE_NODES_TO_FIND:
+        return num_all_nodes
+    if not percentage:
+        percentage = max(50 - num_all_nodes // 125, MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND)
+    num_nodes = num_all_nodes * percentage // 100
+    return max(num_nodes, MIN_FEASIBLE_NODES_TO_FIND)
+
+
 def _guard(plugin: str, call: Callable[..., Status | None], *args: object) -> Status | None:
     try:
         return call(*args)
@@ -62,8 +79,13 @@ class Framework:
         scheduler_name: str,
         plugins: Mapping[str, Sequence[interfaces.Plugin]],
         score_weights: Mapping[str, int],
+        percentage_of_nodes_to_score: int | None = None,
     ) -> None:
         self.scheduler_name = scheduler_name
+        self.percentage_of_nodes_to_score = percentage_of_nodes_to_score
+        # Where the next cycle's filtering starts (upstream's nextStartNodeIndex): the nodes
+        # a cycle stops before are the first the next one looks at.
+        self.next_start_node_index = 0
         # Tuples: the bound methods below are resolved from them once.
         self.plugins = {point: tuple(plugins.get(point, ())) for point in interfaces.POINTS}
         self.score_weights = dict(score_weights)
@@ -160,15 +182,25 @@ class Framework:
         return self.run_filter(trial_state, pod, trial)
 
     def find_feasible(
-        self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo]
+        self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo], *, limit: int | None = None
     ) -> tuple[list[NodeInfo], dict[str, Status]]:
+        """Filter from ``next_start_node_index`` round the nodes until ``limit`` feasible ones
+        are found (None: all nodes), and move the start past the nodes looked at."""
         feasible, rejected = [], {}
-        for node in nodes:
+        count = len(nodes)
+        start = self.next_start_node_index % count if count else 0
+        wanted = count if limit is None else limit
+        for i in range(count):
+            node = nodes[(start + i) % count]
             result = self.run_filter_with_nominated_pods(state, pod, node)
             if result.is_success:
                 feasible.append(node)
+                if len(feasible) >= wanted:
+                    break
             else:
                 rejected[node.name] = result
+        if count:
+            self.next_start_node_index = (start + len(feasible) + len(rejected)) % count
         return feasible, rejected
 
     def run_post_filter(
@@ -259,7 +291,9 @@ class Framework:
         if not pre.is_success:
             rejected = {node.name: pre for node in nodes}
             return ScheduleResult(None, len(nodes), [], rejected, status=pre)
-        feasible, rejected = self.find_feasible(state, pod, nodes)
+        limit = num_feasible_nodes_to_find(self.percentage_of_nodes_to_score, len(nodes))
+        feasible, rejected = self.find_feasible(state, pod, nodes, limit=limit)
+        evaluated = len(feasible) + len(rejected)
         if not feasible:
             errors = [s for s in rejected.values() if s.code is Code.ERROR]
             post_result, post = self.run_post_filter(state, pod, rejected)
@@ -274,15 +308,15 @@ class Framework:
             )
         names = [node.name for node in feasible]
         if len(feasible) == 1:
-            return ScheduleResult(names[0], len(nodes), names, rejected)
+            return ScheduleResult(names[0], evaluated, names, rejected)
         pre_score = self.run_pre_score(state, pod, feasible)
         if not pre_score.is_success:
-            return ScheduleResult(None, len(nodes), names, rejected, status=pre_score)
+            return ScheduleResult(None, evaluated, names, rejected, status=pre_score)
         totals, scored = self.run_score(state, pod, feasible)
         if not scored.is_success:
-            return ScheduleResult(None, len(nodes), names, rejected, status=scored)
+            return ScheduleResult(None, evaluated, names, rejected, status=scored)
         return ScheduleResult(
-            select_host(totals, rng or random.Random()), len(nodes), names, rejected, totals
+            select_host(totals, rng or random.Random()), evaluated, names, rejected, totals
         )
 
     # --- binding cycle ----------------------------------------------------------------------

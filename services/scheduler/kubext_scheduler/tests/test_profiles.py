@@ -9,7 +9,10 @@ import pytest
 
 from kubext_scheduler import profiles_file
 from kubext_scheduler.framework import profiles
+from kubext_scheduler.framework.nodeinfo import Snapshot
+from kubext_scheduler.framework.runtime import num_feasible_nodes_to_find
 from kubext_scheduler.plugins import registry
+from kubext_scheduler.tests.objects import node, pod
 
 
 def load(*profile_list: dict[str, Any], api: str = profiles.V1) -> profiles.Loaded:
@@ -283,3 +286,51 @@ def test_the_file_loader_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(profiles.ProfileError, match=rf"^{path}: apiVersion: Input should be"):
         profiles_file.load(str(path))
     assert set(profiles_file.load(None).frameworks) == {"kubext-scheduler"}
+
+
+# --- percentageOfNodesToScore ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("percentage", "nodes", "wanted"),
+    [
+        (None, 50, 50),  # under 100 nodes: all of them
+        (None, 100, 100),
+        (None, 1000, 420),  # adaptive: 50% - 1000/125 = 42%
+        (0, 1000, 420),
+        (None, 5000, 500),  # 10%
+        (None, 10000, 500),  # never under 5%
+        (30, 1000, 300),
+        (1, 1000, 100),  # never under 100 nodes
+        (100, 1000, 1000),
+    ],
+)
+def test_num_feasible_nodes_to_find_is_kube_schedulers(percentage, nodes, wanted) -> None:
+    assert num_feasible_nodes_to_find(percentage, nodes) == wanted
+
+
+def test_percentage_of_nodes_to_score_from_the_profile_else_the_configuration() -> None:
+    data = {
+        "apiVersion": profiles.V1,
+        "kind": "KubeSchedulerConfiguration",
+        "percentageOfNodesToScore": 20,
+        "profiles": [{"schedulerName": "a"}, {"schedulerName": "b", "percentageOfNodesToScore": 7}],
+    }
+    loaded = profiles.load(data, registry.REGISTRY, registry.DEFAULTS)
+    assert loaded.frameworks["a"].percentage_of_nodes_to_score == 20
+    assert loaded.frameworks["b"].percentage_of_nodes_to_score == 7
+    [fw] = load({"schedulerName": "c"}).frameworks.values()
+    assert fw.percentage_of_nodes_to_score is None
+
+
+def test_a_cycle_stops_at_the_feasible_nodes_to_find_and_the_next_starts_after() -> None:
+    [fw] = load({"schedulerName": "s", "percentageOfNodesToScore": 10}).frameworks.values()
+    nodes = [node(f"n{i:03d}") for i in range(300)]
+    snapshot = Snapshot.of(nodes)
+    first = fw.schedule(pod("p1"), snapshot)
+    assert first.feasible == [f"n{i:03d}" for i in range(100)]  # 10% is 30: at least 100
+    assert first.evaluated == 100 and first.node_name in first.feasible
+    second = fw.schedule(pod("p2"), snapshot)
+    assert second.feasible == [f"n{i:03d}" for i in range(100, 200)]
+    third = fw.schedule(pod("p3"), Snapshot.of(nodes[:150]))  # the start wraps round
+    assert third.feasible[:2] == ["n050", "n051"] and len(third.feasible) == 100
