@@ -50,13 +50,20 @@ def test_a_pod_change_rebuilds_only_its_node(builds: list[str]) -> None:
     assert builds == ["n7"]
 
 
-def test_snapshots_are_clones_a_cycle_may_change() -> None:
+def test_snapshots_share_the_built_node_infos_and_a_what_if_clones_one() -> None:
     cache = ClusterCache()
     cache.set_node(node("n1", cpu="2"))
     cache.set_pod(bound(pod("a", containers=[container(cpu="1")]), "n1"))
-    snapshot, _ = cache.snapshot()
-    snapshot.nodes[0].remove_pod(bound(pod("a"), "n1"))
+    first, _ = cache.snapshot()
+    second, _ = cache.snapshot()
+    assert first.nodes[0] is second.nodes[0], "an unchanged node is not copied per cycle"
+    trial = first.nodes[0].clone()  # what preemption and nominated pods do
+    trial.remove_pod(bound(pod("a"), "n1"))
     assert cache.snapshot()[0].nodes[0].requested.milli_cpu == 1000
+    cache.set_pod(bound(pod("b", containers=[container(cpu="500m")]), "n1"))
+    third, _ = cache.snapshot()
+    assert third.nodes[0] is not first.nodes[0] and third.nodes[0].requested.milli_cpu == 1500
+    assert first.nodes[0].requested.milli_cpu == 1000, "an older snapshot's node is unchanged"
 
 
 def test_a_moved_or_deleted_pod_leaves_its_old_node() -> None:
