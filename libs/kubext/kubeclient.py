@@ -17,9 +17,17 @@ def in_cluster() -> bool:
     )
 
 
-def api_client(*, kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
-    """An ApiClient for the in-cluster service account, or ``kubeconfig`` ($KUBECONFIG, ~/.kube/config)."""
+def api_client(
+    *, kubeconfig: str | None = None, context: str | None = None, pool_maxsize: int | None = None
+) -> client.ApiClient:
+    """An ApiClient for the in-cluster service account, or ``kubeconfig`` ($KUBECONFIG, ~/.kube/config).
+
+    ``pool_maxsize``: connections kept open to the API server (the client's default is 5 per
+    CPU); a caller with more requests in flight at once (watches, worker threads) needs that
+    many, or each request beyond it opens, and TLS-handshakes, a new connection."""
     cfg = client.Configuration()
+    if pool_maxsize is not None:
+        cfg.connection_pool_maxsize = pool_maxsize
     try:
         if kubeconfig is None and in_cluster():
             config.load_incluster_config(client_configuration=cfg)

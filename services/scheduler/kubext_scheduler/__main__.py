@@ -45,7 +45,12 @@ def serve(cfg: config.Config) -> int:
         from kubext_scheduler import cluster  # the API client only when the cluster is used
 
         try:
-            api = kubeclient.api_client(kubeconfig=cfg.kubeconfig)
+            # A connection each for the 7 watches, the binding threads (bind, then the Event),
+            # leader election and the extender's binds: with fewer kept open, requests beyond
+            # them opened (and TLS-handshook) a connection each, a third of a binding's time.
+            api = kubeclient.api_client(
+                kubeconfig=cfg.kubeconfig, pool_maxsize=16 + cfg.standalone.bind_workers
+            )
         except kubeclient.KubeConfigError as exc:
             print(f"kubext-scheduler: {exc}", file=sys.stderr)
             return 2

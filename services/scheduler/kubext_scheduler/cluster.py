@@ -143,6 +143,13 @@ class Informer:
                 backoff = min(backoff * 2, 30.0)
 
 
+def _read(response: Any) -> bytes:
+    """The body of a ``_preload_content=False`` response, read to the end: only then does
+    urllib3 put the connection back in the pool (unread, each next request opened, and
+    TLS-handshook, a new one)."""
+    return response.data  # type: ignore[no-any-return]
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -167,8 +174,10 @@ class KubeBinder:
             "target": {"apiVersion": "v1", "kind": "Node", "name": node_name},
         }
         try:
-            self.core.create_namespaced_pod_binding(
-                meta["name"], meta["namespace"], body, _preload_content=False
+            _read(
+                self.core.create_namespaced_pod_binding(
+                    meta["name"], meta["namespace"], body, _preload_content=False
+                )
             )
         except client.ApiException as exc:
             raise BindError(_message(exc)) from None
@@ -193,12 +202,14 @@ class KubeBinder:
             "lastTransitionTime": _now(),
         }
         try:
-            self.core.patch_namespaced_pod_status(
-                meta["name"],
-                meta["namespace"],
-                {"status": {"conditions": [condition]}},
-                _content_type="application/strategic-merge-patch+json",
-                _preload_content=False,
+            _read(
+                self.core.patch_namespaced_pod_status(
+                    meta["name"],
+                    meta["namespace"],
+                    {"status": {"conditions": [condition]}},
+                    _content_type="application/strategic-merge-patch+json",
+                    _preload_content=False,
+                )
             )
         except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             log.warning(
@@ -208,12 +219,14 @@ class KubeBinder:
     def nominate(self, pod: Obj, node_name: str) -> None:
         meta = pod.get("metadata") or {}
         try:
-            self.core.patch_namespaced_pod_status(
-                meta["name"],
-                meta["namespace"],
-                {"status": {"nominatedNodeName": node_name}},
-                _content_type="application/merge-patch+json",
-                _preload_content=False,
+            _read(
+                self.core.patch_namespaced_pod_status(
+                    meta["name"],
+                    meta["namespace"],
+                    {"status": {"nominatedNodeName": node_name}},
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                )
             )
         except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             log.warning(
@@ -231,12 +244,14 @@ class KubeBinder:
             "lastTransitionTime": _now(),
         }
         try:
-            self.core.patch_namespaced_pod_status(
-                name,
-                namespace,
-                {"status": {"conditions": [condition]}},
-                _content_type="application/strategic-merge-patch+json",
-                _preload_content=False,
+            _read(
+                self.core.patch_namespaced_pod_status(
+                    name,
+                    namespace,
+                    {"status": {"conditions": [condition]}},
+                    _content_type="application/strategic-merge-patch+json",
+                    _preload_content=False,
+                )
             )
             uid = (preemptor.get("metadata") or {}).get("uid")
             self._event(
@@ -246,7 +261,7 @@ class KubeBinder:
                 "Preempting",
                 f"Preempted by pod {uid} on node {node_name}",
             )
-            self.core.delete_namespaced_pod(name, namespace, _preload_content=False)
+            _read(self.core.delete_namespaced_pod(name, namespace, _preload_content=False))
         except client.ApiException as exc:
             if exc.status != 404:
                 log.warning("cannot preempt", extra={"pod": name, "error": _message(exc)})
@@ -262,12 +277,14 @@ class KubeBinder:
         try:
             if last is not None and last[1] == message:
                 name, _, count = last
-                self.core.patch_namespaced_event(
-                    name,
-                    namespace,
-                    {"count": count + 1, "lastTimestamp": now},
-                    _content_type="application/merge-patch+json",
-                    _preload_content=False,
+                _read(
+                    self.core.patch_namespaced_event(
+                        name,
+                        namespace,
+                        {"count": count + 1, "lastTimestamp": now},
+                        _content_type="application/merge-patch+json",
+                        _preload_content=False,
+                    )
                 )
                 with self._lock:
                     self._last[uid] = (name, message, count + 1)
@@ -296,7 +313,7 @@ class KubeBinder:
                 "reportingInstance": self.instance,
             }
             created = json.loads(
-                self.core.create_namespaced_event(namespace, body, _preload_content=False).data
+                _read(self.core.create_namespaced_event(namespace, body, _preload_content=False))
             )
             if reason == "FailedScheduling":
                 with self._lock:
