@@ -23,7 +23,7 @@ class StandaloneSettings(config.StrictModel):
     # Schedule the pending pods whose spec.schedulerName names a profile, and bind them.
     enabled: bool = True
     # Threads running binding cycles (the API calls), so that the next cycle need not wait.
-    bind_workers: int = pydantic.Field(8, ge=1, le=256)
+    bind_workers: int = pydantic.Field(16, ge=1, le=256)
 
 
 class LeaderElectionSettings(config.StrictModel):
