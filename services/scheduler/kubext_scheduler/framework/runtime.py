@@ -11,6 +11,7 @@ import dataclasses
 import random
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import cast
 
 from kubext_scheduler.framework import interfaces, resources, status
 from kubext_scheduler.framework.cycle_state import CycleState, StateError
@@ -96,28 +97,52 @@ class Framework:
         for plugin in {id(p): p for ps in self.plugins.values() for p in ps}.values():
             if isinstance(plugin, interfaces.NeedsHandle):
                 plugin.set_handle(self)
+
         # Each point's (name, bound method) pairs, checked above once: a runtime_checkable
         # Protocol's isinstance per call was most of a Filter's time at 1,000 nodes.
         p = self.plugins
-        self._pre_filter = tuple((x.name, x.pre_filter) for x in p["preFilter"])  # type: ignore[attr-defined]
-        self._filter = tuple((x.name, x.filter) for x in p["filter"])  # type: ignore[attr-defined]
-        self._post_filter = tuple((x.name, x.post_filter) for x in p["postFilter"])  # type: ignore[attr-defined]
-        self._pre_score = tuple((x.name, x.pre_score) for x in p["preScore"])  # type: ignore[attr-defined]
+        self._pre_filter = tuple(
+            (x.name, x.pre_filter)
+            for x in cast("tuple[interfaces.PreFilterPlugin, ...]", p["preFilter"])
+        )
+        self._filter = tuple(
+            (x.name, x.filter) for x in cast("tuple[interfaces.FilterPlugin, ...]", p["filter"])
+        )
+        self._post_filter = tuple(
+            (x.name, x.post_filter)
+            for x in cast("tuple[interfaces.PostFilterPlugin, ...]", p["postFilter"])
+        )
+        self._pre_score = tuple(
+            (x.name, x.pre_score)
+            for x in cast("tuple[interfaces.PreScorePlugin, ...]", p["preScore"])
+        )
         self._score = tuple(
             (
                 x.name,
-                x.score,  # type: ignore[attr-defined]
+                x.score,
                 x.normalize_score if isinstance(x, interfaces.ScoreExtensions) else None,
                 self.score_weights.get(x.name, 1),
             )
-            for x in p["score"]
+            for x in cast("tuple[interfaces.ScorePlugin, ...]", p["score"])
         )
-        self._reserve = tuple((x.name, x.reserve, x.unreserve) for x in p["reserve"])  # type: ignore[attr-defined]
-        self._permit = tuple((x.name, x.permit) for x in p["permit"])  # type: ignore[attr-defined]
-        self._pre_bind = tuple((x.name, x.pre_bind) for x in p["preBind"])  # type: ignore[attr-defined]
-        self._bind = tuple((x.name, x.bind) for x in p["bind"])  # type: ignore[attr-defined]
-        self._post_bind = tuple(x.post_bind for x in p["postBind"])  # type: ignore[attr-defined]
-        self._less = p["queueSort"][0].less if len(p["queueSort"]) == 1 else None  # type: ignore[attr-defined]
+        self._reserve = tuple(
+            (x.name, x.reserve, x.unreserve)
+            for x in cast("tuple[interfaces.ReservePlugin, ...]", p["reserve"])
+        )
+        self._permit = tuple(
+            (x.name, x.permit) for x in cast("tuple[interfaces.PermitPlugin, ...]", p["permit"])
+        )
+        self._pre_bind = tuple(
+            (x.name, x.pre_bind) for x in cast("tuple[interfaces.PreBindPlugin, ...]", p["preBind"])
+        )
+        self._bind = tuple(
+            (x.name, x.bind) for x in cast("tuple[interfaces.BindPlugin, ...]", p["bind"])
+        )
+        self._post_bind = tuple(
+            x.post_bind for x in cast("tuple[interfaces.PostBindPlugin, ...]", p["postBind"])
+        )
+        sorters = cast("tuple[interfaces.QueueSortPlugin, ...]", p["queueSort"])
+        self._less = sorters[0].less if len(sorters) == 1 else None
 
     def points_of(self, name: str) -> list[str]:
         return [p for p, ps in self.plugins.items() if any(x.name == name for x in ps)]
@@ -126,7 +151,7 @@ class Framework:
 
     def less(self, a: interfaces.QueuedPodInfo, b: interfaces.QueuedPodInfo) -> bool:
         assert self._less is not None, "a profile has exactly one queueSort plugin"
-        return self._less(a, b)  # type: ignore[no-any-return]
+        return self._less(a, b)
 
     # --- filtering --------------------------------------------------------------------------
 
