@@ -52,8 +52,10 @@ def create_csi_driver(storage: client.StorageV1Api) -> None:
             metadata=client.V1ObjectMeta(name=DRIVER),
             spec=client.V1CSIDriverSpec(
                 attach_required=False,  # no external-attacher: the kubelet stages at once
-                pod_info_on_mount=False,
-                volume_lifecycle_modes=["Persistent"],
+                # The kubelet marks an inline volume (csi.storage.k8s.io/ephemeral) in the
+                # volume context only along with the pod's info.
+                pod_info_on_mount=True,
+                volume_lifecycle_modes=["Persistent", "Ephemeral"],
             ),
         )
     )

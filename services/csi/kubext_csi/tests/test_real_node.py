@@ -4,20 +4,24 @@ What is real: the pinned kubelet's plugin watcher (our registration socket), its
 manager (NodeStage/NodePublish/NodeExpand/NodeGetVolumeStats/NodeUnpublish/NodeUnstage over our
 socket, mount and raw block volumes), its volume stats in /stats/summary, the PV controller
 binding claims, the API server's PersistentVolumeClaimResize admission, containerd/runc putting
-the published path or device into containers. The driver runs as a root host process with
+the published path or device into containers, and an ephemeral inline `csi:` volume of a pod
+(the kubelet calls NodePublishVolume/NodeUnpublishVolume alone: no CreateVolume, no stage). The driver runs as a root host process with
 registration on, one for the whole module (killed and restarted once); the test calls
 CreateVolume as external-provisioner would and does external-resizer's part of an expansion
 (ControllerExpandVolume, the PV's capacity, the claim's resize status), and creates the CSIDriver
-(attachRequired: false: no external-attacher runs). No fake: the rig's kwok node is not used.
+(attachRequired: false: no external-attacher runs; podInfoOnMount and volumeLifecycleModes
+[Persistent, Ephemeral], as the chart's). No fake: the rig's kwok node is not used.
 One kubelet per machine: the real-node file lock."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -46,6 +50,7 @@ NS = "csi-real-node"
 EXPANDABLE = "kubext-csi-real-node"  # a StorageClass of ours with allowVolumeExpansion
 BLOCK_DEVICE = "/dev/kubext-block"  # where the raw block volume appears in the container
 TEXT = "kubext-csi on a real kubelet"
+INLINE_SIZE = 48 << 20  # the inline volume's `size` attribute, 48Mi
 
 
 class Driver:
@@ -93,6 +98,27 @@ class Driver:
 
     def image(self, volume_id: str) -> Path:
         return self.csi_dir / "state" / "volumes" / f"{volume_id}.img"
+
+    @property
+    def ephemeral_dir(self) -> Path:
+        """Where the driver mounts its inline volumes' filesystems (their staging paths)."""
+        return self.csi_dir / "state" / "ephemeral"
+
+    def records(self, volume_id: str) -> dict[str, list[tuple[Any, ...]]]:
+        """The volume's rows in the driver's state (read-only, beside the running driver)."""
+        db = self.csi_dir / "state" / "state.db"
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            return {
+                "volumes": conn.execute(
+                    "SELECT capacity, ephemeral FROM volumes WHERE id = ?", (volume_id,)
+                ).fetchall(),
+                "stages": conn.execute(
+                    "SELECT staging_path FROM stages WHERE volume_id = ?", (volume_id,)
+                ).fetchall(),
+                "publishes": conn.execute(
+                    "SELECT target_path FROM publishes WHERE volume_id = ?", (volume_id,)
+                ).fetchall(),
+            }
 
 
 @dataclasses.dataclass
@@ -324,6 +350,52 @@ def test_driver_restart_while_a_pod_uses_its_volume(env: Env) -> None:
     _delete_volume(env, volume, "restart")
 
 
+def test_ephemeral_inline_volume_lives_as_its_pod(env: Env) -> None:
+    modes = env.storage.read_csi_driver(DRIVER).spec.volume_lifecycle_modes
+    assert modes == ["Persistent", "Ephemeral"], "the kubelet refuses inline volumes without it"
+    log = _run_pod(
+        env, "inline-writer", "", ["write", "/data/inline.txt", TEXT], inline={"size": "48Mi"}
+    )
+    assert log.strip() == "wrote /data/inline.txt"
+    uid = env.core.read_namespaced_pod("inline-writer", NS).metadata.uid
+    # The kubelet names an inline volume itself (makeVolumeHandle: pod uid + volume name).
+    volume_id = "csi-" + hashlib.sha256(f"{uid}data".encode()).hexdigest()
+    target = env.kubelet_dir / "pods" / uid / "volumes" / "kubernetes.io~csi" / "data" / "mount"
+    staging = env.driver.ephemeral_dir / volume_id
+    image = env.driver.image(volume_id)
+
+    assert env.driver.records(volume_id) == {
+        "volumes": [(INLINE_SIZE, 1)],
+        "stages": [(str(staging),)],
+        "publishes": [(str(target),)],
+    }
+    listed = env.controller.ListVolumes(csi_pb2.ListVolumesRequest(), timeout=30)
+    sizes = {e.volume.volume_id: e.volume.capacity_bytes for e in listed.entries}
+    assert sizes.get(volume_id) == INLINE_SIZE, sizes
+    assert image.stat().st_size == INLINE_SIZE
+    assert _loops_of(image), "publishing attached the new image to a loop device"
+    mounts = _our_mounts(env)
+    assert str(staging) in mounts and str(target) in mounts, mounts
+    # The pod's file, as its container sees it and in the driver's own mount of the volume.
+    assert Path(_in_pod(env, "inline-writer", "/data/inline.txt")).read_text() == f"{TEXT}\n"
+    assert (staging / "inline.txt").read_text() == f"{TEXT}\n"
+    fs = os.statvfs(_in_pod(env, "inline-writer", "/data"))
+    # The size attribute, not the 1Gi default; ext4 keeps about 8 MiB of 48 out of df's size.
+    assert 0.75 * INLINE_SIZE < fs.f_blocks * fs.f_frsize <= INLINE_SIZE, fs
+
+    _delete_pod(env, "inline-writer")
+    _wait_cleaned(env, image)
+    assert not image.exists() and not staging.exists() and not target.exists()
+
+    def forgotten() -> bool:
+        return not any(env.driver.records(volume_id).values())
+
+    wait_for("the driver's state forgets the inline volume", forgotten, timeout=30)
+    listed = env.controller.ListVolumes(csi_pb2.ListVolumesRequest(), timeout=30)
+    assert volume_id not in {e.volume.volume_id for e in listed.entries}
+    assert env.driver.logged("deleted ephemeral volume", volume_id) == 1
+
+
 # --- helpers -----------------------------------------------------------------------------------
 
 
@@ -358,17 +430,32 @@ def _delete_volume(env: Env, volume: csi_pb2.Volume, suffix: str) -> None:
     assert not env.driver.image(volume.volume_id).exists()
 
 
-def _run_pod(env: Env, name: str, suffix: str, args: list[str], *, block: bool = False) -> str:
-    """A write-read pod on the real node with the claim at /data (or as BLOCK_DEVICE); its log
-    once Running."""
+def _run_pod(
+    env: Env,
+    name: str,
+    suffix: str,
+    args: list[str],
+    *,
+    block: bool = False,
+    inline: dict[str, str] | None = None,
+) -> str:
+    """A write-read pod on the real node with the claim at /data (or as BLOCK_DEVICE), or with
+    ``inline`` an inline volume of our driver with those attributes at /data; its log once
+    Running."""
     spec = real_node_testing.pod(
         name,
         "write-read",
         args,
         grace_seconds=2,
         restart_policy="Never",
-        claim=None if block else f"claim-{suffix}",
+        claim=None if block or inline is not None else f"claim-{suffix}",
     )
+    if inline is not None:
+        source = client.V1CSIVolumeSource(driver=DRIVER, fs_type="ext4", volume_attributes=inline)
+        spec.spec.volumes = [client.V1Volume(name="data", csi=source)]
+        spec.spec.containers[0].volume_mounts = [
+            client.V1VolumeMount(name="data", mount_path="/data")
+        ]
     if block:
         source = client.V1PersistentVolumeClaimVolumeSource(claim_name=f"claim-{suffix}")
         spec.spec.volumes = [client.V1Volume(name="data", persistent_volume_claim=source)]
@@ -449,13 +536,14 @@ def _kubelet_stats(env: Env, pod_name: str) -> dict[str, int] | None:
 
 def _our_mounts(env: Env) -> list[str]:
     """CSI mount points under the kubelet's dir or the driver's (the loop devices' filesystems,
-    block volumes' bind-mounted devices)."""
+    block volumes' bind-mounted devices, inline volumes' filesystems)."""
     roots = (str(env.kubelet_dir), str(env.driver.csi_dir))
+    inline = f"{env.driver.ephemeral_dir}/"
     points = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         point = line.split()[4].encode().decode("unicode_escape")
         csi = "kubernetes.io~csi" in point or "kubernetes.io/csi" in point
-        if csi and point.startswith(roots):
+        if (csi and point.startswith(roots)) or point.startswith(inline):
             points.append(point)
     return points
 
