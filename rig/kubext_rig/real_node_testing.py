@@ -24,11 +24,14 @@ from pathlib import Path
 from kubernetes import client, config
 
 from kubext_rig import cluster, node, tools
+from kubext_rig.testing import wait_for
 
 OFFSET = 3000  # beside `./kubext up` (0), the test cluster (1000) and the fresh clone (2000)
 SHARED_NODE_TIMEOUT = 60.0  # for the shared cluster's real node to be healthy again
 LOCK = "real-node-test.lock"  # under the cache dir; the bench takes the same one
 TOLERATE = [client.V1Toleration(key=node.TAINT_KEY, operator="Exists", effect="NoSchedule")]
+# On every namespace `namespace` makes: one found while holding `machine_lock` is a dead run's.
+TEST_NAMESPACE_LABEL = "kubext.io/real-node-test"
 
 
 def _quiet(_: str) -> None:
@@ -183,6 +186,38 @@ def _shared_node_healthy(state: Path) -> subprocess.CompletedProcess[str]:
         if time.monotonic() > deadline:
             return subprocess.CompletedProcess(st.args, 1, st.stdout, st.stderr)
         time.sleep(1)
+
+
+@contextlib.contextmanager
+def namespace(core: client.CoreV1Api, stem: str) -> Iterator[str]:
+    """A fresh namespace ``<stem>-<random>`` for a test on the real node (it may be shared),
+    deleted and waited for on the way out: the next test finds none of its pods.
+
+    Hold ``machine_lock``. A run killed outright (Pants cancels and retries a test whose inputs
+    changed, with SIGKILL) never deleted its namespace, and its pods would keep the node's
+    hostPorts, devices and veths: every namespace still labelled as a real-node test's is such a
+    run's and is removed first."""
+    _remove_namespaces(core, label_selector=TEST_NAMESPACE_LABEL)
+    name = f"{stem}-{os.urandom(3).hex()}"
+    meta = client.V1ObjectMeta(name=name, labels={TEST_NAMESPACE_LABEL: stem})
+    core.create_namespace(client.V1Namespace(metadata=meta))
+    try:
+        yield name
+    finally:
+        _remove_namespaces(core, field_selector=f"metadata.name={name}")
+
+
+def _remove_namespaces(core: client.CoreV1Api, **selector: str) -> None:
+    names = {n.metadata.name for n in core.list_namespace(**selector).items}
+    for name in names:
+        with contextlib.suppress(client.ApiException):  # already going
+            core.delete_namespace(name)
+    if names:
+        wait_for(
+            f"namespaces {sorted(names)} gone",
+            lambda: not names & {n.metadata.name for n in core.list_namespace(**selector).items},
+            timeout=120,
+        )
 
 
 def pod(

@@ -100,17 +100,9 @@ def _abandoned_socket(resource: str) -> Path:
 def _check_cluster(real: real_node_testing.RealNode, t0: float, tmp_path: Path) -> None:
     with real.api_client() as api:
         core = client.CoreV1Api(api)
-        ns = f"deviceplugin-{os.urandom(3).hex()}"
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-        try:
+        # Deleted and waited for on the way out: its pods' devices free again.
+        with real_node_testing.namespace(core, "deviceplugin") as ns:
             _check_devices(core, ns, t0)
-        finally:
-            core.delete_namespace(ns)
-            wait_for(
-                f"namespace {ns} gone (its pods' devices free again)",
-                lambda: ns not in {n.metadata.name for n in core.list_namespace().items},
-                timeout=120,
-            )
 
 
 def _check_devices(core: client.CoreV1Api, ns: str, t0: float) -> None:
