@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -142,6 +143,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     log_path = tmp_path_factory.mktemp("csi") / "driver.log"
     with real_node_testing.machine_lock(), real_node_testing.up(STATE) as real:
         driver = Driver(real, log_path)
+        # The driver's state is this module's: `up --fresh` leaves node/csi alone, and a failed
+        # run's volume would answer this run's CreateVolume of the same name.
+        system.release_under(driver.csi_dir)
+        shutil.rmtree(driver.csi_dir / "state", ignore_errors=True)
         try:
             t0 = time.monotonic()
             driver.start()
