@@ -108,7 +108,7 @@ KUBE_SCHEDULER_PLUGINS = frozenset(
 KUBEXT_SCHEDULER_PLUGINS = frozenset(
     "PrioritySort NodeName NodeUnschedulable TaintToleration NodeAffinity NodePorts "
     "NodeResourceFit NodeResourcesBalancedAllocation InterPodAffinity PodTopologySpread "
-    "DefaultPreemption".split()
+    "DefaultPreemption VolumeBinding".split()
 )
 SCHEDULER_CONFIG = "KubeSchedulerConfiguration"
 

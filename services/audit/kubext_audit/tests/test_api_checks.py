@@ -505,11 +505,11 @@ def test_a_kube_scheduler_config_refers_to_plugins_that_exist() -> None:
 
 def test_our_schedulers_config_is_judged_by_our_plugins() -> None:
     ours = scheduler_config({"filter": {"enabled": [{"name": "NodeResourceFit"}]}})
-    kubes = scheduler_config({"filter": {"enabled": [{"name": "VolumeBinding"}]}})
+    kubes = scheduler_config({"filter": {"enabled": [{"name": "ImageLocality"}]}})
     deployment = mounting("ks", "registry.example.org/kubext/scheduler:0.1.0")
     assert ext004(config_map("ks", ours), deployment) == []
     [(_, message)] = ext004(config_map("ks", kubes), deployment)
-    assert message.endswith("VolumeBinding: no such plugin in kubext-scheduler")
+    assert message.endswith("ImageLocality: no such plugin in kubext-scheduler")
     # The real kube-scheduler mounting it: its own plugin names.
     kube_scheduler = mounting("ks", "registry.k8s.io/kube-scheduler:v1.35.4")
     assert ext004(config_map("ks", kubes), kube_scheduler) == []
