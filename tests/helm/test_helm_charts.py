@@ -757,7 +757,7 @@ def test_scheduler_values_set_the_default_profiles_plugins_weights_and_args(
     )
     framework = scheduler_frameworks(changed, tmp_path)["kubext-scheduler"]
     assert framework.score_weights["InterPodAffinity"] == 7
-    assert framework.plugins["postFilter"] == []
+    assert list(framework.plugins["postFilter"]) == []
     [affinity] = [p for p in framework.plugins["filter"] if p.name == "InterPodAffinity"]
     assert affinity.args.hardPodAffinityWeight == 9
     # A bad arg from values stops the service at start, naming the field.
