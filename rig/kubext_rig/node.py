@@ -623,6 +623,11 @@ def start(info: cluster.ClusterInfo, *, ready_timeout: float = 120) -> None:
         cluster.say(f"real node {NODE_NAME} already running")
         return
     stop(root)
+    # The kubelet's image pull records (KubeletEnsureSecretPulledImages) outlive a run: one left
+    # by a pull of an image with the ID of an imported one (a registry copy of echo-loop) made
+    # the kubelet refuse that image to every pod with pullPolicy Never ("not present"). The
+    # images are imported afresh below, so their records start afresh too.
+    shutil.rmtree(_dir(root) / "kubelet" / "image_manager", ignore_errors=True)
     busy = _busy_ports()
     if busy:
         raise cluster.RigError(
