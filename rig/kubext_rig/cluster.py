@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from kubext_rig import pki, tools
@@ -395,9 +395,9 @@ def up(
         if fresh:
             _down_locked(root, wipe=True)
         plan = plan_up(
-            control=status_of_control_plane(root),
+            control=settled(lambda: status_of_control_plane(root)),
             node_enabled=node.enabled(root),
-            node_status=node.status(root),
+            node_status=settled(lambda: node.status(root)),
             real_node=real_node,
             elsewhere=node.taken_elsewhere(root) if real_node else None,
             require_real_node=require_real_node,
@@ -475,6 +475,31 @@ def up(
             node.start(info)
         say(f"cluster up in {time.monotonic() - t0:.1f} s; export KUBECONFIG={info.kubeconfig}")
         return info
+
+
+# A running component that fails its probe gets this long to pass again before `up` restarts
+# the cluster: on 2 busy cores one probe can time out while the component is fine, and the
+# restart takes down what every other test process is using (the real node too).
+PROBE_PATIENCE = 30.0
+
+
+def settled(
+    probe: Callable[[], dict[str, str]],
+    *,
+    patience: float = PROBE_PATIENCE,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, str]:
+    """``probe()`` again until no running component is "unhealthy" or ``patience`` runs out; a
+    "stopped" one is final at once (nothing to wait for)."""
+    deadline = clock() + patience
+    while True:
+        states = probe()
+        if "unhealthy" not in states.values() or "stopped" in states.values():
+            return states
+        if clock() >= deadline:
+            return states
+        sleep(1.0)
 
 
 def status_of_control_plane(root: Path) -> dict[str, str]:

@@ -109,3 +109,51 @@ def test_a_held_real_node_is_gone_without_when_not_required(
     assert claim.read_text() == str(other)
     assert node.prepare_host(mine, required=False) is False  # touches nothing of the host
     assert not (mine / "node").exists()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def probes(*answers: dict[str, str]):  # type: ignore[no-untyped-def]
+    seq = list(answers)
+    calls: list[int] = []
+
+    def probe() -> dict[str, str]:
+        calls.append(1)
+        return seq.pop(0) if len(seq) > 1 else seq[0]
+
+    return probe, calls
+
+
+def test_a_probe_that_fails_once_does_not_make_up_restart_a_running_cluster() -> None:
+    # The restart's `down` would take the real node and every test's cluster with it.
+    clock = FakeClock()
+    probe, calls = probes({"etcd": "healthy", "kube-apiserver": "unhealthy"}, HEALTHY)
+    states = cluster.settled(probe, clock=clock, sleep=clock.sleep)
+    assert states == HEALTHY
+    assert len(calls) == 2
+    assert plan(control=states, real_node=False).reuse
+
+
+def test_a_component_that_stays_unhealthy_is_reported_after_the_patience() -> None:
+    clock = FakeClock()
+    sick = {"etcd": "healthy", "kube-apiserver": "unhealthy"}
+    probe, calls = probes(sick)
+    assert cluster.settled(probe, patience=10, clock=clock, sleep=clock.sleep) == sick
+    assert 10 <= clock.now <= 11 and len(calls) == 11
+    assert plan(control=sick, real_node=False).restart
+
+
+def test_a_stopped_component_is_final_at_once() -> None:
+    clock = FakeClock()
+    probe, calls = probes({"etcd": "stopped", "kube-apiserver": "unhealthy"}, HEALTHY)
+    assert cluster.settled(probe, clock=clock, sleep=clock.sleep)["etcd"] == "stopped"
+    assert len(calls) == 1 and clock.now == 0
