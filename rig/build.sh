@@ -154,6 +154,12 @@ build_registry() {
     "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
 }
 
+# kubext-bridge's compiled launcher (standard library only), keyed by the hash
+# kubext_cni.golauncher.source_hash computes (go.mod, then the *.go files).
+cni_launcher_src=$here/../services/cni/kubext_cni/golauncher
+cni_launcher_hash() { cat "$cni_launcher_src/go.mod" "$cni_launcher_src"/*.go | sha256sum | cut -c1-12; }
+build_cni_launcher() { (cd "$cni_launcher_src" && GOPROXY=off go build -trimpath -ldflags "-s -w" -o "$OUTDIR/kubext-bridge" .); }
+
 build_cni_plugins() {
   local p m=github.com/containernetworking/plugins/plugins
   GOBIN=$OUTDIR go install -trimpath -ldflags "-s -w" \
@@ -175,6 +181,7 @@ for c in "${want[@]}"; do
     helm) step helm "$cache/bin/helm-$HELM_VERSION" helm -- build_helm ;;
     csi-sanity) step csi-sanity "$cache/bin/csi-test-$CSI_TEST_VERSION" csi-sanity -- build_csi_sanity ;;
     cnitool) step cnitool "$cache/bin/cni-$CNI_VERSION" cnitool -- build_cnitool ;;
+    cni-launcher) step cni-launcher "$cache/bin/cni-launcher-$(cni_launcher_hash)" kubext-bridge -- build_cni_launcher ;;
     cni-plugins) step cni-plugins "$cache/bin/cni-plugins-$CNI_PLUGINS_VERSION" bridge host-local portmap loopback -- build_cni_plugins ;;
     registry) step registry "$cache/bin/registry-$REGISTRY_VERSION" registry -- build_registry ;;
     # podman's config and the services' base image (cached by its inputs; rig/images-base.sh).

@@ -29,6 +29,7 @@ def serve(cfg: config.Config) -> int:
                 python=cfg.plugin_python,
                 socket_path=cfg.socket_path,
                 standalone=cfg.standalone_fallback,
+                compiled=install.pick_launcher(cfg.launcher, standalone=cfg.standalone_fallback),
             )
             log.info("launcher installed", extra={"path": path})
         server = health.HealthServer(

@@ -16,3 +16,6 @@ class Config(cli.ServiceConfig):
     plugin_python: str = "/usr/bin/python3"
     # Bake this process's sys.path into the launcher so it can run without the daemon.
     standalone_fallback: bool = False
+    # Which launcher to install: auto (the compiled Go one when found: the image ships it at
+    # /app/kubext-bridge-launcher; not with standalone_fallback), python, or a compiled one's path.
+    launcher: str = "auto"

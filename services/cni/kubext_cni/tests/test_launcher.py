@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from kubext_cni import daemon, install, plugin, shim
+from kubext_cni import daemon, golauncher, install, plugin, shim
 from kubext_cni.core import errors, versions
+
+LAUNCHERS = ["python", "compiled"]
 
 
 class Recorder:
@@ -29,6 +31,20 @@ def server(tmp_path: Path) -> Iterator[tuple[daemon.PluginServer, Recorder]]:
     srv = daemon.PluginServer(str(tmp_path / "run" / "plugin.sock"), handler=recorder).start()
     yield srv, recorder
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def compiled_launcher() -> str:
+    built = golauncher.build()
+    if built is None:
+        pytest.skip("no Go toolchain to build the compiled launcher")
+    return built
+
+
+def _install(kind: str, request: pytest.FixtureRequest, bin_dir: str, **kwargs: object) -> str:
+    """Install the launcher of ``kind`` (python or compiled) with install's own arguments."""
+    compiled = request.getfixturevalue("compiled_launcher") if kind == "compiled" else None
+    return install.install(bin_dir, compiled=compiled, **kwargs)  # type: ignore[arg-type]
 
 
 def _launch(binary: str, stdin: bytes, **env: str) -> subprocess.CompletedProcess[bytes]:
@@ -57,13 +73,17 @@ def test_the_launchers_codes_are_the_plugins() -> None:
     assert list(versions.SUPPORTED) == shim.SUPPORTED
 
 
+@pytest.mark.parametrize("kind", LAUNCHERS)
 def test_calls_pass_through_the_daemon_byte_for_byte(
-    server: tuple[daemon.PluginServer, Recorder], tmp_path: Path
+    server: tuple[daemon.PluginServer, Recorder],
+    tmp_path: Path,
+    kind: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     srv, recorder = server
     assert srv.ready()
     assert oct(os.stat(srv.socket_path).st_mode & 0o777) == "0o600"
-    binary = install.install(str(tmp_path / "bin"), socket_path=srv.socket_path)
+    binary = _install(kind, request, str(tmp_path / "bin"), socket_path=srv.socket_path)
     proc = _launch(binary, b"\x00\xff{}", CNI_COMMAND="ADD", CNI_IFNAME="eth0")
     assert (proc.returncode, proc.stdout, proc.stderr) == (3, b"out\xff\n", b"err line\n")
     env, stdin = recorder.calls[0]
@@ -71,8 +91,11 @@ def test_calls_pass_through_the_daemon_byte_for_byte(
     assert (env["CNI_COMMAND"], env["CNI_IFNAME"]) == ("ADD", "eth0")
 
 
-def test_version_is_answered_without_any_daemon(tmp_path: Path) -> None:
-    binary = install.install(str(tmp_path / "bin"), socket_path=str(tmp_path / "none.sock"))
+@pytest.mark.parametrize("kind", LAUNCHERS)
+def test_version_is_answered_without_any_daemon(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    binary = _install(kind, request, str(tmp_path / "bin"), socket_path=str(tmp_path / "n.sock"))
     proc = _launch(binary, b'{"cniVersion": "0.4.0"}', CNI_COMMAND="VERSION")
     assert proc.returncode == 0
     assert json.loads(proc.stdout) == {
@@ -81,12 +104,53 @@ def test_version_is_answered_without_any_daemon(tmp_path: Path) -> None:
     }
 
 
-def test_no_daemon_is_try_again_later_unless_standalone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", LAUNCHERS)
+def test_no_daemon_is_try_again_later(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
     missing = str(tmp_path / "none.sock")
-    deployed = install.install(str(tmp_path / "a"), socket_path=missing)
+    deployed = _install(kind, request, str(tmp_path / "a"), socket_path=missing)
     proc = _launch(deployed, b"{}", CNI_COMMAND="STATUS")
     assert proc.returncode == 1
-    assert json.loads(proc.stdout)["code"] == errors.TRY_AGAIN_LATER
+    body = json.loads(proc.stdout)
+    assert (body["code"], body["msg"]) == (
+        errors.TRY_AGAIN_LATER,
+        "kubext-cni daemon not reachable",
+    )
+    assert body["details"] == f"no daemon at {missing}"
+
+
+def test_a_daemon_that_dies_mid_call_is_try_again_later(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    import socket as socketlib
+    import threading
+
+    path = str(tmp_path / "half.sock")
+    listener = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(4)
+
+    def hang_up() -> None:
+        for _ in LAUNCHERS:
+            conn, _ = listener.accept()
+            daemon.read_frame(conn)
+            conn.close()  # no reply
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        for kind in LAUNCHERS:
+            binary = _install(kind, request, str(tmp_path / kind), socket_path=path)
+            proc = _launch(binary, b"{}", CNI_COMMAND="ADD")
+            body = json.loads(proc.stdout)
+            assert (proc.returncode, body["code"]) == (1, errors.TRY_AGAIN_LATER), kind
+            assert body["msg"] == "kubext-cni daemon failed", kind
+    finally:
+        listener.close()
+
+
+def test_standalone_runs_in_process_without_a_daemon(tmp_path: Path) -> None:
+    missing = str(tmp_path / "none.sock")
 
     dev = install.install(str(tmp_path / "b"), socket_path=missing, standalone=True)
     proc = _launch(dev, b"{}", CNI_COMMAND="STATUS")  # in-process: CNI_PATH is missing
@@ -95,14 +159,21 @@ def test_no_daemon_is_try_again_later_unless_standalone(tmp_path: Path) -> None:
     assert body["msg"] == "required env variables [CNI_PATH] missing"
 
 
+@pytest.mark.parametrize("kind", LAUNCHERS)
 def test_a_daemon_in_another_netns_is_not_used(
-    server: tuple[daemon.PluginServer, Recorder], tmp_path: Path
+    server: tuple[daemon.PluginServer, Recorder],
+    tmp_path: Path,
+    kind: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     srv, recorder = server
     srv.own_netns = (0, 0)  # as if the daemon ran without hostNetwork
-    deployed = install.install(str(tmp_path / "a"), socket_path=srv.socket_path)
+    deployed = _install(kind, request, str(tmp_path / "a"), socket_path=srv.socket_path)
     proc = _launch(deployed, b"{}", CNI_COMMAND="STATUS")
     assert json.loads(proc.stdout)["code"] == errors.DAEMON_UNUSABLE
+    if kind == "compiled":
+        assert recorder.calls == []
+        return
     dev = install.install(str(tmp_path / "b"), socket_path=srv.socket_path, standalone=True)
     proc = _launch(dev, b"{}", CNI_COMMAND="STATUS")
     assert json.loads(proc.stdout)["code"] == errors.INVALID_ENV  # ran in-process instead
@@ -140,4 +211,45 @@ def test_install_replaces_atomically(tmp_path: Path) -> None:
     assert first == second
     assert "SOCKET = '/two.sock'" in Path(second).read_text()
     assert os.access(second, os.X_OK)
+    assert os.listdir(tmp_path) == ["kubext-bridge"]
+
+
+def test_the_compiled_launcher_speaks_the_same_protocol(compiled_launcher: str) -> None:
+    source = (golauncher.SOURCE_DIR / "main.go").read_text()
+    assert f'magic           = "{shim.MAGIC.decode()}"' in source
+    assert f"tryAgainLater   = {errors.TRY_AGAIN_LATER} " in source
+    assert f"daemonUnusable  = {errors.DAEMON_UNUSABLE} " in source
+    supported = ", ".join(f'"{v}"' for v in versions.SUPPORTED)
+    assert f"var supported = []string{{{supported}}}" in source
+
+
+def test_the_compiled_launcher_gets_the_socket_path_patched_in(
+    compiled_launcher: str, tmp_path: Path
+) -> None:
+    binary = Path(compiled_launcher).read_bytes()
+    patched = golauncher.patched(binary, "/x/y.sock")
+    assert len(patched) == len(binary) and patched != binary
+    assert b"KXSOCK1:/x/y.sock\x00" in patched
+    assert golauncher.patched(patched, "/z.sock") == golauncher.patched(binary, "/z.sock")
+    with pytest.raises(ValueError):
+        golauncher.patched(binary, "/" + "a" * golauncher.FIELD_SIZE)
+    with pytest.raises(ValueError):
+        golauncher.patched(b"not a launcher", "/x.sock")
+    with pytest.raises(ValueError):
+        install.install(str(tmp_path), compiled=compiled_launcher, standalone=True)
+
+
+def test_install_picks_the_compiled_launcher_unless_told_otherwise(
+    compiled_launcher: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBEXT_CNI_LAUNCHER", compiled_launcher)
+    assert install.pick_launcher("auto", standalone=False) == compiled_launcher
+    assert install.pick_launcher("auto", standalone=True) is None
+    assert install.pick_launcher("python", standalone=False) is None
+    assert install.pick_launcher("/p/l", standalone=False) == "/p/l"
+    assert install.main(["--bin-dir", str(tmp_path), "--socket", "/s.sock"]) == 0
+    assert Path(tmp_path / "kubext-bridge").read_bytes()[:4] == b"\x7fELF"
+    assert os.access(tmp_path / "kubext-bridge", os.X_OK)
+    assert install.main(["--bin-dir", str(tmp_path), "--launcher", "python"]) == 0
+    assert Path(tmp_path / "kubext-bridge").read_bytes()[:2] == b"#!"
     assert os.listdir(tmp_path) == ["kubext-bridge"]

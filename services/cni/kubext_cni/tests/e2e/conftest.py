@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from kubext_cni import install, locks
+from kubext_cni import golauncher, install, locks
 from kubext_cni.tests.e2e import harness
 from kubext_cni.tests.e2e.harness import Netns, Network, Plugin
 
@@ -107,9 +107,10 @@ def daemon_socket(node: Netns, tmp_path_factory: pytest.TempPathFactory) -> Iter
 def ours(
     node: Netns, daemon_socket: str, reference_dir: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Plugin:
-    """kubext-bridge through its launcher and the daemon (the fast, deployed path)."""
+    """kubext-bridge through its launcher and the daemon (the fast, deployed path): the
+    compiled launcher where Go can build it, as deployed; else the Python one."""
     bin_dir = str(tmp_path_factory.mktemp("bin"))
-    binary = install.install(bin_dir, socket_path=daemon_socket)
+    binary = install.install(bin_dir, socket_path=daemon_socket, compiled=golauncher.build())
     return Plugin("kubext", binary, f"{bin_dir}:{reference_dir}", node)
 
 

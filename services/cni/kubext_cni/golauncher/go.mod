@@ -1,0 +1,3 @@
+module kubext/cni-launcher
+
+go 1.22
