@@ -169,12 +169,17 @@ class Framework:
     def run_filter(self, state: CycleState, pod: Pod, node: NodeInfo) -> Status:
         """The first plugin that rejects the node decides, as in kube-scheduler."""
         skip = state.skip_filter
-        for name, filter_ in self._filter:
-            if name in skip:
-                continue
-            result = _guard(name, filter_, state, pod, node)
-            if result is not None and not result.is_success:
-                return result.with_plugin(name)
+        name = ""
+        # One try round the loop, not a _guard call per plugin per node (the hot loop).
+        try:
+            for name, filter_ in self._filter:
+                if name in skip:
+                    continue
+                result = filter_(state, pod, node)
+                if result is not None and result.code is not Code.SUCCESS:
+                    return result.with_plugin(name)
+        except (resources.InvalidObject, StateError) as exc:
+            return status.error(f"{name}: {exc}").with_plugin(name)
         return status.SUCCESS
 
     def run_filter_with_nominated_pods(self, state: CycleState, pod: Pod, node: NodeInfo) -> Status:
@@ -187,12 +192,11 @@ class Framework:
         snapshot = state.snapshot
         if not result.is_success or snapshot is None:
             return result
+        candidates = snapshot.nominated.get(node.name)
+        if not candidates:
+            return result
         own, rank = pod_key(pod), _priority(pod)
-        nominated = [
-            p
-            for p in snapshot.nominated.get(node.name, ())
-            if _priority(p) >= rank and pod_key(p) != own
-        ]
+        nominated = [p for p in candidates if _priority(p) >= rank and pod_key(p) != own]
         if not nominated:
             return result
         trial = node.clone()
@@ -261,32 +265,36 @@ class Framework:
         self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo]
     ) -> tuple[dict[str, int], Status]:
         """Weighted totals per node: each plugin's scores normalised to 0..100, times its weight."""
-        totals = {node.name: 0 for node in nodes}
+        names = [node.name for node in nodes]
+        totals = dict.fromkeys(names, 0)
         for name, score, normalize_score, weight in self._score:
             if name in state.skip_score:
                 continue
-            scores = []
-            for node in nodes:
-                try:
+            values = []
+            try:
+                for node in nodes:
                     value, result = score(state, pod, node)
-                except (resources.InvalidObject, StateError) as exc:
-                    return {}, status.error(f"{name}: {exc}").with_plugin(name)
-                if not status.ok(result):
-                    assert result is not None
-                    return {}, result.with_plugin(name)
-                scores.append(NodeScore(node.name, value))
+                    if result is not None and result.code is not Code.SUCCESS:
+                        return {}, result.with_plugin(name)
+                    values.append(value)
+            except (resources.InvalidObject, StateError) as exc:
+                return {}, status.error(f"{name}: {exc}").with_plugin(name)
             if normalize_score is not None:
+                scores = [NodeScore(n.name, v) for n, v in zip(nodes, values, strict=True)]
                 result = normalize_score(state, pod, scores)
                 if not status.ok(result):
                     assert result is not None
                     return {}, result.with_plugin(name)
-            for s in scores:
-                if not interfaces.MIN_NODE_SCORE <= s.score <= interfaces.MAX_NODE_SCORE:
+                named = [(s.name, s.score) for s in scores]
+            else:  # no NodeScore objects to build when nothing normalises them
+                named = list(zip(names, values, strict=True))
+            for node_name, value in named:
+                if not interfaces.MIN_NODE_SCORE <= value <= interfaces.MAX_NODE_SCORE:
                     raise ScoreRangeError(
-                        f"plugin {name} scored node {s.name} {s.score}, outside "
+                        f"plugin {name} scored node {node_name} {value}, outside "
                         f"[{interfaces.MIN_NODE_SCORE}, {interfaces.MAX_NODE_SCORE}]"
                     )
-                totals[s.name] += s.score * weight
+                totals[node_name] += value * weight
         return totals, status.SUCCESS
 
     def max_total_score(self, *, skipped: Collection[str] = ()) -> int:

@@ -17,7 +17,6 @@ from kubext_scheduler.framework.nodeinfo import NodeInfo
 from kubext_scheduler.framework.status import Status
 
 NAME = "NodeResourcesBalancedAllocation"
-_RESOURCES = (resources.CPU, resources.MEMORY)
 _STATE_KEY = cycle_state.key("PreScore", NAME)
 
 
@@ -55,8 +54,9 @@ class BalancedAllocation:
             saved = _PreScoreState(resources.pod_requests(pod))
             state.write(_STATE_KEY, saved)
         request = saved.request
-        requested = [node.requested.get(r) + request.get(r) for r in _RESOURCES]
-        allocatable = [node.allocatable.resources.get(r) for r in _RESOURCES]
+        used, alloc = node.requested, node.allocatable.resources
+        requested = [used.milli_cpu + request.milli_cpu, used.memory + request.memory]
+        allocatable = [alloc.milli_cpu, alloc.memory]
         return balanced_score(requested, allocatable), None
 
 

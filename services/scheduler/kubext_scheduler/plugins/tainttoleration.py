@@ -34,12 +34,13 @@ def tolerates(toleration: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
 
 
 def _tolerations(pod: Pod) -> list[Mapping[str, Any]]:
-    return [t for t in (pod.get("spec") or {}).get("tolerations") or [] if isinstance(t, Mapping)]
+    raw = (pod.get("spec") or {}).get("tolerations")
+    return [t for t in raw if isinstance(t, Mapping)] if raw else []
 
 
 def taints(node: NodeInfo) -> list[Mapping[str, Any]]:
-    spec = node.node.get("spec") or {}
-    return [t for t in spec.get("taints") or [] if isinstance(t, Mapping)]
+    raw = (node.node.get("spec") or {}).get("taints")
+    return [t for t in raw if isinstance(t, Mapping)] if raw else []
 
 
 def untolerated(
