@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from kubext_rig import cluster, stack, tools
+from kubext_rig import cluster, images, stack, tools
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     p_build = sub.add_parser("build", help="build the pinned upstream binaries (cached)")
     p_build.add_argument("components", nargs="*")
     sub.add_parser("kubeconfig", help="print the admin kubeconfig path")
+    p_images = sub.add_parser("images", help="the services' images and the real node's registry")
+    images_sub = p_images.add_subparsers(dest="images_cmd", required=True)
+    p_push = images_sub.add_parser(
+        "push", help="push the images ./pants package built to this cluster's registry"
+    )
+    p_push.add_argument("services", nargs="*", help=f"default: all ({', '.join(images.SERVICES)})")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "up":
@@ -72,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             tools.ensure_built(args.components)
         elif args.cmd == "kubeconfig":
             print(cluster.ClusterInfo(cluster.state_dir()).kubeconfig)
+        elif args.cmd == "images":
+            registry = images.registry_for(cluster.PORT_OFFSET)
+            images.push(args.services, registry=registry, say=lambda line: print(line, flush=True))
     except (cluster.RigError, FileNotFoundError) as exc:
         print(f"kubext-rig: {exc}", file=sys.stderr)
         return 1
