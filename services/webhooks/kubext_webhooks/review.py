@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 ADMISSION_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 CONVERSION_VERSIONS = ("apiextensions.k8s.io/v1",)
 JSON_TYPES = ("application/json",)
@@ -87,10 +89,31 @@ def check_content_type(content_type: str | None) -> None:
         raise BadRequest(415, f"unsupported Content-Type {shown!r}, expected application/json")
 
 
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGIT_RUN = b"0" * 19  # -9223372036854775809 is the shortest integer orjson misreads
+
+
 def decode_json(body: bytes) -> dict[str, Any]:
     """Parse a review body; must be a non-empty JSON object."""
     if not body or not body.strip():
         raise BadRequest(400, "empty request body, expected a JSON review")
+    # orjson: a third of the stdlib's time on a 5 KB pod. It is stricter (no NaN, no lone
+    # surrogates, at most 1024 levels), so whatever it refuses goes the stdlib's way: the same
+    # values accepted and the same messages as before. It reads integers past 64 bits as
+    # floats, so a body with a 19-digit run (where those start) goes the stdlib's way too.
+    if _LONG_DIGIT_RUN in body.translate(_DIGITS_TO_ZERO):
+        data = _stdlib_decode(body)
+    else:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = _stdlib_decode(body)
+    if not isinstance(data, dict):
+        raise BadRequest(400, f"request body must be a JSON object, got {_json_type(data)}")
+    return data
+
+
+def _stdlib_decode(body: bytes) -> Any:
     try:
         # RFC 8259: JSON between systems is UTF-8; json.loads(bytes) would guess UTF-16/32 too.
         data = json.loads(body.decode("utf-8"))
@@ -103,9 +126,16 @@ def decode_json(body: bytes) -> dict[str, Any]:
         ) from None
     except RecursionError:
         raise BadRequest(400, "request body nests too deeply") from None
-    if not isinstance(data, dict):
-        raise BadRequest(400, f"request body must be a JSON object, got {_json_type(data)}")
     return data
+
+
+def encode_json(value: Any) -> bytes:
+    """Compact JSON bytes: orjson, or the stdlib for what orjson refuses (integers past 64
+    bits, which a review parsed by the stdlib may carry into a patch or a converted object)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _json_type(value: Any) -> str:
@@ -200,11 +230,11 @@ def _encode_admission(api_version: str, uid: str, decision: Decision) -> bytes:
     if decision.audit_annotations:
         response["auditAnnotations"] = decision.audit_annotations
     if decision.allowed and decision.patch:
-        raw = json.dumps(decision.patch, separators=(",", ":")).encode()
+        raw = encode_json(decision.patch)
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(raw).decode("ascii")
     review = {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}
-    return json.dumps(review, separators=(",", ":")).encode()
+    return encode_json(review)
 
 
 @dataclass(frozen=True)
@@ -251,7 +281,7 @@ def _encode_conversion(
         response["convertedObjects"] = converted or []
         response["result"] = {"status": "Success"}
     review = {"apiVersion": api_version, "kind": "ConversionReview", "response": response}
-    return json.dumps(review, separators=(",", ":")).encode()
+    return encode_json(review)
 
 
 def request_uid(data: Any) -> str | None:

@@ -264,6 +264,47 @@ def test_conversion_endpoint() -> None:
     assert code == 400 and "desiredAPIVersion must be a non-empty string" in answer["message"]
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(2**70, id="past-64-bits"),
+        pytest.param(-(2**63) - 1, id="below-int64"),
+        pytest.param(18446744073709551615, id="uint64-max"),
+        pytest.param("\ud800 lone surrogate", id="lone-surrogate"),
+    ],
+)
+def test_json_the_fast_parser_refuses_or_misreads_travels_unchanged(value: Any) -> None:
+    """orjson reads integers past 64 bits as floats and refuses lone surrogates (the stdlib
+    takes both): such a review must be answered exactly as the stdlib reads it."""
+    application, _ = make_app()
+    beta = {
+        "apiVersion": conversion.V1BETA1,
+        "kind": "Database",
+        "metadata": {"name": "a", "labels": {"odd": value} if isinstance(value, str) else {}},
+        "spec": {"engine": "mysql", "version": "8.0.1", "storageSize": "1Gi"},
+        "status": {"observed": value, "nested": [{"n": value}]},
+    }
+    review = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "ConversionReview",
+        "request": {"uid": "c1", "desiredAPIVersion": conversion.V1, "objects": [beta]},
+    }
+    code, answer = post(application, "/convert", json.dumps(review).encode())
+    assert code == 200 and answer["response"]["result"] == {"status": "Success"}
+    converted = answer["response"]["convertedObjects"][0]
+    assert converted["status"] == beta["status"]
+    assert type(converted["status"]["observed"]) is type(value)
+    assert converted["metadata"].get("labels") == beta["metadata"]["labels"]
+
+
+def test_nan_the_fast_parser_refuses_is_read_as_before() -> None:
+    body = REVIEW.replace(b'"apiVersion": "v1"', b'"apiVersion": "v1", "x-extra": NaN', 1)
+    assert b"NaN" in body
+    for path in ("/validate/pods", "/mutate/pods"):
+        code, answer = post(make_app()[0], path, body)
+        assert code == 200 and answer["response"]["allowed"] is True
+
+
 def test_metrics_count_by_webhook_code_and_decision() -> None:
     application, ctx = make_app()
     bad = pods.compliant_pod()
