@@ -104,6 +104,14 @@ class ScorePlugin(Plugin, Protocol):
 
 
 @runtime_checkable
+class ScoresNodes(Protocol):
+    """A Score plugin that also scores many nodes in one call, each exactly as ``score`` would
+    (and never fails per node): the runtime then makes one call per cycle, not one per node."""
+
+    def score_nodes(self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo]) -> list[int]: ...
+
+
+@runtime_checkable
 class ScoreExtensions(Protocol):
     """A Score plugin that rescales its raw scores to 0..MAX_NODE_SCORE (in place)."""
 

@@ -120,6 +120,7 @@ class Framework:
             (
                 x.name,
                 x.score,
+                x.score_nodes if isinstance(x, interfaces.ScoresNodes) else None,
                 x.normalize_score if isinstance(x, interfaces.ScoreExtensions) else None,
                 self.score_weights.get(x.name, 1),
             )
@@ -267,16 +268,19 @@ class Framework:
         """Weighted totals per node: each plugin's scores normalised to 0..100, times its weight."""
         names = [node.name for node in nodes]
         totals = dict.fromkeys(names, 0)
-        for name, score, normalize_score, weight in self._score:
+        for name, score, score_nodes, normalize_score, weight in self._score:
             if name in state.skip_score:
                 continue
             values = []
             try:
-                for node in nodes:
-                    value, result = score(state, pod, node)
-                    if result is not None and result.code is not Code.SUCCESS:
-                        return {}, result.with_plugin(name)
-                    values.append(value)
+                if score_nodes is not None:
+                    values = score_nodes(state, pod, nodes)
+                else:
+                    for node in nodes:
+                        value, result = score(state, pod, node)
+                        if result is not None and result.code is not Code.SUCCESS:
+                            return {}, result.with_plugin(name)
+                        values.append(value)
             except (resources.InvalidObject, StateError) as exc:
                 return {}, status.error(f"{name}: {exc}").with_plugin(name)
             if normalize_score is not None:

@@ -48,16 +48,24 @@ class BalancedAllocation:
         return status.SKIP if not (request.milli_cpu or request.memory) else None
 
     def score(self, state: CycleState, pod: Pod, node: NodeInfo) -> tuple[int, Status | None]:
-        assert node.allocatable is not None
+        return self.score_nodes(state, pod, (node,))[0], None
+
+    def score_nodes(self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo]) -> list[int]:
         saved = state.get(_STATE_KEY, _PreScoreState)
         if saved is None:  # Score enabled without PreScore: compute it once here
             saved = _PreScoreState(resources.pod_requests(pod))
             state.write(_STATE_KEY, saved)
-        request = saved.request
-        used, alloc = node.requested, node.allocatable.resources
-        requested = [used.milli_cpu + request.milli_cpu, used.memory + request.memory]
-        allocatable = [alloc.milli_cpu, alloc.memory]
-        return balanced_score(requested, allocatable), None
+        cpu, memory = saved.request.milli_cpu, saved.request.memory
+        out = []
+        for node in nodes:
+            assert node.allocatable is not None
+            used, alloc = node.requested, node.allocatable.resources
+            out.append(
+                balanced_score(
+                    (used.milli_cpu + cpu, used.memory + memory), (alloc.milli_cpu, alloc.memory)
+                )
+            )
+        return out
 
 
 def new(args: None) -> BalancedAllocation:

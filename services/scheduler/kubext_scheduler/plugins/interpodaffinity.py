@@ -214,11 +214,12 @@ class InterPodAffinity:
         hard = self.args.hardPodAffinityWeight
         use_existing_preferred = not self.args.ignorePreferredTermsOfExistingPods
         for node in all_nodes:
-            if not labels.labels_of(node.node):
-                continue
             # Without terms of its own, only existing pods' terms count (upstream's
             # PodsWithAffinity), and only pods with some affinity have them.
-            for other in node.pods if has_constraints else node.pods_with_affinity:
+            others = node.pods if has_constraints else node.pods_with_affinity
+            if not others or not labels.labels_of(node.node):
+                continue
+            for other in others:
                 other_ns_labels = _namespace_labels(state, labels.namespace_of(other))
                 for term in preferred:
                     add(term, term.weight, other, other_ns_labels, node)

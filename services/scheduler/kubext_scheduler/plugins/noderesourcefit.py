@@ -140,30 +140,36 @@ class NodeResourceFit:
         return status.unschedulable(*(m.reason for m in missing)) if missing else None
 
     def score(self, state: CycleState, pod: Pod, node: NodeInfo) -> tuple[int, Status | None]:
-        assert node.allocatable is not None
+        return self.score_nodes(state, pod, (node,))[0], None
+
+    def score_nodes(self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo]) -> list[int]:
         # Once per cycle, not per node (upstream's preScoreState).
         saved = state.get(_SCORE_KEY, _ScoreState)
         if saved is None:
             saved = _ScoreState(resources.pod_requests(pod, non_missing=True))
             state.write(_SCORE_KEY, saved)
         pod_request = saved.request
-        alloc, non_zero = node.allocatable.resources, node.non_zero_requested
         cpu_weight, memory_weight, storage_weight = self.args.weights()
-        score_sum = weight_sum = 0
-        for weight, capacity, requested in (
-            (cpu_weight, alloc.milli_cpu, non_zero.milli_cpu + pod_request.milli_cpu),
-            (memory_weight, alloc.memory, non_zero.memory + pod_request.memory),
-            (
-                storage_weight,
-                alloc.ephemeral_storage,
-                node.requested.ephemeral_storage + pod_request.ephemeral_storage,
-            ),
-        ):
-            if weight == 0 or capacity == 0:
-                continue  # a resource the node does not report is not scored
-            score_sum += least_requested_score(requested, capacity) * weight
-            weight_sum += weight
-        return (score_sum // weight_sum if weight_sum else 0), None
+        out = []
+        for node in nodes:
+            assert node.allocatable is not None
+            alloc, non_zero = node.allocatable.resources, node.non_zero_requested
+            score_sum = weight_sum = 0
+            for weight, capacity, requested in (
+                (cpu_weight, alloc.milli_cpu, non_zero.milli_cpu + pod_request.milli_cpu),
+                (memory_weight, alloc.memory, non_zero.memory + pod_request.memory),
+                (
+                    storage_weight,
+                    alloc.ephemeral_storage,
+                    node.requested.ephemeral_storage + pod_request.ephemeral_storage,
+                ),
+            ):
+                if weight == 0 or capacity == 0:
+                    continue  # a resource the node does not report is not scored
+                score_sum += least_requested_score(requested, capacity) * weight
+                weight_sum += weight
+            out.append(score_sum // weight_sum if weight_sum else 0)
+        return out
 
 
 def new(args: Args | None) -> NodeResourceFit:

@@ -54,6 +54,8 @@ class TaintToleration:
 
     def filter(self, state: CycleState, pod: Pod, node: NodeInfo) -> Status | None:
         relevant = [t for t in taints(node) if t.get("effect") in _FILTERED]
+        if not relevant:
+            return None
         for taint in untolerated(relevant, _tolerations(pod)):
             return status.unresolvable(
                 f"node(s) had untolerated taint {{{taint.get('key', '')}: {taint.get('value', '')}}}"
@@ -64,12 +66,18 @@ class TaintToleration:
         return None
 
     def score(self, state: CycleState, pod: Pod, node: NodeInfo) -> tuple[int, Status | None]:
+        return self.score_nodes(state, pod, (node,))[0], None
+
+    def score_nodes(self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo]) -> list[int]:
         # Only tolerations that can apply to PreferNoSchedule count (upstream's filter).
         prefer = [
             t for t in _tolerations(pod) if (t.get("effect") or "") in ("", "PreferNoSchedule")
         ]
-        soft = [t for t in taints(node) if t.get("effect") == "PreferNoSchedule"]
-        return len(untolerated(soft, prefer)), None
+        out = []
+        for node in nodes:
+            soft = [t for t in taints(node) if t.get("effect") == "PreferNoSchedule"]
+            out.append(len(untolerated(soft, prefer)) if soft else 0)
+        return out
 
     def normalize_score(
         self, state: CycleState, pod: Pod, scores: list[NodeScore]

@@ -1,0 +1,102 @@
+"""The Score fast path: a plugin's ``score_nodes`` gives, node for node, what its ``score``
+gives, and the runtime uses it (one call per cycle) where a plugin has it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kubext_scheduler.framework import interfaces
+from kubext_scheduler.framework.cycle_state import CycleState
+from kubext_scheduler.framework.interfaces import Pod
+from kubext_scheduler.framework.nodeinfo import NodeInfo
+from kubext_scheduler.framework.runtime import Framework
+from kubext_scheduler.framework.status import Status
+from kubext_scheduler.plugins import balancedallocation, noderesourcefit, tainttoleration
+from kubext_scheduler.tests.objects import container, node, pod
+
+SOFT = {"key": "k", "value": "v", "effect": "PreferNoSchedule"}
+OTHER_SOFT = {"key": "other", "value": "x", "effect": "PreferNoSchedule"}
+HARD = {"key": "k", "value": "v", "effect": "NoSchedule"}
+
+
+def nodes() -> list[NodeInfo]:
+    """Nodes unlike each other: sizes, no ephemeral storage, full, soft and hard taints."""
+    return [
+        NodeInfo.of(node("small", cpu="1", memory="1Gi")),
+        NodeInfo.of(node("big", cpu="64", memory="256Gi", storage="0")),
+        NodeInfo.of(
+            node("busy", cpu="4", memory="8Gi"),
+            [pod(f"b{i}", node_name="busy", containers=[container(cpu="1")]) for i in range(3)],
+        ),
+        NodeInfo.of(node("over", cpu="1", memory="1Gi"), [pod("o", containers=[container()])]),
+        NodeInfo.of(node("soft", taints=[SOFT])),
+        NodeInfo.of(node("two-soft", taints=[SOFT, OTHER_SOFT, HARD])),
+    ]
+
+
+PODS = {
+    "requests": pod("r", containers=[container(cpu="500m", memory="1Gi")]),
+    "best-effort": pod("be"),
+    "storage": pod("s", containers=[container(cpu="2", ephemeral_storage="10Gi")]),
+    "tolerates-soft": pod("t", containers=[container(cpu="1")], tolerations=[{"key": "k"}]),
+}
+PLUGINS = {
+    "NodeResourceFit": lambda: noderesourcefit.NodeResourceFit(),
+    "NodeResourceFit-weighted": lambda: noderesourcefit.NodeResourceFit(
+        noderesourcefit.Args(cpuWeight=3, memoryWeight=0, storageWeight=1)
+    ),
+    "BalancedAllocation": balancedallocation.BalancedAllocation,
+    "TaintToleration": tainttoleration.TaintToleration,
+}
+
+
+@pytest.mark.parametrize("plugin_name", PLUGINS)
+@pytest.mark.parametrize("pod_name", PODS)
+def test_score_nodes_is_score_node_for_node(plugin_name: str, pod_name: str) -> None:
+    plugin: Any = PLUGINS[plugin_name]()
+    p, infos = PODS[pod_name], nodes()
+    one_by_one = CycleState()
+    if hasattr(plugin, "pre_score"):
+        plugin.pre_score(one_by_one, p, infos)
+    expected = [plugin.score(one_by_one, p, n) for n in infos]
+    batch = CycleState()
+    if hasattr(plugin, "pre_score"):
+        plugin.pre_score(batch, p, infos)
+    assert isinstance(plugin, interfaces.ScoresNodes)
+    assert plugin.score_nodes(batch, p, infos) == [value for value, _ in expected]
+    assert all(result is None for _, result in expected)
+    assert len({value for value, _ in expected}) > 1  # the nodes do score differently
+
+
+class _Scorer:
+    """Scores 10 per node one by one, 30 + its index in one call: the totals say which ran."""
+
+    name = "Probe"
+
+    def __init__(self, *, batch: bool) -> None:
+        self.batch, self.calls = batch, 0
+
+    def score(self, state: CycleState, p: Pod, n: NodeInfo) -> tuple[int, Status | None]:
+        self.calls += 1
+        return 10, None
+
+
+class _BatchScorer(_Scorer):
+    def score_nodes(self, state: CycleState, p: Pod, ns: Any) -> list[int]:
+        self.calls += 1
+        return [30 + i for i in range(len(ns))]
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_run_score_makes_one_call_per_cycle_to_a_plugin_that_scores_nodes(batch: bool) -> None:
+    scorer = _BatchScorer(batch=True) if batch else _Scorer(batch=False)
+    fw = Framework(scheduler_name="s", plugins={"score": [scorer]}, score_weights={"Probe": 2})
+    infos = [NodeInfo.of(node(f"n{i}")) for i in range(3)]
+    totals, result = fw.run_score(CycleState(), pod(), infos)
+    assert result.is_success
+    if batch:
+        assert totals == {"n0": 60, "n1": 62, "n2": 64} and scorer.calls == 1
+    else:
+        assert totals == {"n0": 20, "n1": 20, "n2": 20} and scorer.calls == 3
