@@ -30,17 +30,17 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import orjson
 import prometheus_client
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from kubext_scheduler.cache import ClusterCache
@@ -66,6 +66,9 @@ PodSource = Callable[[Sequence[str]], Sequence[Obj]]
 # How many pods seen by /filter are remembered for /bind to assume (kube-scheduler binds a pod
 # soon after filtering it; older ones are simply bound without the assumption).
 RECENT_PODS = 4096
+# How many of those keep the candidate NodeInfos their /filter read, for their /prioritize
+# (kube-scheduler prioritizes a pod right after filtering it, one pod at a time).
+RECENT_CYCLES = 8
 
 
 class BadRequest(ValueError):
@@ -95,21 +98,24 @@ def _folded(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def _json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:  # invalid UTF-8 included
         raise BadRequest(f"the body is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest(f"{what} must be a JSON object, not {type(data).__name__}")
     return _folded(data)
 
 
-def _pod(data: Mapping[str, Any]) -> Obj:
-    """The request's pod, its requests readable (an unreadable pod is the request's error)."""
+def _pod(data: Mapping[str, Any], read: Callable[[Obj], bool] = lambda pod: False) -> Obj:
+    """The request's pod, its requests readable (an unreadable pod is the request's error);
+    one ``read`` says was read already is not read again."""
     pod = data.get("pod")
     if not isinstance(pod, dict) or not isinstance(pod.get("metadata", {}), dict):
         raise BadRequest("Pod: expected a Pod object")
     if not isinstance(pod.get("spec", {}), dict):
         raise BadRequest("Pod.spec: expected an object")
+    if read(pod):
+        return pod
     try:
         resources.pod_requests(pod)
     except resources.InvalidObject as exc:
@@ -117,10 +123,10 @@ def _pod(data: Mapping[str, Any]) -> Obj:
     return pod
 
 
-def parse_args(body: bytes) -> ExtenderArgs:
+def parse_args(body: bytes, *, read: Callable[[Obj], bool] = lambda pod: False) -> ExtenderArgs:
     """ExtenderArgs: the pod and either ``nodes.items`` or ``nodenames``."""
     data = _json_object(body, "ExtenderArgs")
-    pod = _pod(data)
+    pod = _pod(data, read)
     nodes, names = data.get("nodes"), data.get("nodenames")
     if nodes is not None:
         items = nodes.get("items") if isinstance(nodes, dict) else None
@@ -197,6 +203,21 @@ def _priority(pod: Obj) -> int:
     return value if isinstance(value, int) else 0
 
 
+@dataclasses.dataclass
+class _Cycle:
+    """One pod's scheduling cycle as /filter left it, for the same pod's /prioritize and /bind:
+    kube-scheduler filters and scores a pod on one snapshot with one CycleState, and so do we
+    (its /prioritize scores the NodeInfos its /filter read, after PreFilter's state; its /bind
+    checks the node again with Filter alone, on that state)."""
+
+    pod: Obj
+    state: CycleState
+    # PreFilter passed (else /bind checks from scratch).
+    pre_filtered: bool
+    # The candidates /filter read, by name (dropped once the cycle is no longer recent).
+    nodes: dict[str, NodeInfo] | None
+
+
 class Extender:
     """The verbs over one profile's framework.
 
@@ -220,7 +241,8 @@ class Extender:
         self.cache = cache
         self.binder = binder
         self.synced = synced
-        self._recent: collections.OrderedDict[str, Obj] = collections.OrderedDict()
+        self._recent: collections.OrderedDict[str, _Cycle] = collections.OrderedDict()
+        self._with_nodes: collections.deque[_Cycle] = collections.deque()
         self._recent_lock = threading.Lock()
         self._bind_lock = threading.Lock()  # check-then-assume of one binding at a time
 
@@ -271,15 +293,26 @@ class Extender:
         assert self.cache is not None
         return {info.name: info for info in self.cache.all_node_infos()}
 
-    def _remember(self, pod: Obj) -> None:
-        uid = (pod.get("metadata") or {}).get("uid")
+    def _remember(self, cycle: _Cycle) -> None:
+        uid = (cycle.pod.get("metadata") or {}).get("uid")
         if not uid:
             return
         with self._recent_lock:
-            self._recent[uid] = pod
+            self._recent[uid] = cycle
             self._recent.move_to_end(uid)
             while len(self._recent) > RECENT_PODS:
                 self._recent.popitem(last=False)
+            # Only the last few keep their candidates (a cycle's are ~half the cluster).
+            if len(self._with_nodes) == RECENT_CYCLES:
+                self._with_nodes.popleft().nodes = None
+            self._with_nodes.append(cycle)
+
+    def _cycle_of(self, pod: Obj) -> _Cycle | None:
+        """The recent /filter cycle of this very pod (same UID and same object)."""
+        uid = (pod.get("metadata") or {}).get("uid")
+        with self._recent_lock:
+            cycle = self._recent.get(uid) if uid else None
+        return cycle if cycle is not None and cycle.pod == pod else None
 
     # --- verbs ------------------------------------------------------------------------------
 
@@ -289,24 +322,26 @@ class Extender:
             infos, broken, unknown = self._node_infos(args)
         except BadRequest as exc:
             return {"Nodes": None, "NodeNames": None, "FailedNodes": {}, "Error": str(exc)}
-        self._remember(args.pod)
         failed = {name: f"node {name} is not in the extender's node cache" for name in unknown}
         unresolvable: dict[str, str] = dict(broken)
         state = CycleState()
         pre = self.framework.run_pre_filter(state, args.pod, self._cluster(infos))
+        by_name = {info.name: info for info in infos} if args.names is not None else None
+        self._remember(_Cycle(args.pod, state, pre.is_success, by_name))
         if pre.code is Code.ERROR:
             return {"Nodes": None, "NodeNames": None, "FailedNodes": {}, "Error": pre.message}
         feasible = set()
-        for info in infos:
-            result = pre if not pre.is_success else self.framework.run_filter(state, args.pod, info)
+        run_filter, pod = self.framework.run_filter, args.pod
+        for name, info in by_name.items() if by_name is not None else _named(infos):
+            result = pre if not pre.is_success else run_filter(state, pod, info)
             if result.is_success:
-                feasible.add(info.name)
+                feasible.add(name)
             elif result.code is Code.ERROR:
                 return {"Nodes": None, "NodeNames": None, "FailedNodes": {}, "Error": _why(result)}
             elif result.code is Code.UNSCHEDULABLE_AND_UNRESOLVABLE:
-                unresolvable[info.name] = result.message
+                unresolvable[name] = result.message
             else:
-                failed[info.name] = result.message
+                failed[name] = result.message
         reply: dict[str, Any] = {
             "FailedNodes": failed,
             "FailedAndUnresolvableNodes": unresolvable,
@@ -322,10 +357,28 @@ class Extender:
         return reply
 
     def prioritize(self, body: bytes) -> list[dict[str, Any]]:
-        """Raises BadRequest; every node gets a score 0..10 (unreadable or unknown ones 0)."""
-        args = parse_args(body)
-        infos, _, _ = self._node_infos(args)
-        state = CycleState()
+        """Raises BadRequest; every node gets a score 0..10 (unreadable or unknown ones 0).
+        After the pod's /filter (by node names): on its NodeInfos and CycleState."""
+        cycle: _Cycle | None = None
+
+        def filtered(pod: Obj) -> bool:
+            nonlocal cycle
+            cycle = self._cycle_of(pod)
+            return cycle is not None
+
+        args = parse_args(body, read=filtered)
+        seen = cycle.nodes if cycle is not None and cycle.pre_filtered else None
+        if seen is not None and args.names is not None:
+            assert cycle is not None
+            state, infos = cycle.state, [seen[n] for n in args.names if n in seen]
+            if len(infos) < len(args.names):  # names its /filter was not sent
+                more, _, _ = self._node_infos(
+                    ExtenderArgs(args.pod, None, [n for n in args.names if n not in seen])
+                )
+                infos.extend(more)
+        else:
+            infos, _, _ = self._node_infos(args)
+            state = CycleState()
         totals: dict[str, int] = {}
         pre = self.framework.run_pre_score(state, args.pod, infos)
         if pre.is_success and infos:
@@ -353,14 +406,16 @@ class Extender:
             }
         with self._recent_lock:
             seen = self._recent.pop(uid, None)
-        pod: Obj = seen or {"metadata": {"name": name, "namespace": namespace, "uid": uid}}
+        pod: Obj = (
+            seen.pod if seen else {"metadata": {"name": name, "namespace": namespace, "uid": uid}}
+        )
         if seen is not None and self.cache is not None:
             # kube-scheduler filters the next pods before this one is bound, and counts no
             # resource it ignores (managedResources ignoredByScheduler): check the node again
             # with every pod bound or binding there, then count this one while it binds.
             with self._bind_lock:
                 infos, _, _ = self.cache.node_infos([node])
-                if not infos or not self._fits(pod, infos[0], self._cluster_by_name()):
+                if not infos or not self._still_fits(seen, infos[0]):
                     return {
                         "Error": f"{namespace}/{name} no longer fits on {node} (pods bound "
                         "there since it was filtered); it will be retried"
@@ -396,6 +451,13 @@ class Extender:
             }
         return {"NodeNameToMetaVictims": result}
 
+    def _still_fits(self, cycle: _Cycle, node: NodeInfo) -> bool:
+        """The node as it is now passes the pod's Filters, on its cycle's PreFilter state (the
+        whole cluster was read there; the node's own pods are read again here)."""
+        if not cycle.pre_filtered:
+            return self._fits(cycle.pod, node, self._cluster_by_name())
+        return self.framework.run_filter(cycle.state, cycle.pod, node).is_success
+
     def _fits(self, pod: Obj, node: NodeInfo, cluster: Mapping[str, NodeInfo]) -> bool:
         state = CycleState()
         nodes = [node if name == node.name else other for name, other in cluster.items()]
@@ -422,12 +484,20 @@ class Extender:
         return [pod_key(v) for v in needed]
 
 
+def _named(infos: Sequence[NodeInfo]) -> list[tuple[str, NodeInfo]]:
+    return [(info.name, info) for info in infos]
+
+
 def _version(node: Obj) -> str:
     return str((node.get("metadata") or {}).get("resourceVersion") or "")
 
 
 def _why(result: Status) -> str:
     return f"{result.plugin}: {result.message}" if result.plugin else result.message
+
+
+def _json(reply: Any, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(reply), status_code, media_type="application/json")
 
 
 def app(extender: Extender) -> Starlette:
@@ -449,7 +519,7 @@ def app(extender: Extender) -> Starlette:
                     "extender answered an error", extra={"verb": verb, "error": reply["Error"]}
                 )
             REQUESTS.labels(verb, "error" if reply.get("Error") else "ok").inc()
-            return JSONResponse(reply)
+            return _json(reply)
 
         return route
 
@@ -458,7 +528,7 @@ def app(extender: Extender) -> Starlette:
 
         async def route(request: Request) -> Response:
             try:
-                reply = JSONResponse(call(await request.body()))
+                reply = _json(call(await request.body()))
                 REQUESTS.labels(verb, "ok").inc()
                 return reply
             except BadRequest as exc:
@@ -467,7 +537,7 @@ def app(extender: Extender) -> Starlette:
                 log.exception("extender verb failed", extra={"verb": verb})
                 message = f"internal: {exc}"
             REQUESTS.labels(verb, "error").inc()
-            return JSONResponse({"Error": message}, status_code=400)
+            return _json({"Error": message}, 400)
 
         return route
 

@@ -200,6 +200,47 @@ def test_prioritize_by_node_names_scores_from_the_cache() -> None:
     assert scores["idle"] > scores["busy"] and scores["gone"] == 0
 
 
+def test_prioritize_after_filter_scores_on_the_filters_cycle() -> None:
+    # kube-scheduler filters and scores a pod on one snapshot: a pod bound between the two
+    # calls (another binding cycle) changes no score of this cycle.
+    cache = cache_of([node("a"), node("b")])
+    http = client(cache=cache)
+    p = pod(containers=[container(cpu="1", memory="1Gi")])
+    assert http.post("/filter", json=by_names(p, ["a", "b"])).json()["NodeNames"] == ["a", "b"]
+    cache.set_pod(bound(pod("q", containers=[container(cpu="3", memory="6Gi")]), "a"))
+    scores = {
+        h["Host"]: h["Score"] for h in http.post("/prioritize", json=by_names(p, ["a", "b"])).json()
+    }
+    assert scores["a"] == scores["b"]
+    # Another pod, or this one changed, is scored on the cache as it is now.
+    changed = pod(containers=[container(cpu="2", memory="1Gi")])
+    for other in (pod("r", containers=[container(cpu="1", memory="1Gi")]), changed):
+        reply = http.post("/prioritize", json=by_names(other, ["a", "b"])).json()
+        scores = {h["Host"]: h["Score"] for h in reply}
+        assert scores["a"] < scores["b"]
+
+
+def test_prioritize_reads_a_changed_pod_again() -> None:
+    http = client(cache=cache_of([node("a")]))
+    http.post("/filter", json=by_names(pod(), ["a"]))
+    reply = http.post("/prioritize", json=by_names(pod(containers=[container(cpu="x")]), ["a"]))
+    assert reply.status_code == 400
+    assert "spec.containers[0].resources.requests.cpu" in reply.json()["Error"]
+
+
+def test_prioritize_of_a_pod_filtered_long_ago_reads_the_cache() -> None:
+    cache = cache_of([node("a"), node("b")])
+    http = client(cache=cache)
+    p = pod(containers=[container(cpu="1", memory="1Gi")])
+    http.post("/filter", json=by_names(p, ["a", "b"]))
+    for i in range(extender.RECENT_CYCLES):
+        http.post("/filter", json=by_names(pod(f"other-{i}"), ["a", "b"]))
+    cache.set_pod(bound(pod("q", containers=[container(cpu="3", memory="6Gi")]), "a"))
+    reply = http.post("/prioritize", json=by_names(p, ["a", "b"])).json()
+    scores = {h["Host"]: h["Score"] for h in reply}
+    assert scores["a"] < scores["b"]
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [
@@ -236,6 +277,30 @@ def test_bind_binds_through_the_binder_and_counts_the_pod_at_once() -> None:
     # Before the watch shows it bound, the next pod already sees its room taken.
     other = pod("q", containers=[container(cpu="1")])
     assert http.post("/filter", json=by_names(other, ["free"])).json()["NodeNames"] == []
+
+
+@pytest.mark.parametrize("spread", [False, True], ids=["node-local", "with-spread"])
+def test_bind_checks_the_node_again_with_the_pods_bound_since_the_filter(spread: bool) -> None:
+    binder = RecordingBinder()
+    cache = cache_of([node("free", cpu="2", labels={"zone": "z1"})])
+    http = client(cache=cache, binder=binder)
+    constraints = [
+        {
+            "maxSkew": 1,
+            "topologyKey": "zone",
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": "x"}},
+        }
+    ]
+    p = pod(containers=[container(cpu="1500m")])
+    if spread:  # PreFilter reads the whole cluster; the check at bind reuses it
+        p["metadata"]["labels"] = {"app": "x"}
+        p["spec"]["topologySpreadConstraints"] = constraints
+    assert http.post("/filter", json=by_names(p, ["free"])).json()["NodeNames"] == ["free"]
+    cache.set_pod(bound(pod("q", containers=[container(cpu="1")]), "free"))
+    reply = http.post("/bind", json=BINDING).json()
+    assert "default/p no longer fits on free" in reply["Error"]
+    assert binder.bound == [] and not cache.is_assumed(p)
 
 
 def test_a_refused_binding_is_the_results_error_and_frees_the_room() -> None:
