@@ -183,8 +183,27 @@ class WebhookEndpoint:
         return 200, "error", body
 
 
-def create_app(ctx: Context) -> fastapi.FastAPI:
+class Webhooks:
+    """The service's ASGI app: a POST to a webhook path goes straight to its endpoint, past
+    Starlette's middleware stack and route matching (a fifth of an in-process review); the rest
+    (health, metrics, other methods and paths, with their 404/405 answers) to FastAPI."""
+
+    def __init__(self, rest: fastapi.FastAPI) -> None:
+        self.rest = rest
+        self.endpoints: dict[str, WebhookEndpoint] = {}
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.endpoints.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await self.rest(scope, receive, send)
+
+
+def create_app(ctx: Context) -> Webhooks:
     app = fastapi.FastAPI(title="kubext-webhooks", docs_url=None, redoc_url=None, openapi_url=None)
+    webhooks = Webhooks(app)
 
     def admission(decide: Decider) -> Answer:
         async def answer(data: dict[str, Any]) -> tuple[bytes, str]:
@@ -236,7 +255,8 @@ def create_app(ctx: Context) -> fastapi.FastAPI:
 
     def post(path: str, webhook: str, answer: Answer) -> None:
         endpoint = WebhookEndpoint(webhook=webhook, answer=answer, ctx=ctx)
-        # A Starlette route whose endpoint is an ASGI app, not a FastAPI path operation.
+        webhooks.endpoints[path] = endpoint
+        # Also a route of FastAPI's, so a near miss (a trailing slash) is answered as before.
         app.add_route(path, endpoint, methods=["POST"], include_in_schema=False)
 
     post("/validate/pods", "/validate/pods", admission(validate_pod))
@@ -277,4 +297,4 @@ def create_app(ctx: Context) -> fastapi.FastAPI:
         body["reason"] = "MethodNotAllowed"
         return responses.JSONResponse(body, 405)
 
-    return app
+    return webhooks

@@ -189,6 +189,7 @@ async def run(
             log_config=None,
             access_log=False,
             server_header=False,
+            proxy_headers=False,  # nothing proxies the API server's calls: skip its middleware
             timeout_keep_alive=30,
         )
     )

@@ -305,6 +305,28 @@ def test_nan_the_fast_parser_refuses_is_read_as_before() -> None:
         assert code == 200 and answer["response"]["allowed"] is True
 
 
+def test_webhook_posts_skip_fastapi_and_everything_else_goes_through_it() -> None:
+    application, _ = make_app()
+    seen: list[str] = []
+    rest = application.rest
+
+    async def spy(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(f"{scope['method']} {scope['path']}")
+        await rest(scope, receive, send)
+
+    application.rest = spy
+    for path in ("/validate/pods", "/mutate/pods", "/validate", "/mutate"):
+        code, answer = post(application, path, REVIEW)
+        assert code == 200 and answer["response"]["uid"] == "0b1c-uid"
+    assert seen == []
+    near_miss = asyncio.run(asgi.call(application, "/validate/pods/", REVIEW))  # FastAPI's
+    assert near_miss[0] == 307 and near_miss[1][b"location"].endswith(b"/validate/pods")
+    assert asyncio.run(asgi.call(application, "/healthz", b"", method="GET"))[0] == 200
+    code, answer = post(application, "/validate/pods", b"", method="GET")
+    assert code == 405 and answer["reason"] == "MethodNotAllowed"
+    assert seen == ["POST /validate/pods/", "GET /healthz", "GET /validate/pods"]
+
+
 def test_metrics_count_by_webhook_code_and_decision() -> None:
     application, ctx = make_app()
     bad = pods.compliant_pod()
