@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 import urllib3
-import yaml
 from kubernetes import client, watch
 
 from kubext_rig import cluster
@@ -34,6 +33,7 @@ from kubext_scheduler.tests.e2e.test_standalone_e2e import (
     failed_scheduling,
     kwok_node,
     node_of,
+    running_scheduler,
 )
 
 ZONE = "topology.kubernetes.io/zone"
@@ -89,19 +89,10 @@ def priority_classes(kube_api: client.ApiClient, run_id: str) -> Iterator[tuple[
 def scheduler(
     kube_cluster: cluster.ClusterInfo, tmp_path: Path, run_id: str
 ) -> Iterator[SchedulerProcess]:
-    config_file = tmp_path / "sched.yaml"
-    config_file.write_text(yaml.safe_dump(PROFILE))
-    proc = SchedulerProcess(
-        kube_cluster.kubeconfig,
-        config_file,
-        tmp_path / "scheduler.log",
-        lease=f"kubext-scheduler-e2e-{run_id}",
-    )
-    try:
-        wait_for("scheduler /readyz", proc.ready, timeout=60)
+    with running_scheduler(
+        kube_cluster.kubeconfig, PROFILE, tmp_path, lease=f"kubext-scheduler-e2e-{run_id}"
+    ) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def pod(

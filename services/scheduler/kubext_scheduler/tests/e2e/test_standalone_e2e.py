@@ -123,6 +123,22 @@ class SchedulerProcess:
                 self.proc.wait(timeout=10)
 
 
+@contextlib.contextmanager
+def running_scheduler(
+    kubeconfig: str, profile: dict[str, Any], tmp_path: Path, *, lease: str
+) -> Iterator[SchedulerProcess]:
+    """A scheduler process with ``profile`` as its config and a Lease of its own, ready (its
+    /readyz answers) on entry and stopped on exit."""
+    config_file = tmp_path / "sched.yaml"
+    config_file.write_text(yaml.safe_dump(profile))
+    proc = SchedulerProcess(kubeconfig, config_file, tmp_path / "scheduler.log", lease=lease)
+    try:
+        wait_for("scheduler /readyz", proc.ready, timeout=60)
+        yield proc
+    finally:
+        proc.stop()
+
+
 @pytest.fixture
 def run_id() -> str:
     return uuid.uuid4().hex[:6]
@@ -148,19 +164,10 @@ def nodes(kube_api: client.ApiClient, run_id: str) -> Iterator[list[str]]:
 def scheduler(
     kube_cluster: cluster.ClusterInfo, tmp_path: Path, run_id: str, nodes: list[str]
 ) -> Iterator[SchedulerProcess]:
-    config_file = tmp_path / "sched.yaml"
-    config_file.write_text(yaml.safe_dump(PROFILE))
-    proc = SchedulerProcess(
-        kube_cluster.kubeconfig,
-        config_file,
-        tmp_path / "scheduler.log",
-        lease=f"kubext-scheduler-e2e-{run_id}",
-    )
-    try:
-        wait_for("scheduler /readyz", proc.ready, timeout=60)
+    with running_scheduler(
+        kube_cluster.kubeconfig, PROFILE, tmp_path, lease=f"kubext-scheduler-e2e-{run_id}"
+    ) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def pod_manifest(name: str, run: str, cpu: str) -> dict[str, Any]:

@@ -21,12 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from kubext_rig import cluster
 from kubext_rig.testing import wait_for
-from kubext_scheduler.tests.e2e.test_standalone_e2e import LABEL, SchedulerProcess, kwok_node
+from kubext_scheduler.tests.e2e.test_standalone_e2e import (
+    LABEL,
+    SchedulerProcess,
+    kwok_node,
+    running_scheduler,
+)
 
 SCHEDULER_NAME = "custom-scheduler"
 TOPOLOGY = "topology.csi.kubext.io/node"
@@ -114,19 +118,10 @@ def scheduler(
     nodes: list[str],
     classes: dict[str, str],
 ) -> Iterator[SchedulerProcess]:
-    config_file = tmp_path / "sched.yaml"
-    config_file.write_text(yaml.safe_dump(PROFILE))
-    proc = SchedulerProcess(
-        kube_cluster.kubeconfig,
-        config_file,
-        tmp_path / "scheduler.log",
-        lease=f"kubext-scheduler-vol-{run_id}",
-    )
-    try:
-        wait_for("scheduler /readyz", proc.ready, timeout=60)
+    with running_scheduler(
+        kube_cluster.kubeconfig, PROFILE, tmp_path, lease=f"kubext-scheduler-vol-{run_id}"
+    ) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def claim(name: str, storage_class: str, *, volume: str = "") -> dict[str, Any]:
