@@ -11,7 +11,7 @@ two cycles never count the same free room twice (kube-scheduler's assume cache).
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kubext_scheduler.framework import resources
@@ -42,6 +42,18 @@ def nominated_node_of(pod: Obj) -> str:
 def holds_resources(pod: Obj) -> bool:
     """A bound pod that has not finished (a finished pod frees its node's room)."""
     return bool(node_name_of(pod)) and (pod.get("status") or {}).get("phase") not in _TERMINATED
+
+
+def _with(info: NodeInfo, pod: Obj) -> NodeInfo:
+    added = info.clone()
+    added.add_pod(pod)
+    return added
+
+
+def _without(info: NodeInfo, pod: Obj | None) -> NodeInfo | None:
+    """``info`` less ``pod``; None (rebuild) when it is not there to remove."""
+    removed = info.clone()
+    return removed if pod is not None and removed.remove_pod(pod) else None
 
 
 def _namespaced_key(obj: Obj) -> str:
@@ -95,17 +107,38 @@ class ClusterCache:
     # --- bookkeeping (lock held) ------------------------------------------------------------
 
     def _place(self, key: str) -> None:
-        """Count ``key`` on the node its bound (else assumed) copy names, or nowhere."""
+        """Count ``key`` on the node its bound (else assumed) copy names, or nowhere; the
+        NodeInfos it leaves and joins are updated by that one pod, not rebuilt."""
         pod = self._pods.get(key) or self._assumed.get(key)
         old = self._placed.pop(key, None)
-        if old is not None:
-            self._by_node.get(old, {}).pop(key, None)
-            self._dirty.add(old)
-        if pod is not None:
-            name = node_name_of(pod)
+        old_pod = self._by_node.get(old, {}).pop(key, None) if old is not None else None
+        name = node_name_of(pod) if pod is not None else None
+        if pod is not None and name is not None:
             self._by_node.setdefault(name, {})[key] = pod
             self._placed[key] = name
+        if old is not None and old == name and old_pod is not None and pod is not None:
+            self._update_info(old, lambda info: info.with_pod_updated(old_pod, pod))
+            return
+        if old is not None:
+            self._update_info(old, lambda info: _without(info, old_pod))
+        if pod is not None and name is not None:
+            self._update_info(name, lambda info: _with(info, pod))
+
+    def _update_info(self, name: str, change: Callable[[NodeInfo], NodeInfo | None]) -> None:
+        """Replace the node's built NodeInfo by ``change`` of it; where there is none to
+        change (not built yet, unreadable) or the change cannot be made, rebuild it."""
+        info = self._infos.get(name)
+        if info is None or name in self._dirty:
             self._dirty.add(name)
+            return
+        try:
+            changed = change(info)
+        except resources.InvalidObject:
+            changed = None
+        if changed is None:
+            self._dirty.add(name)
+        else:
+            self._infos[name] = changed
 
     def _refresh(self) -> None:
         for name in self._dirty:

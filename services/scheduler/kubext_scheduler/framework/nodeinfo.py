@@ -107,6 +107,27 @@ class NodeInfo:
                 return True
         return False
 
+    def with_pod_updated(self, old: Obj, new: Obj) -> NodeInfo:
+        """A copy with ``old`` (on this node) replaced by ``new``, a later version of the same
+        pod, last as a rebuild would have it. The same spec (a status update, the watch
+        confirming an assumption) keeps the sums: nothing is re-read."""
+        info = self.clone()
+        if old.get("spec") != new.get("spec"):
+            info.remove_pod(old)
+            info.add_pod(new)
+            return info
+        key = pod_key(old)
+        kept = [p for p in info.pods if pod_key(p) != key]
+        if len(kept) == len(info.pods):  # not on this node after all: count it afresh
+            info.add_pod(new)
+            return info
+        info.pods = kept
+        info.pods.append(new)
+        if has_pod_affinity(new):
+            info.pods_with_affinity = [p for p in info.pods_with_affinity if pod_key(p) != key]
+            info.pods_with_affinity.append(new)
+        return info
+
     def clone(self) -> NodeInfo:
         return NodeInfo(
             node=self.node,

@@ -31,7 +31,7 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-def test_a_pod_change_rebuilds_only_its_node(builds: list[str]) -> None:
+def test_a_pod_change_updates_only_its_node_without_a_rebuild(builds: list[str]) -> None:
     cache = ClusterCache()
     cache.replace_nodes([node(f"n{i}") for i in range(50)])
     cache.snapshot()
@@ -40,14 +40,79 @@ def test_a_pod_change_rebuilds_only_its_node(builds: list[str]) -> None:
     cache.snapshot()
     assert builds == []  # nothing changed: nothing re-summed
     first = pod("a", containers=[container(cpu="1")])
+    before, _ = cache.snapshot()
     cache.assume(first, "n7")
     snapshot, _ = cache.snapshot()
-    assert builds == ["n7"]
+    assert builds == []  # the pod is added to n7's NodeInfo, its other pods not re-summed
     assert snapshot.get("n7").requested.milli_cpu == 1000  # type: ignore[union-attr]
-    builds.clear()
+    assert before.get("n7").requested.milli_cpu == 0, "the older snapshot's copy is unchanged"  # type: ignore[union-attr]
+    assert [a is b for a, b in zip(before.nodes, snapshot.nodes, strict=True)].count(False) == 1
     cache.set_pod(bound(first, "n7"))  # the watch confirms the assumption: counted once
     assert cache.snapshot()[0].get("n7").requested.milli_cpu == 1000  # type: ignore[union-attr]
+    cache.set_node(node("n7", labels={"x": "y"}))  # a node change rebuilds that node
+    assert cache.snapshot()[0].get("n7").requested.milli_cpu == 1000  # type: ignore[union-attr]
     assert builds == ["n7"]
+
+
+def test_a_status_update_of_a_bound_pod_reads_no_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = ClusterCache()
+    cache.set_node(node("n1"))
+    p = bound(pod("a", containers=[container(cpu="1")]), "n1")
+    cache.set_pod(p)
+    cache.snapshot()
+    calls: list[str] = []
+    real = cache_module.resources.pod_requests
+
+    def counting(pod_: Any, **kwargs: Any) -> Any:
+        calls.append(pod_["metadata"]["name"])
+        return real(pod_, **kwargs)
+
+    monkeypatch.setattr(cache_module.resources, "pod_requests", counting)
+    running = {**p, "status": {"phase": "Running", "podIP": "10.0.0.1"}}
+    cache.set_pod(running)  # kwok's status update: the same spec, so the same sums
+    info = cache.snapshot()[0].get("n1")
+    assert calls == []
+    assert info is not None and info.pods == [running] and info.requested.milli_cpu == 1000
+
+
+def _same(a: NodeInfo, b: NodeInfo) -> bool:
+    return (
+        a.name == b.name
+        and a.pods == b.pods
+        and a.requested == b.requested
+        and a.non_zero_requested == b.non_zero_requested
+        and sorted(map(repr, a.used_ports)) == sorted(map(repr, b.used_ports))
+        and a.pods_with_affinity == b.pods_with_affinity
+    )
+
+
+def test_updated_node_infos_are_what_a_rebuild_gives() -> None:
+    cache = ClusterCache()
+    cache.replace_nodes([node("n1"), node("n2")])
+    cache.snapshot()
+    anti = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": []}}
+    ports = [{"name": "c", "ports": [{"hostPort": 80}], "resources": {}}]
+    a = pod("a", containers=[container(cpu="1", memory="1Gi")])
+    b = pod("b", containers=ports, affinity=anti)
+    c = pod("c", containers=[container(cpu="250m")])
+    cache.assume(a, "n1")
+    cache.assume(b, "n1")
+    cache.assume(c, "n2")
+    cache.snapshot()
+    cache.set_pod(bound(a, "n1"))
+    cache.set_pod({**bound(b, "n1"), "status": {"phase": "Running"}})
+    resized = pod("a", containers=[container(cpu="2")])  # a new spec: re-read
+    cache.set_pod(bound(resized, "n1"))
+    cache.forget(c)
+    cache.set_pod(bound(c, "n1"))  # moved from n2 to n1
+    cache.set_pod({**bound(b, "n1"), "status": {"phase": "Succeeded"}})  # finished: frees room
+    snapshot, _ = cache.snapshot()
+    fresh = ClusterCache()
+    fresh.replace_nodes([node("n1"), node("n2")])
+    fresh.replace_pods([bound(resized, "n1"), bound(c, "n1")])
+    rebuilt, _ = fresh.snapshot()
+    assert all(_same(x, y) for x, y in zip(snapshot.nodes, rebuilt.nodes, strict=True))
+    assert snapshot.get("n1").requested.milli_cpu == 2250  # type: ignore[union-attr]
 
 
 def test_snapshots_share_the_built_node_infos_and_a_what_if_clones_one() -> None:
