@@ -64,18 +64,21 @@ def registry_allowed(image: str, allowed: list[str]) -> bool:
     return False
 
 
-def _registries(pod: dict[str, Any], rule: policy.RegistriesRule) -> list[Violation]:
+def _registries(refs: list[podshape.ContainerRef], rule: policy.RegistriesRule) -> list[Violation]:
     out = []
-    for ref in podshape.containers(pod):
+    for ref in refs:
         image = ref.body.get("image")
-        path = f"{ref.path}.image"
         if not image:
-            out.append(Violation(path, "allowedRegistries", f"container {ref.name!r} has no image"))
+            out.append(
+                Violation(
+                    f"{ref.path}.image", "allowedRegistries", f"container {ref.name!r} has no image"
+                )
+            )
         elif not registry_allowed(image, rule.registries):
             host, _ = image_location(image)
             out.append(
                 Violation(
-                    path,
+                    f"{ref.path}.image",
                     "allowedRegistries",
                     f"image {image!r} of container {ref.name!r} is from registry {host!r}, "
                     f"which is not allowed (allowed: {', '.join(rule.registries)})",
@@ -84,9 +87,9 @@ def _registries(pod: dict[str, Any], rule: policy.RegistriesRule) -> list[Violat
     return out
 
 
-def _privileged(pod: dict[str, Any]) -> list[Violation]:
+def _privileged(refs: list[podshape.ContainerRef]) -> list[Violation]:
     out = []
-    for ref in podshape.containers(pod):
+    for ref in refs:
         if (ref.body.get("securityContext") or {}).get("privileged") is True:
             out.append(
                 Violation(
@@ -111,10 +114,10 @@ def _root_settings(context: dict[str, Any], path: str, who: str) -> list[Violati
     return out
 
 
-def _run_as_root(pod: dict[str, Any]) -> list[Violation]:
+def _run_as_root(pod: dict[str, Any], refs: list[podshape.ContainerRef]) -> list[Violation]:
     spec = pod.get("spec") or {}
     out = _root_settings(spec.get("securityContext") or {}, "spec.securityContext", "the pod")
-    for ref in podshape.containers(pod):
+    for ref in refs:
         out += _root_settings(
             ref.body.get("securityContext") or {},
             f"{ref.path}.securityContext",
@@ -144,14 +147,15 @@ def _sign(raw: str | int | float) -> int:
         return -1
 
 
-def _resources(pod: dict[str, Any], rule: policy.ResourcesRule) -> list[Violation]:
+def _resources(refs: list[podshape.ContainerRef], rule: policy.ResourcesRule) -> list[Violation]:
     out = []
-    for ref in podshape.containers(pod, RESOURCE_LISTS):
+    for ref in refs:
+        if ref.list_name not in RESOURCE_LISTS:
+            continue
         resources = ref.body.get("resources") or {}
         for kind in ("requests", "limits"):
             values = resources.get(kind) or {}
             for name in rule.resources:
-                path = f"{ref.path}.resources.{kind}.{name}"
                 raw = values.get(name)
                 if raw is None:
                     message = f"container {ref.name!r} must set {kind}.{name}"
@@ -163,7 +167,7 @@ def _resources(pod: dict[str, Any], rule: policy.ResourcesRule) -> list[Violatio
                         message = f"container {ref.name!r} must set a non-zero {kind}.{name}"
                     else:
                         message = f"container {ref.name!r}: {kind}.{name} {raw!r} is not a quantity"
-                out.append(Violation(path, "resources", message))
+                out.append(Violation(f"{ref.path}.resources.{kind}.{name}", "resources", message))
     return out
 
 
@@ -183,19 +187,20 @@ def violations(
 ) -> list[Violation]:
     """Every violation of ``pod_policy`` by a well-shaped ``pod`` (see :func:`podshape.check`)."""
     rules = pod_policy.spec.rules
+    refs = list(podshape.containers(pod))  # once for every rule
     out: list[Violation] = []
     if rules.required_labels.enabled and "requiredLabels" not in exempt:
         out += _labels(pod, rules.required_labels)
     if rules.no_host_namespaces.enabled and "noHostNamespaces" not in exempt:
         out += _host_namespaces(pod)
     if rules.no_run_as_root.enabled and "noRunAsRoot" not in exempt:
-        out += _run_as_root(pod)
+        out += _run_as_root(pod, refs)
     if rules.allowed_registries.enabled and "allowedRegistries" not in exempt:
-        out += _registries(pod, rules.allowed_registries)
+        out += _registries(refs, rules.allowed_registries)
     if rules.no_privileged.enabled and "noPrivileged" not in exempt:
-        out += _privileged(pod)
+        out += _privileged(refs)
     if rules.resources.enabled and "resources" not in exempt:
-        out += _resources(pod, rules.resources)
+        out += _resources(refs, rules.resources)
     return out
 
 
