@@ -69,6 +69,23 @@ RECENT_PODS = 4096
 # How many of those keep the candidate NodeInfos their /filter read, for their /prioritize
 # (kube-scheduler prioritizes a pod right after filtering it, one pod at a time).
 RECENT_CYCLES = 8
+# The Filter plugins whose verdict on a node follows from that node's NodeInfo and the pod's
+# spec alone (not its metadata, not other nodes, not its volumes): while every other Filter
+# of the profile is skipped for a pod (PreFilter's Skip), pods alike in what these read get
+# the same verdicts on a node that has not changed since, so those are kept (upstream's
+# opportunistic batching signs pods for the same reason).
+NODE_LOCAL_FILTERS = frozenset(
+    {
+        "NodeUnschedulable",
+        "NodeName",
+        "TaintToleration",
+        "NodeAffinity",
+        "NodePorts",
+        "NodeResourceFit",
+    }
+)
+# Verdicts kept (pod signature, node) before they are all dropped.
+VERDICTS = 100_000
 
 
 class BadRequest(ValueError):
@@ -198,6 +215,26 @@ def parse_binding_args(body: bytes) -> tuple[str, str, str, str]:
     return name, namespace, uid, node
 
 
+def _container_signature(container: Any) -> Any:
+    if not isinstance(container, Mapping):
+        return container
+    return [container.get(k) for k in ("resources", "ports", "restartPolicy")]
+
+
+def node_local_signature(pod: Obj) -> bytes:
+    """What NODE_LOCAL_FILTERS read of a pod: its spec less the volumes and the containers'
+    names, images, commands, environment and mounts (unique per pod, read by none of them)."""
+    spec = pod.get("spec") or {}
+    signed = {k: v for k, v in spec.items() if k not in _UNSIGNED}
+    for field in ("containers", "initContainers"):
+        if isinstance(spec.get(field), list):
+            signed[field] = [_container_signature(c) for c in spec[field]]
+    return orjson.dumps(signed, option=orjson.OPT_SORT_KEYS)
+
+
+_UNSIGNED = frozenset({"volumes", "containers", "initContainers", "ephemeralContainers"})
+
+
 def _priority(pod: Obj) -> int:
     value = (pod.get("spec") or {}).get("priority")
     return value if isinstance(value, int) else 0
@@ -243,6 +280,12 @@ class Extender:
         self.synced = synced
         self._recent: collections.OrderedDict[str, _Cycle] = collections.OrderedDict()
         self._with_nodes: collections.deque[_Cycle] = collections.deque()
+        # (node-local signature, id of the NodeInfo) -> (that NodeInfo, the Filter verdict);
+        # a changed node is a new NodeInfo (the cache never mutates one).
+        self._verdicts: dict[tuple[bytes, int], tuple[NodeInfo, Status]] = {}
+        self._others = frozenset(
+            p.name for p in framework.plugins["filter"] if p.name not in NODE_LOCAL_FILTERS
+        )
         self._recent_lock = threading.Lock()
         self._bind_lock = threading.Lock()  # check-then-assume of one binding at a time
 
@@ -332,13 +375,32 @@ class Extender:
             return {"Nodes": None, "NodeNames": None, "FailedNodes": {}, "Error": pre.message}
         feasible = set()
         run_filter, pod = self.framework.run_filter, args.pod
+        # Only NodeInfos of the cache: those of full nodes are built anew for each request.
+        sign = by_name is not None and pre.is_success and self._others <= state.skip_filter
+        signature = node_local_signature(pod) if sign else b""
+        verdicts = self._verdicts
+        if len(verdicts) > VERDICTS:
+            verdicts.clear()
+        passed, success, error = pre.is_success, Code.SUCCESS, Code.ERROR
         for name, info in by_name.items() if by_name is not None else _named(infos):
-            result = pre if not pre.is_success else run_filter(state, pod, info)
-            if result.is_success:
+            if not passed:
+                result = pre
+            elif sign:
+                kept = verdicts.get((signature, id(info)))
+                if kept is not None and kept[0] is info:
+                    result = kept[1]
+                else:
+                    result = run_filter(state, pod, info)
+                    if result.code is not error:
+                        verdicts[(signature, id(info))] = (info, result)
+            else:
+                result = run_filter(state, pod, info)
+            code = result.code
+            if code is success:
                 feasible.add(name)
-            elif result.code is Code.ERROR:
+            elif code is error:
                 return {"Nodes": None, "NodeNames": None, "FailedNodes": {}, "Error": _why(result)}
-            elif result.code is Code.UNSCHEDULABLE_AND_UNRESOLVABLE:
+            elif code is Code.UNSCHEDULABLE_AND_UNRESOLVABLE:
                 unresolvable[name] = result.message
             else:
                 failed[name] = result.message

@@ -113,6 +113,67 @@ def test_filter_by_node_names_sees_extended_resources_kube_scheduler_may_ignore(
     assert "Insufficient example.com/gpu" in body["FailedNodes"]["plain"]
 
 
+def counting_filters(ext: extender.Extender) -> list[str]:
+    """The nodes Framework.run_filter is run on, in order."""
+    calls: list[str] = []
+    run_filter = ext.framework.run_filter
+
+    def counted(state: Any, p: Any, info: Any) -> Any:
+        calls.append(info.name)
+        return run_filter(state, p, info)
+
+    ext.framework.run_filter = counted  # type: ignore[method-assign]
+    return calls
+
+
+def test_alike_pods_reuse_the_verdicts_on_nodes_unchanged_since() -> None:
+    cache = cache_of([node("a", cpu="2"), node("b", taints=[GPU_TAINT]), node("c", cpu="2")])
+    ext = make(cache=cache)
+    calls = counting_filters(ext)
+    http = TestClient(extender.app(ext))
+    first = http.post(
+        "/filter", json=by_names(pod("p1", containers=[container(cpu="1")]), ["a", "b", "c"])
+    ).json()
+    assert first["NodeNames"] == ["a", "c"] and set(first["FailedAndUnresolvableNodes"]) == {"b"}
+    assert calls == ["a", "b", "c"]
+    # Another pod asking the same (its name, uid, image and volumes differ): nothing re-run.
+    alike = pod(
+        "p2", containers=[{**container(cpu="1"), "image": "other"}], volumes=[{"name": "v"}]
+    )
+    assert http.post("/filter", json=by_names(alike, ["a", "b", "c"])).json() == first
+    assert calls == ["a", "b", "c"]
+    # A pod bound on a: only a is filtered again, and its verdict is the new one.
+    cache.set_pod(bound(pod("q", containers=[container(cpu="1500m")]), "a"))
+    third = http.post(
+        "/filter", json=by_names(pod("p3", containers=[container(cpu="1")]), ["a", "b", "c"])
+    ).json()
+    assert third["NodeNames"] == ["c"] and "Insufficient CPU" in third["FailedNodes"]["a"]
+    assert calls == ["a", "b", "c", "a"]
+    # A pod asking more is filtered on its own.
+    bigger = pod("p4", containers=[container(cpu="2")])
+    assert http.post("/filter", json=by_names(bigger, ["c"])).json()["NodeNames"] == ["c"]
+    assert calls[4:] == ["c"]
+
+
+def test_pods_with_spread_constraints_are_filtered_afresh() -> None:
+    # PodTopologySpread reads the other nodes: its verdicts are not kept.
+    cache = cache_of([node("a", labels={"zone": "z1"}), node("b", labels={"zone": "z2"})])
+    ext = make(cache=cache)
+    calls = counting_filters(ext)
+    http = TestClient(extender.app(ext))
+    constraint = {
+        "maxSkew": 1,
+        "topologyKey": "zone",
+        "whenUnsatisfiable": "DoNotSchedule",
+        "labelSelector": {"matchLabels": {"app": "x"}},
+    }
+    for name in ("s1", "s2"):
+        p = pod(name, topologySpreadConstraints=[constraint])
+        p["metadata"]["labels"] = {"app": "x"}
+        assert http.post("/filter", json=by_names(p, ["a", "b"])).json()["NodeNames"] == ["a", "b"]
+    assert calls == ["a", "b", "a", "b"]
+
+
 def test_a_name_only_request_before_the_cache_listed_is_an_error() -> None:
     reply = client(cache=cache_of([node("n1")]), synced=lambda: False).post(
         "/filter", json=by_names(pod(), ["n1"])
