@@ -7,8 +7,11 @@ default policy). A corpus of realistic pods (as the API server sends them after 
 Deployment-owned, 1-3 containers, env, probes, projected token volumes; about one in five
 breaks a rule) is first sent to both to check they decide identically; then the Go load
 generator (bench/loadgen, open loop, latency from the scheduled start) drives each server at
-fixed rates and finally closed-loop for the most it sustains. Go peer at GOMAXPROCS=1, so both
-get one core's worth of workers. Prints a table; the last line is the throughput ratio.
+fixed rates and then closed-loop for the most it sustains, ``--repeat`` times, alternating
+python and go, so a busy neighbour weighs on both alike. Go peer at GOMAXPROCS=1, so both get
+one core's worth of workers. Each server's CPU time (/proc) over its closed-loop runs, divided
+by the reviews it answered, is its cost per review: on a shared machine the steadier figure.
+Prints a table; the last line is the throughput ratio (medians), then the CPU-cost ratio.
 """
 
 from __future__ import annotations
@@ -256,6 +259,10 @@ def realistic_review(rng: random.Random, index: int) -> dict[str, Any]:
     }
 
 
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -287,6 +294,12 @@ def _wait_healthy(port: int, ctx: ssl.SSLContext, proc: subprocess.Popen[bytes],
     raise SystemExit(f"{what} did not become healthy")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _go_build(name: str, out: Path) -> Path:
     binary = out / name
     subprocess.run(
@@ -305,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=int, default=400, help="distinct reviews")
     parser.add_argument("--conns", type=int, default=16, help="client connections")
     parser.add_argument("--go-procs", type=int, default=1, help="GOMAXPROCS of the Go peer")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="closed-loop runs per server, alternating"
+    )
     args = parser.parse_args(argv)
     if shutil.which("go") is None:
         raise SystemExit("go is not on PATH (needed to build bench/go-peer and bench/loadgen)")
@@ -328,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         (tmp / "reviews.jsonl").write_bytes(b"\n".join(reviews) + b"\n")
         sizes = sorted(len(r) for r in reviews)
         print(f"corpus: {len(reviews)} pod reviews, median {sizes[len(sizes) // 2]} bytes")
+        print(f"load average at start: {_load()}")
 
         peer, loadgen = _go_build("go-peer", tmp), _go_build("loadgen", tmp)
         py_port, go_port = _free_port(), _free_port()
@@ -390,25 +407,43 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
 
             results: dict[str, list[dict[str, Any]]] = {"python": [], "go": []}
+            cpu = {"python": 0.0, "go": 0.0}
+
+            def drive(name: str, rate: float, warmup: str = "2s") -> dict[str, Any]:
+                argv_ = [
+                    str(loadgen),
+                    "-url",
+                    f"https://127.0.0.1:{ports[name]}/validate/pods",
+                    "-ca",
+                    str(tmp / "ca.crt"),
+                    "-corpus",
+                    str(tmp / "reviews.jsonl"),
+                    "-rate",
+                    str(rate),
+                    "-duration",
+                    f"{args.duration}s",
+                    "-conns",
+                    str(args.conns),
+                    "-warmup",
+                    warmup,
+                ]
+                done = subprocess.run(argv_, capture_output=True, text=True, check=True)
+                row: dict[str, Any] = json.loads(done.stdout)
+                return row
+
             for name in ("python", "go"):
-                for rate in [*rates, 0.0]:
-                    argv_ = [
-                        str(loadgen),
-                        "-url",
-                        f"https://127.0.0.1:{ports[name]}/validate/pods",
-                        "-ca",
-                        str(tmp / "ca.crt"),
-                        "-corpus",
-                        str(tmp / "reviews.jsonl"),
-                        "-rate",
-                        str(rate),
-                        "-duration",
-                        f"{args.duration}s",
-                        "-conns",
-                        str(args.conns),
-                    ]
-                    done = subprocess.run(argv_, capture_output=True, text=True, check=True)
-                    results[name].append(json.loads(done.stdout))
+                for rate in rates:
+                    results[name].append(drive(name, rate))
+            closed: dict[str, list[dict[str, Any]]] = {"python": [], "go": []}
+            for _ in range(args.repeat):
+                for name in ("python", "go"):
+                    # No warm-up (the rate runs warmed the server): all the CPU is for row["ok"].
+                    before = _cpu_seconds(servers[name].pid)
+                    row = drive(name, 0.0, warmup="0s")
+                    row["cpu_s"] = _cpu_seconds(servers[name].pid) - before
+                    cpu[name] += row["cpu_s"]
+                    closed[name].append(row)
+                    results[name].append(row)
             print(
                 f"{'server':8} {'rate/s':>8} {'done/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7}"
             )
@@ -420,13 +455,29 @@ def main(argv: list[str] | None = None) -> int:
                         f"{row['p99_ms']:8.2f} {row['max_ms']:8.1f} {row['errors']:7d}"
                     )
             cpus = os.cpu_count()
-            py_max, go_max = results["python"][-1]["throughput"], results["go"][-1]["throughput"]
+
+            def median(values: list[float]) -> float:
+                ordered = sorted(values)
+                return ordered[len(ordered) // 2]
+
+            py_max = median([r["throughput"] for r in closed["python"]])
+            go_max = median([r["throughput"] for r in closed["go"]])
+            cost = {
+                name: cpu[name] / max(1, sum(r["ok"] for r in closed[name])) * 1e6
+                for name in ("python", "go")
+            }
             print(
                 f"setup: python = 1 uvicorn worker (uvloop, httptools); go = net/http, GOMAXPROCS={args.go_procs}; "
                 f"loadgen and both servers on one host with {cpus} CPUs; HTTP/1.1 keep-alive, {args.conns} connections"
             )
             print(
-                f"throughput ratio python/go: {py_max / go_max:.2f} (python {py_max:.0f}/s, go {go_max:.0f}/s)"
+                f"CPU per review: python {cost['python']:.0f} us, go {cost['go']:.0f} us "
+                f"(over {args.repeat} closed-loop runs each; load average {_load()})"
+            )
+            print(
+                f"throughput ratio python/go: {py_max / go_max:.2f} (medians of {args.repeat}: "
+                f"python {py_max:.0f}/s, go {go_max:.0f}/s); "
+                f"CPU-cost ratio go/python: {cost['go'] / cost['python']:.2f}"
             )
         finally:
             for proc in servers.values():
