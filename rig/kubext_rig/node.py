@@ -14,6 +14,7 @@ which machine-wide paths and cgroups existed) so that ``down`` removes only what
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import io
 import json
@@ -559,6 +560,26 @@ def start_cni_daemon(root: Path, timeout: float = 60) -> int:
     return pid
 
 
+def restart_kubelet(info: cluster.ClusterInfo, *, timeout: float = 60) -> int:
+    """Stop the running kubelet (SIGTERM, as systemd restarts it) and start it again, alone:
+    containerd and the pods keep running. Returns its new PID once it is healthy and has
+    reported the Node Ready again (a heartbeat after the restart, not the old status).
+
+    Call it where ``KUBEXT_RIG_PORT_OFFSET`` is the cluster's (the health port follows it)."""
+    root = info.root
+    comp = next(c for c in _components(root) if c.name == "kubelet")
+    if cluster.running_pid(root, comp.name) is None:
+        raise cluster.RigError(
+            f"real node: no kubelet runs in {root} to restart (`up --real-node` first)"
+        )
+    _stop(root, comp.name)
+    since = int(time.time())  # heartbeats are whole seconds
+    pid = cluster.start_process(root, comp)
+    _wait(root, comp, timeout=timeout)
+    _wait_ready(info, timeout, heartbeat_since=since)
+    return pid
+
+
 def _ctr(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return _run(["ctr", f"--address={_socket(root)}", *args], check=check, timeout=120)
 
@@ -646,13 +667,22 @@ def start(info: cluster.ClusterInfo, *, ready_timeout: float = 120) -> None:
     cluster.say(f"real node {NODE_NAME} Ready in {time.monotonic() - t0:.1f} s")
 
 
-def _wait_ready(info: cluster.ClusterInfo, timeout: float) -> None:
+def _wait_ready(
+    info: cluster.ClusterInfo, timeout: float, *, heartbeat_since: int | None = None
+) -> None:
+    """Until the Node is Ready; with ``heartbeat_since`` (epoch seconds), Ready as reported at
+    or after then (a restarted kubelet's own report, not the one before it stopped)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(cluster.RigError):
             node = json.loads(cluster.kubectl(info, "get", "node", NODE_NAME, "-o", "json"))
             conditions = node.get("status", {}).get("conditions", [])
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+            if any(
+                c["type"] == "Ready"
+                and c["status"] == "True"
+                and (heartbeat_since is None or _epoch(c["lastHeartbeatTime"]) >= heartbeat_since)
+                for c in conditions
+            ):
                 return
         if cluster.running_pid(info.root, "kubelet") is None:
             break
@@ -661,6 +691,11 @@ def _wait_ready(info: cluster.ClusterInfo, timeout: float) -> None:
         f"real node: kubelet: Node {NODE_NAME} not Ready after {timeout:.0f} s; "
         f"see {_log(info.root, 'kubelet')}"
     )
+
+
+def _epoch(timestamp: str) -> int:
+    """An API timestamp (RFC 3339, UTC, ``2026-12-02T03:50:53Z``) as epoch seconds."""
+    return int(datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp())
 
 
 def status(root: Path) -> dict[str, str]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 import ipaddress
 import json
+import socket
+import sys
 import tarfile
+import time
 import tomllib
 from hashlib import sha256
 from pathlib import Path
@@ -193,3 +196,47 @@ def test_the_registry_serves_on_127_0_0_1_from_storage_under_the_rig(tmp_path: P
     assert registry.health == f"http://{node.REGISTRY}/v2/"
     order = list(node.COMPONENTS)
     assert order.index("registry") < order.index("containerd")
+
+
+def test_restart_kubelet_starts_a_new_process_and_waits_for_a_fresh_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in kubelet: a real process serving the health URL (python's http.server).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fake = cluster.Component(
+        "kubelet",
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        f"http://127.0.0.1:{port}/",
+    )
+    monkeypatch.setattr(node, "_components", lambda root: [fake])
+    for sub in ("logs", "pids"):
+        (tmp_path / sub).mkdir()
+    info = cluster.ClusterInfo(tmp_path)
+    with pytest.raises(cluster.RigError, match="no kubelet runs"):
+        node.restart_kubelet(info)
+    old = cluster.start_process(tmp_path, fake)
+    node._wait(tmp_path, fake, timeout=30)
+    # The Node's status as the old kubelet left it: Ready, but reported before the restart.
+    heartbeat = {"at": "2026-01-01T00:00:00Z"}
+
+    def kubectl(*args: object, **kwargs: object) -> str:
+        ready = {"type": "Ready", "status": "True", "lastHeartbeatTime": heartbeat["at"]}
+        return json.dumps({"status": {"conditions": [ready]}})
+
+    monkeypatch.setattr(cluster, "kubectl", kubectl)
+    try:
+        with pytest.raises(cluster.RigError, match="not Ready after"):
+            node.restart_kubelet(info, timeout=8)
+        assert not Path(f"/proc/{old}").exists() or cluster._is_zombie(old)
+        second = cluster.running_pid(tmp_path, "kubelet")
+        assert second is not None and second != old
+        heartbeat["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 5))
+        new = node.restart_kubelet(info, timeout=30)
+        assert new not in (old, second) and cluster.running_pid(tmp_path, "kubelet") == new
+        assert not Path(f"/proc/{second}").exists() or cluster._is_zombie(second)
+    finally:
+        pid = cluster.running_pid(tmp_path, "kubelet")
+        if pid is not None:
+            cluster._stop_pid(pid, "kubelet")
