@@ -13,8 +13,9 @@ import json
 import os
 import sys
 import threading
+import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,10 @@ from kubext_cni.core.netconf import NetConf, Request
 
 PLUGIN_TYPE = "kubext-bridge"
 INTERNAL_ERROR = 999  # libcni's ErrInternal: an unexpected exception, still as error JSON
+# Set (to anything) in a call's environment: stderr gets one line "kubext-bridge timings:
+# {phase: ms}" (where the call's time went; the benchmark reads it).
+TIMINGS_ENV = "KUBEXT_CNI_TIMINGS"
+TIMINGS_PREFIX = f"{PLUGIN_TYPE} timings: "
 
 
 def _version() -> str:
@@ -52,12 +57,44 @@ class Context:
     env: Mapping[str, str]
     stdin: bytes
     log: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def warn(self, text: str) -> None:
         self.log.append(f"{PLUGIN_TYPE}: {text}")
 
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Adds the block's wall time (ms) to ``phase``: monotonic reads, ~0.1 us each."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            elapsed = (time.monotonic() - started) * 1000
+            self.timings[phase] = self.timings.get(phase, 0.0) + elapsed
+
 
 def _ipam(ctx: Context, command: str) -> dict[str, Any] | None:
+    """IPAM by exec (SPEC section 4), except host-local ADD/DEL: served in-process on
+    host-local's own store where it can be done exactly as the binary does it."""
+    assert ctx.conf.ipam_type
+    with ctx.timed(f"ipam {command}"):
+        if ctx.conf.ipam_type == "host-local" and command in ("ADD", "DEL"):
+            from kubext_cni import delegate, hostlocal
+
+            # As with exec: a runtime whose CNI_PATH has no host-local gets error 104.
+            delegate.find("host-local", ctx.request.path)
+
+            req, args = ctx.request, ctx.env.get("CNI_ARGS", "")
+            if command == "ADD":
+                allocated = hostlocal.allocate(ctx.conf.raw, req.container_id, req.ifname, args)
+                if allocated is not None:
+                    return allocated
+            elif hostlocal.release(ctx.conf.raw, req.container_id, req.ifname, args) is not None:
+                return None
+        return _exec_ipam(ctx, command)
+
+
+def _exec_ipam(ctx: Context, command: str) -> dict[str, Any] | None:
     from kubext_cni import delegate
 
     assert ctx.conf.ipam_type
@@ -138,10 +175,12 @@ def cmd_add(ctx: Context) -> bytes:
     conf, req = ctx.conf, ctx.request
     prev = result.parse(conf.prev_result, what="prevResult") if conf.prev_result else None
     with contextlib.ExitStack() as resources:
-        ns = resources.enter_context(netns.open_netns(req.netns))
-        container = resources.enter_context(netlink.Links.inside(ns))
-        host = resources.enter_context(netlink.Links.host())
-        if container.get(req.ifname) is not None:
+        with ctx.timed("netns open + netlink sockets"):
+            ns = resources.enter_context(netns.open_netns(req.netns))
+            container = resources.enter_context(netlink.Links.inside(ns))
+            host = resources.enter_context(netlink.Links.host())
+            exists = container.get(req.ifname) is not None
+        if exists:
             raise errors.CNIError(
                 errors.INTERFACE_EXISTS,
                 f"container interface {req.ifname!r} already exists in {req.netns}",
@@ -161,7 +200,10 @@ def cmd_add(ctx: Context) -> bytes:
                 )
                 undo.callback(_undo_masquerade, ctx, masquerade)
 
-            with locks.held(locks.bridge_lock(conf.bridge)):
+            with (
+                ctx.timed("bridge (lock, ensure, gateway addresses)"),
+                locks.held(locks.bridge_lock(conf.bridge)),
+            ):
                 bridge, _ = host.ensure_bridge(conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode)
                 if attachment.bridge_addresses:
                     current = host.addresses(bridge["index"])
@@ -175,36 +217,43 @@ def cmd_add(ctx: Context) -> bytes:
                         host.add_address(bridge["index"], address, nodad=True)
                         current.append(address)
 
-            host.create_veth(
-                attachment.host_veth,
-                req.ifname,
-                ns,
-                bridge_index=bridge["index"],
-                mtu=conf.mtu,
-                mac=conf.mac,
-            )
+            with ctx.timed("veth"):
+                host.create_veth(
+                    attachment.host_veth,
+                    req.ifname,
+                    ns,
+                    bridge_index=bridge["index"],
+                    mtu=conf.mtu,
+                    mac=conf.mac,
+                )
             undo.callback(
                 _quietly, ctx, "rollback: delete veth", lambda: host.delete(attachment.host_veth)
             )
-            for family in attachment.forward_families:
-                netns.write_sysctl(
-                    "net/ipv4/ip_forward" if family == 4 else "net/ipv6/conf/all/forwarding", "1"
-                )
-            container_link = container.configure_container(ns, attachment)
-            host_link = host.wait_oper_up(attachment.host_veth)
-            if conf.hairpin_mode:
-                host.set_hairpin(host_link["index"], attachment.host_veth)
+            with ctx.timed("sysctls (forwarding)"):
+                for family in attachment.forward_families:
+                    netns.write_sysctl(
+                        "net/ipv4/ip_forward" if family == 4 else "net/ipv6/conf/all/forwarding",
+                        "1",
+                    )
+            with ctx.timed("container (sysctls, addresses, up, routes)"):
+                container_link = container.configure_container(ns, attachment)
+            with ctx.timed("host veth oper up, hairpin"):
+                host_link = host.wait_oper_up(attachment.host_veth)
+                if conf.hairpin_mode:
+                    host.set_hairpin(host_link["index"], attachment.host_veth)
             if masquerade is not None:
-                masquerade.wait()
-            bridge_link = host.get(conf.bridge)  # its MAC may change when the first port joins
-            out = plan.build_result(
-                attachment,
-                prev=prev,
-                bridge=_interface(bridge_link or bridge),
-                host=_interface(host_link),
-                container=_interface(container_link, sandbox=req.netns),
-            )
-            body = json.dumps(result.encode(out, conf.cni_version), indent=4).encode() + b"\n"
+                with ctx.timed("masquerade (wait for nft)"):
+                    masquerade.wait()
+            with ctx.timed("result"):
+                bridge_link = host.get(conf.bridge)  # its MAC may change when the first port joins
+                out = plan.build_result(
+                    attachment,
+                    prev=prev,
+                    bridge=_interface(bridge_link or bridge),
+                    host=_interface(host_link),
+                    container=_interface(container_link, sandbox=req.netns),
+                )
+                body = json.dumps(result.encode(out, conf.cni_version), indent=4).encode() + b"\n"
             undo.pop_all()  # success: keep everything
             return body
 
@@ -223,7 +272,8 @@ def cmd_del(ctx: Context) -> bytes:
 
     def attempt(what: str, fn: Callable[[], object]) -> None:
         try:
-            fn()
+            with ctx.timed(what):
+                fn()
         except errors.CNIError as exc:
             ctx.warn(f"DEL: {what}: {exc}")
             problems.append(exc)
@@ -254,7 +304,7 @@ def cmd_del(ctx: Context) -> bytes:
     attempt("delete host veth", delete_host_veth)
     if conf.ipam_type:
         # Only now: the address must not be handed out while the old interface still has it.
-        attempt("IPAM DEL", lambda: _ipam(ctx, "DEL"))
+        attempt("IPAM DEL (total)", lambda: _ipam(ctx, "DEL"))
     if teardown is not None:
         attempt("remove masquerade rules", teardown.wait)
     if problems:
@@ -432,7 +482,9 @@ COMMANDS: dict[str, Callable[[Context], bytes]] = {
 
 def run(env: Mapping[str, str], stdin: bytes) -> Outcome:
     """The plugin as a pure-looking function: environment and stdin in, what to print out."""
+    started = time.monotonic()
     log: list[str] = []
+    timings: dict[str, float] = {}
     error_version = versions.LATEST
     try:
         request = netconf.parse_request(env)
@@ -442,17 +494,29 @@ def run(env: Mapping[str, str], stdin: bytes) -> Outcome:
         if raw.get("cniVersion") in versions.SUPPORTED:
             error_version = raw["cniVersion"]
         conf = netconf.parse_netconf(raw, request)
-        ctx = Context(request, conf, env, stdin, log)
+        ctx = Context(request, conf, env, stdin, log, timings)
+        timings["config parse"] = (time.monotonic() - started) * 1000
         stdout = COMMANDS[request.command](ctx)
-        return Outcome(0, stdout, _join(log))
+        return Outcome(0, stdout, _join(_with_timings(log, env, timings, started)))
     except errors.CNIError as exc:
         if not env.get("CNI_COMMAND"):
             log.append(f"{ABOUT}\nCNI protocol versions supported: {', '.join(versions.SUPPORTED)}")
-        return Outcome(1, exc.to_json(error_version), _join(log))
+        return Outcome(
+            1, exc.to_json(error_version), _join(_with_timings(log, env, timings, started))
+        )
     except Exception as exc:  # a bug must still answer in the protocol's format
         log.append(traceback.format_exc())
         error = errors.CNIError(INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}")
         return Outcome(1, error.to_json(error_version), _join(log))
+
+
+def _with_timings(
+    log: list[str], env: Mapping[str, str], timings: dict[str, float], started: float
+) -> list[str]:
+    if env.get(TIMINGS_ENV):
+        timings["total"] = (time.monotonic() - started) * 1000
+        log.append(TIMINGS_PREFIX + json.dumps({k: round(v, 3) for k, v in timings.items()}))
+    return log
 
 
 def _join(lines: list[str]) -> bytes:
