@@ -44,10 +44,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kubext_scheduler.cache import ClusterCache
-from kubext_scheduler.framework import resources
-from kubext_scheduler.framework.cycle_state import CycleState
+from kubext_scheduler.framework import interfaces, resources, status
+from kubext_scheduler.framework.cycle_state import CycleState, StateError
 from kubext_scheduler.framework.nodeinfo import NodeInfo, name_of, pod_key
-from kubext_scheduler.framework.runtime import Framework
+from kubext_scheduler.framework.runtime import Framework, ScoreRangeError
 from kubext_scheduler.framework.status import Code, Status
 from kubext_scheduler.scheduler import Binder, BindError
 
@@ -84,7 +84,12 @@ NODE_LOCAL_FILTERS = frozenset(
         "NodeResourceFit",
     }
 )
-# Verdicts kept (pod signature, node) before they are all dropped.
+# The same for the Score plugins: a node's raw score (before NormalizeScore, which reads every
+# candidate and is run for each request) is kept while the other Score plugins are skipped.
+NODE_LOCAL_SCORES = frozenset(
+    {"TaintToleration", "NodeAffinity", "NodeResourceFit", "NodeResourcesBalancedAllocation"}
+)
+# Verdicts (and raw scores) kept (pod signature, node) before they are all dropped.
 VERDICTS = 100_000
 
 
@@ -253,6 +258,8 @@ class _Cycle:
     pre_filtered: bool
     # The candidates /filter read, by name (dropped once the cycle is no longer recent).
     nodes: dict[str, NodeInfo] | None
+    # node_local_signature of the pod (b"" when the candidates came as full nodes).
+    signature: bytes = b""
 
 
 class Extender:
@@ -285,6 +292,23 @@ class Extender:
         self._verdicts: dict[tuple[bytes, int], tuple[NodeInfo, Status]] = {}
         self._others = frozenset(
             p.name for p in framework.plugins["filter"] if p.name not in NODE_LOCAL_FILTERS
+        )
+        # (signature, id of the NodeInfo) -> (that NodeInfo, the plugins, their raw scores).
+        self._raw_scores: dict[
+            tuple[bytes, int], tuple[NodeInfo, tuple[str, ...], tuple[int, ...]]
+        ] = {}
+        self._other_scorers = frozenset(
+            p.name for p in framework.plugins["score"] if p.name not in NODE_LOCAL_SCORES
+        )
+        # Framework.run_score's plugins, weights and NormalizeScore, resolved once.
+        self._scorers = tuple(
+            (
+                p.name,
+                p.score,
+                p.normalize_score if isinstance(p, interfaces.ScoreExtensions) else None,
+                framework.score_weights.get(p.name, 1),
+            )
+            for p in framework.plugins["score"]
         )
         self._recent_lock = threading.Lock()
         self._bind_lock = threading.Lock()  # check-then-assume of one binding at a time
@@ -370,14 +394,14 @@ class Extender:
         state = CycleState()
         pre = self.framework.run_pre_filter(state, args.pod, self._cluster(infos))
         by_name = {info.name: info for info in infos} if args.names is not None else None
-        self._remember(_Cycle(args.pod, state, pre.is_success, by_name))
+        # Only NodeInfos of the cache are kept by signature: full nodes' are built anew.
+        signature = node_local_signature(args.pod) if by_name is not None else b""
+        self._remember(_Cycle(args.pod, state, pre.is_success, by_name, signature))
         if pre.code is Code.ERROR:
             return {"Nodes": None, "NodeNames": None, "FailedNodes": {}, "Error": pre.message}
         feasible = set()
         run_filter, pod = self.framework.run_filter, args.pod
-        # Only NodeInfos of the cache: those of full nodes are built anew for each request.
-        sign = by_name is not None and pre.is_success and self._others <= state.skip_filter
-        signature = node_local_signature(pod) if sign else b""
+        sign = bool(signature) and pre.is_success and self._others <= state.skip_filter
         verdicts = self._verdicts
         if len(verdicts) > VERDICTS:
             verdicts.clear()
@@ -430,9 +454,11 @@ class Extender:
 
         args = parse_args(body, read=filtered)
         seen = cycle.nodes if cycle is not None and cycle.pre_filtered else None
+        signature = b""
         if seen is not None and args.names is not None:
             assert cycle is not None
             state, infos = cycle.state, [seen[n] for n in args.names if n in seen]
+            signature = cycle.signature
             if len(infos) < len(args.names):  # names its /filter was not sent
                 more, _, _ = self._node_infos(
                     ExtenderArgs(args.pod, None, [n for n in args.names if n not in seen])
@@ -444,7 +470,10 @@ class Extender:
         totals: dict[str, int] = {}
         pre = self.framework.run_pre_score(state, args.pod, infos)
         if pre.is_success and infos:
-            totals, scored = self.framework.run_score(state, args.pod, infos)
+            if signature and self._other_scorers <= state.skip_score:
+                totals, scored = self._scores_kept(state, args.pod, infos, signature)
+            else:
+                totals, scored = self.framework.run_score(state, args.pod, infos)
             if not scored.is_success:
                 raise BadRequest(scored.message)
         elif not pre.is_success:
@@ -455,6 +484,55 @@ class Extender:
             {"Host": name, "Score": totals.get(name, 0) * MAX_EXTENDER_PRIORITY // top}
             for name in args.node_names()
         ]
+
+    def _scores_kept(
+        self, state: CycleState, pod: Obj, infos: Sequence[NodeInfo], signature: bytes
+    ) -> tuple[dict[str, int], Status]:
+        """Framework.run_score with a node's raw scores kept per (pod signature, NodeInfo)
+        (only NODE_LOCAL_SCORES run here: the caller checked); NormalizeScore and the weights
+        are applied for each request, as they read all the candidates."""
+        kept = self._raw_scores
+        if len(kept) > VERDICTS:
+            kept.clear()
+        active = tuple(s for s in self._scorers if s[0] not in state.skip_score)
+        plugins = tuple(s[0] for s in active)
+        rows: list[tuple[int, ...]] = []
+        for info in infos:
+            hit = kept.get((signature, id(info)))
+            if hit is not None and hit[0] is info and hit[1] == plugins:
+                rows.append(hit[2])
+                continue
+            row = []
+            for name, score, _, _ in active:
+                try:
+                    value, result = score(state, pod, info)
+                except (resources.InvalidObject, StateError) as exc:
+                    return {}, status.error(f"{name}: {exc}").with_plugin(name)
+                if not status.ok(result):
+                    assert result is not None
+                    return {}, result.with_plugin(name)
+                row.append(value)
+            rows.append(tuple(row))
+            kept[(signature, id(info))] = (info, plugins, rows[-1])
+        names = [info.name for info in infos]
+        totals = dict.fromkeys(names, 0)
+        low, high = interfaces.MIN_NODE_SCORE, interfaces.MAX_NODE_SCORE
+        for column, (name, _, normalize_score, weight) in enumerate(active):
+            scores = [
+                interfaces.NodeScore(n, row[column]) for n, row in zip(names, rows, strict=True)
+            ]
+            if normalize_score is not None:
+                result = normalize_score(state, pod, scores)
+                if not status.ok(result):
+                    assert result is not None
+                    return {}, result.with_plugin(name)
+            for s in scores:
+                if not low <= s.score <= high:
+                    raise ScoreRangeError(
+                        f"plugin {name} scored node {s.name} {s.score}, outside [{low}, {high}]"
+                    )
+                totals[s.name] += s.score * weight
+        return totals, status.SUCCESS
 
     def bind(self, body: bytes) -> dict[str, Any]:
         try:

@@ -302,6 +302,96 @@ def test_prioritize_of_a_pod_filtered_long_ago_reads_the_cache() -> None:
     assert scores["a"] < scores["b"]
 
 
+SOFT_TAINT = {"key": "spot", "value": "yes", "effect": "PreferNoSchedule"}
+PREFER_FAST = {
+    "nodeAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {
+                "weight": 5,
+                "preference": {
+                    "matchExpressions": [{"key": "disk", "operator": "In", "values": ["fast"]}]
+                },
+            }
+        ]
+    }
+}
+
+
+def scoring_cache() -> ClusterCache:
+    nodes = [
+        node("a", labels={"disk": "fast"}),
+        node("b", taints=[SOFT_TAINT]),
+        node("c", cpu="8", memory="16Gi", labels={"disk": "fast"}, taints=[SOFT_TAINT]),
+        node("d", cpu="2"),
+    ]
+    running = [
+        bound(pod("r1", containers=[container(cpu="1", memory="2Gi")]), "a"),
+        bound(pod("r2", containers=[container(cpu="500m", memory="512Mi")]), "d"),
+    ]
+    return cache_of(nodes, running)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param({}, id="no-requests"),
+        pytest.param({"containers": [container(cpu="300m", memory="1Gi")]}, id="requests"),
+        pytest.param({"affinity": PREFER_FAST}, id="preferred-affinity"),
+        pytest.param(
+            {"tolerations": [{"key": "spot", "operator": "Exists", "effect": "PreferNoSchedule"}]},
+            id="tolerates-the-soft-taint",
+        ),
+    ],
+)
+def test_kept_raw_scores_give_what_the_framework_gives(spec: dict[str, Any]) -> None:
+    names = ["a", "b", "c", "d"]
+
+    def scores(http: TestClient, p: dict, *, filtered: bool) -> dict[str, int]:
+        if filtered:
+            assert http.post("/filter", json=by_names(p, names)).json()["NodeNames"] == names
+        return {
+            h["Host"]: h["Score"] for h in http.post("/prioritize", json=by_names(p, names)).json()
+        }
+
+    kept = client(cache=scoring_cache())
+    fresh = client(cache=scoring_cache())  # prioritize without a filter: Framework.run_score
+    for name in ("p1", "p2"):  # p2 is scored from what p1 left
+        p = pod(name, **spec)
+        assert scores(kept, p, filtered=True) == scores(fresh, p, filtered=False)
+
+
+def test_alike_pods_reuse_the_raw_scores_on_nodes_unchanged_since() -> None:
+    cache = scoring_cache()
+    [fw] = profiles_file.load(None).frameworks.values()
+    calls: list[str] = []
+    for plugin in fw.plugins["score"]:
+        plugin_score = plugin.score
+
+        def counted(state: Any, p: Any, info: Any, _score: Any = plugin_score) -> Any:
+            calls.append(info.name)
+            return _score(state, p, info)
+
+        plugin.score = counted  # type: ignore[method-assign]
+    http = TestClient(extender.app(extender.Extender(fw, cache=cache)))
+    names = ["a", "b", "c", "d"]
+
+    def prioritize(name: str) -> dict[str, int]:
+        p = pod(name, containers=[container(cpu="300m", memory="1Gi")])
+        http.post("/filter", json=by_names(p, names))
+        return {
+            h["Host"]: h["Score"] for h in http.post("/prioritize", json=by_names(p, names)).json()
+        }
+
+    first = prioritize("p1")
+    per_node = len(calls) // 4
+    assert per_node and sorted(calls) == sorted(names * per_node)
+    assert prioritize("p2") == first and len(calls) == 4 * per_node
+    cache.set_pod(bound(pod("q", containers=[container(cpu="7", memory="14Gi")]), "c"))
+    third = prioritize("p3")
+    assert calls[4 * per_node :] == ["c"] * per_node
+    assert third["c"] < first["c"]
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [
