@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import gc
 import logging
 import os
@@ -13,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import kopf
 
@@ -55,13 +56,26 @@ def identity() -> str:
     return f"{host}_{uuid.uuid4().hex[:8]}"
 
 
+def in_cluster_server(environ: Mapping[str, str]) -> str | None:
+    """The API server as a pod reaches it: ``KUBERNETES_SERVICE_HOST``/``_PORT``, which the
+    kubelet sets in every container (client-go's InClusterConfig reads the same); None without.
+
+    kopf's service-account login names ``https://kubernetes.default.svc``, which needs cluster
+    DNS: a cluster without it (the rig) left the operator unable to reach its Lease."""
+    host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return None
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
 def connection(cfg: config.Config) -> kopf.ConnectionInfo:
     """In-cluster service account, else the kubeconfig (``kubeconfig`` key or $KUBECONFIG)."""
     settings = kopf.OperatorSettings()
     if cfg.kubeconfig is None:
         info = kopf.login_with_service_account(settings=settings)
         if info is not None:
-            return info
+            server = in_cluster_server(os.environ)
+            return dataclasses.replace(info, server=server) if server else info
     if cfg.kubeconfig is not None:
         os.environ["KUBECONFIG"] = cfg.kubeconfig
     info = kopf.login_with_kubeconfig(settings=settings)

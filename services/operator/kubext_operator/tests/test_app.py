@@ -30,3 +30,11 @@ def test_a_cancelled_wait_leaves_no_task_behind() -> None:
         return asyncio.all_tasks() - {asyncio.current_task()}
 
     assert asyncio.run(scenario()) == set()
+
+
+def test_in_a_pod_the_api_server_is_the_kubernetes_service_address_not_its_dns_name() -> None:
+    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    assert app.in_cluster_server(env) == "https://10.96.0.1:443"
+    v6 = {"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "6443"}
+    assert app.in_cluster_server(v6) == "https://[fd00::1]:6443"
+    assert app.in_cluster_server({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}) is None
