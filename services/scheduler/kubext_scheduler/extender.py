@@ -8,12 +8,13 @@ so does ours when reading. The four verbs:
   kube-scheduler sends only ``NodeNames`` and the nodes come from our own informer cache (a
   name the cache does not know is answered in ``FailedNodes``); otherwise it sends
   ``Nodes.items`` and the cache adds each node's pods.
-- ``/prioritize``: ExtenderArgs -> HostPriorityList, scores 0..10 (MaxExtenderPriority).
+- ``/prioritize``: ExtenderArgs -> HostPriorityList, scores 0..10 (MaxExtenderPriority); after
+  the pod's ``/filter``, on that filter's NodeInfos and CycleState (kube-scheduler's one cycle).
 - ``/bind``: ExtenderBindingArgs -> ExtenderBindingResult: ``pods/binding`` through the
   ``Binder`` port (an API refusal is the result's ``Error``; kube-scheduler then reports
   FailedScheduling and retries). The node is checked again (pods bound since the filter, which
   kube-scheduler does not count for a resource it ignores) and the pod is assumed in the cache
-  while it binds.
+  while it binds (the check: the Filters on the pod's /filter CycleState, the node read anew).
 - ``/preempt``: ExtenderPreemptionArgs -> ExtenderPreemptionResult: for each candidate node and
   the victims kube-scheduler proposes (``NodeNameToVictims``, or ``NodeNameToMetaVictims`` by
   UID when nodeCacheCapable), the nodes where the pod would fit by our plugins once those
