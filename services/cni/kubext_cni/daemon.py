@@ -1,19 +1,20 @@
 """The node daemon's plugin socket: the launcher's calls, served by ``plugin.run`` in threads.
 
 A thick-plugin design (as Multus and Cilium use): the runtime still execs a tiny plugin
-per call, but pyroute2 and the plugin code stay imported here. Each connection gets its
-own thread, which may enter a container's netns (setns is per thread) and exits after.
+per call, but pyroute2 and the plugin code stay imported here. Each call is served by one
+of a set of threads waiting in ``accept()``; it may enter a container's netns (setns is per
+thread) and always comes back before it serves again.
 Wire format: a 4-byte big-endian length, then the binary request/reply ``shim`` defines
 (binary, so the launcher needs no json import).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
-import socketserver
 import struct
 import threading
 import time
@@ -123,55 +124,90 @@ def serve_one(raw: bytes, handler: Handler, own_netns: tuple[int, int]) -> bytes
 
 
 class PluginServer:
-    """Listens on a root-only unix socket; ``start()``/``stop()``; ``ready`` for /readyz."""
+    """Listens on a root-only unix socket; ``start()``/``stop()``; ``ready`` for /readyz.
+
+    Threads that each block in ``accept()`` and serve the call they get (the kernel wakes
+    one): a call costs one wake-up of the daemon, not two (an accept loop handing the
+    connection to a new thread). When the last idle one takes a call, another starts, so
+    a burst of ADDs is served in parallel as before; idle ones beyond ``IDLE_KEPT`` exit.
+    """
+
+    IDLE_KEPT = 4
 
     def __init__(self, socket_path: str, handler: Handler = plugin.run) -> None:
         self.socket_path = socket_path
         self.own_netns = netns.current_id()
-        outer = self
-
-        class Connection(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                try:
-                    reply = serve_one(read_frame(self.request), handler, outer.own_netns)
-                except (OSError, ValueError) as exc:
-                    log.warning("bad plugin request: %s", exc)
-                    return
-                try:
-                    write_frame(self.request, reply)
-                except OSError as exc:  # the launcher gave up (runtime timeout)
-                    log.warning("could not answer the plugin: %s", exc)
-
+        self._handler = handler
         directory = os.path.dirname(socket_path)
         os.makedirs(directory, mode=0o700, exist_ok=True)
         locks.use_dir(directory)
         if os.path.exists(socket_path):
             os.unlink(socket_path)  # a stale socket from a previous run
-
-        class Server(socketserver.ThreadingUnixStreamServer):
-            # A runtime may start dozens of pods at once; a full backlog makes connect fail.
-            request_queue_size = socket.SOMAXCONN
-
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # the socket is born 0600: it performs root operations
         try:
-            self._server = Server(socket_path, Connection)
+            self._sock.bind(socket_path)
         finally:
             os.umask(old_umask)
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="cni-plugin", daemon=True
-        )
+        # A runtime may start dozens of pods at once; a full backlog makes connect fail.
+        self._sock.listen(socket.SOMAXCONN)
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._stopping = False
+        self._started = False
+
+    def _spawn(self) -> None:
+        self._idle += 1  # under self._lock
+        threading.Thread(target=self._serve, name="cni-plugin", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                with self._lock:
+                    self._idle -= 1
+                return  # stopped
+            with self._lock:
+                self._idle -= 1
+                if self._idle == 0 and not self._stopping:
+                    self._spawn()  # keep one waiting in accept() while this call runs
+            with conn:
+                self._answer(conn)
+            with self._lock:
+                # setns is per thread: one that did not come home must not serve again.
+                if self._stopping or self._idle >= self.IDLE_KEPT:
+                    return
+                if netns.current_id() != self.own_netns:
+                    log.error("a plugin thread is left in another netns; it exits")
+                    return
+                self._idle += 1
+
+    def _answer(self, conn: socket.socket) -> None:
+        try:
+            reply = serve_one(read_frame(conn), self._handler, self.own_netns)
+        except (OSError, ValueError) as exc:
+            log.warning("bad plugin request: %s", exc)
+            return
+        try:
+            write_frame(conn, reply)
+        except OSError as exc:  # the launcher gave up (runtime timeout)
+            log.warning("could not answer the plugin: %s", exc)
 
     def start(self) -> PluginServer:
-        self._thread.start()
+        with self._lock:
+            self._started = True
+            self._spawn()
         return self
 
     def ready(self) -> bool:
-        return self._thread.is_alive() and os.path.exists(self.socket_path)
+        return self._started and not self._stopping and os.path.exists(self.socket_path)
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        with self._lock:
+            self._stopping = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes every thread blocked in accept()
+        self._sock.close()
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)

@@ -253,3 +253,39 @@ def test_install_picks_the_compiled_launcher_unless_told_otherwise(
     assert install.main(["--bin-dir", str(tmp_path), "--launcher", "python"]) == 0
     assert Path(tmp_path / "kubext-bridge").read_bytes()[:2] == b"#!"
     assert os.listdir(tmp_path) == ["kubext-bridge"]
+
+
+def test_calls_are_served_by_waiting_threads_in_parallel(tmp_path: Path) -> None:
+    """No thread start per call (one daemon wake-up, not two), and still parallel."""
+    import threading
+
+    served = threading.local()
+    counts: list[int] = []
+    barrier = threading.Barrier(2, timeout=30)
+
+    def handler(env: Mapping[str, str], stdin: bytes) -> plugin.Outcome:
+        served.count = getattr(served, "count", 0) + 1
+        counts.append(served.count)
+        if env.get("CNI_COMMAND") == "ADD":
+            barrier.wait()  # both ADDs must be in the daemon at once
+        return plugin.Outcome(0, b"{}")
+
+    srv = daemon.PluginServer(str(tmp_path / "run" / "p.sock"), handler=handler).start()
+    try:
+        binary = install.install(str(tmp_path / "bin"), socket_path=srv.socket_path)
+        for _ in range(4):
+            assert _launch(binary, b"{}", CNI_COMMAND="DEL").returncode == 0
+        assert max(counts) > 1  # a thread served more than one call
+        procs = [
+            subprocess.Popen(
+                [binary],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                env={"PATH": "/usr/bin:/bin", "CNI_COMMAND": "ADD"},
+            )
+            for _ in range(2)
+        ]
+        assert [p.wait(60) for p in procs] == [0, 0]
+    finally:
+        srv.stop()
+    assert not srv.ready()
