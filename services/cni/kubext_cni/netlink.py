@@ -290,7 +290,7 @@ class Links:
     # The container side -------------------------------------------------------------------
 
     def configure_container(self, ns: netns.NetNS, plan: Plan) -> Any:
-        """Sysctls, addresses (IPv6 without DAD), link up, then routes: ipam.ConfigureIface.
+        """Sysctls, link up, addresses (IPv6 without DAD), then routes: ipam.ConfigureIface.
 
         Returns the container link as read before it went up (index, MAC and MTU are final).
         """
@@ -309,12 +309,15 @@ class Links:
                     # DAD would hold each address "tentative" for ~2 s after ADD returns.
                     netns.write_sysctl(f"net/ipv6/conf/{plan.ifname}/accept_dad", "0")
                 netns.write_sysctl(f"net/ipv4/conf/{plan.ifname}/arp_notify", "1")
-        for ip in plan.ips:
-            self.add_address(index, ip.address, nodad=True)
+        # Up before the addresses, as the reference's ConfigureIface does: the host end's
+        # carrier (operstate UP, awaited next) comes while the addresses are added. No
+        # DAD either way: accept_dad is 0 by now and the addresses are NODAD.
         try:
             self.ipr.link("set", index=index, state="up")
         except NetlinkError as exc:
             raise _fail(f"set {plan.ifname!r} up in {self.where}", exc) from None
+        for ip in plan.ips:
+            self.add_address(index, ip.address, nodad=True)
         for route in plan.routes:
             self.add_route(index, route, plan.route_gateway(route))
         return link
