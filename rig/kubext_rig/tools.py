@@ -33,6 +33,7 @@ _COMPONENTS = {
     "portmap": ("cni-plugins", "CNI_PLUGINS_VERSION", "cni-plugins"),
     "loopback": ("cni-plugins", "CNI_PLUGINS_VERSION", "cni-plugins"),
     "kube-score": ("kube-score", "KUBE_SCORE_VERSION", "kube-score"),
+    "tilt": ("tilt", "TILT_VERSION", "tilt"),  # the dev loop's (not in build.sh's default set)
 }
 
 
