@@ -83,7 +83,7 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class WebhookEndpoint:
-    """One webhook path as a plain ASGI endpoint inside FastAPI's router.
+    """One webhook path as a plain ASGI endpoint (reached through :class:`Webhooks`).
 
     The hot path skips Starlette's Request/Response objects and FastAPI's dependency solving
     (about half the per-review cost for a 5 KB pod). Its metrics are plain numbers
