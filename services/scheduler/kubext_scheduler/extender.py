@@ -90,8 +90,21 @@ NODE_LOCAL_FILTERS = frozenset(
 NODE_LOCAL_SCORES = frozenset(
     {"TaintToleration", "NodeAffinity", "NodeResourceFit", "NodeResourcesBalancedAllocation"}
 )
-# Verdicts (and raw scores) kept (pod signature, node) before they are all dropped.
-VERDICTS = 100_000
+# Signatures whose verdicts (and raw scores) one node keeps before they are dropped.
+SIGNATURES_PER_NODE = 64
+
+
+@dataclasses.dataclass
+class _Kept:
+    """What is kept of one node while it is this NodeInfo (a changed node is a new NodeInfo:
+    the cache never mutates one), by pod signature."""
+
+    info: NodeInfo
+    verdicts: dict[bytes, Status] = dataclasses.field(default_factory=dict)
+    # Signature -> (the Score plugins that ran, their raw scores).
+    scores: dict[bytes, tuple[tuple[str, ...], tuple[int, ...]]] = dataclasses.field(
+        default_factory=dict
+    )
 
 
 class BadRequest(ValueError):
@@ -288,16 +301,11 @@ class Extender:
         self.synced = synced
         self._recent: collections.OrderedDict[str, _Cycle] = collections.OrderedDict()
         self._with_nodes: collections.deque[_Cycle] = collections.deque()
-        # (node-local signature, id of the NodeInfo) -> (that NodeInfo, the Filter verdict);
-        # a changed node is a new NodeInfo (the cache never mutates one).
-        self._verdicts: dict[tuple[bytes, int], tuple[NodeInfo, Status]] = {}
+        # Node name -> what is kept of it (dropped with the NodeInfo it was worked out on).
+        self._kept: dict[str, _Kept] = {}
         self._others = frozenset(
             p.name for p in framework.plugins["filter"] if p.name not in NODE_LOCAL_FILTERS
         )
-        # (signature, id of the NodeInfo) -> (that NodeInfo, the plugins, their raw scores).
-        self._raw_scores: dict[
-            tuple[bytes, int], tuple[NodeInfo, tuple[str, ...], tuple[int, ...]]
-        ] = {}
         self._other_scorers = frozenset(
             p.name for p in framework.plugins["score"] if p.name not in NODE_LOCAL_SCORES
         )
@@ -403,21 +411,25 @@ class Extender:
         feasible = set()
         run_filter, pod = self.framework.run_filter, args.pod
         sign = bool(signature) and pre.is_success and self._others <= state.skip_filter
-        verdicts = self._verdicts
-        if len(verdicts) > VERDICTS:
-            verdicts.clear()
+        kept_of, kept_by_name = self._kept_of, self._kept
         passed, success, error = pre.is_success, Code.SUCCESS, Code.ERROR
         for name, info in by_name.items() if by_name is not None else _named(infos):
             if not passed:
                 result = pre
             elif sign:
-                kept = verdicts.get((signature, id(info)))
-                if kept is not None and kept[0] is info:
-                    result = kept[1]
+                record = kept_by_name.get(name)
+                if record is None or record.info is not info:
+                    record = kept_of(name, info)
+                verdicts = record.verdicts
+                kept = verdicts.get(signature)
+                if kept is not None:
+                    result = kept
                 else:
                     result = run_filter(state, pod, info)
                     if result.code is not error:
-                        verdicts[(signature, id(info))] = (info, result)
+                        if len(verdicts) >= SIGNATURES_PER_NODE:
+                            verdicts.clear()
+                        verdicts[signature] = result
             else:
                 result = run_filter(state, pod, info)
             code = result.code
@@ -486,22 +498,33 @@ class Extender:
             for name in args.node_names()
         ]
 
+    def _kept_of(self, name: str, info: NodeInfo) -> _Kept:
+        """What is kept of the node as ``info`` (a fresh record once the node changed)."""
+        kept = self._kept.get(name)
+        if kept is None or kept.info is not info:
+            kept = self._kept[name] = _Kept(info)
+            if len(self._kept) > 2 * (self.cache.node_count() if self.cache else 0) + 64:
+                self._kept = {name: kept}  # nodes gone from the cluster
+        return kept
+
     def _scores_kept(
         self, state: CycleState, pod: Obj, infos: Sequence[NodeInfo], signature: bytes
     ) -> tuple[dict[str, int], Status]:
         """Framework.run_score with a node's raw scores kept per (pod signature, NodeInfo)
         (only NODE_LOCAL_SCORES run here: the caller checked); NormalizeScore and the weights
         are applied for each request, as they read all the candidates."""
-        kept = self._raw_scores
-        if len(kept) > VERDICTS:
-            kept.clear()
+        kept_by_name = self._kept
         active = tuple(s for s in self._scorers if s[0] not in state.skip_score)
         plugins = tuple(s[0] for s in active)
         rows: list[tuple[int, ...]] = []
         for info in infos:
-            hit = kept.get((signature, id(info)))
-            if hit is not None and hit[0] is info and hit[1] == plugins:
-                rows.append(hit[2])
+            record = kept_by_name.get(info.name)
+            if record is None or record.info is not info:
+                record = self._kept_of(info.name, info)
+            kept = record.scores
+            hit = kept.get(signature)
+            if hit is not None and hit[0] == plugins:
+                rows.append(hit[1])
                 continue
             row = []
             for name, score, _, _ in active:
@@ -514,7 +537,9 @@ class Extender:
                     return {}, result.with_plugin(name)
                 row.append(value)
             rows.append(tuple(row))
-            kept[(signature, id(info))] = (info, plugins, rows[-1])
+            if len(kept) >= SIGNATURES_PER_NODE:
+                kept.clear()
+            kept[signature] = (plugins, rows[-1])
         names = [info.name for info in infos]
         totals = dict.fromkeys(names, 0)
         low, high = interfaces.MIN_NODE_SCORE, interfaces.MAX_NODE_SCORE

@@ -149,6 +149,9 @@ def test_alike_pods_reuse_the_verdicts_on_nodes_unchanged_since() -> None:
     ).json()
     assert third["NodeNames"] == ["c"] and "Insufficient CPU" in third["FailedNodes"]["a"]
     assert calls == ["a", "b", "c", "a"]
+    # What was kept of a's old NodeInfo is gone with it (one record per node).
+    [current], _, _ = cache.node_infos(["a"])
+    assert len(ext._kept) == 3 and ext._kept["a"].info is current
     # A pod asking more is filtered on its own.
     bigger = pod("p4", containers=[container(cpu="2")])
     assert http.post("/filter", json=by_names(bigger, ["c"])).json()["NodeNames"] == ["c"]
