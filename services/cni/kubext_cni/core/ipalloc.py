@@ -34,7 +34,7 @@ class Range:
     gateway: IPAddress
 
     def contains(self, ip: IPAddress) -> bool:
-        return ip.version == self.start.version and self.start <= ip <= self.end
+        return ip.version == self.start.version and int(self.start) <= int(ip) <= int(self.end)
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,17 @@ def _range(raw: Any) -> Range | None:
     for ip in (start, end, gateway):
         if ip.version != subnet.version or ip not in subnet:
             return None
-    if start > end:
+    if int(start) > int(end):
         return None
     return Range(subnet, start, end, gateway)
 
 
 def _overlaps(a: Range, b: Range) -> bool:
-    return a.start.version == b.start.version and a.start <= b.end and b.start <= a.end
+    return (
+        a.start.version == b.start.version
+        and int(a.start) <= int(b.end)
+        and int(b.start) <= int(a.end)
+    )
 
 
 def _args_allow(cni_args: str) -> bool:
