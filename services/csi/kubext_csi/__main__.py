@@ -8,10 +8,14 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from kubext import cli, health
+import grpc
 
-from . import config, driver, registration, server, system
+from kubext import cli, health, kubeclient
+from kubext_proto.csi.v1 import csi_pb2_grpc
+
+from . import config, driver, provisioner, provisioning, registration, server, system
 
 log = logging.getLogger("kubext_csi")
 
@@ -55,11 +59,18 @@ def serve(cfg: config.Config) -> int:
         )
         return 2
     stop = cli.stop_event()
-    the_driver = driver.Driver(settings_from(cfg, os.environ))
+    settings = settings_from(cfg, os.environ)
+    try:
+        api = _provisioner_api(cfg)
+    except kubeclient.KubeConfigError as exc:
+        print(f"kubext-csi: provisioner.enabled: {exc}", file=sys.stderr)
+        return 2
+    the_driver = driver.Driver(settings)
     try:
         the_driver.recover()
         grpc_server = server.build(the_driver, endpoint)
         registered = _serve_registration(cfg, server.socket_path(endpoint))
+        provisioning_loop = _start_provisioner(cfg, settings, endpoint, api)
         health_server = health.HealthServer(
             host=cfg.health.host,
             port=cfg.health.port,
@@ -68,6 +79,8 @@ def serve(cfg: config.Config) -> int:
         log.info("health server listening", extra={"port": health_server.port})
         stop.wait()
         log.info("stopping")
+        if provisioning_loop is not None:  # no new volumes from a driver that is leaving
+            provisioning_loop.stop()
         if registered is not None:  # first: the kubelet stops calling a driver that is leaving
             registered.stop()
         grpc_server.stop(grace=5).wait(10)
@@ -86,6 +99,31 @@ def _serve_registration(cfg: config.Config, csi_socket: Path) -> registration.Se
         csi_socket=Path(cfg.registration.kubelet_csi_path or csi_socket),
         socket=registration.socket_path(Path(cfg.registration.kubelet_dir), cfg.driver_name),
     )
+
+
+def _provisioner_api(cfg: config.Config) -> Any:
+    if not cfg.provisioner.enabled:
+        return None
+    return kubeclient.api_client(kubeconfig=cfg.provisioner.kubeconfig or None)
+
+
+def _start_provisioner(
+    cfg: config.Config, settings: driver.Settings, endpoint: str, api: Any
+) -> provisioner.Provisioner | None:
+    """The built-in provisioner, calling the driver through its own socket like the sidecar."""
+    if api is None:
+        return None
+    channel = grpc.insecure_channel(endpoint)
+    return provisioner.Provisioner(
+        api=api,
+        controller=csi_pb2_grpc.ControllerStub(channel),
+        me=provisioning.Identity(
+            driver=settings.name, node_id=settings.node_id, topology_key=settings.topology_key
+        ),
+        resync_seconds=cfg.provisioner.resync_period,
+        retry_initial_seconds=cfg.provisioner.retry_interval_start,
+        retry_max_seconds=cfg.provisioner.retry_interval_max,
+    ).start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

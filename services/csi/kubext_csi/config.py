@@ -40,6 +40,19 @@ class RegistrationConfig(kconfig.StrictModel):
         return value
 
 
+class ProvisionerConfig(kconfig.StrictModel):
+    """The built-in provisioner (instead of the csi-provisioner sidecar in --node-deployment)."""
+
+    enabled: bool = False
+    # Empty: the pod's service account in a cluster, else $KUBECONFIG (or ~/.kube/config).
+    kubeconfig: str = ""
+    # A full pass over claims and PVs at least this often (watch events start one sooner).
+    resync_period: pydantic.PositiveFloat = 60.0
+    # A failed claim or PV is retried after 1, 2, 4 ... times this, at most retry_interval_max.
+    retry_interval_start: pydantic.PositiveFloat = 1.0
+    retry_interval_max: pydantic.PositiveFloat = 300.0
+
+
 class Config(cli.ServiceConfig):
     """Every key the csi service accepts; unknown keys are errors."""
 
@@ -60,6 +73,7 @@ class Config(cli.ServiceConfig):
     # stay on this node's disk). Empty: only this node.
     attachable_node_ids: list[str] = []
     registration: RegistrationConfig = RegistrationConfig()
+    provisioner: ProvisionerConfig = ProvisionerConfig()
 
     @pydantic.field_validator("pool_size", "max_volume_size", "default_volume_size", mode="before")
     @classmethod
