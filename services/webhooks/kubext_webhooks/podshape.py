@@ -261,16 +261,16 @@ class ContainerRef(NamedTuple):
     A tuple: made for every container of every review, a frozen dataclass costs twice as much."""
 
     list_name: str
-    index: int
+    position: int  # in its list (not `index`: that is tuple's method)
     body: dict[str, Any]
 
     @property
     def path(self) -> str:
-        return f"spec.{self.list_name}[{self.index}]"
+        return f"spec.{self.list_name}[{self.position}]"
 
     @property
     def name(self) -> str:
-        return self.body.get("name") or f"#{self.index}"
+        return self.body.get("name") or f"#{self.position}"
 
 
 def containers(
