@@ -1,6 +1,12 @@
 {{/* The driver's config needs nothing from the chart: the chart follows the config instead. */}}
 {{- define "kubext.wiring" -}}
+{{- if .Values.sidecars.provisioner.enabled }}
 {}
+{{- else }}
+# No csi-provisioner sidecar: the driver's built-in provisioner takes the claims.
+provisioner:
+  enabled: true
+{{- end }}
 {{- end -}}
 
 {{/* The driver's name: config.driver_name, else the service's default. */}}
@@ -99,6 +105,12 @@ the privileged driver and the registrar never do.
 {{- end -}}
 {{- if and .Values.storageClass.create .Values.storageClass.allowVolumeExpansion (not .Values.sidecars.resizer.enabled) -}}
 {{- fail "storageClass.allowVolumeExpansion needs sidecars.resizer.enabled: without csi-resizer a resized claim waits forever. external-resizer cannot run per node (no --node-deployment), so enable it only where the driver runs on one node (see values.yaml)" -}}
+{{- end -}}
+{{- if and (not .Values.sidecars.provisioner.enabled) .Values.csiDriver.storageCapacity -}}
+{{- fail "sidecars.provisioner.enabled=false needs csiDriver.storageCapacity=false: the driver's built-in provisioner publishes no CSIStorageCapacity, and the scheduler would find no room on any node" -}}
+{{- end -}}
+{{- if and (not .Values.sidecars.provisioner.enabled) .Values.volumeAttributesClasses.create -}}
+{{- fail "volumeAttributesClasses.create needs sidecars.provisioner.enabled: the driver's built-in provisioner passes no mutable parameters" -}}
 {{- end -}}
 {{- if and .Values.snapshotClass.create (not .Values.sidecars.snapshotter.enabled) -}}
 {{- fail "snapshotClass.create needs sidecars.snapshotter.enabled: without csi-snapshotter no snapshot of the class is ever cut" -}}
