@@ -54,6 +54,7 @@ from kubext import quantity  # noqa: E402
 from kubext_rig import cluster, testing  # noqa: E402
 
 POOL = "bench.kubext.io/pool"
+RUN_LABEL = "bench.kubext.io/run"  # on every bench pod: its run's schedulerName
 TAINT = {"key": "bench.kubext.io/dedicated", "value": "other", "effect": "NoSchedule"}
 TARGETS = {"standalone_ratio": 0.5, "extender_pods_per_s": 100.0}
 
@@ -120,7 +121,12 @@ def bench_pod(i: int, scheduler_name: str) -> dict[str, Any]:
     }
     if i % 10 == 0:
         spec["nodeSelector"] = {POOL: "a"}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"pod-{i:05d}"}, "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"pod-{i:05d}", "labels": {RUN_LABEL: scheduler_name}},
+        "spec": spec,
+    }
 
 
 def create_pods(core: client.CoreV1Api, namespace: str, count: int, scheduler_name: str) -> None:
@@ -131,16 +137,79 @@ def create_pods(core: client.CoreV1Api, namespace: str, count: int, scheduler_na
         list(pool.map(one, range(count)))
 
 
-def delete_pods(core: client.CoreV1Api, namespace: str) -> None:
-    # 5,000 deletions outlast the API server's 60 s request timeout (a 504 while it goes on).
+def delete_pods(core: client.CoreV1Api, namespace: str) -> float:
+    """Delete the namespace's bench pods and wait until none is left; returns the seconds.
+
+    Grace 0 removes a pod from the API at once (no kubelet, no kwok stage in between). One
+    delete_collection is served by the API server's single delete-collection worker (about
+    3 pods/s under the rig's load, past its 60 s request timeout), so the pods go one call each,
+    16 at a time; a delete_collection by label sweeps up any the list missed."""
+    t = time.monotonic()
+    selector = RUN_LABEL
+    names = [
+        p["metadata"]["name"]
+        for p in json.loads(
+            core.list_namespaced_pod(
+                namespace, label_selector=selector, _preload_content=False
+            ).data
+        )["items"]
+    ]
+
+    def one(name: str) -> None:
+        try:
+            core.delete_namespaced_pod(
+                name, namespace, grace_period_seconds=0, _preload_content=False
+            )
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, names))
     with contextlib.suppress(client.ApiException):
-        core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
+        core.delete_collection_namespaced_pod(
+            namespace, label_selector=selector, grace_period_seconds=0, _request_timeout=120
+        )
     testing.wait_for(
-        "the run's pods deleted",
-        lambda: not core.list_namespaced_pod(namespace, limit=1).items,
-        timeout=1200,  # 5,000 deletions took over 300 s at load average 10
-        every=2,
+        f"the {len(names)} pods of {namespace} deleted",
+        lambda: not core.list_namespaced_pod(namespace, label_selector=selector, limit=1).items,
+        timeout=600,
+        every=1,
     )
+    return time.monotonic() - t
+
+
+def delete_namespace(core: client.CoreV1Api, namespace: str) -> None:
+    """Delete the run's namespace and wait until it is gone: a terminating namespace's pods
+    would still be in every scheduler's queue (each binding refused) in the next run."""
+    delete_pods(core, namespace)
+    with contextlib.suppress(client.ApiException):
+        core.delete_namespace(namespace, grace_period_seconds=0)
+
+    def gone() -> bool:
+        try:
+            core.read_namespace(namespace)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return True
+            raise
+        return False
+
+    testing.wait_for(f"namespace {namespace} gone", gone, timeout=300, every=1)
+
+
+def no_bench_pods(core: client.CoreV1Api) -> None:
+    """Before a run: no bench pod of an earlier run anywhere (they would fill its nodes and
+    its scheduler's queue); any found are deleted and waited for."""
+    left = core.list_pod_for_all_namespaces(label_selector=RUN_LABEL, limit=1).items
+    if left:
+        namespaces = {
+            p.metadata.namespace
+            for p in core.list_pod_for_all_namespaces(label_selector=RUN_LABEL).items
+        }
+        print(f"  bench pods of an earlier run in {sorted(namespaces)}: deleting", flush=True)
+        for namespace in namespaces:
+            delete_namespace(core, namespace)
 
 
 class BindWatch:
@@ -194,11 +263,21 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the bench dies, even by SIGKILL (Linux
+    PR_SET_PDEATHSIG), so no scheduler of a killed bench outlives it."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
 class Process:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], logs: Path) -> None:
         self.name, self.log = name, logs / f"{name}.log"
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=out)
+            self.proc = subprocess.Popen(
+                argv, env=env, stdout=out, stderr=out, preexec_fn=_die_with_parent
+            )
 
     def check(self) -> None:
         if self.proc.poll() is not None:
@@ -385,6 +464,7 @@ def run(
     profile: str,
     timeout: float,
 ) -> dict[str, Any]:
+    no_bench_pods(core)
     namespace = f"bench-{name}-{int(time.time())}"
     core.create_namespace({"metadata": {"name": namespace}})
     testing.wait_for(
@@ -426,8 +506,13 @@ def run(
         **placement(core, namespace),
     }
     report(result, count)
-    delete_pods(core, namespace)
-    core.delete_namespace(namespace)
+    t = time.monotonic()
+    delete_namespace(core, namespace)
+    print(
+        f"  {name}: its pods and namespace deleted in {time.monotonic() - t:.1f} s "
+        f"(load average {os.getloadavg()[0]:.1f})",
+        flush=True,
+    )
     return result
 
 
@@ -445,9 +530,14 @@ def main() -> int:
     )
     parser.add_argument("--only", nargs="*", default=["standalone", "kube-scheduler", "extender"])
     opts = parser.parse_args()
+    # SIGTERM (a timeout, a kill) runs the finally blocks: schedulers stopped, cluster down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logs = Path(tempfile.mkdtemp(prefix="scheduler-bench-"))
     print(f"cluster {os.environ['KUBEXT_RIG_DIR']}, logs {logs}", flush=True)
-    info = cluster.up(nodes=1)
+    print(f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
+    # A killed bench leaves its cluster (and maybe a terminating namespace of 5,000 pods): start
+    # from a new one, as `up --fresh`.
+    info = cluster.up(nodes=1, fresh=True)
     try:
         t = time.monotonic()
         create_nodes(info, opts.nodes)
@@ -471,6 +561,7 @@ def main() -> int:
     finally:
         if not opts.keep:
             cluster.down(root=info.root)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}", flush=True)
     rate = {name: r["pods_per_s"] for name, r in results.items()}
     if "extender" in rate:
         print(
