@@ -142,7 +142,10 @@ async def run(
             pod_labels=dict(cfg.pod_labels),
         ),
         database_settings=db_plan.Settings(
-            registry=cfg.database.image_registry, pod_labels=dict(cfg.pod_labels)
+            registry=cfg.database.image_registry,
+            images=dict(cfg.database.images),
+            exporter_images=dict(cfg.database.exporter_images),
+            pod_labels=dict(cfg.pod_labels),
         ),
         identity=me,
         status_settle=cfg.status_settle_seconds,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import pydantic
 
 from kubext import cli, config, quantity
+from kubext_operator.planning import engines
 
 
 class LeaderElection(config.StrictModel):
@@ -60,8 +61,36 @@ class WebAppDefaults(config.StrictModel):
     memory: Quantity = "128Mi"
 
 
+def _image_template(value: str) -> str:
+    problem = engines.template_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _image_reference(value: str) -> str:
+    problem = engines.template_problem(value)
+    if problem or "{" in value:
+        raise ValueError(problem or f"{value!r}: an exporter image takes no placeholders")
+    return value
+
+
+EngineType = Literal["postgresql", "mysql", "mongodb"]
+ImageTemplate = Annotated[str, pydantic.AfterValidator(_image_template)]
+ImageReference = Annotated[str, pydantic.AfterValidator(_image_reference)]
+
+
 class DatabaseSettings(config.StrictModel):
+    """Which images a Database's pods run. By default the Docker Hub names (postgres:15.20,
+    mysql:8.0.36, mongo:7.0.5: the engine's tag of spec.version), prefixed by image_registry
+    when set; ``images`` names an engine's image outright, as a template of spec.version."""
+
     image_registry: str = ""
+    # e.g. {postgresql: "registry.example:5000/kubext/postgres:{major}"}; placeholders
+    # {major} {minor} {patch} {version} {tag} (tag: the engine's default tag, 15.20 for 15.20.0).
+    images: dict[EngineType, ImageTemplate] = {}
+    # The exporter sidecar's image per engine (default: the upstream exporter's).
+    exporter_images: dict[EngineType, ImageReference] = {}
 
 
 class Config(cli.ServiceConfig):

@@ -46,6 +46,20 @@ JOB_APP = "database-job"
 class Settings:
     registry: str = ""
     """Prefix for the engine images (a mirror); empty uses Docker Hub names."""
+    images: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Engine type -> image template (engines.TEMPLATE_FIELDS), e.g. for a private registry's
+    own builds; an engine not named keeps its Docker Hub name (with ``registry``)."""
+    exporter_images: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Engine type -> the exporter sidecar's image; an engine not named keeps the upstream one."""
+
+    def image(self, spec: database.DatabaseSpec) -> str:
+        """The database container's image, also the Jobs' (its client tools)."""
+        engine = engines.ENGINES[spec.type]
+        template = self.images.get(spec.type)
+        if template is None:
+            return engine.image(spec.version, registry=self.registry)
+        return engines.image_from_template(template, engine, spec.version)
+
     pod_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Extra labels on every pod template (config.pod_labels)."""
 
@@ -89,7 +103,7 @@ def _database_container(
     engine = engines.ENGINES[spec.type]
     return {
         "name": APP,
-        "image": engine.image(spec.version, registry=settings.registry),
+        "image": settings.image(spec),
         "env": engines.env(engine, secret=secret),
         "ports": [{"name": "db", "containerPort": engine.port, "protocol": "TCP"}],
         "volumeMounts": [{"name": DATA_VOLUME, "mountPath": engine.data_dir}],
@@ -109,7 +123,12 @@ def statefulset(
     containers = [_database_container(spec, settings, secret_name(name))]
     pod_annotations: dict[str, str] = {}
     if spec.monitoring and spec.monitoring.enabled:
-        exporter = monitoring.sidecar(spec.type, spec.monitoring.metrics, secret=secret_name(name))
+        exporter = monitoring.sidecar(
+            spec.type,
+            spec.monitoring.metrics,
+            secret=secret_name(name),
+            image=settings.exporter_images.get(spec.type),
+        )
         if exporter is not None:
             containers.append(exporter)
             pod_annotations = {
@@ -210,7 +229,6 @@ def _job_pod(
     credentials, and the backup volume."""
     name = owner.name
     labels = common.labels(app=JOB_APP, instance=name, component=component)
-    engine = engines.ENGINES[spec.type]
     return {
         "metadata": {
             "labels": common.pod_labels(
@@ -222,7 +240,7 @@ def _job_pod(
             "containers": [
                 {
                     "name": component,
-                    "image": engine.image(spec.version, registry=settings.registry),
+                    "image": settings.image(spec),
                     "command": ["bash", "-c", script],
                     "env": [*_backup_env(name, spec), *env],
                     "volumeMounts": [{"name": "backup", "mountPath": backup.BACKUP_DIR}],

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import string
 from typing import Any
 
 
@@ -30,6 +32,42 @@ def tag(engine: Engine, version: str) -> str:
     if engine.repository == "postgres" and major >= 10:
         return f"{major}.{minor}"
     return f"{major}.{minor}.{patch}"
+
+
+TEMPLATE_FIELDS = ("major", "minor", "patch", "version", "tag")
+"""What an image template (config database.images) may use, from a spec.version of 15.20.0:
+major 15, minor 20, patch 0, version 15.20.0, tag the engine's default tag (15.20)."""
+# A reference as docker/distribution reads it: [host[:port]/]path[:tag][@digest], lowercase path.
+_REFERENCE = re.compile(
+    r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+
+
+def template_fields(engine: Engine, version: str) -> dict[str, str]:
+    major, minor, patch = version.split(".")
+    return {"major": major, "minor": minor, "patch": patch, "version": version,
+            "tag": tag(engine, version)}  # fmt: skip
+
+
+def image_from_template(template: str, engine: Engine, version: str) -> str:
+    return template.format(**template_fields(engine, version))
+
+
+def template_problem(template: str) -> str | None:
+    """Why ``template`` cannot name an image for every version, or None."""
+    try:
+        fields = [f for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        return f"{template!r} is no template ({exc}); write placeholders as {{major}}"
+    for field in fields:
+        if field not in TEMPLATE_FIELDS:
+            known = ", ".join(f"{{{f}}}" for f in TEMPLATE_FIELDS)
+            return f"{template!r}: unknown placeholder {{{field}}} (use {known})"
+    sample = template.format(**template_fields(ENGINES["postgresql"], "15.20.0"))
+    if not _REFERENCE.fullmatch(sample):
+        return f"{template!r} gives {sample!r}, which is no image reference"
+    return None
 
 
 def version_problem(type_: str, version: str) -> str | None:

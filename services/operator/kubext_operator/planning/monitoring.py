@@ -113,8 +113,11 @@ def collectors(type_: str, metrics: Iterable[str] | None) -> list[str]:
     return [c for c in exporter.collectors if c in needed]
 
 
-def sidecar(type_: str, metrics: Iterable[str] | None, *, secret: str) -> dict[str, Any] | None:
-    """The exporter container, or None when only kubelet metrics (cpu, memory) are asked for."""
+def sidecar(
+    type_: str, metrics: Iterable[str] | None, *, secret: str, image: str | None = None
+) -> dict[str, Any] | None:
+    """The exporter container, or None when only kubelet metrics (cpu, memory) are asked for;
+    ``image`` replaces the upstream image (config database.exporter_images)."""
     exporter = EXPORTERS[type_]
     enabled = collectors(type_, metrics)
     if not enabled:
@@ -128,7 +131,7 @@ def sidecar(type_: str, metrics: Iterable[str] | None, *, secret: str) -> dict[s
             env.append({"name": name, "value": value})
     return {
         "name": "exporter",
-        "image": exporter.image,
+        "image": image or exporter.image,
         "args": [*exporter.args, *flags],
         "env": env,
         "ports": [{"name": "metrics", "containerPort": exporter.port, "protocol": "TCP"}],
