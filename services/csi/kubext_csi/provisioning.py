@@ -341,4 +341,4 @@ def backoff_seconds(failures: int, *, initial: float, maximum: float) -> float:
     capped at ``maximum``, as external-provisioner's --retry-interval-start/-max."""
     if failures <= 0:
         return 0.0
-    return min(maximum, initial * 2 ** min(failures - 1, 32))
+    return float(min(maximum, initial * 2.0 ** min(failures - 1, 32)))
