@@ -315,7 +315,8 @@ def test_every_release_runs_on_the_real_node_upgrades_and_uninstalls_clean(
             for name, case in RELEASES.items():
                 t0 = time.monotonic()
                 with real_node_testing.namespace(core, f"helm-{name}") as ns:
-                    scope = os.urandom(3).hex()
+                    # A letter first: helm reads an all-digit or 1e5-like label value as a number.
+                    scope = f"s{os.urandom(3).hex()}"
                     with _scoped_namespace(core, scope) as scoped:
                         host_dir = tmp_path / name
                         host_dir.mkdir()
