@@ -22,11 +22,13 @@ def wait_for(
     last: Any = None
     while time.monotonic() < deadline:
         try:
-            last = probe()
+            value = probe()
         except client.ApiException as exc:
-            last = f"{exc.status} {exc.reason}"
-        if last:
-            return last
+            last = f"{exc.status} {exc.reason}"  # for the failure message only: not a result
+        else:
+            if value:
+                return value
+            last = value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
