@@ -8,6 +8,7 @@ collector is switched off explicitly, so the sidecar exposes only the groups lis
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,6 +27,10 @@ class Exporter:
     by_metric: dict[str, tuple[str, ...]]
     args: tuple[str, ...]
     env: tuple[tuple[str, str | None, str | None], ...]
+    defaults_off: str | None = None
+    """The flag dropping the exporter's built-in default metrics, given unless a group in
+    ``default_groups`` is asked for (older exporters serve those groups only that way)."""
+    default_groups: tuple[str, ...] = ()
 
 
 EXPORTERS: dict[str, Exporter] = {
@@ -50,12 +55,13 @@ EXPORTERS: dict[str, Exporter] = {
             "connections": ("stat_database",),
             "queries": ("stat_database", "stat_user_tables"),
         },
-        args=("--disable-default-metrics", "--disable-settings-metrics"),
+        args=("--disable-settings-metrics",),
         env=(
             ("DATA_SOURCE_URI", None, "127.0.0.1:5432/postgres?sslmode=disable"),
             ("DATA_SOURCE_USER", "username", None),
             ("DATA_SOURCE_PASS", "password", None),
         ),
+        defaults_off="--disable-default-metrics",
     ),
     "mysql": Exporter(
         image="prom/mysqld-exporter:v0.15.1",
@@ -105,9 +111,32 @@ EXPORTERS: dict[str, Exporter] = {
 }
 
 
-def collectors(type_: str, metrics: Iterable[str] | None) -> list[str]:
+# Debian bookworm's prometheus-postgres-exporter (images/postgres/build.sh): 0.11 has two
+# collectors; pg_stat_database (connections, transactions, tuples) is among its default metrics.
+POSTGRES_EXPORTER_0_11 = dataclasses.replace(
+    EXPORTERS["postgresql"],
+    image="localhost/kubext/postgres-exporter:0.11.1",
+    collectors=("database", "bgwriter"),
+    by_metric={"disk": ("database",)},
+    default_groups=("connections", "queries"),
+)
+_OLD_POSTGRES_EXPORTER_TAG = re.compile(r"v?0\.(?:[0-9]|1[01])\.[0-9]+")
+
+
+def exporter_for(type_: str, image: str | None = None) -> Exporter:
+    """The exporter whose flags ``image`` takes: for postgresql, a tag 0.11.x or older is the
+    0.11 flag set (Debian bookworm's exporter); any other tag, or none, the upstream one's."""
+    tag = (image or "").split("@", 1)[0].rsplit("/", 1)[-1].partition(":")[2]
+    if type_ == "postgresql" and _OLD_POSTGRES_EXPORTER_TAG.fullmatch(tag):
+        return POSTGRES_EXPORTER_0_11
+    return EXPORTERS[type_]
+
+
+def collectors(
+    type_: str, metrics: Iterable[str] | None, exporter: Exporter | None = None
+) -> list[str]:
     """The collectors ``metrics`` need, in the exporter's order (default: all metric groups)."""
-    exporter = EXPORTERS[type_]
+    exporter = exporter or EXPORTERS[type_]
     wanted = set(database.METRICS if metrics is None else metrics)
     needed = {c for metric in wanted for c in exporter.by_metric.get(metric, ())}
     return [c for c in exporter.collectors if c in needed]
@@ -118,11 +147,14 @@ def sidecar(
 ) -> dict[str, Any] | None:
     """The exporter container, or None when only kubelet metrics (cpu, memory) are asked for;
     ``image`` replaces the upstream image (config database.exporter_images)."""
-    exporter = EXPORTERS[type_]
-    enabled = collectors(type_, metrics)
-    if not enabled:
+    exporter = exporter_for(type_, image)
+    enabled = collectors(type_, metrics, exporter)
+    wanted = set(database.METRICS if metrics is None else metrics)
+    defaults = bool(wanted & set(exporter.default_groups))
+    if not enabled and not defaults:
         return None
     flags = [(exporter.on if c in enabled else exporter.off).format(c) for c in exporter.collectors]
+    no_defaults = [exporter.defaults_off] if exporter.defaults_off and not defaults else []
     env: list[dict[str, Any]] = []
     for name, key, value in exporter.env:
         if key is not None:
@@ -132,7 +164,7 @@ def sidecar(
     return {
         "name": "exporter",
         "image": image or exporter.image,
-        "args": [*exporter.args, *flags],
+        "args": [*no_defaults, *exporter.args, *flags],
         "env": env,
         "ports": [{"name": "metrics", "containerPort": exporter.port, "protocol": "TCP"}],
         "resources": {

@@ -12,7 +12,7 @@ import yaml
 from kubext import config as kconfig
 from kubext.crds import database as crd
 from kubext_operator import config
-from kubext_operator.planning import common
+from kubext_operator.planning import common, monitoring
 from kubext_operator.planning import database as plan
 
 OWNER = common.Owner("db.example.com/v1", "Database", "orders", "prod", "uid-9", generation=2)
@@ -143,3 +143,53 @@ def test_bad_image_config_says_which_key_and_why(
     with pytest.raises(kconfig.ConfigError) as err:
         _load(tmp_path, database)
     assert str(err.value) == f"{tmp_path / 'config.yaml'}: {problem}"
+
+
+DEBIAN_EXPORTER = "127.0.0.1:15000/kubext/postgres-exporter:0.11.1"
+
+
+@pytest.mark.parametrize(
+    ("metrics", "args"),
+    [
+        pytest.param(
+            ["connections"],
+            ["--disable-settings-metrics", "--no-collector.database", "--no-collector.bgwriter"],
+            id="connections-from-the-default-metrics",
+        ),
+        pytest.param(
+            ["disk"],
+            [
+                "--disable-default-metrics",
+                "--disable-settings-metrics",
+                "--collector.database",
+                "--no-collector.bgwriter",
+            ],
+            id="disk-alone",
+        ),  # fmt: skip
+    ],
+)
+def test_debian_exporter_gets_the_flags_0_11_knows(metrics: list[str], args: list[str]) -> None:
+    car = monitoring.sidecar("postgresql", metrics, secret="s", image=DEBIAN_EXPORTER)
+    assert car is not None
+    assert car["image"] == DEBIAN_EXPORTER
+    assert car["args"] == args
+
+
+def test_exporter_flags_follow_the_image_tag() -> None:
+    upstream = monitoring.sidecar("postgresql", ["connections"], secret="s")
+    assert upstream is not None
+    assert "--no-collector.locks" in upstream["args"]
+    assert upstream["args"][0] == "--disable-default-metrics"
+    for image in ("r.example/exporter:v0.15.0", "r.example/exporter:latest", "r.example/e"):
+        car = monitoring.sidecar("postgresql", ["connections"], secret="s", image=image)
+        assert car is not None and car["args"] == upstream["args"], image
+    assert monitoring.sidecar("postgresql", ["cpu"], secret="s", image=DEBIAN_EXPORTER) is None
+
+
+def test_the_statefulset_sidecar_uses_the_configured_exporter() -> None:
+    settings = plan.Settings(exporter_images={"postgresql": DEBIAN_EXPORTER})
+    sts = next(c for c in plan.plan_children(OWNER, _spec(), settings, password="pw")
+               if c.kind == "StatefulSet")  # fmt: skip
+    exporter = sts.body["spec"]["template"]["spec"]["containers"][1]
+    assert exporter["image"] == DEBIAN_EXPORTER
+    assert "--no-collector.locks" not in exporter["args"]
