@@ -209,6 +209,9 @@ for c in "${want[@]}"; do
     registry) step registry "$cache/bin/registry-$REGISTRY_VERSION" registry -- build_registry ;;
     # podman's config and the services' base image (cached by its inputs; rig/images-base.sh).
     images-base) "$here/images-base.sh" ;;
+    # The Database sample's PostgreSQL and exporter images from Debian's packages (cached by
+    # their inputs; images/postgres/build.sh). Not in the default list.
+    images-postgres) "$here/../images/postgres/build.sh" ;;
     tilt) step tilt "$cache/bin/tilt-$TILT_VERSION" tilt -- build_tilt ;;
     kube-score) step kube-score "$cache/bin/kube-score-$KUBE_SCORE_VERSION" kube-score -- build_kube_score ;;
     *) log "unknown component $c"; exit 2 ;;
