@@ -66,6 +66,7 @@ pg_version=$(sed 's/-.*//' "$tmp/pg-version")
 exporter_version=$(sed 's/-.*//' "$tmp/exporter-version")
 log "images-postgres: rootfs $(du -m "$tmp/rootfs.tar" | cut -f1) MB in $((SECONDS - t0)) s (postgresql $pg_version, exporter $exporter_version); importing"
 old=$(podman image inspect --format '{{.Id}}' "$repo:$major" 2>/dev/null || true)
+old_exporter=$(podman image inspect --format '{{.Id}}' "$exporter_repo:latest" 2>/dev/null || true)
 podman import --quiet --change "LABEL $label=$inputs" \
   --change "LABEL org.opencontainers.image.title=kubext-postgres org.opencontainers.image.version=$pg_version" \
   --change "ENV PATH=/usr/lib/postgresql/$major/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
@@ -78,6 +79,8 @@ podman tag "$repo:$major" "$repo:$pg_version"
 printf '%s\n' "FROM $repo:$major" "LABEL org.opencontainers.image.title=kubext-postgres-exporter org.opencontainers.image.version=$exporter_version" \
   'USER 65532:65532' 'EXPOSE 9187' 'ENTRYPOINT ["/usr/bin/prometheus-postgres-exporter"]' 'CMD []' \
   | podman build --quiet --network=none -t "$exporter_repo:$exporter_version" -t "$exporter_repo:latest" -f - "$tmp" >/dev/null
-[ -z "$old" ] || [ "$old" = "$(podman image inspect --format '{{.Id}}' "$repo:$major")" ] || podman rmi "$old" >/dev/null 2>&1 || true
+# The previous images, now untagged, go (the exporter first: it is built on the other).
+[ -z "$old_exporter" ] || podman rmi "$old_exporter" >/dev/null 2>&1 || true
+[ -z "$old" ] || podman rmi "$old" >/dev/null 2>&1 || true
 size() { podman image inspect --format '{{.Size}}' "$1" | awk '{printf "%d MB", $1/1e6}'; }
 log "images-postgres: $repo:$major ($repo:$pg_version, $(size "$repo:$major")) and $exporter_repo:$exporter_version done in $((SECONDS - t0)) s"

@@ -58,9 +58,9 @@ def container() -> Iterator[Callable[..., str]]:
 
     def run(*args: str) -> str:
         name = f"kubext-samples-test-{uuid.uuid4().hex[:8]}"
+        names.append(name)  # removed after the test even when it failed to start
         result = podman("run", "-d", "--name", name, *args)
         assert result.returncode == 0, result.stderr
-        names.append(name)
         return name
 
     yield run
