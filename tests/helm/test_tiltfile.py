@@ -177,6 +177,8 @@ def test_the_dev_loop_runs_each_service_pex_from_its_configmap(helm: Helm) -> No
             assert volumes["kubext-dev-src"] == {"name": "kubext-dev-src", "emptyDir": {}}
             assert volumes["kubext-dev-loop"]["configMap"] == {"name": "kubext-dev-loop"}
             assert all("command" not in o for o in others), svc  # sidecars run as they are
+            # Release "kubext": a Service kubext-<svc> would set KUBEXT_<SVC>_PORT=tcp://...
+            assert pod["enableServiceLinks"] is False, svc
             assert "nodeSelector" not in pod or "kubernetes.io/hostname" not in pod["nodeSelector"]
 
 
