@@ -27,6 +27,10 @@ from . import provisioning
 
 log = logging.getLogger(__name__)
 EVENTS_NAMESPACE = "default"  # where Events of cluster-scoped objects (PVs) go
+# The client sends a dict body as a strategic merge patch, which merges metadata.finalizers
+# (patchStrategy merge) instead of replacing it: our finalizer would never leave. The core's
+# patches are JSON merge patches (RFC 7386: a list is replaced).
+MERGE_PATCH = "application/merge-patch+json"
 
 
 @dataclasses.dataclass
@@ -147,7 +151,10 @@ class Provisioner:
         meta = claim["metadata"]
         try:
             self.core.patch_namespaced_persistent_volume_claim(
-                meta["name"], meta["namespace"], provisioning.take_patch(claim, self.me)
+                meta["name"],
+                meta["namespace"],
+                provisioning.take_patch(claim, self.me),
+                _content_type=MERGE_PATCH,
             )
         except client.ApiException as exc:
             if exc.status in (404, 409):  # gone, or another node took it first
@@ -204,7 +211,9 @@ class Provisioner:
             return
         try:
             if provisioning.FINALIZER in (meta.get("finalizers") or []):
-                self.core.patch_persistent_volume(meta["name"], provisioning.without_finalizer(pv))
+                self.core.patch_persistent_volume(
+                    meta["name"], provisioning.without_finalizer(pv), _content_type=MERGE_PATCH
+                )
             self.core.delete_persistent_volume(meta["name"])
         except client.ApiException as exc:
             if exc.status != 404:

@@ -73,13 +73,28 @@ class FakeApi:
         self.done.append(("create", body["metadata"]["name"]))
         self.volumes.append(body | {"metadata": body["metadata"] | {"uid": "pv-uid"}})
 
-    def patch_persistent_volume(self, name: str, body: dict[str, Any]) -> None:
+    def patch_persistent_volume(
+        self, name: str, body: dict[str, Any], _content_type: str | None = None
+    ) -> None:
+        """Applies metadata.finalizers as the API server would for the patch's content type."""
         self.done.append(("patch", name, body))
+        meta = next(v for v in self.volumes if v["metadata"]["name"] == name)["metadata"]
+        patched = body["metadata"].get("finalizers")
+        if patched is None:
+            return
+        if _content_type == "application/merge-patch+json":
+            meta["finalizers"] = list(patched)  # RFC 7386: a list is replaced
+        else:
+            # The client's default for a dict body is a strategic merge patch, and ObjectMeta's
+            # finalizers have patchStrategy merge: the lists are merged, nothing is removed.
+            meta["finalizers"] += [f for f in patched if f not in meta["finalizers"]]
 
     def delete_persistent_volume(self, name: str) -> None:
         self.done.append(("delete", name))
 
-    def patch_namespaced_persistent_volume_claim(self, name: str, ns: str, body: Any) -> None:
+    def patch_namespaced_persistent_volume_claim(
+        self, name: str, ns: str, body: Any, _content_type: str | None = None
+    ) -> None:
         self.done.append(("take", name))
         raise client.ApiException(status=409)  # another node was first
 
@@ -169,3 +184,5 @@ def test_a_released_pv_loses_its_volume_its_finalizer_and_then_itself() -> None:
         ("patch", "pvc-1234-abcd", {"metadata": finalizers}),
         ("delete", "pvc-1234-abcd"),
     ]
+    # As the API server applies the patch: ours gone, pv-protection kept.
+    assert api.volumes[0]["metadata"]["finalizers"] == ["kubernetes.io/pv-protection"]
