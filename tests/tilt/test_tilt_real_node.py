@@ -242,6 +242,7 @@ def test_a_saved_source_reaches_the_running_pod_without_an_image_build(
         stderr=subprocess.STDOUT,
     )
     try:
+        _wait_for_tilt_resources(tilt, port, env, up, work / "tilt-up.log")
         waited = subprocess.run(
             [
                 tilt,
@@ -304,6 +305,23 @@ def test_a_saved_source_reaches_the_running_pod_without_an_image_build(
         except subprocess.TimeoutExpired:
             up.kill()
         log.close()
+
+
+def _wait_for_tilt_resources(
+    tilt: str, port: int, env: dict[str, str], up: subprocess.Popen[bytes], log: Path
+) -> None:
+    """Until `tilt up`'s API server lists every workload's resource (the Tiltfile loaded): `tilt
+    wait` fails at once while there is no server, and `--all` covers only what exists then (the
+    "(Tiltfile)" resource alone, Ready, in the first seconds)."""
+    wanted = {f"kubext-{svc}" for svc in SERVICES} | {"kubext-dev-loop"}
+
+    def listed() -> bool:
+        assert up.poll() is None, f"tilt up exited with {up.returncode}: {log.read_text()[-4000:]}"
+        probe = [tilt, "get", "uiresource", "--port", str(port), "-o", "name"]
+        res = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=30)
+        return res.returncode == 0 and wanted <= {n.rsplit("/", 1)[-1] for n in res.stdout.split()}
+
+    wait_for("tilt up's resources", listed, timeout=180)
 
 
 def _settled(api: client.ApiClient, registry: str) -> dict[str, client.V1Pod] | None:
