@@ -61,7 +61,13 @@ def create_csi_driver(storage: client.StorageV1Api) -> None:
     )
 
 
-def create_storage_class(storage: client.StorageV1Api, name: str) -> None:
+def create_storage_class(
+    storage: client.StorageV1Api,
+    name: str,
+    *,
+    reclaim_policy: str = "Retain",
+    volume_binding_mode: str = "Immediate",
+) -> None:
     """A class of our driver that allows expansion: the API server's PersistentVolumeClaimResize
     admission refuses to grow a claim of any other (or of none)."""
     storage.create_storage_class(
@@ -69,8 +75,8 @@ def create_storage_class(storage: client.StorageV1Api, name: str) -> None:
             metadata=client.V1ObjectMeta(name=name),
             provisioner=DRIVER,
             allow_volume_expansion=True,
-            reclaim_policy="Retain",
-            volume_binding_mode="Immediate",
+            reclaim_policy=reclaim_policy,
+            volume_binding_mode=volume_binding_mode,
         )
     )
 

@@ -6,9 +6,11 @@ socket, mount and raw block volumes), its volume stats in /stats/summary, the PV
 binding claims, the API server's PersistentVolumeClaimResize admission, containerd/runc putting
 the published path or device into containers, and an ephemeral inline `csi:` volume of a pod
 (the kubelet calls NodePublishVolume/NodeUnpublishVolume alone: no CreateVolume, no stage). The driver runs as a root host process with
-registration on, one for the whole module (killed and restarted once); the test calls
-CreateVolume as external-provisioner would and does external-resizer's part of an expansion
-(ControllerExpandVolume, the PV's capacity, the claim's resize status), and creates the CSIDriver
+registration and the built-in provisioner on, one for the whole module (killed and restarted
+once); the built-in provisioner, the scheduler's selected-node and the PV controller make and
+bind one claim's volume and delete it with its PV (Delete policy); the other tests call
+CreateVolume as external-provisioner would and do external-resizer's part of an expansion
+(ControllerExpandVolume, the PV's capacity, the claim's resize status); the module creates the CSIDriver
 (attachRequired: false: no external-attacher runs; podInfoOnMount and volumeLifecycleModes
 [Persistent, Ephemeral], as the chart's). No fake: the rig's kwok node is not used.
 One kubelet per machine: the real-node file lock."""
@@ -49,6 +51,7 @@ DRIVER = real_node_csi.DRIVER
 TOPOLOGY_KEY = real_node_csi.TOPOLOGY_KEY
 NS = "csi-real-node"
 EXPANDABLE = "kubext-csi-real-node"  # a StorageClass of ours with allowVolumeExpansion
+DYNAMIC = "kubext-csi-real-node-wffc"  # WaitForFirstConsumer, Delete: the built-in provisioner's
 BLOCK_DEVICE = "/dev/kubext-block"  # where the raw block volume appears in the container
 TEXT = "kubext-csi on a real kubelet"
 INLINE_SIZE = 48 << 20  # the inline volume's `size` attribute, 48Mi
@@ -61,7 +64,12 @@ class Driver:
     def __init__(self, real: real_node_testing.RealNode, log_path: Path) -> None:
         self.real = real
         self.log_path = log_path
-        self.config = real_node_csi.driver_config(real.state, pool_size="1Gi")
+        # The built-in provisioner on (it leaves the other tests' claims alone: they name their
+        # PV); a short resync so a missed watch event costs seconds, not a minute.
+        provisioner = {"enabled": True, "kubeconfig": real.info.kubeconfig, "resync_period": 5}
+        self.config = real_node_csi.driver_config(
+            real.state, pool_size="1Gi", provisioner=provisioner
+        )
         self.csi_dir = real_node_csi.csi_dir(real.state)
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -159,6 +167,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 try:
                     _kept_if_there(lambda: real_node_csi.create_csi_driver(storage))
                     _kept_if_there(lambda: real_node_csi.create_storage_class(storage, EXPANDABLE))
+                    _kept_if_there(
+                        lambda: real_node_csi.create_storage_class(
+                            storage,
+                            DYNAMIC,
+                            reclaim_policy="Delete",
+                            volume_binding_mode="WaitForFirstConsumer",
+                        )
+                    )
                     namespace = client.V1Namespace(metadata=client.V1ObjectMeta(name=NS))
                     core.create_namespace(namespace)
                     wait_for(
@@ -211,6 +227,7 @@ def _remove_ours(core: client.CoreV1Api, storage: client.StorageV1Api) -> None:
     for remove in (
         lambda: core.delete_namespace(NS),
         lambda: storage.delete_storage_class(EXPANDABLE),
+        lambda: storage.delete_storage_class(DYNAMIC),
     ):
         with contextlib.suppress(client.ApiException):
             remove()
@@ -401,7 +418,105 @@ def test_ephemeral_inline_volume_lives_as_its_pod(env: Env) -> None:
     assert env.driver.logged("deleted ephemeral volume", volume_id) == 1
 
 
+def test_built_in_provisioner_provisions_binds_and_deletes(env: Env) -> None:
+    """A claim of a WaitForFirstConsumer class with reclaim policy Delete and no PV: the
+    scheduler selects the real node for the pod, the driver's own provisioner creates the volume
+    and its PV, the PV controller binds them, the pod writes; once pod and claim are deleted the
+    provisioner deletes the volume and the PV."""
+    claim_name = "claim-dynamic"
+    env.core.create_namespaced_persistent_volume_claim(
+        NS,
+        client.V1PersistentVolumeClaim(
+            metadata=client.V1ObjectMeta(name=claim_name),
+            spec=client.V1PersistentVolumeClaimSpec(
+                access_modes=["ReadWriteOnce"],
+                storage_class_name=DYNAMIC,
+                resources=client.V1VolumeResourceRequirements(requests={"storage": "64Mi"}),
+            ),
+        ),
+    )
+    time.sleep(2)
+    pending = env.core.read_namespaced_persistent_volume_claim(claim_name, NS)
+    assert pending.status.phase == "Pending", "WaitForFirstConsumer: nothing before the pod"
+    t0 = time.monotonic()
+    log = _run_pod(env, "dynamic-writer", "dynamic", ["write", "/data/hello.txt", TEXT])
+    print(f"csi: provisioned pod Running {time.monotonic() - t0:.1f} s after create")
+    assert log.strip() == "wrote /data/hello.txt"
+
+    claim = env.core.read_namespaced_persistent_volume_claim(claim_name, NS)
+    pv_name = f"pvc-{claim.metadata.uid}"
+    assert claim.status.phase == "Bound" and claim.spec.volume_name == pv_name
+    annotations = claim.metadata.annotations
+    assert annotations["volume.kubernetes.io/selected-node"] == node.NODE_NAME
+    assert annotations["volume.kubernetes.io/storage-provisioner"] == DRIVER
+    pv = env.core.read_persistent_volume(pv_name)
+    assert pv.metadata.annotations["pv.kubernetes.io/provisioned-by"] == DRIVER
+    assert "external-provisioner.volume.kubernetes.io/finalizer" in pv.metadata.finalizers
+    assert pv.spec.persistent_volume_reclaim_policy == "Delete"
+    assert pv.spec.capacity["storage"] == "64Mi"
+    term = pv.spec.node_affinity.required.node_selector_terms[0].match_expressions[0]
+    assert (term.key, term.values) == (TOPOLOGY_KEY, [node.NODE_NAME])
+    volume_id = pv.spec.csi.volume_handle
+    image = env.driver.image(volume_id)
+    assert image.stat().st_size == 64 << 20
+    assert Path(_in_pod(env, "dynamic-writer", "/data/hello.txt")).read_text() == f"{TEXT}\n"
+    events = env.core.list_namespaced_event(
+        NS, field_selector=f"involvedObject.name={claim_name}"
+    ).items
+    assert "ProvisioningSucceeded" in {e.reason for e in events}, [e.reason for e in events]
+
+    _delete_pod(env, "dynamic-writer")
+    _wait_cleaned(env, image)
+    env.core.delete_namespaced_persistent_volume_claim(claim_name, NS)
+
+    def pv_gone() -> bool:
+        try:
+            env.core.read_persistent_volume(pv_name)
+        except client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    try:
+        wait_for("the provisioner deletes the released PV", pv_gone, timeout=60)
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\n{_provisioner_diagnostics(env, pv_name, claim_name)}"
+        ) from None
+    assert not image.exists(), "the driver's volume is deleted with its PV"
+    listed = env.controller.ListVolumes(csi_pb2.ListVolumesRequest(), timeout=30)
+    assert volume_id not in {e.volume.volume_id for e in listed.entries}
+    assert not _loops_of(image)
+
+
 # --- helpers -----------------------------------------------------------------------------------
+
+
+def _provisioner_diagnostics(env: Env, pv_name: str, claim_name: str) -> str:
+    """For a failure message: the PV as the API server has it, the Events of the claim and the
+    PV (a PV's go to any namespace), and the driver log's provisioner lines."""
+    lines = []
+    try:
+        pv = env.core.read_persistent_volume(pv_name)
+        lines.append(
+            f"PV {pv_name}: phase={pv.status.phase} reason={pv.status.reason} "
+            f"message={pv.status.message} deletionTimestamp={pv.metadata.deletion_timestamp} "
+            f"finalizers={pv.metadata.finalizers} annotations={pv.metadata.annotations}"
+        )
+    except client.ApiException as exc:
+        lines.append(f"PV {pv_name}: {exc.status} {exc.reason}")
+    for name in (claim_name, pv_name):
+        events = env.core.list_event_for_all_namespaces(
+            field_selector=f"involvedObject.name={name}"
+        ).items
+        for e in events:
+            lines.append(f"event {name} [{e.metadata.namespace}] {e.reason}: {e.message}")
+    log_lines = env.driver.log_path.read_text().splitlines()
+    wanted = ("provision", "deleted", "VolumeFailedDelete", "DeleteVolume", "Traceback", pv_name)
+    lines.append("driver log (provisioner lines, last 30):")
+    lines += [line for line in log_lines if any(w in line for w in wanted)][-30:]
+    lines.append("driver log tail:")
+    lines += log_lines[-15:]
+    return "\n".join(lines)
 
 
 def _volume(
