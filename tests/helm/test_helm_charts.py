@@ -385,6 +385,15 @@ def test_every_container_has_requests_and_limits(helm: Helm, chart: str, variant
 
 
 @pytest.mark.parametrize(("chart", "variant"), VARIANTS)
+def test_pods_get_no_service_link_variables(helm: Helm, chart: str, variant: str) -> None:
+    # Release "kubext" makes Service kubext-webhooks, whose link variable KUBEXT_WEBHOOKS_PORT
+    # (tcp://...) lands in the service's own settings prefix and stops it at start.
+    for workload in render(helm, chart, variant).workloads():
+        spec = workload["spec"]["template"]["spec"]
+        assert spec.get("enableServiceLinks") is False, workload["metadata"]["name"]
+
+
+@pytest.mark.parametrize(("chart", "variant"), VARIANTS)
 def test_security_context_is_restricted_unless_the_service_needs_the_host(
     helm: Helm, chart: str, variant: str
 ) -> None:
