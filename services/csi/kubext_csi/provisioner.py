@@ -127,6 +127,11 @@ class Provisioner:
         claims = self._list(self.core.list_persistent_volume_claim_for_all_namespaces)
         volumes = self._list(self.core.list_persistent_volume)
         existing = {pv["metadata"]["name"] for pv in volumes}
+        # A failed claim or PV deleted since: its retry would be due forever, and the loop would
+        # wake every 50 ms (``_next_wait``) for nothing.
+        listed = {obj["metadata"]["uid"] for obj in (*claims, *volumes)}
+        for uid in [uid for uid in self._retries if uid not in listed]:
+            del self._retries[uid]
         for claim in claims:
             storage_class = classes.get((claim.get("spec") or {}).get("storageClassName") or "")
             action = provisioning.claim_action(claim, storage_class, self.me)

@@ -142,6 +142,19 @@ def test_a_failure_is_an_event_then_retried_after_the_backoff() -> None:
     assert len(controller.calls) == 2
 
 
+def test_a_failed_claim_deleted_since_leaves_no_retry_behind() -> None:
+    api, controller = FakeApi(), FakeController()
+    api.claims = [claim()]
+    controller.fail = RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "the pool is full")
+    the, now = provisioner_with(api, controller)
+    the.reconcile()
+    assert the._next_wait() == 1.0  # the claim's retry, after the initial backoff
+    api.claims = []  # the user deleted it
+    now[0] += 5.0
+    the.reconcile()
+    assert the._next_wait() == the.resync_seconds, "a gone claim's retry keeps the loop awake"
+
+
 def test_a_bad_claim_is_an_event_without_calling_the_driver() -> None:
     api, controller = FakeApi(), FakeController()
     api.claims = [claim(accessModes=["ReadWriteSometimes"])]
