@@ -324,6 +324,7 @@ def _apply_crds(info: cluster.ClusterInfo, directory: Path, url: str) -> None:
         webhook = crd["spec"].get("conversion", {}).get("webhook")
         if webhook:
             webhook["clientConfig"] = {"url": f"{url}/convert"}
+            _point_conversion_at(info, crd["metadata"]["name"], f"{url}/convert")
     cluster.kubectl(
         info,
         "apply",
@@ -334,6 +335,18 @@ def _apply_crds(info: cluster.ClusterInfo, directory: Path, url: str) -> None:
         "-",
         stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": crds}),
     )
+
+
+def _point_conversion_at(info: cluster.ClusterInfo, name: str, url: str) -> None:
+    """An existing CRD whose conversion ``service`` another manager set (the operator chart,
+    ``kubectl apply`` of the CRD file) would keep it under our apply, beside our ``url``: invalid
+    ("exactly one of url or service"). A merge patch swaps them first (the caBundle stays)."""
+    patch = {"spec": {"conversion": {"webhook": {"clientConfig": {"service": None, "url": url}}}}}
+    try:
+        cluster.kubectl(info, "patch", "crd", name, "--type=merge", "-p", json.dumps(patch))
+    except cluster.RigError as exc:
+        if "NotFound" not in str(exc) and "not found" not in str(exc):
+            raise
 
 
 def status(root: Path) -> dict[str, str]:
