@@ -38,8 +38,11 @@ def _conf(data_dir: Path, *sets: list[dict[str, str]], **ipam: Any) -> dict[str,
     }
 
 
-def _reference(binary: str, command: str, conf: dict[str, Any], cid: str) -> dict[str, Any]:
-    proc = subprocess.run(
+def _exec_reference(
+    binary: str, command: str, conf: dict[str, Any], cid: str
+) -> subprocess.CompletedProcess[bytes]:
+    """The reference binary called as a runtime calls it."""
+    return subprocess.run(
         [binary],
         input=json.dumps(conf).encode(),
         env={
@@ -53,6 +56,10 @@ def _reference(binary: str, command: str, conf: dict[str, Any], cid: str) -> dic
         timeout=60,
         check=False,
     )
+
+
+def _reference(binary: str, command: str, conf: dict[str, Any], cid: str) -> dict[str, Any]:
+    proc = _exec_reference(binary, command, conf, cid)
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     return json.loads(proc.stdout) if proc.stdout.strip() else {}
 
@@ -98,20 +105,7 @@ def test_interleaved_with_the_reference_no_duplicates_and_each_reads_and_release
     assert "fd00:9::2" not in names and "fd00:9::3" not in names
     assert len(names) == 8
     # The reference reads ours as its own: a second ADD of our c4 is its duplicate error.
-    proc = subprocess.run(
-        [reference_hostlocal],
-        input=json.dumps(conf).encode(),
-        env={
-            "CNI_COMMAND": "ADD",
-            "CNI_CONTAINERID": "c4",
-            "CNI_NETNS": "/var/run/netns/none",
-            "CNI_IFNAME": "eth0",
-            "CNI_PATH": os.path.dirname(reference_hostlocal),
-        },
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    proc = _exec_reference(reference_hostlocal, "ADD", conf, "c4")
     assert proc.returncode == 1
     assert "10.9.0.6 has been allocated to c4" in json.loads(proc.stdout)["msg"]
 
