@@ -133,6 +133,10 @@ async def run(
     )
     me = identity()
     cache = store.Store()
+    placement = common.Placement(
+        node_selector=dict(cfg.pod_placement.node_selector),
+        tolerations=tuple(t.manifest() for t in cfg.pod_placement.tolerations),
+    )
     reconcile = reconciler.Reconciler(
         api=api,
         cache=cache,
@@ -140,12 +144,14 @@ async def run(
             cpu=cfg.webapp_defaults.cpu,
             memory=cfg.webapp_defaults.memory,
             pod_labels=dict(cfg.pod_labels),
+            placement=placement,
         ),
         database_settings=db_plan.Settings(
             registry=cfg.database.image_registry,
             images=dict(cfg.database.images),
             exporter_images=dict(cfg.database.exporter_images),
             pod_labels=dict(cfg.pod_labels),
+            placement=placement,
         ),
         identity=me,
         status_settle=cfg.status_settle_seconds,

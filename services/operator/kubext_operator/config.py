@@ -54,6 +54,58 @@ LabelValue = Annotated[
 ]
 
 
+LabelKey = Annotated[
+    str,
+    pydantic.StringConstraints(
+        pattern=(
+            r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+            r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+        ),
+        max_length=317,
+    ),
+]
+
+
+class Toleration(config.StrictModel):
+    """A pod toleration, as core/v1 has it (snake_case keys); the API server's rules apply."""
+
+    key: LabelKey | Literal[""] = ""
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: LabelValue = ""
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = ""
+    toleration_seconds: int | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _as_the_api_server_requires(self) -> Toleration:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("value must be empty when operator is Exists")
+        if not self.key and self.operator != "Exists":
+            raise ValueError("an empty key needs operator Exists (it tolerates every taint)")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("toleration_seconds needs effect NoExecute")
+        return self
+
+    def manifest(self) -> dict[str, object]:
+        out: dict[str, object] = {"operator": self.operator}
+        if self.key:
+            out["key"] = self.key
+        if self.value:
+            out["value"] = self.value
+        if self.effect:
+            out["effect"] = self.effect
+        if self.toleration_seconds is not None:
+            out["tolerationSeconds"] = self.toleration_seconds
+        return out
+
+
+class PodPlacement(config.StrictModel):
+    """Node selector and tolerations on every pod template the operator makes (WebApp
+    Deployments, Database StatefulSets, backup and restore Jobs): e.g. a node pool of its own."""
+
+    node_selector: dict[LabelKey, LabelValue] = {}
+    tolerations: list[Toleration] = []
+
+
 class WebAppDefaults(config.StrictModel):
     """Requests (and limits) for WebApps whose spec leaves resources out."""
 
@@ -108,6 +160,7 @@ class Config(cli.ServiceConfig):
     # Labels on every pod template the operator makes, beside app (the object's name) and version
     # (image tag or engine version): what a platform pod policy asks for (the seed's: environment).
     pod_labels: dict[str, LabelValue] = {"environment": "production"}
+    pod_placement: PodPlacement = PodPlacement()
     database: DatabaseSettings = DatabaseSettings()
 
     @pydantic.model_validator(mode="after")

@@ -51,6 +51,24 @@ class Desired:
     create_only: bool = False
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Placement:
+    """Where the operator's pods may run (config.pod_placement), set on every pod template it
+    makes: a node selector and tolerations, as manifests (camelCase keys)."""
+
+    node_selector: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+
+    def apply(self, pod_spec: dict[str, Any]) -> dict[str, Any]:
+        """``pod_spec`` with the selector and tolerations added (none given: unchanged, so the
+        spec hash of an operator without placement stays what it was)."""
+        if self.node_selector:
+            pod_spec["nodeSelector"] = dict(self.node_selector)
+        if self.tolerations:
+            pod_spec["tolerations"] = [dict(t) for t in self.tolerations]
+        return pod_spec
+
+
 def owner_reference(owner: Owner) -> dict[str, Any]:
     """A controller reference: garbage collection deletes the child with its owner."""
     return {

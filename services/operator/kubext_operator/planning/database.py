@@ -62,6 +62,8 @@ class Settings:
 
     pod_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Extra labels on every pod template (config.pod_labels)."""
+    placement: common.Placement = dataclasses.field(default_factory=common.Placement)
+    """Node selector and tolerations of every pod template (config.pod_placement)."""
 
 
 def secret_name(name: str) -> str:
@@ -167,7 +169,9 @@ def statefulset(
                 },
                 "template": {
                     "metadata": template_meta,
-                    "spec": {"containers": containers, "terminationGracePeriodSeconds": 30},
+                    "spec": settings.placement.apply(
+                        {"containers": containers, "terminationGracePeriodSeconds": 30}
+                    ),
                 },
                 "volumeClaimTemplates": [
                     {"metadata": {"name": DATA_VOLUME}, "spec": claim_spec},
@@ -235,21 +239,23 @@ def _job_pod(
                 labels, app=name, version=spec.version, extra=settings.pod_labels
             )
         },
-        "spec": {
-            "restartPolicy": restart,
-            "containers": [
-                {
-                    "name": component,
-                    "image": settings.image(spec),
-                    "command": ["bash", "-c", script],
-                    "env": [*_backup_env(name, spec), *env],
-                    "volumeMounts": [{"name": "backup", "mountPath": backup.BACKUP_DIR}],
-                }
-            ],
-            "volumes": [
-                {"name": "backup", "persistentVolumeClaim": {"claimName": f"{name}-backup"}}
-            ],
-        },
+        "spec": settings.placement.apply(
+            {
+                "restartPolicy": restart,
+                "containers": [
+                    {
+                        "name": component,
+                        "image": settings.image(spec),
+                        "command": ["bash", "-c", script],
+                        "env": [*_backup_env(name, spec), *env],
+                        "volumeMounts": [{"name": "backup", "mountPath": backup.BACKUP_DIR}],
+                    }
+                ],
+                "volumes": [
+                    {"name": "backup", "persistentVolumeClaim": {"claimName": f"{name}-backup"}}
+                ],
+            }
+        ),
     }
 
 

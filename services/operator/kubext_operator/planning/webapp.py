@@ -24,6 +24,8 @@ class Defaults:
     memory: str = "128Mi"
     pod_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Extra labels on every pod template (config.pod_labels)."""
+    placement: common.Placement = dataclasses.field(default_factory=common.Placement)
+    """Node selector and tolerations of every pod template (config.pod_placement)."""
 
 
 def selector(name: str) -> dict[str, str]:
@@ -77,7 +79,7 @@ def plan_children(
                             extra=defaults.pod_labels,
                         )
                     },
-                    "spec": {"containers": [container]},
+                    "spec": defaults.placement.apply({"containers": [container]}),
                 },
             }
         },
