@@ -102,7 +102,7 @@ def push(
     names = chosen(services)
     check_registry(registry)
     refs = {svc: version_of(svc, repo) for svc in names}
-    missing = [s for s, v in refs.items() if _podman("image", "exists", local_ref(s, v)).returncode]
+    missing = [s for s, v in refs.items() if not image_exists(local_ref(s, v))]
     if missing:
         built_by = "; ".join(package_command(s) for s in missing)
         images = ", ".join(local_ref(s, refs[s]) for s in missing)
@@ -112,11 +112,21 @@ def push(
         source, target = local_ref(svc, version), remote_ref(registry, svc, version)
         t0 = time.monotonic()
         say(f"pushing {source} -> {target}")
-        for args in (("tag", source, target), ("push", "--tls-verify=false", target)):
-            res = _podman(*args)
-            if res.returncode != 0:
-                detail = (res.stderr.strip().splitlines() or ["no output"])[-1]
-                raise ImageError(f"podman {args[0]} {target} failed: {detail}")
+        tag_and_push(source, target)
         say(f"pushed {target} ({time.monotonic() - t0:.1f} s)")
         pushed[svc] = target
     return pushed
+
+
+def image_exists(ref: str) -> bool:
+    """Whether podman's local store holds ``ref``."""
+    return _podman("image", "exists", ref).returncode == 0
+
+
+def tag_and_push(source: str, target: str) -> None:
+    """``podman tag SOURCE TARGET`` and push TARGET over plain HTTP (the rig's registry)."""
+    for args in (("tag", source, target), ("push", "--tls-verify=false", target)):
+        res = _podman(*args)
+        if res.returncode != 0:
+            detail = (res.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ImageError(f"podman {args[0]} {target} failed: {detail}")

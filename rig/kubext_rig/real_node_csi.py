@@ -46,19 +46,24 @@ def driver_config(state: Path, *, pool_size: str, **extra: Any) -> dict[str, Any
     }
 
 
+def csi_driver_manifest() -> dict[str, Any]:
+    """The CSIDriver object of our driver on the real node, as the chart's."""
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "CSIDriver",
+        "metadata": {"name": DRIVER},
+        "spec": {
+            "attachRequired": False,  # no external-attacher: the kubelet stages at once
+            # The kubelet marks an inline volume (csi.storage.k8s.io/ephemeral) in the volume
+            # context only along with the pod's info.
+            "podInfoOnMount": True,
+            "volumeLifecycleModes": ["Persistent", "Ephemeral"],
+        },
+    }
+
+
 def create_csi_driver(storage: client.StorageV1Api) -> None:
-    storage.create_csi_driver(
-        client.V1CSIDriver(
-            metadata=client.V1ObjectMeta(name=DRIVER),
-            spec=client.V1CSIDriverSpec(
-                attach_required=False,  # no external-attacher: the kubelet stages at once
-                # The kubelet marks an inline volume (csi.storage.k8s.io/ephemeral) in the
-                # volume context only along with the pod's info.
-                pod_info_on_mount=True,
-                volume_lifecycle_modes=["Persistent", "Ephemeral"],
-            ),
-        )
-    )
+    storage.create_csi_driver(csi_driver_manifest())
 
 
 def create_storage_class(
