@@ -475,3 +475,34 @@ def test_restore_script_loads_the_named_or_the_newest_dump(tmp_path: Path) -> No
         dump.unlink()
     empty = restore("latest")
     assert empty.returncode != 0 and "no dump latest" in empty.stderr
+
+
+@pytest.mark.parametrize("which", ["backup", "restore"])
+def test_the_jobs_reach_the_service_by_its_variable_without_dns(tmp_path: Path, which: str) -> None:
+    """A cluster without DNS (the rig's real node): the -rw Service's name resolves nowhere, but
+    the kubelet sets ORDERS_RW_SERVICE_HOST (its ClusterIP) for the Job's pod; without the
+    variable the name goes as it is, for the cluster's DNS."""
+    bindir, store = tmp_path / "bin", tmp_path / "backup"
+    bindir.mkdir()
+    store.mkdir()
+    seen = tmp_path / "host"
+    for tool in ("pg_dumpall", "psql"):  # each records the -h it was given
+        stub = bindir / tool
+        stub.write_text(f'#!/bin/sh\ncat >/dev/null; echo "$2" > "{seen}"\n')
+        stub.chmod(0o755)
+    (store / "orders-20260101T020000Z.dump.gz").write_bytes(gzip.compress(b"dump\n"))
+    engine = engines.ENGINES["postgresql"]
+    script = (
+        backup.script(engine.dump) if which == "backup" else backup.restore_script(engine.restore)
+    )
+    env = _script_env(bindir, store, RETENTION="3", RESTORE_FROM="latest")
+    for extra, host in (
+        ({"ORDERS_RW_SERVICE_HOST": "10.96.0.17"}, "10.96.0.17"),
+        ({}, "orders-rw"),
+    ):
+        done = subprocess.run(
+            ["bash", "-c", script], env={**env, **extra}, capture_output=True, text=True,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert seen.read_text().strip() == host
