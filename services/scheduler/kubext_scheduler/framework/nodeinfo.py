@@ -74,6 +74,9 @@ class NodeInfo:
     # The node's name, read once: every Filter and Score asks for it (a property's
     # name_of per call was a sixth of a cycle at 1,000 nodes).
     name: str = dataclasses.field(init=False, repr=False, compare=False)
+    # Counts the changes made in place (add_pod, remove_pod): what framework.memo keeps of a
+    # node is worked out on one NodeInfo at one generation.
+    generation: int = dataclasses.field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.name = name_of(self.node)
@@ -87,6 +90,7 @@ class NodeInfo:
         return info
 
     def add_pod(self, pod: Obj) -> None:
+        self.generation += 1
         self.requested.add(resources.pod_requests(pod))
         self.non_zero_requested.add(resources.pod_requests(pod, non_missing=True))
         self.used_ports.extend(host_ports(pod))
@@ -98,6 +102,7 @@ class NodeInfo:
         key = pod_key(pod)
         for i, existing in enumerate(self.pods):
             if pod_key(existing) == key:
+                self.generation += 1
                 del self.pods[i]
                 self.requested.subtract(resources.pod_requests(existing))
                 self.non_zero_requested.subtract(resources.pod_requests(existing, non_missing=True))

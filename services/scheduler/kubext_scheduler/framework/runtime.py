@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import cast
 
-from kubext_scheduler.framework import interfaces, resources, status
+from kubext_scheduler.framework import interfaces, memo, resources, status
 from kubext_scheduler.framework.cycle_state import CycleState, StateError
 from kubext_scheduler.framework.interfaces import NodeScore, Pod
 from kubext_scheduler.framework.nodeinfo import NodeInfo, Snapshot, pod_key
@@ -144,6 +144,16 @@ class Framework:
         )
         sorters = cast("tuple[interfaces.QueueSortPlugin, ...]", p["queueSort"])
         self._less = sorters[0].less if len(sorters) == 1 else None
+        # The node-local plugins' verdicts and raw scores, kept per pod signature while the
+        # others are skipped for a pod (framework.memo): a cycle re-runs them only on the
+        # nodes that changed since a pod alike was scheduled.
+        self.memo = memo.NodeMemo()
+        self.other_filters = frozenset(
+            name for name, _ in self._filter if name not in memo.NODE_LOCAL_FILTERS
+        )
+        self.other_scorers = frozenset(
+            s[0] for s in self._score if s[0] not in memo.NODE_LOCAL_SCORES
+        )
 
     def points_of(self, name: str) -> list[str]:
         return [p for p, ps in self.plugins.items() if any(x.name == name for x in ps)]
@@ -183,13 +193,39 @@ class Framework:
             return status.error(f"{name}: {exc}").with_plugin(name)
         return status.SUCCESS
 
-    def run_filter_with_nominated_pods(self, state: CycleState, pod: Pod, node: NodeInfo) -> Status:
+    def run_filter_kept(
+        self, state: CycleState, pod: Pod, node: NodeInfo, key: bytes, node_count: int
+    ) -> Status:
+        """run_filter, its verdict kept under ``key`` (memo.keyed; the caller checked that
+        only node-local Filters run) while the node is this NodeInfo; errors are not kept."""
+        record = self.memo.of(node, node_count)
+        kept = record.verdicts.get(key)
+        if kept is not None:
+            return kept
+        result = self.run_filter(state, pod, node)
+        if result.code is not Code.ERROR:
+            record.keep_verdict(key, result)
+        return result
+
+    def filter_key(self, state: CycleState, pod: Pod) -> bytes:
+        """The key the pod's verdicts are kept under, after PreFilter; b"" when some Filter
+        that is not node-local runs for it (nothing is kept then)."""
+        if not self.other_filters <= state.skip_filter:
+            return b""
+        return memo.keyed(memo.node_local_signature(pod), state.skip_filter)
+
+    def run_filter_with_nominated_pods(
+        self, state: CycleState, pod: Pod, node: NodeInfo, *, key: bytes = b"", node_count: int = 0
+    ) -> Status:
         """RunFilterPluginsWithNominatedPods: the node must pass both without and with the pods
         nominated to it of at least this pod's priority (their room is promised: a pod of lower
         priority must not take it; with them, spread and anti-affinity see them too). The
         with-them run re-runs PreFilter on the snapshot with them added, as upstream's AddPod
-        extensions do."""
-        result = self.run_filter(state, pod, node)
+        extensions do. With ``key`` the without-them verdict is kept (run_filter_kept)."""
+        if key:
+            result = self.run_filter_kept(state, pod, node, key, node_count)
+        else:
+            result = self.run_filter(state, pod, node)
         snapshot = state.snapshot
         if not result.is_success or snapshot is None:
             return result
@@ -212,18 +248,64 @@ class Framework:
         return self.run_filter(trial_state, pod, trial)
 
     def find_feasible(
-        self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo], *, limit: int | None = None
+        self,
+        state: CycleState,
+        pod: Pod,
+        nodes: Sequence[NodeInfo],
+        *,
+        limit: int | None = None,
+        key: bytes = b"",
     ) -> tuple[list[NodeInfo], dict[str, Status]]:
         """Filter from ``next_start_node_index`` round the nodes until ``limit`` feasible ones
-        are found (None: all nodes), and move the start past the nodes looked at."""
+        are found (None: all nodes), and move the start past the nodes looked at; with ``key``
+        (filter_key) the verdicts are kept."""
         feasible, rejected = [], {}
         count = len(nodes)
         start = self.next_start_node_index % count if count else 0
         wanted = count if limit is None else limit
+        snapshot = state.snapshot
+        if key and (snapshot is None or not snapshot.nominated):
+            return self._find_feasible_kept(state, pod, nodes, start, wanted, key)
+        with_nominated = self.run_filter_with_nominated_pods
         for i in range(count):
             node = nodes[(start + i) % count]
-            result = self.run_filter_with_nominated_pods(state, pod, node)
+            result = with_nominated(state, pod, node, key=key, node_count=count)
             if result.is_success:
+                feasible.append(node)
+                if len(feasible) >= wanted:
+                    break
+            else:
+                rejected[node.name] = result
+        if count:
+            self.next_start_node_index = (start + len(feasible) + len(rejected)) % count
+        return feasible, rejected
+
+    def _find_feasible_kept(
+        self,
+        state: CycleState,
+        pod: Pod,
+        nodes: Sequence[NodeInfo],
+        start: int,
+        wanted: int,
+        key: bytes,
+    ) -> tuple[list[NodeInfo], dict[str, Status]]:
+        """find_feasible's loop where no pod is nominated anywhere and the verdicts are
+        kept: run_filter_kept inlined (the hot loop of a cycle at 1,000 nodes)."""
+        feasible: list[NodeInfo] = []
+        rejected: dict[str, Status] = {}
+        count = len(nodes)
+        record_of, kept_record, run_filter = self.memo.of, self.memo.get, self.run_filter
+        success, error = Code.SUCCESS, Code.ERROR
+        for node in [*nodes[start:], *nodes[:start]]:
+            record = kept_record(node.name)
+            if record is None or record.info is not node or record.generation != node.generation:
+                record = record_of(node, count)
+            result = record.verdicts.get(key)
+            if result is None:
+                result = run_filter(state, pod, node)
+                if result.code is not error:
+                    record.keep_verdict(key, result)
+            if result.code is success:
                 feasible.append(node)
                 if len(feasible) >= wanted:
                     break
@@ -262,27 +344,71 @@ class Framework:
                 return result.with_plugin(name)
         return status.SUCCESS
 
-    def run_score(
-        self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo]
-    ) -> tuple[dict[str, int], Status]:
-        """Weighted totals per node: each plugin's scores normalised to 0..100, times its weight."""
-        names = [node.name for node in nodes]
-        totals = dict.fromkeys(names, 0)
-        for name, score, score_nodes, normalize_score, weight in self._score:
-            if name in state.skip_score:
-                continue
-            values = []
+    def score_key(self, state: CycleState, pod: Pod) -> bytes:
+        """The key the pod's raw scores are kept under, after PreScore; b"" when some Score
+        plugin that is not node-local runs for it (nothing is kept then)."""
+        if not self.other_scorers <= state.skip_score:
+            return b""
+        return memo.keyed(memo.node_local_signature(pod), state.skip_score)
+
+    def _raw_scores(
+        self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo], key: bytes
+    ) -> tuple[list[list[int]], Status]:
+        """Each active Score plugin's raw scores of ``nodes`` (a column per plugin); with
+        ``key`` (score_key) a node's row is kept while it is the same NodeInfo, and only the
+        nodes without one are scored."""
+        active = [s for s in self._score if s[0] not in state.skip_score]
+        records: list[memo.Kept] = []
+        todo = list(nodes)
+        if key:
+            plugins = tuple(s[0] for s in active)
+            records = [self.memo.of(node, len(nodes)) for node in nodes]
+            kept = [r.scores.get(key) for r in records]
+            todo = [
+                n for n, hit in zip(nodes, kept, strict=True) if hit is None or hit[0] != plugins
+            ]
+        columns: list[list[int]] = []
+        for name, score, score_nodes, _, _ in active:
+            values: list[int] = []
             try:
-                if score_nodes is not None:
-                    values = score_nodes(state, pod, nodes)
+                if not todo:
+                    pass
+                elif score_nodes is not None:
+                    values = score_nodes(state, pod, todo)
                 else:
-                    for node in nodes:
+                    for node in todo:
                         value, result = score(state, pod, node)
                         if result is not None and result.code is not Code.SUCCESS:
-                            return {}, result.with_plugin(name)
+                            return [], result.with_plugin(name)
                         values.append(value)
             except (resources.InvalidObject, StateError) as exc:
-                return {}, status.error(f"{name}: {exc}").with_plugin(name)
+                return [], status.error(f"{name}: {exc}").with_plugin(name)
+            columns.append(values)
+        if not key:
+            return columns, status.SUCCESS
+        fresh = iter(zip(*columns, strict=True)) if columns else iter(() for _ in todo)
+        rows: list[tuple[int, ...]] = []
+        for record, hit in zip(records, kept, strict=True):
+            if hit is not None and hit[0] == plugins:
+                rows.append(hit[1])
+            else:
+                row = tuple(next(fresh))
+                record.keep_scores(key, plugins, row)
+                rows.append(row)
+        return [[row[c] for row in rows] for c in range(len(active))], status.SUCCESS
+
+    def run_score(
+        self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo], *, key: bytes = b""
+    ) -> tuple[dict[str, int], Status]:
+        """Weighted totals per node: each plugin's scores normalised to 0..100, times its
+        weight; with ``key`` (score_key) the raw scores are kept per node."""
+        names = [node.name for node in nodes]
+        totals = dict.fromkeys(names, 0)
+        columns, raw = self._raw_scores(state, pod, nodes, key)
+        if not raw.is_success:
+            return {}, raw
+        active = [s for s in self._score if s[0] not in state.skip_score]
+        for (name, _, _, normalize_score, weight), values in zip(active, columns, strict=True):
             if normalize_score is not None:
                 scores = [NodeScore(n.name, v) for n, v in zip(nodes, values, strict=True)]
                 result = normalize_score(state, pod, scores)
@@ -329,7 +455,8 @@ class Framework:
             rejected = {node.name: pre for node in nodes}
             return ScheduleResult(None, len(nodes), [], rejected, status=pre)
         limit = num_feasible_nodes_to_find(self.percentage_of_nodes_to_score, len(nodes))
-        feasible, rejected = self.find_feasible(state, pod, nodes, limit=limit)
+        key = self.filter_key(state, pod)
+        feasible, rejected = self.find_feasible(state, pod, nodes, limit=limit, key=key)
         evaluated = len(feasible) + len(rejected)
         if not feasible:
             errors = [s for s in rejected.values() if s.code is Code.ERROR]
@@ -349,7 +476,7 @@ class Framework:
         pre_score = self.run_pre_score(state, pod, feasible)
         if not pre_score.is_success:
             return ScheduleResult(None, evaluated, names, rejected, status=pre_score)
-        totals, scored = self.run_score(state, pod, feasible)
+        totals, scored = self.run_score(state, pod, feasible, key=self.score_key(state, pod))
         if not scored.is_success:
             return ScheduleResult(None, evaluated, names, rejected, status=scored)
         return ScheduleResult(

@@ -1,0 +1,115 @@
+"""What the node-local plugins decided about a node, kept while the node is unchanged.
+
+The Filter plugins in NODE_LOCAL_FILTERS (the Score plugins in NODE_LOCAL_SCORES) decide on a
+node from that node's NodeInfo and the pod's spec alone: not its metadata, not other nodes,
+not its volumes. While every other Filter (Score) plugin of the profile is skipped for a pod
+(PreFilter's or PreScore's Skip), pods alike in what those read get the same verdicts (raw
+scores) on a node whose NodeInfo has not changed since, so they are kept per pod signature
+(upstream's opportunistic batching signs pods for the same reason). NormalizeScore reads every
+candidate and is redone for each cycle. The standalone cycle (``Framework.schedule``) and the
+extender's verbs keep them here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import orjson
+
+from kubext_scheduler.framework.nodeinfo import NodeInfo
+from kubext_scheduler.framework.status import Status
+
+Obj = Mapping[str, Any]
+
+NODE_LOCAL_FILTERS = frozenset(
+    {
+        "NodeUnschedulable",
+        "NodeName",
+        "TaintToleration",
+        "NodeAffinity",
+        "NodePorts",
+        "NodeResourceFit",
+    }
+)
+NODE_LOCAL_SCORES = frozenset(
+    {"TaintToleration", "NodeAffinity", "NodeResourceFit", "NodeResourcesBalancedAllocation"}
+)
+# Signatures whose verdicts (and raw scores) one node keeps before they are dropped.
+SIGNATURES_PER_NODE = 64
+
+_UNSIGNED = frozenset({"volumes", "containers", "initContainers", "ephemeralContainers"})
+
+
+def _container_signature(container: Any) -> Any:
+    if not isinstance(container, Mapping):
+        return container
+    return [container.get(k) for k in ("resources", "ports", "restartPolicy")]
+
+
+def node_local_signature(pod: Obj) -> bytes:
+    """What the node-local plugins read of a pod: its spec less the volumes and the
+    containers' names, images, commands, environment and mounts (unique per pod, read by none
+    of them)."""
+    spec = pod.get("spec") or {}
+    signed = {k: v for k, v in spec.items() if k not in _UNSIGNED}
+    for field in ("containers", "initContainers"):
+        if isinstance(spec.get(field), list):
+            signed[field] = [_container_signature(c) for c in spec[field]]
+    return orjson.dumps(signed, option=orjson.OPT_SORT_KEYS)
+
+
+def keyed(signature: bytes, skipped: Collection[str]) -> bytes:
+    """The key of a pod's verdicts or raw scores: its signature and the plugins skipped for it
+    (which decide the ones that run)."""
+    return signature + b"\0" + ",".join(sorted(skipped)).encode()
+
+
+@dataclasses.dataclass
+class Kept:
+    """What is kept of one node while it is this NodeInfo, at this generation (the cache never
+    mutates one it handed out, a changed node being a new NodeInfo; a NodeInfo changed in
+    place counts a new generation), by key."""
+
+    info: NodeInfo
+    generation: int = 0
+    verdicts: dict[bytes, Status] = dataclasses.field(default_factory=dict)
+    # Key -> (the Score plugins that ran, their raw scores).
+    scores: dict[bytes, tuple[tuple[str, ...], tuple[int, ...]]] = dataclasses.field(
+        default_factory=dict
+    )
+
+    def keep_verdict(self, key: bytes, verdict: Status) -> None:
+        if len(self.verdicts) >= SIGNATURES_PER_NODE:
+            self.verdicts.clear()
+        self.verdicts[key] = verdict
+
+    def keep_scores(self, key: bytes, plugins: tuple[str, ...], row: tuple[int, ...]) -> None:
+        if len(self.scores) >= SIGNATURES_PER_NODE:
+            self.scores.clear()
+        self.scores[key] = (plugins, row)
+
+
+class NodeMemo:
+    """Node name -> what is kept of it (dropped with the NodeInfo it was worked out on).
+    Used by one scheduling thread or the extender's event loop; a lost race only recomputes."""
+
+    def __init__(self) -> None:
+        self._kept: dict[str, Kept] = {}
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def get(self, name: str) -> Kept | None:
+        return self._kept.get(name)
+
+    def of(self, info: NodeInfo, node_count: int) -> Kept:
+        """What is kept of the node as ``info`` (a fresh record once it changed);
+        ``node_count``: the cluster's nodes, to drop those gone from it now and then."""
+        kept = self._kept.get(info.name)
+        if kept is None or kept.info is not info or kept.generation != info.generation:
+            kept = self._kept[info.name] = Kept(info, info.generation)
+            if len(self._kept) > 2 * node_count + 64:
+                self._kept = {info.name: kept}  # nodes gone from the cluster
+        return kept
