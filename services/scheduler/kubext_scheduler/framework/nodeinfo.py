@@ -173,9 +173,15 @@ class Snapshot:
     nominated: Mapping[str, Sequence[Obj]] = dataclasses.field(default_factory=dict)
     # The PVCs, PVs and StorageClasses with the scheduler's assumptions (VolumeBinding).
     volumes: VolumeState = dataclasses.field(default_factory=VolumeState)
+    # The nodes by name, where the caller has them built (the cache's, shared: never changed).
+    by_name: Mapping[str, NodeInfo] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
-        self._by_name = {info.name: info for info in self.nodes}
+        self._by_name = (
+            self.by_name if self.by_name is not None else {info.name: info for info in self.nodes}
+        )
 
     def labels_of_namespace(self, namespace: str) -> Mapping[str, str]:
         """A namespace's labels; one not (yet) seen still has the label the API server puts on

@@ -168,3 +168,32 @@ def test_a_node_info_keeps_its_pods_with_affinity_through_add_remove_and_clone()
     assert copy.remove_pod(spread)
     assert copy.pods_with_affinity == [] and len(copy.pods) == 1
     assert [p["metadata"]["name"] for p in info.pods_with_affinity] == ["anti"]
+
+
+def test_snapshots_follow_every_change_and_an_earlier_one_stays_as_it_was() -> None:
+    cache = ClusterCache()
+    cache.replace_nodes([node("a"), node("b"), node("c")])
+    first, _ = cache.snapshot()
+    first_nodes, first_infos = list(first.nodes), {n.name: n for n in first.nodes}
+
+    def listed(snapshot: Any) -> list[tuple[str, list[str]]]:
+        return [(n.name, sorted(p["metadata"]["name"] for p in n.pods)) for n in snapshot.nodes]
+
+    cache.assume(pod("p1"), "b")  # one NodeInfo replaced by the pod
+    second, _ = cache.snapshot()
+    assert listed(second) == [("a", []), ("b", ["p1"]), ("c", [])]
+    assert second.get("b") is second.nodes[1] and second.get("a") is first_infos["a"]
+    cache.set_node(node("b", cpu="8"))  # rebuilt
+    cache.set_node({"metadata": {"name": "c"}, "status": {"allocatable": {"cpu": "x"}}})
+    cache.set_node(node("d"))  # a new node, and c unreadable: the list built again
+    third, broken = cache.snapshot()
+    assert listed(third) == [("a", []), ("b", ["p1"]), ("d", [])] and set(broken) == {"c"}
+    assert third.get("c") is None and third.get("d") is third.nodes[2]
+    cache.set_node(node("c"))  # readable again
+    cache.forget(pod("p1"))
+    fourth, _ = cache.snapshot()
+    assert listed(fourth) == [("a", []), ("b", []), ("c", []), ("d", [])]
+    assert [n.name for n in cache.all_node_infos()] == ["a", "b", "c", "d"]
+    # What the earlier cycles were handed did not change under them.
+    assert first.nodes == first_nodes and listed(first) == [("a", []), ("b", []), ("c", [])]
+    assert listed(second) == [("a", []), ("b", ["p1"]), ("c", [])]
