@@ -99,6 +99,34 @@ def secret(owner: common.Owner, spec: database.DatabaseSpec, *, password: str) -
     )
 
 
+# Set by the planning, so an admission default (the webhooks' restricted context with its
+# runAsUser 1000) never replaces them: the database user must own the data.
+CONTAINER_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def pod_security(engine: engines.Engine) -> dict[str, Any]:
+    """The database's and its Jobs' pods run as the engine's user; fsGroup gives it the
+    volumes (the data, the backups), which a provisioner creates owned by root."""
+    return {
+        "runAsUser": engine.uid,
+        "runAsGroup": engine.uid,
+        "runAsNonRoot": True,
+        "fsGroup": engine.uid,
+    }
+
+
+def scratch_volumes(engine: engines.Engine) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """emptyDirs (volumes, mounts) for what the engine writes beside its data."""
+    names = [d.strip("/").replace("/", "-") for d in engine.writable_dirs]
+    volumes = [{"name": n, "emptyDir": {}} for n in names]
+    mounts = [{"name": n, "mountPath": d} for n, d in zip(names, engine.writable_dirs, strict=True)]
+    return volumes, mounts
+
+
 def _database_container(
     spec: database.DatabaseSpec, settings: Settings, secret: str
 ) -> dict[str, Any]:
@@ -108,7 +136,11 @@ def _database_container(
         "image": settings.image(spec),
         "env": engines.env(engine, secret=secret),
         "ports": [{"name": "db", "containerPort": engine.port, "protocol": "TCP"}],
-        "volumeMounts": [{"name": DATA_VOLUME, "mountPath": engine.data_dir}],
+        "securityContext": dict(CONTAINER_SECURITY),
+        "volumeMounts": [
+            {"name": DATA_VOLUME, "mountPath": engine.data_dir},
+            *scratch_volumes(engine)[1],
+        ],
         "readinessProbe": {
             "exec": {"command": list(engine.probe)},
             "periodSeconds": 10,
@@ -170,7 +202,12 @@ def statefulset(
                 "template": {
                     "metadata": template_meta,
                     "spec": settings.placement.apply(
-                        {"containers": containers, "terminationGracePeriodSeconds": 30}
+                        {
+                            "securityContext": pod_security(engines.ENGINES[spec.type]),
+                            "containers": containers,
+                            "volumes": scratch_volumes(engines.ENGINES[spec.type])[0],
+                            "terminationGracePeriodSeconds": 30,
+                        }
                     ),
                 },
                 "volumeClaimTemplates": [
@@ -232,6 +269,7 @@ def _job_pod(
     """The pod of a backup or restore Job: the engine's image (its client tools), the
     credentials, and the backup volume."""
     name = owner.name
+    engine = engines.ENGINES[spec.type]
     labels = common.labels(app=JOB_APP, instance=name, component=component)
     return {
         "metadata": {
@@ -242,17 +280,23 @@ def _job_pod(
         "spec": settings.placement.apply(
             {
                 "restartPolicy": restart,
+                "securityContext": pod_security(engine),
                 "containers": [
                     {
                         "name": component,
                         "image": settings.image(spec),
                         "command": ["bash", "-c", script],
                         "env": [*_backup_env(name, spec), *env],
-                        "volumeMounts": [{"name": "backup", "mountPath": backup.BACKUP_DIR}],
+                        "securityContext": dict(CONTAINER_SECURITY),
+                        "volumeMounts": [
+                            {"name": "backup", "mountPath": backup.BACKUP_DIR},
+                            {"name": "tmp", "mountPath": "/tmp"},
+                        ],
                     }
                 ],
                 "volumes": [
-                    {"name": "backup", "persistentVolumeClaim": {"claimName": f"{name}-backup"}}
+                    {"name": "backup", "persistentVolumeClaim": {"claimName": f"{name}-backup"}},
+                    {"name": "tmp", "emptyDir": {}},
                 ],
             }
         ),

@@ -21,6 +21,12 @@ class Engine:
     """Shell command writing a logical dump of everything to stdout (reads DB_* variables)."""
     restore: str
     """Shell command loading such a dump from stdin into the primary (reads DB_* variables)."""
+    writable_dirs: tuple[str, ...] = ("/tmp",)
+    """What the server writes outside its data dir (socket dir, /tmp): emptyDirs, since the
+    root filesystem is read-only."""
+    uid: int = 999
+    """The image's database user (999 in the official images and ours): the pods run as it,
+    and fsGroup gives it the volumes."""
 
     def image(self, version: str, *, registry: str = "") -> str:
         return f"{registry.rstrip('/') + '/' if registry else ''}{self.repository}:{tag(self, version)}"
@@ -98,6 +104,7 @@ ENGINES: dict[str, Engine] = {
         # pg_dumpall's script re-creates roles that exist already (the superuser): psql reports
         # those and goes on, as the PostgreSQL manual describes for restoring a dumpall.
         restore='PGPASSWORD="$DB_PASSWORD" psql -h "$DB_HOST" -U "$DB_USER" -d postgres -q',
+        writable_dirs=("/var/run/postgresql", "/tmp"),
     ),
     "mysql": Engine(
         repository="mysql",
@@ -109,6 +116,7 @@ ENGINES: dict[str, Engine] = {
         dump='mysqldump -h "$DB_HOST" -u"$DB_USER" -p"$DB_PASSWORD" --all-databases '
         "--single-transaction --routines --events",
         restore='mysql -h "$DB_HOST" -u"$DB_USER" -p"$DB_PASSWORD"',
+        writable_dirs=("/var/run/mysqld", "/tmp"),
     ),
     "mongodb": Engine(
         repository="mongo",
