@@ -11,7 +11,9 @@ own). Nothing here is a kwok fake; nothing else talks to the services (no kubele
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import shutil
 import socket
 import subprocess
 import time
@@ -236,3 +238,85 @@ def test_image_starts_with_a_config_and_its_health_endpoint_answers(
     if svc == "deviceplugin":
         status, body = get(port, "/readyz")
         assert status == 503 and "not registered with the kubelet: example.com/gpu" in body
+
+
+def cni_call(
+    launcher: Path, command: str, conf: dict[str, object]
+) -> tuple[int, dict[str, object]]:
+    """The launcher run on the host as a runtime runs it (exec, CNI_* env, config on stdin)."""
+    env = {"CNI_COMMAND": command, "CNI_PATH": "/nonexistent", "PATH": "/usr/bin:/bin"}
+    if command == "ADD":
+        env.update(CNI_CONTAINERID="images-test", CNI_NETNS="/proc/1/ns/net", CNI_IFNAME="eth0")
+    done = subprocess.run(
+        [str(launcher)], input=json.dumps(conf).encode(), env=env, capture_output=True, timeout=30
+    )
+    return done.returncode, json.loads(done.stdout) if done.stdout.strip() else {}
+
+
+def test_cni_image_installs_its_compiled_launcher_which_relays_to_the_daemon(
+    tmp_path: Path, container: Callable[..., str]
+) -> None:
+    """The image's daemon installs the compiled launcher it ships (not the Python one) into a
+    CNI bin dir, and that launcher, run on the host, answers VERSION itself and relays STATUS
+    and ADD to the daemon in the container over the shared socket (a real ADD needs the
+    DaemonSet's privileges, which this restricted container has not: ADD is answered by the
+    daemon's config check); once the daemon is gone the same STATUS gets error 11."""
+    from kubext_cni import golauncher
+
+    shipped = subprocess.run(
+        ["podman", "run", "--rm", "--network=none", "--entrypoint=/bin/cat",
+         image_of("cni"), golauncher.SHIPPED],
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert shipped.returncode == 0, shipped.stderr
+    assert shipped.stdout.startswith(b"\x7fELF"), "the image's launcher is not a compiled binary"
+    # The socket dir at the same path inside and out, as the chart's hostPath mount does it.
+    sock_dir = Path("/run") / f"kubext-images-test-{uuid.uuid4().hex[:8]}"
+    bin_dir = tmp_path / "bin"
+    for d in (sock_dir, bin_dir):
+        d.mkdir()
+        d.chmod(0o777)  # writable by the container's user
+    try:
+        port = free_port()
+        socket_path = f"{sock_dir}/plugin.sock"
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "health": {"host": "127.0.0.1", "port": port},
+                    "socket_path": socket_path,
+                    "cni_bin_dir": "/host/opt/cni/bin",
+                }
+            )
+        )
+        config.chmod(0o644)
+        name = container(
+            "--network=host", *RESTRICTED, f"--volume={config}:/etc/kubext/config.yaml:ro",
+            f"--volume={bin_dir}:/host/opt/cni/bin", f"--volume={sock_dir}:{sock_dir}",
+            image_of("cni"), "--config", "/etc/kubext/config.yaml",
+        )  # fmt: skip
+        launcher = bin_dir / golauncher.BINARY_NAME
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            state = podman("inspect", "--format", "{{.State.Status}}", name).stdout.strip()
+            assert state == "running", f"cni stopped: {logs(name)}"
+            with contextlib.suppress(OSError):
+                if get(port, "/readyz")[0] == 200 and launcher.exists():
+                    break
+            time.sleep(0.5)
+        assert launcher.exists(), f"no launcher installed; logs: {logs(name)}"
+        assert launcher.read_bytes() == golauncher.patched(shipped.stdout, socket_path)
+
+        code, out = cni_call(launcher, "VERSION", {"cniVersion": "1.1.0"})
+        assert code == 0 and "1.1.0" in out["supportedVersions"]  # type: ignore[operator]
+        conf = {"cniVersion": "1.1.0", "name": "images-test", "type": "kubext-bridge"}
+        assert cni_call(launcher, "STATUS", conf) == (0, {})
+        code, out = cni_call(launcher, "ADD", {"cniVersion": "1.1.0", "type": "kubext-bridge"})
+        assert (code, out.get("code"), out.get("msg")) == (1, 7, "missing network name"), out
+
+        podman("stop", "--time=10", name)
+        code, out = cni_call(launcher, "STATUS", conf)
+        assert (code, out.get("code")) == (1, 11), out
+        assert out.get("msg") == "kubext-cni daemon not reachable"
+    finally:
+        shutil.rmtree(sock_dir, ignore_errors=True)
