@@ -45,10 +45,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kubext_scheduler.cache import ClusterCache
-from kubext_scheduler.framework import interfaces, resources, status
-from kubext_scheduler.framework.cycle_state import CycleState, StateError
+from kubext_scheduler.framework import resources
+from kubext_scheduler.framework.cycle_state import CycleState
+from kubext_scheduler.framework.memo import (  # noqa: F401 (the extender's names before)
+    NODE_LOCAL_FILTERS,
+    NODE_LOCAL_SCORES,
+    SIGNATURES_PER_NODE,
+    node_local_signature,
+)
 from kubext_scheduler.framework.nodeinfo import NodeInfo, name_of, pod_key
-from kubext_scheduler.framework.runtime import Framework, ScoreRangeError
+from kubext_scheduler.framework.runtime import Framework
 from kubext_scheduler.framework.status import Code, Status
 from kubext_scheduler.scheduler import Binder, BindError
 
@@ -70,41 +76,8 @@ RECENT_PODS = 4096
 # How many of those keep the candidate NodeInfos their /filter read, for their /prioritize
 # (kube-scheduler prioritizes a pod right after filtering it, one pod at a time).
 RECENT_CYCLES = 8
-# The Filter plugins whose verdict on a node follows from that node's NodeInfo and the pod's
-# spec alone (not its metadata, not other nodes, not its volumes): while every other Filter
-# of the profile is skipped for a pod (PreFilter's Skip), pods alike in what these read get
-# the same verdicts on a node that has not changed since, so those are kept (upstream's
-# opportunistic batching signs pods for the same reason).
-NODE_LOCAL_FILTERS = frozenset(
-    {
-        "NodeUnschedulable",
-        "NodeName",
-        "TaintToleration",
-        "NodeAffinity",
-        "NodePorts",
-        "NodeResourceFit",
-    }
-)
-# The same for the Score plugins: a node's raw score (before NormalizeScore, which reads every
-# candidate and is run for each request) is kept while the other Score plugins are skipped.
-NODE_LOCAL_SCORES = frozenset(
-    {"TaintToleration", "NodeAffinity", "NodeResourceFit", "NodeResourcesBalancedAllocation"}
-)
-# Signatures whose verdicts (and raw scores) one node keeps before they are dropped.
-SIGNATURES_PER_NODE = 64
-
-
-@dataclasses.dataclass
-class _Kept:
-    """What is kept of one node while it is this NodeInfo (a changed node is a new NodeInfo:
-    the cache never mutates one), by pod signature."""
-
-    info: NodeInfo
-    verdicts: dict[bytes, Status] = dataclasses.field(default_factory=dict)
-    # Signature -> (the Score plugins that ran, their raw scores).
-    scores: dict[bytes, tuple[tuple[str, ...], tuple[int, ...]]] = dataclasses.field(
-        default_factory=dict
-    )
+# The node-local plugins' verdicts and raw scores are kept per pod signature in the framework's
+# memo (framework/memo.py), shared with the standalone cycle.
 
 
 class BadRequest(ValueError):
@@ -234,26 +207,6 @@ def parse_binding_args(body: bytes) -> tuple[str, str, str, str]:
     return name, namespace, uid, node
 
 
-def _container_signature(container: Any) -> Any:
-    if not isinstance(container, Mapping):
-        return container
-    return [container.get(k) for k in ("resources", "ports", "restartPolicy")]
-
-
-def node_local_signature(pod: Obj) -> bytes:
-    """What NODE_LOCAL_FILTERS read of a pod: its spec less the volumes and the containers'
-    names, images, commands, environment and mounts (unique per pod, read by none of them)."""
-    spec = pod.get("spec") or {}
-    signed = {k: v for k, v in spec.items() if k not in _UNSIGNED}
-    for field in ("containers", "initContainers"):
-        if isinstance(spec.get(field), list):
-            signed[field] = [_container_signature(c) for c in spec[field]]
-    return orjson.dumps(signed, option=orjson.OPT_SORT_KEYS)
-
-
-_UNSIGNED = frozenset({"volumes", "containers", "initContainers", "ephemeralContainers"})
-
-
 def _priority(pod: Obj) -> int:
     value = (pod.get("spec") or {}).get("priority")
     return value if isinstance(value, int) else 0
@@ -272,8 +225,8 @@ class _Cycle:
     pre_filtered: bool
     # The candidates /filter read, by name (dropped once the cycle is no longer recent).
     nodes: dict[str, NodeInfo] | None
-    # node_local_signature of the pod (b"" when the candidates came as full nodes).
-    signature: bytes = b""
+    # The cache's NodeInfos were read (by names): its raw scores may be kept.
+    by_names: bool = False
 
 
 class Extender:
@@ -301,24 +254,6 @@ class Extender:
         self.synced = synced
         self._recent: collections.OrderedDict[str, _Cycle] = collections.OrderedDict()
         self._with_nodes: collections.deque[_Cycle] = collections.deque()
-        # Node name -> what is kept of it (dropped with the NodeInfo it was worked out on).
-        self._kept: dict[str, _Kept] = {}
-        self._others = frozenset(
-            p.name for p in framework.plugins["filter"] if p.name not in NODE_LOCAL_FILTERS
-        )
-        self._other_scorers = frozenset(
-            p.name for p in framework.plugins["score"] if p.name not in NODE_LOCAL_SCORES
-        )
-        # Framework.run_score's plugins, weights and NormalizeScore, resolved once.
-        self._scorers = tuple(
-            (
-                p.name,
-                p.score,
-                p.normalize_score if isinstance(p, interfaces.ScoreExtensions) else None,
-                framework.score_weights.get(p.name, 1),
-            )
-            for p in framework.plugins["score"]
-        )
         self._recent_lock = threading.Lock()
         self._bind_lock = threading.Lock()  # check-then-assume of one binding at a time
 
@@ -403,35 +338,22 @@ class Extender:
         state = CycleState()
         pre = self.framework.run_pre_filter(state, args.pod, self._cluster(infos))
         by_name = {info.name: info for info in infos} if args.names is not None else None
-        # Only NodeInfos of the cache are kept by signature: full nodes' are built anew.
-        signature = node_local_signature(args.pod) if by_name is not None else b""
-        self._remember(_Cycle(args.pod, state, pre.is_success, by_name, signature))
+        self._remember(_Cycle(args.pod, state, pre.is_success, by_name, by_name is not None))
         if pre.code is Code.ERROR:
             return {"Nodes": None, "NodeNames": None, "FailedNodes": {}, "Error": pre.message}
         feasible = set()
-        run_filter, pod = self.framework.run_filter, args.pod
-        sign = bool(signature) and pre.is_success and self._others <= state.skip_filter
-        kept_of, kept_by_name = self._kept_of, self._kept
+        framework, pod = self.framework, args.pod
+        # Only NodeInfos of the cache are kept by signature: full nodes' are built anew.
+        key = framework.filter_key(state, pod) if by_name is not None and pre.is_success else b""
+        node_count = self.cache.node_count() if self.cache is not None else 0
         passed, success, error = pre.is_success, Code.SUCCESS, Code.ERROR
         for name, info in by_name.items() if by_name is not None else _named(infos):
             if not passed:
                 result = pre
-            elif sign:
-                record = kept_by_name.get(name)
-                if record is None or record.info is not info:
-                    record = kept_of(name, info)
-                verdicts = record.verdicts
-                kept = verdicts.get(signature)
-                if kept is not None:
-                    result = kept
-                else:
-                    result = run_filter(state, pod, info)
-                    if result.code is not error:
-                        if len(verdicts) >= SIGNATURES_PER_NODE:
-                            verdicts.clear()
-                        verdicts[signature] = result
+            elif key:
+                result = framework.run_filter_kept(state, pod, info, key, node_count)
             else:
-                result = run_filter(state, pod, info)
+                result = framework.run_filter(state, pod, info)
             code = result.code
             if code is success:
                 feasible.add(name)
@@ -467,11 +389,11 @@ class Extender:
 
         args = parse_args(body, read=filtered)
         seen = cycle.nodes if cycle is not None and cycle.pre_filtered else None
-        signature = b""
+        by_names = False
         if seen is not None and args.names is not None:
             assert cycle is not None
             state, infos = cycle.state, [seen[n] for n in args.names if n in seen]
-            signature = cycle.signature
+            by_names = cycle.by_names
             if len(infos) < len(args.names):  # names its /filter was not sent
                 more, _, _ = self._node_infos(
                     ExtenderArgs(args.pod, None, [n for n in args.names if n not in seen])
@@ -483,10 +405,8 @@ class Extender:
         totals: dict[str, int] = {}
         pre = self.framework.run_pre_score(state, args.pod, infos)
         if pre.is_success and infos:
-            if signature and self._other_scorers <= state.skip_score:
-                totals, scored = self._scores_kept(state, args.pod, infos, signature)
-            else:
-                totals, scored = self.framework.run_score(state, args.pod, infos)
+            key = self.framework.score_key(state, args.pod) if by_names else b""
+            totals, scored = self.framework.run_score(state, args.pod, infos, key=key)
             if not scored.is_success:
                 raise BadRequest(scored.message)
         elif not pre.is_success:
@@ -497,68 +417,6 @@ class Extender:
             {"Host": name, "Score": totals.get(name, 0) * MAX_EXTENDER_PRIORITY // top}
             for name in args.node_names()
         ]
-
-    def _kept_of(self, name: str, info: NodeInfo) -> _Kept:
-        """What is kept of the node as ``info`` (a fresh record once the node changed)."""
-        kept = self._kept.get(name)
-        if kept is None or kept.info is not info:
-            kept = self._kept[name] = _Kept(info)
-            if len(self._kept) > 2 * (self.cache.node_count() if self.cache else 0) + 64:
-                self._kept = {name: kept}  # nodes gone from the cluster
-        return kept
-
-    def _scores_kept(
-        self, state: CycleState, pod: Obj, infos: Sequence[NodeInfo], signature: bytes
-    ) -> tuple[dict[str, int], Status]:
-        """Framework.run_score with a node's raw scores kept per (pod signature, NodeInfo)
-        (only NODE_LOCAL_SCORES run here: the caller checked); NormalizeScore and the weights
-        are applied for each request, as they read all the candidates."""
-        kept_by_name = self._kept
-        active = tuple(s for s in self._scorers if s[0] not in state.skip_score)
-        plugins = tuple(s[0] for s in active)
-        rows: list[tuple[int, ...]] = []
-        for info in infos:
-            record = kept_by_name.get(info.name)
-            if record is None or record.info is not info:
-                record = self._kept_of(info.name, info)
-            kept = record.scores
-            hit = kept.get(signature)
-            if hit is not None and hit[0] == plugins:
-                rows.append(hit[1])
-                continue
-            row = []
-            for name, score, _, _ in active:
-                try:
-                    value, result = score(state, pod, info)
-                except (resources.InvalidObject, StateError) as exc:
-                    return {}, status.error(f"{name}: {exc}").with_plugin(name)
-                if not status.ok(result):
-                    assert result is not None
-                    return {}, result.with_plugin(name)
-                row.append(value)
-            rows.append(tuple(row))
-            if len(kept) >= SIGNATURES_PER_NODE:
-                kept.clear()
-            kept[signature] = (plugins, rows[-1])
-        names = [info.name for info in infos]
-        totals = dict.fromkeys(names, 0)
-        low, high = interfaces.MIN_NODE_SCORE, interfaces.MAX_NODE_SCORE
-        for column, (name, _, normalize_score, weight) in enumerate(active):
-            scores = [
-                interfaces.NodeScore(n, row[column]) for n, row in zip(names, rows, strict=True)
-            ]
-            if normalize_score is not None:
-                result = normalize_score(state, pod, scores)
-                if not status.ok(result):
-                    assert result is not None
-                    return {}, result.with_plugin(name)
-            for s in scores:
-                if not low <= s.score <= high:
-                    raise ScoreRangeError(
-                        f"plugin {name} scored node {s.name} {s.score}, outside [{low}, {high}]"
-                    )
-                totals[s.name] += s.score * weight
-        return totals, status.SUCCESS
 
     def bind(self, body: bytes) -> dict[str, Any]:
         try:

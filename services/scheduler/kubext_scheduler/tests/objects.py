@@ -54,3 +54,38 @@ def node(
         "spec": spec,
         "status": {"allocatable": allocatable, "capacity": allocatable},
     }
+
+
+def counting_plugins(fw: Any) -> tuple[list[str], list[str]]:
+    """The nodes run_filter runs on, and the nodes each Score plugin scores, in order."""
+    filtered: list[str] = []
+    scored: list[str] = []
+    run_filter = fw.run_filter
+
+    def filter_counted(state: Any, p: Any, info: Any) -> Any:
+        filtered.append(info.name)
+        return run_filter(state, p, info)
+
+    fw.run_filter = filter_counted
+    for plugin in fw.plugins["score"]:
+        score_nodes = getattr(plugin, "score_nodes", None)
+        if score_nodes is None:  # scored node by node
+            plugin_score = plugin.score
+
+            def node_counted(state: Any, p: Any, info: Any, _score: Any = plugin_score) -> Any:
+                scored.append(info.name)
+                return _score(state, p, info)
+
+            plugin.score = node_counted
+            continue
+
+        def nodes_counted(state: Any, p: Any, infos: Any, _score_nodes: Any = score_nodes) -> Any:
+            scored.extend(info.name for info in infos)
+            return _score_nodes(state, p, infos)
+
+        plugin.score_nodes = nodes_counted
+    fw._score = tuple(  # the resolved methods, resolved again with the counting ones
+        (name, p.score, getattr(p, "score_nodes", None), normalize, weight)
+        for (name, _, _, normalize, weight), p in zip(fw._score, fw.plugins["score"], strict=True)
+    )
+    return filtered, scored

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from kubext_scheduler import extender, profiles_file
 from kubext_scheduler.cache import ClusterCache
 from kubext_scheduler.scheduler import BindError
-from kubext_scheduler.tests.objects import container, node, pod
+from kubext_scheduler.tests.objects import container, counting_plugins, node, pod
 
 GPU_TAINT = {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}
 
@@ -151,7 +151,8 @@ def test_alike_pods_reuse_the_verdicts_on_nodes_unchanged_since() -> None:
     assert calls == ["a", "b", "c", "a"]
     # What was kept of a's old NodeInfo is gone with it (one record per node).
     [current], _, _ = cache.node_infos(["a"])
-    assert len(ext._kept) == 3 and ext._kept["a"].info is current
+    kept = ext.framework.memo.get("a")
+    assert len(ext.framework.memo) == 3 and kept is not None and kept.info is current
     # A pod asking more is filtered on its own.
     bigger = pod("p4", containers=[container(cpu="2")])
     assert http.post("/filter", json=by_names(bigger, ["c"])).json()["NodeNames"] == ["c"]
@@ -366,15 +367,7 @@ def test_kept_raw_scores_give_what_the_framework_gives(spec: dict[str, Any]) -> 
 def test_alike_pods_reuse_the_raw_scores_on_nodes_unchanged_since() -> None:
     cache = scoring_cache()
     [fw] = profiles_file.load(None).frameworks.values()
-    calls: list[str] = []
-    for plugin in fw.plugins["score"]:
-        plugin_score = plugin.score
-
-        def counted(state: Any, p: Any, info: Any, _score: Any = plugin_score) -> Any:
-            calls.append(info.name)
-            return _score(state, p, info)
-
-        plugin.score = counted  # type: ignore[method-assign]
+    _, calls = counting_plugins(fw)  # the nodes each Score plugin scores
     http = TestClient(extender.app(extender.Extender(fw, cache=cache)))
     names = ["a", "b", "c", "d"]
 

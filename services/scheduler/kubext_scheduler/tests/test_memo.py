@@ -11,7 +11,7 @@ from kubext_scheduler.cache import ClusterCache
 from kubext_scheduler.framework.cycle_state import CycleState
 from kubext_scheduler.framework.nodeinfo import NodeInfo, Snapshot
 from kubext_scheduler.framework.runtime import Framework
-from kubext_scheduler.tests.objects import container, node, pod
+from kubext_scheduler.tests.objects import container, counting_plugins, node, pod
 
 SOFT_TAINT = {"key": "spot", "value": "true", "effect": "PreferNoSchedule"}
 HARD_TAINT = {"key": "gpu", "value": "true", "effect": "NoSchedule"}
@@ -35,36 +35,6 @@ def cluster() -> ClusterCache:
     return cache
 
 
-def counted(fw: Framework) -> tuple[list[str], list[str]]:
-    """The nodes run_filter runs on, and the nodes each Score plugin scores, in order."""
-    filtered: list[str] = []
-    scored: list[str] = []
-    run_filter = fw.run_filter
-
-    def filter_counted(state: Any, p: Any, info: NodeInfo) -> Any:
-        filtered.append(info.name)
-        return run_filter(state, p, info)
-
-    fw.run_filter = filter_counted  # type: ignore[method-assign]
-    for plugin in fw.plugins["score"]:
-        score_nodes = getattr(plugin, "score_nodes", None)
-        if score_nodes is None:
-            continue
-
-        def nodes_counted(state: Any, p: Any, infos: Any, _score_nodes: Any = score_nodes) -> Any:
-            scored.extend(info.name for info in infos)
-            return _score_nodes(state, p, infos)
-
-        plugin.score_nodes = nodes_counted  # type: ignore[attr-defined]
-    fw._score = tuple(  # the resolved methods, resolved again with the counting ones
-        (name, score, getattr(p, "score_nodes", None), normalize, weight)
-        for (name, score, _, normalize, weight), p in zip(
-            fw._score, fw.plugins["score"], strict=True
-        )
-    )
-    return filtered, scored
-
-
 def schedule(fw: Framework, cache: ClusterCache, p: dict[str, Any]) -> str | None:
     snapshot, _ = cache.snapshot()
     result = fw.schedule(p, snapshot, state=CycleState(), rng=random.Random(0))
@@ -75,7 +45,7 @@ def schedule(fw: Framework, cache: ClusterCache, p: dict[str, Any]) -> str | Non
 
 def test_alike_pods_rerun_the_node_local_plugins_only_on_the_nodes_changed_since() -> None:
     fw, cache = framework(), cluster()
-    filtered, scored = counted(fw)
+    filtered, scored = counting_plugins(fw)
     first = schedule(fw, cache, pod("p1", containers=[container(cpu="1")]))
     assert sorted(filtered) == ["a", "b", "c", "d"]
     assert first is not None and set(scored) == {"a", "c", "d"}
@@ -131,7 +101,7 @@ def test_a_node_info_changed_in_place_is_filtered_again() -> None:
 
 def test_pods_with_spread_constraints_are_filtered_on_every_node_each_cycle() -> None:
     fw, cache = framework(), cluster()
-    filtered, _ = counted(fw)
+    filtered, _ = counting_plugins(fw)
     constraint = {
         "maxSkew": 1,
         "topologyKey": "zone",
