@@ -20,7 +20,7 @@ MIN_NODE_SCORE = 0
 MAX_NODE_SCORE = 100
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)  # hundreds built per cycle for each NormalizeScore
 class NodeScore:
     name: str
     score: int
