@@ -665,7 +665,8 @@ def _down_locked(root: Path, *, wipe: bool) -> None:
     node.release_host(root)
     _note_path(root).unlink(missing_ok=True)
     if wipe:
-        for sub in ("etcd", "pids"):
+        # The CSI driver's volumes and state go with the objects in etcd that name them.
+        for sub in ("etcd", "pids", "node/csi"):
             shutil.rmtree(root / sub, ignore_errors=True)
 
 

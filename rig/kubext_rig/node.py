@@ -785,9 +785,24 @@ def _unmount(root: Path) -> None:
     for point in our_mounts(root):
         if _run(["umount", point], check=False).returncode != 0:
             _run(["umount", "-l", point], check=False)
+    # Loop devices the CSI driver attached to volume images under our state dir: the kubelet
+    # went down without unstaging them.
+    for device in our_loop_devices(root):
+        _run(["losetup", "-d", device], check=False)
     if NETNS_DIR.is_dir():
         for ns in NETNS_DIR.glob("cni-*"):
             ns.unlink(missing_ok=True)
+
+
+def our_loop_devices(root: Path) -> list[str]:
+    """Loop devices whose backing file is under ``root``."""
+    out = _run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"], check=False)
+    found = []
+    for line in out.stdout.splitlines():
+        device, _, backing = line.strip().partition(" ")
+        if backing.strip().startswith(f"{root}/"):
+            found.append(device)
+    return found
 
 
 def release_host(root: Path) -> None:

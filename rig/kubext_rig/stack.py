@@ -10,31 +10,45 @@ one runs there. All are stopped by `down`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from kubext_rig import cluster, node, tools
+from kubext_rig import cluster, images, node, tools
+from kubext_rig import samples as real_samples
 
 WEBHOOKS_PORT = 18443 + cluster.PORT_OFFSET
 WEBHOOKS_HEALTH_PORT = 18080 + cluster.PORT_OFFSET
 OPERATOR_HEALTH_PORT = 18081 + cluster.PORT_OFFSET
 SCHEDULER_HEALTH_PORT = 18082 + cluster.PORT_OFFSET
 DEVICEPLUGIN_HEALTH_PORT = 18083 + cluster.PORT_OFFSET
+CSI_HEALTH_PORT = 18084 + cluster.PORT_OFFSET
 NAMESPACE = "kubext-system"
-SERVICES = ("kubext-webhooks", "kubext-operator", "kubext-scheduler", "kubext-deviceplugin")
+SERVICES = (
+    "kubext-webhooks",
+    "kubext-csi",
+    "kubext-operator",
+    "kubext-scheduler",
+    "kubext-deviceplugin",
+)
 HEALTH = {
     "kubext-webhooks": f"http://127.0.0.1:{WEBHOOKS_HEALTH_PORT}/readyz",
     "kubext-operator": f"http://127.0.0.1:{OPERATOR_HEALTH_PORT}/healthz",
     # Ready once the informers listed / once every resource is registered with the kubelet.
     "kubext-scheduler": f"http://127.0.0.1:{SCHEDULER_HEALTH_PORT}/readyz",
     "kubext-deviceplugin": f"http://127.0.0.1:{DEVICEPLUGIN_HEALTH_PORT}/readyz",
+    "kubext-csi": f"http://127.0.0.1:{CSI_HEALTH_PORT}/readyz",
 }
+WEBAPP_SAMPLE_DIR = "images/webapp-sample"  # `./pants package images/webapp-sample:image`
 # The seed's profile name (12.5.2): its sample pod and Deployment (examples/) ask for it.
 SCHEDULER_NAME = "custom-scheduler"
 GPU_RESOURCE = "example.com/gpu"
@@ -42,7 +56,8 @@ GPU_DEVICES = 4  # simulated: gpu-0 .. gpu-3, each a container's KUBEXT_DEVICES,
 GPU_SAMPLE = "gpu-sample"
 # Without the real node there is no kubelet for the device plugin: one line says so.
 NO_GPU_SAMPLE = (
-    "no real node on this cluster: kubext-deviceplugin not started, the gpu sample skipped"
+    "no real node on this cluster: kubext-deviceplugin and kubext-csi not started, the gpu "
+    "sample skipped, the WebApp and Database samples on kwok nodes (no container runs)"
 )
 
 
@@ -57,16 +72,22 @@ def _command(dist: Path | None, service: str) -> list[str]:
     return [str(dist / f"{service}.pex")]
 
 
-def _components(info: cluster.ClusterInfo, dist: Path | None) -> list[cluster.Component]:
+def _components(
+    info: cluster.ClusterInfo, dist: Path | None, *, registry: str | None = None
+) -> list[cluster.Component]:
+    """The services, configured for this cluster; with ``registry`` (the real node's), the
+    samples' pods run there, from images in that registry, on volumes of our CSI driver."""
     configs = info.root / "services"
     configs.mkdir(exist_ok=True)
+    policy = configs / "policy.yaml"
+    policy.write_text(yaml.safe_dump(pod_policy(registry)))
     webhooks = {
         "host": "127.0.0.1",
         "port": WEBHOOKS_PORT,
         "namespace": NAMESPACE,
         "kubeconfig": info.kubeconfig,
         "health": {"host": "127.0.0.1", "port": WEBHOOKS_HEALTH_PORT},
-        "policy": {"path": str(_repo() / "services/webhooks/deploy/policy.yaml")},
+        "policy": {"path": str(policy)},
         # Checked every few seconds so the caBundle lands right after the configurations do.
         "tls": {
             "dns_names": ["localhost"],
@@ -74,11 +95,13 @@ def _components(info: cluster.ClusterInfo, dist: Path | None) -> list[cluster.Co
             "check_interval_seconds": 3,
         },
     }
-    operator = {
+    operator: dict[str, object] = {
         "kubeconfig": info.kubeconfig,
         "health": {"host": "127.0.0.1", "port": OPERATOR_HEALTH_PORT},
         "leader_election": {"namespace": NAMESPACE},
     }
+    if registry is not None:
+        operator = real_samples.operator_config(registry, operator)
     scheduler = {
         "kubeconfig": info.kubeconfig,
         "scheduler_config": str(_repo() / "services/scheduler/deploy/custom-scheduler.yaml"),
@@ -89,17 +112,29 @@ def _components(info: cluster.ClusterInfo, dist: Path | None) -> list[cluster.Co
     (configs / "webhooks.yaml").write_text(yaml.safe_dump(webhooks))
     (configs / "operator.yaml").write_text(yaml.safe_dump(operator))
     (configs / "scheduler.yaml").write_text(yaml.safe_dump(scheduler))
-    extra = []
+    node_side = []
     if node.enabled(info.root):
-        extra.append(deviceplugin_component(info, dist))
-    else:  # a config left by an earlier up with the real node would show it as stopped
-        (configs / "deviceplugin.yaml").unlink(missing_ok=True)
+        csi = real_samples.csi_driver_config(
+            info.root, kubeconfig=info.kubeconfig, health_port=CSI_HEALTH_PORT
+        )
+        (configs / "csi.yaml").write_text(yaml.safe_dump(csi))
+        node_side.append(
+            cluster.Component(
+                "kubext-csi",
+                [*_command(dist, "kubext-csi"), "--config", str(configs / "csi.yaml")],
+                HEALTH["kubext-csi"],
+            )
+        )
+    else:  # configs left by an earlier up with the real node would show them as stopped
+        for name in ("deviceplugin", "csi"):
+            (configs / f"{name}.yaml").unlink(missing_ok=True)
     return [
         cluster.Component(
             "kubext-webhooks",
             [*_command(dist, "kubext-webhooks"), "--config", str(configs / "webhooks.yaml")],
             HEALTH["kubext-webhooks"],
         ),
+        *node_side,
         cluster.Component(
             "kubext-operator",
             [*_command(dist, "kubext-operator"), "--config", str(configs / "operator.yaml")],
@@ -110,8 +145,18 @@ def _components(info: cluster.ClusterInfo, dist: Path | None) -> list[cluster.Co
             [*_command(dist, "kubext-scheduler"), "--config", str(configs / "scheduler.yaml")],
             HEALTH["kubext-scheduler"],
         ),
-        *extra,
+        *([deviceplugin_component(info, dist)] if node.enabled(info.root) else []),
     ]
+
+
+def pod_policy(registry: str | None) -> dict[str, object]:
+    """The webhooks' pod policy (services/webhooks/deploy/policy.yaml) with the registries the
+    samples' images come from added: ``localhost`` (podman's name for what is built here, which
+    the kwok fakes never pull) and the real node's registry, by its real name."""
+    policy = yaml.safe_load((_repo() / "services/webhooks/deploy/policy.yaml").read_text())
+    allowed = policy["spec"]["rules"]["allowedRegistries"]["registries"]
+    allowed += [r for r in ("localhost", registry) if r and r not in allowed]
+    return dict(policy)
 
 
 def deviceplugin_component(info: cluster.ClusterInfo, dist: Path | None) -> cluster.Component:
@@ -176,28 +221,354 @@ def device_ids(oci_spec: dict[str, object]) -> list[str]:
 
 
 def up(info: cluster.ClusterInfo, *, dist: Path | None, samples: bool = True) -> None:
-    """Install CRDs and admission configuration, start both services, apply the samples.
+    """Install CRDs and admission configuration, start the services, apply the samples.
 
-    ``dist`` holds the services' pexes; None runs them from source (PYTHONPATH must reach them)."""
+    ``dist`` holds the services' pexes; None runs them from source (PYTHONPATH must reach them).
+    With the real node the samples run there for real (their images pushed to its registry,
+    the Database on our CSI driver's volumes), and ``up`` waits for them; a sample that does not
+    become Ready fails it, after the status table says why."""
     repo = _repo()
+    real = node.enabled(info.root)
+    registry = images.registry_for(cluster.PORT_OFFSET) if real else None
+    pushed: dict[str, str] = {}
+    if real and samples:
+        assert registry is not None
+        real_samples.build_postgres_images(repo, say=cluster.say)
+        local = [webapp_sample_image(repo), *real_samples.POSTGRES_IMAGES]
+        pushed = real_samples.push_local_images(registry, local, say=cluster.say)
     url = f"https://127.0.0.1:{WEBHOOKS_PORT}"
     _apply_crds(info, repo / "services/operator/deploy/crds", url)
     cluster.kubectl(info, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
     cluster.kubectl(info, "apply", "-f", "-", stdin=json.dumps(ns))
-    for comp in _components(info, dist):
+    for comp in _components(info, dist, registry=registry):
         start(info, comp)
         if comp.name == "kubext-webhooks":
             # Registered only once the server answers: failurePolicy Fail would block pods before.
             _register_webhooks(info, dist, url)
-    if not node.enabled(info.root):
+        elif comp.name == "kubext-csi":
+            real_samples.ensure_storage(info)
+    if not real:
         cluster.say(NO_GPU_SAMPLE)
-    if samples:
+    if not samples:
+        return
+    if not real:
         _ensure_volumes(info)
-        cluster.kubectl(info, "apply", "-f", str(repo / "examples"))
-        cluster.say("samples applied: kubectl get webapps,databases,pods -A")
-        if node.enabled(info.root):
-            run_gpu_sample(info)
+    docs = sample_manifests(repo, pushed)
+    cluster.kubectl(info, "apply", "-f", "-", stdin=json.dumps(docs))
+    cluster.say("samples applied: kubectl get webapps,databases,pods -A")
+    if not real:
+        return
+    rows = [run_gpu_sample_row(info)]
+    cluster.kubectl(
+        info, "apply", "-f", "-", stdin=json.dumps(custom_scheduled_pod(pushed[local[0]]))
+    )
+    rows += wait_for_samples(info)
+    if all(r.ready for r in rows):
+        rows.append(backup_row(info, "default", "orders"))
+    print_table([*service_rows(info.root), *rows])
+    failed = [r for r in rows if not r.ready]
+    if failed:
+        raise cluster.RigError(
+            f"not Ready after {SAMPLE_TIMEOUT_S:.0f} s: {', '.join(r.name for r in failed)} "
+            "(the table above says why)"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """A line of the status table `up` ends with: a service or a sample, Ready or why not."""
+
+    name: str
+    ready: bool
+    detail: str
+
+
+def table(rows: list[Row]) -> str:
+    width = max(len(r.name) for r in rows)
+    lines = [f"{'':2}{'NAME':<{width}}  {'READY':<5}  DETAIL"]
+    for r in rows:
+        lines.append(f"{'':2}{r.name:<{width}}  {'yes' if r.ready else 'NO':<5}  {r.detail}")
+    return "\n".join(lines)
+
+
+def service_rows(root: Path) -> list[Row]:
+    return [
+        Row(name, state == "healthy", f"host process, {state}")
+        for name, state in status(root).items()
+    ]
+
+
+CUSTOM_SCHEDULED = "web-custom-scheduled"
+
+
+def custom_scheduled_pod(image: str) -> dict[str, object]:
+    """The WebApp sample's web server in a pod for ``custom-scheduler`` that tolerates and
+    selects the real node: our scheduler binds it there and it runs for real (the seed's
+    custom-scheduler samples land on kwok nodes)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": CUSTOM_SCHEDULED,
+            "namespace": "default",
+            "labels": {"app": CUSTOM_SCHEDULED, "version": "sample", "environment": "sample"},
+        },
+        "spec": {
+            "schedulerName": SCHEDULER_NAME,
+            "nodeSelector": {"kubernetes.io/hostname": node.NODE_NAME},
+            "tolerations": [{"key": node.TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+            "terminationGracePeriodSeconds": 2,
+            "containers": [
+                {
+                    "name": "web",
+                    "image": image,
+                    "ports": [{"containerPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}},
+                    "resources": {
+                        "requests": {"cpu": "50m", "memory": "64Mi"},
+                        "limits": {"cpu": "200m", "memory": "128Mi"},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def custom_scheduled_row(info: cluster.ClusterInfo) -> Row:
+    """The pod bound by our scheduler (its Scheduled Event's source) and Ready on the real node."""
+    label = f"pod default/{CUSTOM_SCHEDULED}"
+    pod = _get_json(info, "pod", CUSTOM_SCHEDULED, "-n", "default")
+    if "error" in pod:
+        return Row(label, False, pod["error"])
+    problems = pod_problems([pod], node.NODE_NAME)
+    if problems:
+        return Row(label, False, "; ".join(problems))
+    events = _get_json(
+        info,
+        "events",
+        "-n",
+        "default",
+        "--field-selector",
+        f"involvedObject.name={CUSTOM_SCHEDULED},reason=Scheduled",
+    ).get("items", [])
+    by = sorted(
+        {
+            (e.get("reportingComponent") or (e.get("source") or {}).get("component") or "?")
+            for e in events
+        }
+    )
+    ip = (pod.get("status") or {}).get("podIP")
+    return Row(
+        label,
+        by == [SCHEDULER_NAME],
+        f"Ready on {node.NODE_NAME} ({ip}, kubext-bridge), bound by {', '.join(by) or 'nobody'}",
+    )
+
+
+def run_gpu_sample_row(info: cluster.ClusterInfo) -> Row:
+    name = f"pod {NAMESPACE}/{GPU_SAMPLE}"
+    try:
+        ids = run_gpu_sample(info)
+    except cluster.RigError as exc:
+        return Row(name, False, str(exc))
+    return Row(name, True, f"Running on {node.NODE_NAME} with {GPU_RESOURCE} {','.join(ids)}")
+
+
+def pod_problems(pods: list[dict[str, Any]], node_name: str) -> list[str]:
+    """Why the pods are not all Ready on ``node_name``, in a few words each (none: they are)."""
+    problems = []
+    for pod in pods:
+        meta, st = pod["metadata"], pod.get("status") or {}
+        where = (pod.get("spec") or {}).get("nodeName")
+        name = meta["name"]
+        if where != node_name:
+            unscheduled = [
+                c.get("message", "")
+                for c in st.get("conditions") or []
+                if c.get("type") == "PodScheduled" and c.get("status") != "True"
+            ]
+            problems.append(
+                f"{name} on {where or 'no node'}{': ' if unscheduled else ''}"
+                f"{(unscheduled or [''])[0][:160]}"
+            )
+            continue
+        for c in st.get("containerStatuses") or []:
+            waiting = (c.get("state") or {}).get("waiting")
+            if waiting:
+                problems.append(
+                    f"{name}/{c['name']}: {waiting.get('reason')} "
+                    f"{(waiting.get('message') or '')[:160]}".rstrip()
+                )
+            elif not c.get("ready"):
+                problems.append(f"{name}/{c['name']}: not ready")
+        if not st.get("containerStatuses"):
+            problems.append(f"{name}: {st.get('phase', 'Pending')}")
+    return problems
+
+
+def _get_json(info: cluster.ClusterInfo, *args: str) -> dict[str, Any]:
+    try:
+        return dict(json.loads(cluster.kubectl(info, "get", *args, "-o", "json")))
+    except cluster.RigError as exc:
+        return {"error": str(exc)}
+
+
+def webapp_row(info: cluster.ClusterInfo, namespace: str, name: str) -> Row:
+    """The WebApp Running, its pods Ready on the real node, and its Service answering HTTP."""
+    label = f"webapp {namespace}/{name}"
+    obj = _get_json(info, "webapp", name, "-n", namespace)
+    st = obj.get("status") or {}
+    want = (obj.get("spec") or {}).get("replicas")
+    pods = _get_json(
+        info,
+        "pods",
+        "-n",
+        namespace,
+        "-l",
+        f"app.kubernetes.io/name=webapp," f"app.kubernetes.io/instance={name}",
+    ).get("items", [])
+    problems = pod_problems(pods, node.NODE_NAME)
+    counts = f"{st.get('readyReplicas') or 0}/{want} ready"
+    if st.get("phase") != "Running" or problems or len(pods) != want:
+        return Row(
+            label, False, f"{st.get('phase') or 'no status'}, {counts}; {'; '.join(problems)}"
+        )
+    svc = _get_json(info, "service", name, "-n", namespace)
+    ip = (svc.get("spec") or {}).get("clusterIP")
+    try:
+        with urllib.request.urlopen(f"http://{ip}/", timeout=5) as resp:
+            code, body = resp.status, resp.read(4096).decode(errors="replace")
+    except OSError as exc:
+        return Row(label, False, f"{counts}; its Service http://{ip}/ does not answer: {exc}")
+    title = re.search(r"<title>(.*?)</title>", body)
+    return Row(
+        label,
+        code == 200,
+        f"{counts} on {node.NODE_NAME}; http://{ip}/ (Service {name}): {code} "
+        f"{title.group(1) if title else body[:60]!r}",
+    )
+
+
+def database_row(info: cluster.ClusterInfo, namespace: str, name: str) -> Row:
+    """The Database Running, its PostgreSQL pods Ready on the real node, on our driver's PVs."""
+    label = f"database {namespace}/{name}"
+    obj = _get_json(info, "database", name, "-n", namespace)
+    st = obj.get("status") or {}
+    want = (obj.get("spec") or {}).get("replicas")
+    pods = _get_json(
+        info,
+        "pods",
+        "-n",
+        namespace,
+        "-l",
+        f"app.kubernetes.io/name=database," f"app.kubernetes.io/instance={name}",
+    ).get("items", [])
+    problems = pod_problems(pods, node.NODE_NAME)
+    claims = _get_json(info, "pvc", "-n", namespace).get("items", [])
+    # The data claims (the backup claim binds when a backup Job's pod first uses it).
+    ours = [c for c in claims if c["metadata"]["name"].startswith(f"data-{name}-")]
+    unbound = [
+        c["metadata"]["name"] for c in ours if (c.get("status") or {}).get("phase") != "Bound"
+    ]
+    if unbound:
+        problems.append(f"claims not Bound: {', '.join(unbound)}")
+    if st.get("phase") != "Running" or problems or len(pods) != want:
+        return Row(label, False, f"{st.get('phase') or 'no status'}; {'; '.join(problems)}")
+    classes = sorted({(c.get("spec") or {}).get("storageClassName") or "" for c in ours})
+    return Row(
+        label,
+        True,
+        f"{len(pods)}/{want} PostgreSQL pods Ready on {node.NODE_NAME}; "
+        f"{len(ours)} claims Bound (class {', '.join(classes)}); Service {name}-rw",
+    )
+
+
+SAMPLE_TIMEOUT_S = 300.0
+SAMPLE_ROWS = (("webapp", "default", "hello"), ("database", "default", "orders"))
+
+
+def wait_for_samples(info: cluster.ClusterInfo, timeout: float = SAMPLE_TIMEOUT_S) -> list[Row]:
+    """The examples' WebApp and Database on the real node, once each is Ready or at the
+    deadline (then each says why not)."""
+    t = time.monotonic()
+    probes = {"webapp": webapp_row, "database": database_row}
+    while True:
+        rows = [probes[kind](info, ns, name) for kind, ns, name in SAMPLE_ROWS]
+        rows.append(custom_scheduled_row(info))
+        if all(r.ready for r in rows) or time.monotonic() - t > timeout:
+            break
+        time.sleep(2)
+    for r in rows:
+        if r.ready:
+            cluster.say(f"{r.name} Ready ({time.monotonic() - t:.0f} s): {r.detail}")
+    return rows
+
+
+# The operator's on-demand backup: the annotation and the condition it reports on
+# (kubext_operator.planning.database.BACKUP_NOW, Request.condition).
+BACKUP_NOW = "db.example.com/backup-now"
+BACKUP_CONDITION = "OnDemandBackupSucceeded"
+BACKUP_TIMEOUT_S = 180.0
+
+
+def backup_row(
+    info: cluster.ClusterInfo, namespace: str, name: str, timeout: float = BACKUP_TIMEOUT_S
+) -> Row:
+    """A backup now, by the operator's annotation: its Job runs the backup CronJob's script
+    (pg_dumpall into the backup volume, provisioned by our driver on first use)."""
+    label = f"backup {namespace}/{name}"
+    t = time.monotonic()
+    cluster.kubectl(
+        info, "annotate", "--overwrite", "database", name, "-n", namespace,
+        f"{BACKUP_NOW}=kubext-up-{int(time.time())}",
+    )  # fmt: skip
+    condition: dict[str, Any] = {}
+    while time.monotonic() - t < timeout:
+        obj = _get_json(info, "database", name, "-n", namespace)
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        condition = next((c for c in conditions if c.get("type") == BACKUP_CONDITION), {})
+        if condition.get("status") in ("True", "False"):
+            break
+        time.sleep(2)
+    if condition.get("status") != "True":
+        return Row(label, False, condition.get("message") or f"no result in {timeout:.0f} s")
+    job = re.search(r"Job (\S+)", condition.get("message", ""))
+    wrote = ""
+    if job:
+        try:
+            log = cluster.kubectl(info, "logs", f"job/{job.group(1)}", "-n", namespace)
+            wrote = next((line for line in log.splitlines() if "backup: wrote" in line), "")
+        except cluster.RigError:
+            pass
+    detail = f"Job {job.group(1) if job else '?'} completed in {time.monotonic() - t:.0f} s"
+    cluster.say(f"{label}: {detail}: {wrote}")
+    return Row(label, True, f"{detail}; {wrote}" if wrote else detail)
+
+
+def print_table(rows: list[Row]) -> None:
+    print(table(rows), file=sys.stderr, flush=True)
+
+
+def webapp_sample_image(repo: Path) -> str:
+    """The WebApp sample's image as `./pants package images/webapp-sample:image` tags it."""
+    version = (repo / WEBAPP_SAMPLE_DIR / "VERSION").read_text().strip()
+    return f"localhost/{images.REPOSITORY_PREFIX}/webapp-sample:{version}"
+
+
+def sample_manifests(repo: Path, pushed: dict[str, str]) -> dict[str, object]:
+    """examples/*.yaml as one List, each WebApp's image replaced by where ``pushed`` (local ref
+    -> the registry's ref) put it: the examples name images as they are built here."""
+    items = []
+    for path in sorted((repo / "examples").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc:
+                continue
+            if doc.get("kind") == "WebApp":
+                image = doc["spec"]["image"]
+                doc["spec"]["image"] = pushed.get(image, image)
+            items.append(doc)
+    return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
 def start(info: cluster.ClusterInfo, comp: cluster.Component) -> None:

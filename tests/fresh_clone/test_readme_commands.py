@@ -26,7 +26,7 @@ OFFSET = 2000  # beside `./kubext up`'s cluster (0) and the test cluster (1000)
 # The rig's and the stack's ports at that offset (rig/kubext_rig/cluster.py, stack.py).
 PORTS = {
     p + OFFSET
-    for p in (12379, 12380, 16443, 17257, 17259, 17247, 18443, 18080, 18081, 18082, 18083)
+    for p in (12379, 12380, 16443, 17257, 17259, 17247, 18443, 18080, 18081, 18082, 18083, 18084)
 }
 
 pytestmark = pytest.mark.skipif(
@@ -168,10 +168,32 @@ def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(clone
             assert "without a real node" in states["real-node"] and "kubelet" not in states
             # No kubelet for the device plugin: not started, the gpu sample skipped (one line).
             assert "kubext-deviceplugin" not in states, states
-            assert up.stderr.count("kubext-deviceplugin not started, the gpu sample skipped") == 1
+            assert up.stderr.count("kubext-deviceplugin and kubext-csi not started") == 1
         else:
             assert states.get("kubext-deviceplugin") == "healthy", states
+            assert states.get("kubext-csi") == "healthy", states
             assert "gpu sample Running on kubext-node-0" in up.stderr, up.stderr[-3000:]
+            # The samples ran for real: the status table's rows, and the cluster agrees.
+            table = _table(up.stderr)
+            for row in (
+                "webapp default/hello",
+                "database default/orders",
+                "pod kubext-system/gpu-sample",
+                "pod default/web-custom-scheduled",
+                "backup default/orders",
+            ):
+                assert table.get(row, "").startswith("yes"), (row, up.stderr[-4000:])
+            assert ": 200 'kubext WebApp sample'" in table["webapp default/hello"]
+            assert "backup: wrote /backup/orders-" in table["backup default/orders"]
+            for selector in ("app.kubernetes.io/name=webapp", "app.kubernetes.io/name=database"):
+                nodes = kubectl(
+                    "get", "pods", "-l", selector, "-o", "jsonpath={.items[*].spec.nodeName}"
+                )
+                assert nodes and set(nodes.split()) == {"kubext-node-0"}, (selector, nodes)
+            drivers = kubectl("get", "pv", "-o", "jsonpath={.items[*].spec.csi.driver}").split()
+            assert len(drivers) == 3 and set(drivers) == {
+                "csi.kubext.io"
+            }, drivers  # data x2, backup
         # The seed's custom-scheduler pod is bound by our scheduler.
         _wait(
             "test-custom-scheduler bound",
@@ -203,8 +225,30 @@ def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(clone
     assert _mounts_under(clone, state) == []
     assert _links() - links == set()
     assert _nft_tables() - tables == set()
+    assert _loop_devices_under(state) == []
     st = _kubext(clone, env, "status", timeout=120)
     assert st.returncode == 3 and set(json.loads(st.stdout).values()) == {"stopped"}, st.stdout
+
+
+def _table(stderr: str) -> dict[str, str]:
+    """The status table `up` ends with: row name -> "yes|NO  detail"."""
+    rows = {}
+    for line in stderr.splitlines():
+        m = re.match(r"^  (\S+ \S+)\s+(yes|NO)\s+(.*)$", line)
+        if m:
+            rows[m.group(1)] = f"{m.group(2)}  {m.group(3)}"
+    return rows
+
+
+def _loop_devices_under(root: Path) -> list[str]:
+    out = subprocess.run(
+        ["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
+        capture_output=True,
+        text=True,
+    )
+    return [
+        line for line in out.stdout.splitlines() if f" {root}/" in f" {line.split(None, 1)[-1]}"
+    ]
 
 
 def _stop_leftovers(state: Path) -> None:

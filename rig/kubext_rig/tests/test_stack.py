@@ -114,3 +114,118 @@ def test_the_gpu_sample_runs_on_the_real_node_with_one_gpu() -> None:
 def test_device_ids_come_from_the_containers_env(env: list[str], ids: list[str]) -> None:
     assert stack.device_ids({"process": {"env": env}}) == ids
     assert stack.device_ids({}) == []
+
+
+def test_with_the_real_node_the_samples_run_there_from_its_registry(tmp_path: Path) -> None:
+    """The operator places its pods on the real node and names the pushed PostgreSQL images;
+    the CSI driver (with its provisioner) starts before the operator; the pod policy trusts
+    the registry the samples' images come from."""
+    from kubext_csi import config as csi_config
+    from kubext_operator import config as operator_config
+    from kubext_webhooks import policy as webhooks_policy
+
+    _with_real_node(tmp_path)
+    registry = "127.0.0.1:15000"
+    comps = stack._components(cluster.ClusterInfo(tmp_path), dist=Path("/dist"), registry=registry)
+    assert [c.name for c in comps] == [
+        "kubext-webhooks",
+        "kubext-csi",
+        "kubext-operator",
+        "kubext-scheduler",
+        "kubext-deviceplugin",
+    ]
+    op = kconfig.load(operator_config.Config, path=tmp_path / "services/operator.yaml")
+    assert op.pod_placement.node_selector == {"kubernetes.io/hostname": node.NODE_NAME}
+    assert [t.key for t in op.pod_placement.tolerations] == [node.TAINT_KEY]
+    assert op.database.images["postgresql"] == f"{registry}/kubext/postgres:{{major}}"
+    csi = kconfig.load(csi_config.Config, path=tmp_path / "services/csi.yaml")
+    assert csi.provisioner.enabled and csi.health.port == stack.CSI_HEALTH_PORT
+    policy = yaml.safe_load((tmp_path / "services/policy.yaml").read_text())
+    registries = policy["spec"]["rules"]["allowedRegistries"]["registries"]
+    assert registries[-2:] == ["localhost", registry] and "docker.io" in registries
+    webhooks_policy.PodPolicy.model_validate(policy)  # the webhooks' own loader accepts it
+
+
+def test_without_the_real_node_no_placement_and_no_csi(tmp_path: Path) -> None:
+    from kubext_operator import config as operator_config
+
+    comps = stack._components(cluster.ClusterInfo(tmp_path), dist=None)
+    assert "kubext-csi" not in [c.name for c in comps]
+    op = kconfig.load(operator_config.Config, path=tmp_path / "services/operator.yaml")
+    assert op.pod_placement.node_selector == {} and op.database.images == {}
+    policy = yaml.safe_load((tmp_path / "services/policy.yaml").read_text())
+    assert policy["spec"]["rules"]["allowedRegistries"]["registries"][-1] == "localhost"
+
+
+def test_the_samples_name_the_pushed_webapp_image() -> None:
+    repo = stack._repo()
+    local = stack.webapp_sample_image(repo)
+    docs = stack.sample_manifests(repo, {local: "127.0.0.1:15000/kubext/webapp-sample:x"})
+    [webapp] = [d for d in docs["items"] if d["kind"] == "WebApp"]
+    assert webapp["spec"]["image"] == "127.0.0.1:15000/kubext/webapp-sample:x"
+    # Unpushed (no real node): as the example names it, the image `./pants package` builds.
+    docs = stack.sample_manifests(repo, {})
+    [webapp] = [d for d in docs["items"] if d["kind"] == "WebApp"]
+    assert webapp["spec"]["image"] == local
+    kinds = sorted(d["kind"] for d in docs["items"])
+    assert kinds == ["Database", "Deployment", "Pod", "WebApp"]
+
+
+def test_pod_problems_say_why_a_pod_is_not_ready() -> None:
+    def pod(name: str, node_name: str | None, **status: object) -> dict[str, object]:
+        return {"metadata": {"name": name}, "spec": {"nodeName": node_name}, "status": status}
+
+    ready = pod("a", "n", phase="Running", containerStatuses=[{"name": "c", "ready": True}])
+    assert stack.pod_problems([ready], "n") == []
+    pulling = pod(
+        "b",
+        "n",
+        containerStatuses=[
+            {"name": "c", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no"}}}
+        ],
+    )
+    pending = pod(
+        "c",
+        None,
+        conditions=[{"type": "PodScheduled", "status": "False", "message": "0/4 nodes"}],
+    )
+    assert stack.pod_problems([ready, pulling, pending], "n") == [
+        "b/c: ImagePullBackOff no",
+        "c on no node: 0/4 nodes",
+    ]
+    rows = [stack.Row("webapp default/hello", True, "3/3"), stack.Row("x", False, "why")]
+    assert stack.table(rows).splitlines()[1:] == [
+        "  webapp default/hello  yes    3/3",
+        "  x                     NO     why",
+    ]
+
+
+def test_the_custom_scheduled_sample_asks_our_scheduler_for_the_real_node() -> None:
+    pod = stack.custom_scheduled_pod("127.0.0.1:15000/kubext/webapp-sample:0.1.0")
+    spec = pod["spec"]
+    assert isinstance(spec, dict)
+    assert spec["schedulerName"] == stack.SCHEDULER_NAME
+    assert spec["nodeSelector"] == {"kubernetes.io/hostname": node.NODE_NAME}
+    assert [t["key"] for t in spec["tolerations"]] == [node.TAINT_KEY]
+    # What the webhooks' pod policy requires of a pod in default.
+    meta = pod["metadata"]
+    assert isinstance(meta, dict) and {"app", "version", "environment"} <= set(meta["labels"])
+    [c] = spec["containers"]
+    assert set(c["resources"]) == {"requests", "limits"}
+
+
+def test_the_backup_row_uses_the_operators_annotation_and_condition() -> None:
+    from kubext.crds import database as crd
+    from kubext_operator.planning import database as plan
+
+    assert stack.BACKUP_NOW == plan.BACKUP_NOW
+    spec = crd.DatabaseSpec.model_validate(
+        {
+            "type": "postgresql",
+            "version": "15.20.0",
+            "storage": {"size": "1Gi"},
+            "backup": {"enabled": True, "schedule": "0 2 * * *", "retention": 3},
+        }
+    )
+    [req] = plan.requests("orders", spec, {plan.BACKUP_NOW: "1"})
+    assert req.condition == stack.BACKUP_CONDITION
