@@ -182,6 +182,7 @@ class Snapshot:
         self._by_name = (
             self.by_name if self.by_name is not None else {info.name: info for info in self.nodes}
         )
+        self._with_pod_affinity: list[NodeInfo] | None = None
 
     def labels_of_namespace(self, namespace: str) -> Mapping[str, str]:
         """A namespace's labels; one not (yet) seen still has the label the API server puts on
@@ -221,6 +222,12 @@ class Snapshot:
 
     def get(self, name: str) -> NodeInfo | None:
         return self._by_name.get(name)
+
+    def with_pod_affinity(self) -> list[NodeInfo]:
+        """The nodes with pods with (anti-)affinity, listed once per snapshot."""
+        if self._with_pod_affinity is None:
+            self._with_pod_affinity = [n for n in self.nodes if n.pods_with_affinity]
+        return self._with_pod_affinity
 
     def __len__(self) -> int:
         return len(self.nodes)

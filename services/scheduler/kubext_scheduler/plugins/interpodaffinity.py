@@ -133,6 +133,15 @@ class _PreScoreState:
         return self
 
 
+def _with_pod_affinity(state: CycleState, nodes: Sequence[NodeInfo]) -> Sequence[NodeInfo]:
+    """The nodes with pods with affinity (upstream's HavePodsWithAffinityNodeInfoList): the
+    cycle's snapshot has them listed once for PreFilter and PreScore."""
+    snapshot = state.snapshot
+    if snapshot is not None and snapshot.nodes is nodes:
+        return snapshot.with_pod_affinity()
+    return [node for node in nodes if node.pods_with_affinity]
+
+
 class InterPodAffinity:
     name = NAME
 
@@ -148,7 +157,8 @@ class InterPodAffinity:
         existing: Counter[Pair] = Counter()
         affinity_counts: Counter[Pair] = Counter()
         anti_counts: Counter[Pair] = Counter()
-        for node in nodes:
+        # Without terms of its own only the nodes with pods with affinity count.
+        for node in nodes if affinity or anti else _with_pod_affinity(state, nodes):
             # Only pods with affinity terms can have anti-affinity to this pod.
             for other in node.pods_with_affinity:
                 for term in terms(other, "podAntiAffinity", required=True):
@@ -213,7 +223,7 @@ class InterPodAffinity:
 
         hard = self.args.hardPodAffinityWeight
         use_existing_preferred = not self.args.ignorePreferredTermsOfExistingPods
-        for node in all_nodes:
+        for node in all_nodes if has_constraints else _with_pod_affinity(state, all_nodes):
             # Without terms of its own, only existing pods' terms count (upstream's
             # PodsWithAffinity), and only pods with some affinity have them.
             others = node.pods if has_constraints else node.pods_with_affinity
