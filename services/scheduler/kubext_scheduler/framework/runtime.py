@@ -362,7 +362,11 @@ class Framework:
         todo = list(nodes)
         if key:
             plugins = tuple(s[0] for s in active)
-            count, kept_record, record_of = len(nodes), self.memo.get, self.memo.of
+            # The cluster's size, not the candidates' (fewer than the nodes kept: taken for
+            # it, the memo dropped every node's record each cycle).
+            snapshot = state.snapshot
+            count = len(snapshot.nodes) if snapshot is not None else len(self.memo)
+            kept_record, record_of = self.memo.get, self.memo.of
             for node in nodes:  # memo.of inlined: the score loop's other hot spot
                 record = kept_record(node.name)
                 if (

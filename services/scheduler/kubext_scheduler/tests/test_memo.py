@@ -113,3 +113,19 @@ def test_pods_with_spread_constraints_are_filtered_on_every_node_each_cycle() ->
         p["metadata"]["labels"] = {"app": "x"}
         schedule(fw, cache, p)
     assert sorted(filtered) == sorted(["a", "b", "c", "d"] * 2)
+
+
+def test_what_is_kept_outlives_cycles_that_score_a_few_of_many_nodes() -> None:
+    # 90 nodes, the pods select the 3 of pool a: 3 candidates scored of 90 nodes kept.
+    fw, cache = framework(), ClusterCache()
+    cache.replace_nodes(
+        [node(f"n{i:02d}", labels={"pool": "a" if i % 30 == 0 else "b"}) for i in range(90)]
+    )
+    filtered, scored = counting_plugins(fw)
+    first = schedule(fw, cache, pod("p1", nodeSelector={"pool": "a"}))
+    assert len(filtered) == 90 and set(scored) == {"n00", "n30", "n60"}
+    filtered.clear()
+    scored.clear()
+    schedule(fw, cache, pod("p2", nodeSelector={"pool": "a"}))
+    assert filtered == [first]
+    assert set(scored) == {first}
