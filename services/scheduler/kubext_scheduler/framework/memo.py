@@ -75,8 +75,9 @@ class Kept:
     info: NodeInfo
     generation: int = 0
     verdicts: dict[bytes, Status] = dataclasses.field(default_factory=dict)
-    # Key -> (the Score plugins that ran, their raw scores).
-    scores: dict[bytes, tuple[tuple[str, ...], tuple[int, ...]]] = dataclasses.field(
+    # Key -> (the Score plugins that ran, their raw scores, the weighted sum of the scores of
+    # those that do not normalise: final once worked out).
+    scores: dict[bytes, tuple[tuple[str, ...], tuple[int, ...], int]] = dataclasses.field(
         default_factory=dict
     )
 
@@ -85,10 +86,12 @@ class Kept:
             self.verdicts.clear()
         self.verdicts[key] = verdict
 
-    def keep_scores(self, key: bytes, plugins: tuple[str, ...], row: tuple[int, ...]) -> None:
+    def keep_scores(
+        self, key: bytes, plugins: tuple[str, ...], row: tuple[int, ...], fixed_sum: int
+    ) -> None:
         if len(self.scores) >= SIGNATURES_PER_NODE:
             self.scores.clear()
-        self.scores[key] = (plugins, row)
+        self.scores[key] = (plugins, row, fixed_sum)
 
 
 class NodeMemo:

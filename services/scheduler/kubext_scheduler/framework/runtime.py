@@ -352,44 +352,21 @@ class Framework:
         return memo.keyed(memo.node_local_signature(pod), state.skip_score)
 
     def _raw_scores(
-        self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo], key: bytes
+        self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo]
     ) -> tuple[list[list[int]], Status]:
-        """Each active Score plugin's raw scores of ``nodes`` (a column per plugin); with
-        ``key`` (score_key) a node's row is kept while it is the same NodeInfo, and only the
-        nodes without one are scored."""
-        active = [s for s in self._score if s[0] not in state.skip_score]
-        records: list[memo.Kept] = []
-        todo = list(nodes)
-        if key:
-            plugins = tuple(s[0] for s in active)
-            # The cluster's size, not the candidates' (fewer than the nodes kept: taken for
-            # it, the memo dropped every node's record each cycle).
-            snapshot = state.snapshot
-            count = len(snapshot.nodes) if snapshot is not None else len(self.memo)
-            kept_record, record_of = self.memo.get, self.memo.of
-            for node in nodes:  # memo.of inlined: the score loop's other hot spot
-                record = kept_record(node.name)
-                if (
-                    record is None
-                    or record.info is not node
-                    or record.generation != node.generation
-                ):
-                    record = record_of(node, count)
-                records.append(record)
-            kept = [r.scores.get(key) for r in records]
-            todo = [
-                n for n, hit in zip(nodes, kept, strict=True) if hit is None or hit[0] != plugins
-            ]
+        """Each active Score plugin's raw scores of ``nodes`` (a column per plugin)."""
         columns: list[list[int]] = []
-        for name, score, score_nodes, _, _ in active:
+        for name, score, score_nodes, _, _ in self._score:
+            if name in state.skip_score:
+                continue
             values: list[int] = []
             try:
-                if not todo:
+                if not nodes:
                     pass
                 elif score_nodes is not None:
-                    values = score_nodes(state, pod, todo)
+                    values = score_nodes(state, pod, nodes)
                 else:
-                    for node in todo:
+                    for node in nodes:
                         value, result = score(state, pod, node)
                         if result is not None and result.code is not Code.SUCCESS:
                             return [], result.with_plugin(name)
@@ -397,47 +374,109 @@ class Framework:
             except (resources.InvalidObject, StateError) as exc:
                 return [], status.error(f"{name}: {exc}").with_plugin(name)
             columns.append(values)
-        if not key:
-            return columns, status.SUCCESS
-        fresh = iter(zip(*columns, strict=True)) if columns else iter(() for _ in todo)
-        rows: list[tuple[int, ...]] = []
-        for record, hit in zip(records, kept, strict=True):
-            if hit is not None and hit[0] == plugins:
-                rows.append(hit[1])
-            else:
-                row = tuple(next(fresh))
-                record.keep_scores(key, plugins, row)
-                rows.append(row)
-        return [[row[c] for row in rows] for c in range(len(active))], status.SUCCESS
+        return columns, status.SUCCESS
+
+    def _normalized(
+        self,
+        state: CycleState,
+        pod: Pod,
+        nodes: Sequence[NodeInfo],
+        plugin: tuple[str, int, Callable[..., Status | None] | None],
+        values: list[int],
+        totals: dict[str, int],
+    ) -> Status:
+        """Add one plugin's scores (normalised, if it normalises) times its weight."""
+        name, weight, normalize_score = plugin
+        if normalize_score is not None:
+            scores = [NodeScore(n.name, v) for n, v in zip(nodes, values, strict=True)]
+            result = normalize_score(state, pod, scores)
+            if not status.ok(result):
+                assert result is not None
+                return result.with_plugin(name)
+            named = [(s.name, s.score) for s in scores]
+        else:  # no NodeScore objects to build when nothing normalises them
+            named = [(n.name, v) for n, v in zip(nodes, values, strict=True)]
+        for node_name, value in named:
+            if not interfaces.MIN_NODE_SCORE <= value <= interfaces.MAX_NODE_SCORE:
+                raise ScoreRangeError(
+                    f"plugin {name} scored node {node_name} {value}, outside "
+                    f"[{interfaces.MIN_NODE_SCORE}, {interfaces.MAX_NODE_SCORE}]"
+                )
+            totals[node_name] += value * weight
+        return status.SUCCESS
 
     def run_score(
         self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo], *, key: bytes = b""
     ) -> tuple[dict[str, int], Status]:
         """Weighted totals per node: each plugin's scores normalised to 0..100, times its
         weight; with ``key`` (score_key) the raw scores are kept per node."""
-        names = [node.name for node in nodes]
-        totals = dict.fromkeys(names, 0)
-        columns, raw = self._raw_scores(state, pod, nodes, key)
+        if key:
+            return self._run_score_kept(state, pod, nodes, key)
+        totals = {node.name: 0 for node in nodes}
+        columns, raw = self._raw_scores(state, pod, nodes)
         if not raw.is_success:
             return {}, raw
-        active = [s for s in self._score if s[0] not in state.skip_score]
-        for (name, _, _, normalize_score, weight), values in zip(active, columns, strict=True):
-            if normalize_score is not None:
-                scores = [NodeScore(n.name, v) for n, v in zip(nodes, values, strict=True)]
-                result = normalize_score(state, pod, scores)
-                if not status.ok(result):
-                    assert result is not None
-                    return {}, result.with_plugin(name)
-                named = [(s.name, s.score) for s in scores]
-            else:  # no NodeScore objects to build when nothing normalises them
-                named = list(zip(names, values, strict=True))
-            for node_name, value in named:
-                if not interfaces.MIN_NODE_SCORE <= value <= interfaces.MAX_NODE_SCORE:
-                    raise ScoreRangeError(
-                        f"plugin {name} scored node {node_name} {value}, outside "
-                        f"[{interfaces.MIN_NODE_SCORE}, {interfaces.MAX_NODE_SCORE}]"
-                    )
-                totals[node_name] += value * weight
+        active = [(s[0], s[4], s[3]) for s in self._score if s[0] not in state.skip_score]
+        for plugin, values in zip(active, columns, strict=True):
+            added = self._normalized(state, pod, nodes, plugin, values, totals)
+            if not added.is_success:
+                return {}, added
+        return totals, status.SUCCESS
+
+    def _run_score_kept(
+        self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo], key: bytes
+    ) -> tuple[dict[str, int], Status]:
+        """run_score with each node's raw scores kept while it is the same NodeInfo, and with
+        them the weighted sum of the plugins that do not normalise (their raw score is final:
+        checked and weighted once); only the nodes without a kept row are scored, and the
+        normalising plugins' columns are normalised for each cycle."""
+        active = [(s[0], s[4], s[3]) for s in self._score if s[0] not in state.skip_score]
+        plugins = tuple(name for name, _, _ in active)
+        # The cluster's size, not the candidates' (fewer than the nodes kept).
+        snapshot = state.snapshot
+        count = len(snapshot.nodes) if snapshot is not None else len(self.memo)
+        kept_record, record_of = self.memo.get, self.memo.of
+        records: list[memo.Kept] = []
+        kept: list[tuple[tuple[str, ...], tuple[int, ...], int] | None] = []
+        todo: list[NodeInfo] = []
+        for node in nodes:  # memo.of inlined: the score loop's hot spot
+            record = kept_record(node.name)
+            if record is None or record.info is not node or record.generation != node.generation:
+                record = record_of(node, count)
+            records.append(record)
+            hit = record.scores.get(key)
+            if hit is None or hit[0] != plugins:
+                hit = None
+                todo.append(node)
+            kept.append(hit)
+        if todo:
+            columns, raw = self._raw_scores(state, pod, todo)
+            if not raw.is_success:
+                return {}, raw
+            fixed = [c for c, (_, _, normalize) in enumerate(active) if normalize is None]
+            # The final scores of the plugins that do not normalise, checked and weighted.
+            static: dict[str, int] = {node.name: 0 for node in todo}
+            for c in fixed:
+                added = self._normalized(state, pod, todo, active[c], columns[c], static)
+                if not added.is_success:
+                    return {}, added
+            fresh = iter(range(len(todo)))
+            for i, hit in enumerate(kept):
+                if hit is None:
+                    j = next(fresh)
+                    row = tuple(column[j] for column in columns)
+                    hit = (plugins, row, static[todo[j].name])
+                    records[i].keep_scores(key, *hit)
+                    kept[i] = hit
+        rows = cast("list[tuple[tuple[str, ...], tuple[int, ...], int]]", kept)
+        totals = {node.name: row[2] for node, row in zip(nodes, rows, strict=True)}
+        for c, plugin in enumerate(active):
+            if plugin[2] is None:
+                continue
+            values = [row[1][c] for row in rows]
+            added = self._normalized(state, pod, nodes, plugin, values, totals)
+            if not added.is_success:
+                return {}, added
         return totals, status.SUCCESS
 
     def max_total_score(self, *, skipped: Collection[str] = ()) -> int:
