@@ -5,7 +5,10 @@ an emptyDir), no capabilities, no privilege escalation.
 What runs for real: podman with runc, the images built by Pants on the base from the Debian
 mirror, and each service's process started with a config file: its health server is asked over
 the host network. The operator logs in to the rig's real API server (a namespace and Lease of its
-own). Nothing here is a kwok fake; nothing else talks to the services (no kubelet, no runtime).
+own). Nothing here is a kwok fake; nothing else talks to the services (no kubelet, no runtime),
+except the cni image's daemon: its compiled launcher, installed by it, is exec'd as a runtime would
+exec it, relaying VERSION/STATUS/ADD from the host, and a real ADD and DEL in a privileged
+container on a network namespace of its own (the reference host-local as its IPAM).
 """
 
 from __future__ import annotations
@@ -320,3 +323,79 @@ def test_cni_image_installs_its_compiled_launcher_which_relays_to_the_daemon(
         assert out.get("msg") == "kubext-cni daemon not reachable"
     finally:
         shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def test_cni_image_daemon_serves_a_real_add_and_del_through_its_compiled_launcher(
+    tmp_path: Path, container: Callable[..., str]
+) -> None:
+    """As the DaemonSet runs it (root, privileged) but in a network namespace of its own (podman's
+    --network=none: the host's network is not touched): the daemon installs the image's compiled
+    launcher, and that launcher, exec'd in the daemon's namespace as a runtime on that node
+    would, relays a real ADD (bridge, veth, eth0 in a pod namespace, host-local's store) and
+    DEL to it. The IPAM plugin is the reference host-local (rig/build.sh cni-plugins)."""
+    from kubext_rig import tools
+
+    reference = tools.binary("host-local").parent
+    config = {
+        "health": {"host": "127.0.0.1", "port": 18090},
+        "socket_path": "/run/kubext-cni/plugin.sock",
+        "cni_bin_dir": "/opt/cni/bin",
+    }
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    name = container(
+        "--network=none", "--privileged", "--user=0", "--read-only",
+        f"--volume={config_file}:/etc/kubext/config.yaml:ro",
+        f"--volume={reference}:/opt/reference:ro", "--tmpfs=/opt/cni/bin:exec",
+        image_of("cni"), "--config", "/etc/kubext/config.yaml",
+    )  # fmt: skip
+
+    def sh(script: str, stdin: bytes = b"", *env: str) -> subprocess.CompletedProcess[bytes]:
+        argv = ["podman", "exec", "-i", *(f"--env={e}" for e in env), name, "sh", "-c", script]
+        return subprocess.run(argv, input=stdin, capture_output=True, timeout=60)
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while sh("test -x /opt/cni/bin/kubext-bridge").returncode != 0:
+        assert time.monotonic() < deadline, f"no launcher installed; logs: {logs(name)}"
+        time.sleep(0.5)
+    installed = sh("cat /opt/cni/bin/kubext-bridge").stdout
+    assert installed[:4] == b"\x7fELF", "the daemon installed the Python launcher"
+    # The pod: a process in a network namespace of its own (unshare execs sleep in it).
+    started = subprocess.run(
+        ["podman", "exec", "-d", name, "sh", "-c", "echo $$ > /tmp/pod.pid; exec unshare --net sleep 600"],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    pid = ""
+    while not pid.isdigit():
+        assert time.monotonic() < deadline, "the pod process did not start"
+        pid = sh("cat /tmp/pod.pid 2>/dev/null").stdout.decode().strip()
+    conf = {
+        "cniVersion": "1.1.0",
+        "name": "images-test",
+        "type": "kubext-bridge",
+        "bridge": "kxi0",
+        "isGateway": True,
+        "ipam": {"type": "host-local", "subnet": "10.199.0.0/24", "dataDir": "/tmp/ipam"},
+    }
+    env = [f"CNI_NETNS=/proc/{pid}/ns/net", "CNI_CONTAINERID=images-test", "CNI_IFNAME=eth0"]
+    env += ["CNI_PATH=/opt/reference"]
+
+    def cni(command: str) -> subprocess.CompletedProcess[bytes]:
+        stdin = json.dumps(conf).encode()
+        return sh("/opt/cni/bin/kubext-bridge", stdin, f"CNI_COMMAND={command}", *env)
+
+    added = cni("ADD")
+    assert added.returncode == 0, (added.stdout, added.stderr, logs(name))
+    result = json.loads(added.stdout)
+    assert [ip["address"] for ip in result["ips"]] == ["10.199.0.2/24"], result
+    assert result["interfaces"][0]["name"] == "kxi0"  # the bridge, in the daemon's namespace
+    pod_links = sh(f"cat /proc/{pid}/net/dev").stdout.decode()
+    assert "eth0:" in pod_links, pod_links
+    assert "10.199.0.2" in sh(f"cat /proc/{pid}/net/fib_trie").stdout.decode()
+    assert sh("cat /tmp/ipam/images-test/10.199.0.2").returncode == 0  # host-local's reservation
+
+    deleted = cni("DEL")
+    assert deleted.returncode == 0, (deleted.stdout, deleted.stderr)
+    assert "eth0:" not in sh(f"cat /proc/{pid}/net/dev").stdout.decode()
+    assert sh("test -e /tmp/ipam/images-test/10.199.0.2").returncode == 1
