@@ -105,7 +105,8 @@ def test_up_runs_the_samples_through_operator_and_webhooks(
             assert len(pods) == 3
             labels = pods[0].metadata.labels
             # The operator's policy labels, and the mutating webhook's default label.
-            assert labels["version"] == "1.27" and labels["environment"] == "production"
+            # version: the image's tag (examples/webapp.yaml names the web sample's 0.1.0).
+            assert labels["version"] == "0.1.0" and labels["environment"] == "production"
             assert labels["managed-by"] == "admission-webhook"
             # A pod breaking the policy is refused with the webhook's message.
             bad = client.V1Pod(
