@@ -15,6 +15,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -270,13 +271,15 @@ def mount_points() -> set[str]:
 
 
 def processes_of(root: Path) -> dict[int, str]:
-    """Processes whose command line names the state dir (containerd, kubelet, shims, ...)."""
+    """Processes whose command line names the state dir or a path in it (containerd, kubelet,
+    shims, ...); a sibling path that merely starts with its name (``<root>-test.lock``) is not."""
     found = {}
+    names = re.compile(re.escape(str(root)) + r"(?=[/\s\"'=:]|$)")
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             with contextlib.suppress(OSError):
                 cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                if str(root) in cmdline:
+                if names.search(cmdline):
                     found[int(proc.name)] = cmdline[:200]
     return found
 

@@ -158,3 +158,21 @@ def test_a_real_node_another_cluster_holds_is_skipped_not_taken(
     with pytest.raises(pytest.skip.Exception, match="up-cluster"), real_node_testing.up(tmp_path):
         pytest.fail("no cluster of its own while another holds the real node")
     assert calls == []
+
+
+def test_processes_of_names_paths_in_the_state_dir_not_siblings_sharing_its_prefix(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "real-node"
+    # The path as $0 of a shell that sleeps: in the command line, and harmless.
+    inside = subprocess.Popen(["bash", "-c", "sleep 30; true", f"{state}/node/containerd.toml"])
+    alone = subprocess.Popen(["bash", "-c", "sleep 30; true", str(state)])
+    sibling = subprocess.Popen(["bash", "-c", "sleep 30; true", f"{state}-test.lock"])
+    try:
+        found = real_node_testing.processes_of(state)
+        assert inside.pid in found and alone.pid in found
+        assert sibling.pid not in found
+    finally:
+        for p in (inside, alone, sibling):
+            p.kill()
+            p.wait()
