@@ -3,8 +3,10 @@ objects that follow the project's conventions and stay in step with the services
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import helmcharts  # pants: no-infer-dep
@@ -17,6 +19,7 @@ from kubext import cli
 from kubext_cni import config as cni_config
 from kubext_cni import install as cni_install
 from kubext_csi import config as csi_config
+from kubext_csi import provisioner as csi_provisioner
 from kubext_csi import validation as csi_validation
 from kubext_deviceplugin import config as deviceplugin_config
 from kubext_operator import config as operator_config
@@ -1043,6 +1046,141 @@ def test_csi_without_capacity_or_leader_election_has_no_role(helm: Helm) -> None
     assert rendered.one("ClusterRoleBinding")["subjects"][0]["name"] == f"{RELEASE}-csi-node"
     none = helm.template("csi", release=RELEASE, values={"rbac": {"create": False}})
     assert none.of_kind("ClusterRole") == none.of_kind("Role") == []
+
+
+# No image from registry.k8s.io in the node pod: the driver registers with the kubelet and
+# provisions itself (what tests/helm/test_releases_real_node.py installs on the real node).
+CSI_WITHOUT_SIDECARS: dict[str, Any] = {
+    "kubeletDir": "/var/lib/k0s/kubelet/",
+    "config": {"state_dir": "/data/kubext-csi"},
+    "csiDriver": {"storageCapacity": False},
+    "sidecars": {
+        "nodeDriverRegistrar": {"enabled": False},
+        "provisioner": {"enabled": False},
+        "snapshotter": {"enabled": False},
+    },
+}
+
+
+def test_csi_without_sidecars_the_driver_registers_and_provisions_itself(helm: Helm) -> None:
+    rendered = helm.template(
+        "csi", release=RELEASE, namespace=NAMESPACE, values=CSI_WITHOUT_SIDECARS
+    )
+    pod = rendered.one("DaemonSet", f"{RELEASE}-csi-node")["spec"]["template"]["spec"]
+    (driver,) = pod["containers"]  # the driver alone: no upstream image to pull
+    assert driver["name"] == "csi-driver" and driver["image"].startswith("kubext/csi:")
+    cfg = service_config(rendered, "csi")
+    kubelet = "/var/lib/k0s/kubelet"
+    assert cfg.registration.enabled and cfg.provisioner.enabled
+    assert cfg.registration.kubelet_dir == kubelet
+    host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    mounts = {m["name"]: m["mountPath"] for m in driver["volumeMounts"]}
+    # The registration socket goes where the config says, which is the host's plugins_registry.
+    assert mounts["registration-dir"] == host["registration-dir"] == f"{kubelet}/plugins_registry"
+    # What the driver tells the kubelet is the socket it serves, as the host sees it.
+    env = {e["name"]: e.get("value") for e in driver["env"]}
+    served = env["CSI_ENDPOINT"].removeprefix("unix://")
+    assert served == f"{mounts['plugin-dir']}/csi.sock"
+    assert cfg.registration.kubelet_csi_path == f"{host['plugin-dir']}/csi.sock"
+    assert host["plugin-dir"] == f"{kubelet}/plugins/{cfg.driver_name}"
+    assert host["state"] == mounts["state"] == cfg.state_dir == "/data/kubext-csi"
+    # The built-in provisioner calls the API server: the driver (only) gets the token.
+    assert mounts["kube-api-access"] == "/var/run/secrets/kubernetes.io/serviceaccount"
+    # One sidecar left out, the other kept: each part follows its own value.
+    only_registrar_off = helm.template(
+        "csi",
+        release=RELEASE,
+        namespace=NAMESPACE,
+        values={"sidecars": {"nodeDriverRegistrar": {"enabled": False}}},
+    )
+    assert set(csi_node_containers(only_registrar_off)) == {
+        "csi-driver",
+        "csi-provisioner",
+        "csi-snapshotter",
+    }
+    cfg = service_config(only_registrar_off, "csi")
+    assert cfg.registration.enabled and not cfg.provisioner.enabled
+    assert cfg.registration.kubelet_csi_path == "/var/lib/kubelet/plugins/csi.kubext.io/csi.sock"
+    # The default keeps the registrar, and the driver's own registration off.
+    default = helm.template("csi", release=RELEASE, namespace=NAMESPACE)
+    assert not service_config(default, "csi").registration.enabled
+    driver_mounts = {m["name"] for m in csi_node_containers(default)["csi-driver"]["volumeMounts"]}
+    assert "registration-dir" not in driver_mounts
+    with pytest.raises(HelmError, match=r"config\.registration\.kubelet_dir: the chart sets it"):
+        helm.template(
+            "csi",
+            values={**CSI_WITHOUT_SIDECARS, "config": {"registration": {"kubelet_dir": "/k"}}},
+        )
+
+
+def _api_calls(source: str) -> set[tuple[str, str, str]]:
+    """(API group, resource, verb) of every ``self.core.<call>`` and ``self.storage.<call>`` in
+    the built-in provisioner's source, watch for the listers it streams (its ``watched``)."""
+    groups = {"core": "", "storage": "storage.k8s.io"}
+    verbs = {"list": "list", "read": "get", "create": "create", "patch": "patch"}
+    verbs |= {"delete": "delete", "replace": "update"}
+    tree = ast.parse(source)
+    watched = {
+        node.attr
+        for assign in ast.walk(tree)
+        if isinstance(assign, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "watched" for t in assign.targets)
+        for node in ast.walk(assign.value)
+        if isinstance(node, ast.Attribute)
+    }
+    calls = set()
+    for node in ast.walk(tree):
+        if not (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr in groups
+            and isinstance(node.value.value, ast.Name)
+            and node.value.value.id == "self"
+        ):
+            continue
+        verb, _, kind = node.attr.partition("_")
+        kind = kind.removeprefix("namespaced_").removesuffix("_for_all_namespaces")
+        plural = kind.replace("_", "") + ("es" if kind.endswith("s") else "s")
+        group = groups[node.value.attr]
+        calls.add((group, plural, verbs[verb]))
+        if node.attr in watched:
+            calls.add((group, plural, "watch"))
+    return calls
+
+
+def _granted(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for r in rules
+        for group in r["apiGroups"]
+        for resource in r["resources"]
+        for verb in r["verbs"]
+    }
+
+
+def test_csi_builtin_provisioner_rbac_is_exactly_the_calls_it_makes(helm: Helm) -> None:
+    """The ClusterRole with the built-in provisioner in place of csi-provisioner grants what
+    kubext_csi/provisioner.py calls, and nothing more (no VolumeAttachments or snapshots, which
+    only csi-provisioner reads)."""
+    calls = _api_calls(Path(csi_provisioner.__file__).read_text())
+    assert ("", "persistentvolumeclaims", "watch") in calls  # the source was read
+    assert ("", "persistentvolumes", "delete") in calls
+    rendered = helm.template(
+        "csi", release=RELEASE, namespace=NAMESPACE, values=CSI_WITHOUT_SIDECARS
+    )
+    assert _granted(rendered.rules("ClusterRole", f"{RELEASE}-csi-node")) == calls
+    assert rendered.one("ClusterRoleBinding")["subjects"][0]["name"] == f"{RELEASE}-csi-node"
+    assert rendered.of_kind("Role") == []  # no capacity objects, no Lease
+    # With csi-provisioner (and the registrar off, which needs no API) the sidecar's rules.
+    sidecar = helm.template(
+        "csi",
+        release=RELEASE,
+        namespace=NAMESPACE,
+        values={**CSI_WITHOUT_SIDECARS, "sidecars": {"nodeDriverRegistrar": {"enabled": False}}},
+    )
+    granted = _granted(sidecar.rules("ClusterRole", f"{RELEASE}-csi-node"))
+    assert calls < granted
+    assert ("storage.k8s.io", "volumeattachments", "watch") in granted
 
 
 def test_csi_values_that_cannot_work_stop_the_render(helm: Helm) -> None:

@@ -1,11 +1,25 @@
-{{/* The driver's config needs nothing from the chart: the chart follows the config instead. */}}
+{{/*
+The chart follows the driver's config (driver_name, state_dir, health.port), except for the jobs
+of the sidecars it leaves out: those the driver then does itself.
+*/}}
 {{- define "kubext.wiring" -}}
-{{- if .Values.sidecars.provisioner.enabled }}
+{{- $sidecars := .Values.sidecars -}}
+{{- if and $sidecars.provisioner.enabled $sidecars.nodeDriverRegistrar.enabled }}
 {}
-{{- else }}
+{{- end }}
+{{- if not $sidecars.provisioner.enabled }}
 # No csi-provisioner sidecar: the driver's built-in provisioner takes the claims.
 provisioner:
   enabled: true
+{{- end }}
+{{- if not $sidecars.nodeDriverRegistrar.enabled }}
+# No node-driver-registrar: the driver serves the kubelet's plugin registration itself, its
+# socket in the kubelet's plugins_registry (mounted at the same path), naming the CSI socket
+# where the kubelet finds it (the plugin dir on the host).
+registration:
+  enabled: true
+  kubelet_dir: {{ trimSuffix "/" .Values.kubeletDir }}
+  kubelet_csi_path: {{ include "csi.pluginDir" . }}/csi.sock
 {{- end }}
 {{- end -}}
 
