@@ -112,6 +112,15 @@ class ScoresNodes(Protocol):
 
 
 @runtime_checkable
+class NormalizesValues(Protocol):
+    """A Score plugin whose NormalizeScore reads the raw scores alone (not the cycle, not the
+    nodes): it also rescales them as a list in node order, each exactly as normalize_score
+    would, so the runtime builds no NodeScore per node per cycle."""
+
+    def normalize_values(self, values: list[int]) -> list[int]: ...
+
+
+@runtime_checkable
 class ScoreExtensions(Protocol):
     """A Score plugin that rescales its raw scores to 0..MAX_NODE_SCORE (in place)."""
 
@@ -169,12 +178,17 @@ POINTS: dict[str, type] = {
 def default_normalize_score(scores: list[NodeScore], *, reverse: bool = False) -> None:
     """kube-scheduler's DefaultNormalizeScore: scale so the best is MAX_NODE_SCORE; ``reverse``
     for raw scores where less is better (untolerated PreferNoSchedule taints)."""
-    highest = max((s.score for s in scores), default=0)
+    for s, value in zip(
+        scores, default_normalize_values([s.score for s in scores], reverse=reverse), strict=True
+    ):
+        s.score = value
+
+
+def default_normalize_values(values: list[int], *, reverse: bool = False) -> list[int]:
+    """default_normalize_score on the raw scores as a list (the runtime's NormalizesValues)."""
+    highest = max(values, default=0)
     if highest == 0:
-        if reverse:
-            for s in scores:
-                s.score = MAX_NODE_SCORE
-        return
-    for s in scores:
-        scaled = MAX_NODE_SCORE * s.score // highest
-        s.score = MAX_NODE_SCORE - scaled if reverse else scaled
+        return [MAX_NODE_SCORE] * len(values) if reverse else list(values)
+    if reverse:
+        return [MAX_NODE_SCORE - MAX_NODE_SCORE * v // highest for v in values]
+    return [MAX_NODE_SCORE * v // highest for v in values]

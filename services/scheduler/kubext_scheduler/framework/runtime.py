@@ -148,6 +148,12 @@ class Framework:
         # others are skipped for a pod (framework.memo): a cycle re-runs them only on the
         # nodes that changed since a pod alike was scheduled.
         self.memo = memo.NodeMemo()
+        # NormalizeScore on the raw scores as a list, where a plugin has it (NormalizesValues).
+        self._normalize_values = {
+            x.name: x.normalize_values
+            for x in p["score"]
+            if isinstance(x, interfaces.NormalizesValues)
+        }
         self.other_filters = frozenset(
             name for name, _ in self._filter if name not in memo.NODE_LOCAL_FILTERS
         )
@@ -387,7 +393,10 @@ class Framework:
     ) -> Status:
         """Add one plugin's scores (normalised, if it normalises) times its weight."""
         name, weight, normalize_score = plugin
-        if normalize_score is not None:
+        normalize_values = self._normalize_values.get(name) if normalize_score else None
+        if normalize_values is not None:  # no NodeScore per node (the score loop's hot spot)
+            named = [(n.name, v) for n, v in zip(nodes, normalize_values(values), strict=True)]
+        elif normalize_score is not None:
             scores = [NodeScore(n.name, v) for n, v in zip(nodes, values, strict=True)]
             result = normalize_score(state, pod, scores)
             if not status.ok(result):

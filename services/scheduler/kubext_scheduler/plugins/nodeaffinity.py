@@ -118,6 +118,9 @@ class NodeAffinity:
         interfaces.default_normalize_score(scores)
         return None
 
+    def normalize_values(self, values: list[int]) -> list[int]:
+        return interfaces.default_normalize_values(values)
+
 
 def new(args: None) -> NodeAffinity:
     return NodeAffinity()

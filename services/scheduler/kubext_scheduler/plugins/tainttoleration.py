@@ -85,6 +85,9 @@ class TaintToleration:
         interfaces.default_normalize_score(scores, reverse=True)
         return None
 
+    def normalize_values(self, values: list[int]) -> list[int]:
+        return interfaces.default_normalize_values(values, reverse=True)
+
 
 def new(args: None) -> TaintToleration:
     return TaintToleration()

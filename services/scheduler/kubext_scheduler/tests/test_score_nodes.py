@@ -7,13 +7,19 @@ from typing import Any
 
 import pytest
 
-from kubext_scheduler.framework import interfaces
+from kubext_scheduler import profiles_file
+from kubext_scheduler.framework import interfaces, runtime
 from kubext_scheduler.framework.cycle_state import CycleState
 from kubext_scheduler.framework.interfaces import Pod
 from kubext_scheduler.framework.nodeinfo import NodeInfo
 from kubext_scheduler.framework.runtime import Framework
 from kubext_scheduler.framework.status import Status
-from kubext_scheduler.plugins import balancedallocation, noderesourcefit, tainttoleration
+from kubext_scheduler.plugins import (
+    balancedallocation,
+    nodeaffinity,
+    noderesourcefit,
+    tainttoleration,
+)
 from kubext_scheduler.tests.objects import container, node, pod
 
 SOFT = {"key": "k", "value": "v", "effect": "PreferNoSchedule"}
@@ -100,3 +106,38 @@ def test_run_score_makes_one_call_per_cycle_to_a_plugin_that_scores_nodes(batch:
         assert totals == {"n0": 60, "n1": 62, "n2": 64} and scorer.calls == 1
     else:
         assert totals == {"n0": 20, "n1": 20, "n2": 20} and scorer.calls == 3
+
+
+@pytest.mark.parametrize(
+    "plugin", [tainttoleration.TaintToleration(), nodeaffinity.NodeAffinity()], ids=repr
+)
+@pytest.mark.parametrize(
+    "raw", [[], [0, 0, 0], [0, 3, 1], [7], [2, 2, 5, 0, 1], [-1, 0, 4]], ids=str
+)
+def test_normalize_values_is_normalize_score_on_a_list(plugin: Any, raw: list[int]) -> None:
+    scores = [interfaces.NodeScore(f"n{i}", v) for i, v in enumerate(raw)]
+    assert plugin.normalize_score(CycleState(), pod(), scores) is None
+    assert plugin.normalize_values(list(raw)) == [s.score for s in scores]
+
+
+def test_run_score_builds_no_node_score_for_plugins_that_normalize_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built: list[str] = []
+
+    class Counted(interfaces.NodeScore):
+        def __init__(self, name: str, score: int) -> None:
+            built.append(name)
+            super().__init__(name, score)
+
+    monkeypatch.setattr(runtime, "NodeScore", Counted)
+    [fw] = profiles_file.load(None).frameworks.values()
+    infos = nodes()
+    state = CycleState()
+    p = PODS["requests"]
+    assert fw.run_pre_filter(state, p, infos).is_success
+    assert fw.run_pre_score(state, p, infos).is_success
+    totals, result = fw.run_score(state, p, infos)
+    assert result.is_success and set(totals) == {i.name for i in infos}
+    assert totals["soft"] < totals["big"]  # TaintToleration's normalised scores counted
+    assert built == []
