@@ -414,21 +414,22 @@ def _get_json(info: cluster.ClusterInfo, *args: str) -> dict[str, Any]:
         return {"error": str(exc)}
 
 
+def _sample_state(
+    info: cluster.ClusterInfo, kind: str, namespace: str, name: str
+) -> tuple[dict[str, Any], Any, list[dict[str, Any]], list[str]]:
+    """A WebApp's or Database's status, wanted replicas, its pods (the operator's name and
+    instance labels) and why they are not all Ready on the real node."""
+    obj = _get_json(info, kind, name, "-n", namespace)
+    selector = f"app.kubernetes.io/name={kind},app.kubernetes.io/instance={name}"
+    pods = _get_json(info, "pods", "-n", namespace, "-l", selector).get("items", [])
+    want = (obj.get("spec") or {}).get("replicas")
+    return obj.get("status") or {}, want, pods, pod_problems(pods, node.NODE_NAME)
+
+
 def webapp_row(info: cluster.ClusterInfo, namespace: str, name: str) -> Row:
     """The WebApp Running, its pods Ready on the real node, and its Service answering HTTP."""
     label = f"webapp {namespace}/{name}"
-    obj = _get_json(info, "webapp", name, "-n", namespace)
-    st = obj.get("status") or {}
-    want = (obj.get("spec") or {}).get("replicas")
-    pods = _get_json(
-        info,
-        "pods",
-        "-n",
-        namespace,
-        "-l",
-        f"app.kubernetes.io/name=webapp," f"app.kubernetes.io/instance={name}",
-    ).get("items", [])
-    problems = pod_problems(pods, node.NODE_NAME)
+    st, want, pods, problems = _sample_state(info, "webapp", namespace, name)
     counts = f"{st.get('readyReplicas') or 0}/{want} ready"
     if st.get("phase") != "Running" or problems or len(pods) != want:
         return Row(
@@ -453,18 +454,7 @@ def webapp_row(info: cluster.ClusterInfo, namespace: str, name: str) -> Row:
 def database_row(info: cluster.ClusterInfo, namespace: str, name: str) -> Row:
     """The Database Running, its PostgreSQL pods Ready on the real node, on our driver's PVs."""
     label = f"database {namespace}/{name}"
-    obj = _get_json(info, "database", name, "-n", namespace)
-    st = obj.get("status") or {}
-    want = (obj.get("spec") or {}).get("replicas")
-    pods = _get_json(
-        info,
-        "pods",
-        "-n",
-        namespace,
-        "-l",
-        f"app.kubernetes.io/name=database," f"app.kubernetes.io/instance={name}",
-    ).get("items", [])
-    problems = pod_problems(pods, node.NODE_NAME)
+    st, want, pods, problems = _sample_state(info, "database", namespace, name)
     claims = _get_json(info, "pvc", "-n", namespace).get("items", [])
     # The data claims (the backup claim binds when a backup Job's pod first uses it).
     ours = [c for c in claims if c["metadata"]["name"].startswith(f"data-{name}-")]

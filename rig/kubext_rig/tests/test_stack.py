@@ -229,3 +229,106 @@ def test_the_backup_row_uses_the_operators_annotation_and_condition() -> None:
     )
     [req] = plan.requests("orders", spec, {plan.BACKUP_NOW: "1"})
     assert req.condition == stack.BACKUP_CONDITION
+
+
+def _ready_pod(name: str) -> dict[str, object]:
+    return {
+        "metadata": {"name": name},
+        "spec": {"nodeName": node.NODE_NAME},
+        "status": {"phase": "Running", "containerStatuses": [{"name": "c", "ready": True}]},
+    }
+
+
+def _fake_cluster(
+    monkeypatch: pytest.MonkeyPatch, objects: dict[tuple[str, ...], dict[str, object]]
+) -> list[tuple[str, ...]]:
+    """``stack._get_json`` answering from ``objects`` (keyed by kind, name or selector)."""
+    asked: list[tuple[str, ...]] = []
+
+    def get_json(_info: cluster.ClusterInfo, *args: str) -> dict[str, object]:
+        asked.append(args)
+        key = (args[0], args[-1]) if args[0] == "pods" else (args[0], args[1])
+        return objects.get(key, {"error": f"{key} not found"})
+
+    monkeypatch.setattr(stack, "_get_json", get_json)
+    return asked
+
+
+def test_database_row_counts_the_data_claims_and_says_why_not(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    info = cluster.ClusterInfo(tmp_path)
+    selector = "app.kubernetes.io/name=database,app.kubernetes.io/instance=orders"
+    claim = lambda name, phase: {  # noqa: E731
+        "metadata": {"name": name},
+        "spec": {"storageClassName": "kubext-local"},
+        "status": {"phase": phase},
+    }
+    objects: dict[tuple[str, ...], dict[str, object]] = {
+        ("database", "orders"): {"spec": {"replicas": 2}, "status": {"phase": "Running"}},
+        ("pods", selector): {"items": [_ready_pod("orders-0"), _ready_pod("orders-1")]},
+        ("pvc", "-n"): {
+            "items": [
+                claim("data-orders-0", "Bound"),
+                claim("data-orders-1", "Bound"),
+                claim("orders-backup", "Pending"),  # binds on a backup's first use
+            ]
+        },
+    }
+    _fake_cluster(monkeypatch, objects)
+    row = stack.database_row(info, "default", "orders")
+    assert row.ready, row
+    assert (
+        "2/2 PostgreSQL pods Ready" in row.detail
+        and "2 claims Bound (class kubext-local)" in row.detail
+    )
+    crashing = _ready_pod("orders-1")
+    crashing["status"] = {
+        "containerStatuses": [
+            {"name": "database", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}
+        ]
+    }
+    objects[("pods", selector)] = {"items": [_ready_pod("orders-0"), crashing]}
+    row = stack.database_row(info, "default", "orders")
+    assert not row.ready and "orders-1/database: CrashLoopBackOff" in row.detail, row
+
+
+def test_webapp_row_fetches_the_page_through_the_service(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html><title>kubext WebApp sample</title></html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    selector = "app.kubernetes.io/name=webapp,app.kubernetes.io/instance=hello"
+    objects: dict[tuple[str, ...], dict[str, object]] = {
+        ("webapp", "hello"): {
+            "spec": {"replicas": 2},
+            "status": {"phase": "Running", "readyReplicas": 2},
+        },
+        ("pods", selector): {"items": [_ready_pod("hello-a"), _ready_pod("hello-b")]},
+        # The Service's address: here the test's server.
+        ("service", "hello"): {"spec": {"clusterIP": f"127.0.0.1:{server.server_port}"}},
+    }
+    _fake_cluster(monkeypatch, objects)
+    try:
+        row = stack.webapp_row(cluster.ClusterInfo(tmp_path), "default", "hello")
+        assert row.ready and ": 200 'kubext WebApp sample'" in row.detail, row
+        server.shutdown()
+        server.server_close()
+        row = stack.webapp_row(cluster.ClusterInfo(tmp_path), "default", "hello")
+        assert not row.ready and "does not answer" in row.detail, row
+    finally:
+        server.server_close()
