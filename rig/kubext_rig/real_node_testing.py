@@ -11,11 +11,13 @@ brought down, so a single test file still runs alone."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import fcntl
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -268,6 +270,14 @@ def nft_tables() -> set[str]:
 
 def mount_points() -> set[str]:
     return {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for a service a test starts beside the real node: it gets SIGKILL when
+    the test process dies (a Pants timeout kills pytest, not its children), so no driver or
+    plugin is left serving the kubelet's machine-wide sockets for the next run."""
+    PR_SET_PDEATHSIG = 1  # (prctl(2))
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def processes_of(root: Path) -> dict[int, str]:

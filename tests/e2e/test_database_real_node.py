@@ -61,7 +61,10 @@ class Process:
         cfg_path.write_text(yaml.safe_dump(cfg))
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", module, "--config", str(cfg_path)], env=env, stderr=log
+                [sys.executable, "-m", module, "--config", str(cfg_path)],
+                env=env,
+                stderr=log,
+                preexec_fn=real_node_testing.die_with_parent,
             )
 
     def tail(self, lines: int = 25) -> str:

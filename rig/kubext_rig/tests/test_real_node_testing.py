@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,32 @@ def test_processes_of_names_paths_in_the_state_dir_not_siblings_sharing_its_pref
         for p in (inside, alone, sibling):
             p.kill()
             p.wait()
+
+
+def test_a_child_started_with_die_with_parent_goes_when_its_parent_dies() -> None:
+    # The parent: a Python process that starts a sleeping child with the preexec_fn, prints
+    # its PID and then is killed; the child must not outlive it.
+    code = (
+        "import subprocess, sys; from kubext_rig import real_node_testing as r; "
+        "p = subprocess.Popen(['sleep', '60'], preexec_fn=r.die_with_parent); "
+        "print(p.pid, flush=True); sys.stdin.read()"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    assert Path(f"/proc/{child}").exists()
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

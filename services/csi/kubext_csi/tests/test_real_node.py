@@ -82,6 +82,7 @@ class Driver:
                 [sys.executable, "-m", "kubext_csi", "--config", str(cfg_path)],
                 env=self.real.env(),
                 stderr=log,
+                preexec_fn=real_node_testing.die_with_parent,
             )
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:

@@ -79,6 +79,7 @@ def test_real_kubelet_registers_allocates_and_refuses_what_does_not_fit(tmp_path
                     [sys.executable, "-m", "kubext_deviceplugin", "--config", str(cfg_path)],
                     env=real.env(),
                     stderr=log,
+                    preexec_fn=real_node_testing.die_with_parent,
                 )
             _check_cluster(real, t0, tmp_path / "plugin.log")
             assert [p.name for p in stale if p.exists()] == [], "a killed run's sockets are left"
