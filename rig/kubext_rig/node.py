@@ -656,6 +656,7 @@ def start(info: cluster.ClusterInfo, *, ready_timeout: float = 120) -> None:
             "(kubelet/kube-proxy/registry ports); stop it (ss -ltnp) and retry"
         )
     _write_configs(root)
+    _share_kubelet_dir(root)
     for comp in comps:
         t = time.monotonic()
         pid = cluster.start_process(root, comp)
@@ -665,6 +666,17 @@ def start(info: cluster.ClusterInfo, *, ready_timeout: float = 120) -> None:
             _import_images(root)
     _wait_ready(info, ready_timeout)
     cluster.say(f"real node {NODE_NAME} Ready in {time.monotonic() - t0:.1f} s")
+
+
+def _share_kubelet_dir(root: Path) -> None:
+    """The kubelet's root as a shared mount of its own, as on a systemd host (whose / is
+    shared): containerd refuses a Bidirectional hostPath under a private mount, and a CSI node
+    plugin's pod (the csi chart) mounts the kubelet's pods and plugins dirs so. Made before the
+    kubelet starts, so every mount it makes lands inside; ``_unmount`` takes it down last."""
+    kubelet = str((_dir(root) / "kubelet").resolve())
+    if kubelet not in our_mounts(root):
+        _run(["mount", "--bind", kubelet, kubelet])
+    _run(["mount", "--make-shared", kubelet])
 
 
 def _wait_ready(

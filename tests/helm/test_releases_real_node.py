@@ -17,8 +17,18 @@ own network, in containerd's CNI dirs, is left alone, and a pod started after th
 gets Ready). `helm upgrade` with a changed pod annotation replaces every pod (new UIDs, Ready
 again on the real node); `helm uninstall` leaves no pod and no cluster-scoped object of the
 release. Fake: the scheduler's bound pod lands on a kwok node (no container); the device
-plugin's devices are simulated; nothing calls the cni release's launcher. Not here: the csi
-chart (its sidecars are registry.k8s.io images, which nothing here can pull).
+plugin's devices are simulated; nothing calls the cni release's launcher.
+
+The csi release runs with no upstream sidecar (their registry.k8s.io images cannot be pulled
+here): the driver registers with the real kubelet itself and provisions with its built-in
+provisioner. Its pod is privileged (mounts propagated back to the host, loop devices), as
+csi-driver-host-path's is; its state dir is a host dir of the test's own, its kubelet dir the rig
+node's. What runs for real there: the kubelet's plugin watcher registering the pod's driver
+(CSINode), the scheduler picking the real node for a WaitForFirstConsumer claim, the built-in
+provisioner's PV, the kubelet staging and publishing it into a write-read pod (the mount seen on
+the host) and a second pod reading the file back, the PV deleted with the claim, the new pod
+registering again after the upgrade, and no loop device, mount or CSINode entry left after the
+uninstall.
 
 On the real node of the cluster the environment names when it holds the machine's one, else on a
 cluster of this file's own (offset 3000), under the real-node machine lock."""
@@ -40,7 +50,7 @@ from helmcharts import Helm  # pants: no-infer-dep
 from kubernetes import client
 from test_helm_install import leftovers, new_release  # pants: no-infer-dep
 
-from kubext_rig import images, node, real_node_testing, tools
+from kubext_rig import images, node, real_node_csi, real_node_testing, tools
 from kubext_rig.testing import wait_for
 
 STATE = real_node_testing.state_for(tools.cache_dir() / "rn-helm")
@@ -61,7 +71,8 @@ class Run:
     ns: str  # the release namespace
     scoped: str  # a namespace of its own labelled kubext.io/helm-real=<scope>
     scope: str
-    host_dir: Path  # a fresh host directory (the cni chart's dirs)
+    host_dir: Path  # a fresh host directory (the cni chart's dirs, the csi driver's state)
+    node_state: Path  # the real node's rig state dir (its kubelet's root is under it)
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,9 @@ class Release:
     behaves: Callable[[Run], None] = lambda run: None  # after install and after upgrade
     pods: int = 1
     after: Callable[[Run], None] = lambda run: None  # once uninstalled
+    before: Callable[[Run], None] = lambda run: None  # before the install
+    # Where the chart takes ON_REAL_NODE's nodeSelector and tolerations.
+    placed: Callable[[dict[str, Any]], dict[str, Any]] = lambda placement: placement
 
 
 def _operator_has_one_leader(run: Run) -> None:
@@ -206,6 +220,142 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _csi_values(run: Run) -> dict[str, Any]:
+    """No upstream sidecar: the driver's own registration and provisioner; the kubelet dir is the
+    rig node's, the state dir one of the test's own (nothing of the machine's /var/lib)."""
+    return {
+        "kubeletDir": str(real_node_csi.kubelet_dir(run.node_state)),
+        "config": {"state_dir": str(run.host_dir / "state")},
+        "csiDriver": {"storageCapacity": False},  # the built-in provisioner publishes none
+        "sidecars": {
+            "nodeDriverRegistrar": {"enabled": False},
+            "provisioner": {"enabled": False},
+            "snapshotter": {"enabled": False},
+        },
+    }
+
+
+def _csi_registered(run: Run) -> dict[str, Any] | None:
+    return real_node_csi.registered(client.StorageV1Api(run.api))
+
+
+def _csi_not_registered_yet(run: Run) -> None:
+    """Nothing else serves csi.kubext.io on the node: the registration checked later is the
+    pod's."""
+    assert _csi_registered(run) is None, "csi.kubext.io is already registered on the node"
+
+
+def _csi_state_on_host(run: Run) -> tuple[list[str], list[str]]:
+    """Loop devices backed by the driver's images and mounts of its volumes on the host."""
+    state = (run.host_dir / "state").resolve()
+    loops = node.our_loop_devices(state)
+    csi_mounts = (f"/{real_node_csi.DRIVER}/", "/kubernetes.io~csi/", f"{state}/")
+    mounts = [m for m in real_node_testing.mount_points() if any(s in m for s in csi_mounts)]
+    return loops, mounts
+
+
+def _write_read_pod(run: Run, name: str, claim: str, args: list[str]) -> str:
+    """A write-read pod on the real node with ``claim`` at /data; its log once it has one."""
+    core = client.CoreV1Api(run.api)
+    spec = real_node_testing.pod(
+        name, "write-read", args, grace_seconds=2, restart_policy="Never", claim=claim
+    )
+    core.create_namespaced_pod(run.scoped, spec)
+
+    def logged() -> str | None:
+        pod = core.read_namespaced_pod(name, run.scoped)
+        assert pod.status.phase not in ("Failed", "Succeeded"), pod.status
+        if pod.status.phase != "Running":
+            return None
+        return core.read_namespaced_pod_log(name, run.scoped) or None
+
+    return wait_for(f"pod {name} Running with a log line", logged, timeout=120)
+
+
+def _delete_and_wait(read: Callable[[], Any], delete: Callable[[], Any], what: str) -> None:
+    delete()
+
+    def gone() -> bool:
+        try:
+            read()
+        except client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(f"{what} gone", gone, timeout=120)
+
+
+def _csi_registers_and_provisions(run: Run) -> None:
+    core = client.CoreV1Api(run.api)
+    entry = wait_for("csi.kubext.io in the real node's CSINode", lambda: _csi_registered(run))
+    assert entry["topologyKeys"] == [real_node_csi.TOPOLOGY_KEY], entry
+    # The release's (current) pod is the one the kubelet registered.
+    (pod,) = (p for p in _pods(run.api, run.ns, run.rel) if not p.metadata.deletion_timestamp)
+    wait_for(
+        "the driver pod's registration accepted by the kubelet",
+        lambda: "registered with the kubelet"
+        in core.read_namespaced_pod_log(pod.metadata.name, run.ns, container="csi-driver"),
+    )
+    # A claim of the chart's StorageClass (WaitForFirstConsumer): provisioned once a pod uses it.
+    claim, token = f"data-{os.urandom(2).hex()}", os.urandom(4).hex()
+    core.create_namespaced_persistent_volume_claim(
+        run.scoped,
+        client.V1PersistentVolumeClaim(
+            metadata=client.V1ObjectMeta(name=claim),
+            spec=client.V1PersistentVolumeClaimSpec(
+                access_modes=["ReadWriteOnce"],
+                storage_class_name=f"{run.rel}-csi",
+                resources=client.V1VolumeResourceRequirements(requests={"storage": "64Mi"}),
+            ),
+        ),
+    )
+
+    def read_claim() -> client.V1PersistentVolumeClaim:
+        return core.read_namespaced_persistent_volume_claim(claim, run.scoped)
+
+    written = _write_read_pod(run, "writer", claim, ["write", "/data/hello", token])
+    assert written.startswith("wrote /data/hello"), written
+    bound = read_claim()
+    assert bound.status.phase == "Bound", bound.status
+    pv_name = bound.spec.volume_name
+    pv = core.read_persistent_volume(pv_name)
+    assert pv.metadata.annotations["pv.kubernetes.io/provisioned-by"] == real_node_csi.DRIVER
+    # The driver's mount in its container reached the host (Bidirectional): the pod's volume.
+    writer_uid = core.read_namespaced_pod("writer", run.scoped).metadata.uid
+    published = f"/pods/{writer_uid}/volumes/kubernetes.io~csi/{pv_name}/mount"
+    assert any(m.endswith(published) for m in real_node_testing.mount_points()), published
+    _delete_and_wait(
+        lambda: core.read_namespaced_pod("writer", run.scoped),
+        lambda: core.delete_namespaced_pod("writer", run.scoped),
+        "the writer pod",
+    )
+    text = _write_read_pod(run, "reader", claim, ["read", "/data/hello"])
+    assert text.strip() == f"read /data/hello: {token}", text
+    _delete_and_wait(
+        lambda: core.read_namespaced_pod("reader", run.scoped),
+        lambda: core.delete_namespaced_pod("reader", run.scoped),
+        "the reader pod",
+    )
+    # Reclaim policy Delete: the built-in provisioner deletes the volume and its PV.
+    _delete_and_wait(
+        read_claim,
+        lambda: core.delete_namespaced_persistent_volume_claim(claim, run.scoped),
+        "the claim",
+    )
+    _delete_and_wait(lambda: core.read_persistent_volume(pv_name), lambda: None, "the PV")
+    assert not list((run.host_dir / "state" / "volumes").glob("*.img"))  # DeleteVolume ran
+    wait_for("no loop device or mount of the volume", lambda: _csi_state_on_host(run) == ([], []))
+
+
+def _csi_gone(run: Run) -> None:
+    """The driver's socket went with its pod: the kubelet dropped it from CSINode; nothing of
+    its volumes is attached or mounted on the host."""
+    wait_for("csi.kubext.io gone from the CSINode", lambda: _csi_registered(run) is None)
+    socket_path = real_node_csi.kubelet_dir(run.node_state) / "plugins_registry"
+    assert not (socket_path / f"{real_node_csi.DRIVER}-reg.sock").exists()
+    assert _csi_state_on_host(run) == ([], [])
+
+
 RELEASES = {
     "operator": Release("operator", behaves=_operator_has_one_leader, pods=2),
     "webhooks": Release(
@@ -218,6 +368,14 @@ RELEASES = {
     ),
     "deviceplugin": Release(
         "deviceplugin", behaves=_deviceplugin_registers, after=_deviceplugin_gone
+    ),
+    "csi": Release(
+        "csi",
+        values=_csi_values,
+        before=_csi_not_registered_yet,
+        behaves=_csi_registers_and_provisions,
+        after=_csi_gone,
+        placed=lambda placement: {"node": placement},  # the node DaemonSet's block
     ),
     # Last: it runs on the node whose network every other release uses.
     "cni": Release(
@@ -320,7 +478,7 @@ def test_every_release_runs_on_the_real_node_upgrades_and_uninstalls_clean(
                     with _scoped_namespace(core, scope) as scoped:
                         host_dir = tmp_path / name
                         host_dir.mkdir()
-                        run = Run(api, new_release(), ns, scoped, scope, host_dir)
+                        run = Run(api, new_release(), ns, scoped, scope, host_dir, real_node.state)
                         _release_lifecycle(on_cluster, run, case, pushed[name])
                 TIMINGS[name] = time.monotonic() - t0
     TIMINGS["total"] = time.monotonic() - t_all
@@ -334,11 +492,12 @@ def _release_lifecycle(helm: Helm, run: Run, case: Release, image: str) -> None:
     repository, tag = image.rsplit(":", 1)
     values = {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Always"},
-        **ON_REAL_NODE,
+        **case.placed(ON_REAL_NODE),
         **case.values(run),
     }
     chart = str(helm.charts / case.chart)
     common = ["--namespace", ns, "--wait", "--timeout", INSTALL_TIMEOUT]
+    case.before(run)
     with _explained(f"{case.chart} install", api, ns, rel):
         _helm(helm, "install", rel, chart, *common, *helm.values_file(values))
     try:
