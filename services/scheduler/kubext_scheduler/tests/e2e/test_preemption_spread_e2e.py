@@ -27,14 +27,24 @@ from kubext_rig import cluster
 from kubext_rig.testing import wait_for
 from kubext_scheduler.tests.e2e.test_standalone_e2e import (
     LABEL,
-    PROFILE,
-    SCHEDULER_NAME,
     SchedulerProcess,
     failed_scheduling,
     kwok_node,
     node_of,
     running_scheduler,
 )
+from kubext_scheduler.tests.e2e.test_standalone_e2e import (
+    PROFILE as STANDALONE_PROFILE,
+)
+
+# A schedulerName of this file's own: Pants runs the standalone file beside this one on the
+# shared cluster, and each file's scheduler would otherwise bind the other's pods (CI saw the
+# standalone test's leader count 1 binding of its 4).
+SCHEDULER_NAME = "kubext-scheduler-preemption"
+PROFILE = {
+    **STANDALONE_PROFILE,
+    "profiles": [{**STANDALONE_PROFILE["profiles"][0], "schedulerName": SCHEDULER_NAME}],
+}
 
 ZONE = "topology.kubernetes.io/zone"
 
