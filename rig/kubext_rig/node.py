@@ -42,6 +42,16 @@ POD_BRIDGE = "kubext-cni0"
 NETWORK = "kubext-rig"  # the conflist's name: host-local keeps its reservations under it
 # Pods meant to run for real select the node and tolerate this; nothing else lands there.
 TAINT_KEY = "kubext.io/real-node"
+
+
+def placement() -> dict[str, object]:
+    """A pod spec's fragment that selects the real node and tolerates its taint."""
+    return {
+        "nodeSelector": {"kubernetes.io/hostname": NODE_NAME},
+        "tolerations": [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+    }
+
+
 KUBELET_PORT = 10250 + cluster.PORT_OFFSET
 KUBELET_HEALTHZ_PORT = 10248 + cluster.PORT_OFFSET
 PROXY_HEALTHZ_PORT = 10256 + cluster.PORT_OFFSET

@@ -54,10 +54,8 @@ def remote_ref(registry: str, local: str) -> str:
 
 def placement() -> dict[str, Any]:
     """The operator's ``pod_placement`` for the real node: select it, tolerate its taint."""
-    return {
-        "node_selector": {"kubernetes.io/hostname": node.NODE_NAME},
-        "tolerations": [{"key": node.TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
-    }
+    pod = node.placement()  # the operator's keys are snake_case; a toleration's are the same
+    return {"node_selector": pod["nodeSelector"], "tolerations": pod["tolerations"]}
 
 
 def database_operator_config(registry: str) -> dict[str, Any]:

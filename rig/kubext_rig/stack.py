@@ -192,8 +192,7 @@ def gpu_sample_pod(namespace: str = NAMESPACE) -> dict[str, object]:
         "kind": "Pod",
         "metadata": {"name": GPU_SAMPLE, "namespace": namespace, "labels": {"app": GPU_SAMPLE}},
         "spec": {
-            "nodeSelector": {"kubernetes.io/hostname": node.NODE_NAME},
-            "tolerations": [{"key": node.TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+            **node.placement(),
             "terminationGracePeriodSeconds": 2,
             "containers": [
                 {
@@ -316,8 +315,7 @@ def custom_scheduled_pod(image: str) -> dict[str, object]:
         },
         "spec": {
             "schedulerName": SCHEDULER_NAME,
-            "nodeSelector": {"kubernetes.io/hostname": node.NODE_NAME},
-            "tolerations": [{"key": node.TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+            **node.placement(),
             "terminationGracePeriodSeconds": 2,
             "containers": [
                 {

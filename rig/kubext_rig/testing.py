@@ -1,4 +1,5 @@
-"""Small helpers every e2e test over the rig needs: polling with a clear failure, a free port."""
+"""Small helpers every e2e test over the rig needs: polling with a clear failure, a probe for a
+deleted object, a free port."""
 
 from __future__ import annotations
 
@@ -31,6 +32,19 @@ def wait_for(
             last = value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+def gone(read: Callable[[], object]) -> Callable[[], bool]:
+    """A ``wait_for`` probe: true once ``read`` (e.g. a ``read_namespaced_pod``) answers 404."""
+
+    def probe() -> bool:
+        try:
+            read()
+        except client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    return probe
 
 
 def free_port() -> int:

@@ -38,7 +38,7 @@ from kubernetes import client
 
 from kubext_csi import system
 from kubext_rig import cluster, node, real_node_csi, real_node_testing, samples, tools
-from kubext_rig.testing import wait_for
+from kubext_rig.testing import gone, wait_for
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="a real kubelet and loop devices need root"
@@ -245,12 +245,12 @@ def _run_the_sample(
     assert "CREATE TABLE public.menu" in dump and ROW in dump
 
     _exec(real, ns, pod_name, *psql, "DROP TABLE menu")
-    gone = subprocess.run(
+    dropped = subprocess.run(
         [real.info.bin("kubectl"), f"--kubeconfig={real.info.kubeconfig}", "exec", "-n", ns,
          pod_name, "-c", "database", "--", *psql, "SELECT item FROM menu"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert gone.returncode != 0 and 'relation "menu" does not exist' in gone.stderr, gone
+    assert dropped.returncode != 0 and 'relation "menu" does not exist' in dropped.stderr, dropped
 
     # An on-demand restore of the newest dump: the row is back.
     t2 = time.monotonic()
@@ -323,8 +323,7 @@ def _read_dumps(real: real_node_testing.RealNode, core: client.CoreV1Api, ns: st
         "metadata": {"name": name},
         "spec": {
             "restartPolicy": "Never",
-            "nodeSelector": {"kubernetes.io/hostname": node.NODE_NAME},
-            "tolerations": [{"key": node.TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+            **node.placement(),
             "containers": [
                 {
                     "name": "read",
@@ -401,15 +400,9 @@ def _ensure_crds(real: real_node_testing.RealNode) -> None:
 
 
 def _wait_database_gone(custom: client.CustomObjectsApi, ns: str, operator: Process) -> None:
-    def gone() -> bool:
-        try:
-            custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, DB)
-        except client.ApiException as exc:
-            return exc.status == 404
-        return False
-
+    deleted = gone(lambda: custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, DB))
     try:
-        wait_for("the Database gone (its finalizer done)", gone, timeout=120)
+        wait_for("the Database gone (its finalizer done)", deleted, timeout=120)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{operator.tail()}") from None
 

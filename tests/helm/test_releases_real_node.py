@@ -51,14 +51,11 @@ from kubernetes import client
 from test_helm_install import leftovers, new_release  # pants: no-infer-dep
 
 from kubext_rig import images, node, real_node_csi, real_node_testing, tools
-from kubext_rig.testing import wait_for
+from kubext_rig.testing import gone, wait_for
 
 STATE = real_node_testing.state_for(tools.cache_dir() / "rn-helm")
 INSTALL_TIMEOUT = "300s"  # a cold pull of ~200 MB and the pex unpacking, on a busy machine
-ON_REAL_NODE: dict[str, Any] = {
-    "nodeSelector": {"kubernetes.io/hostname": node.NODE_NAME},
-    "tolerations": [{"key": node.TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
-}
+ON_REAL_NODE: dict[str, Any] = node.placement()
 TIMINGS: dict[str, float] = {}
 
 
@@ -274,15 +271,7 @@ def _write_read_pod(run: Run, name: str, claim: str, args: list[str]) -> str:
 
 def _delete_and_wait(read: Callable[[], Any], delete: Callable[[], Any], what: str) -> None:
     delete()
-
-    def gone() -> bool:
-        try:
-            read()
-        except client.ApiException as exc:
-            return exc.status == 404
-        return False
-
-    wait_for(f"{what} gone", gone, timeout=120)
+    wait_for(f"{what} gone", gone(read), timeout=120)
 
 
 def _csi_registers_and_provisions(run: Run) -> None:

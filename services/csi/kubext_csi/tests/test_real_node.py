@@ -40,7 +40,7 @@ from kubernetes import client
 from kubext_csi import system
 from kubext_proto.csi.v1 import csi_pb2, csi_pb2_grpc
 from kubext_rig import node, real_node_csi, real_node_testing, tools
-from kubext_rig.testing import wait_for
+from kubext_rig.testing import gone, wait_for
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="a real kubelet and loop devices need root"
@@ -470,13 +470,7 @@ def test_built_in_provisioner_provisions_binds_and_deletes(env: Env) -> None:
     _wait_cleaned(env, image)
     env.core.delete_namespaced_persistent_volume_claim(claim_name, NS)
 
-    def pv_gone() -> bool:
-        try:
-            env.core.read_persistent_volume(pv_name)
-        except client.ApiException as exc:
-            return exc.status == 404
-        return False
-
+    pv_gone = gone(lambda: env.core.read_persistent_volume(pv_name))
     try:
         wait_for("the provisioner deletes the released PV", pv_gone, timeout=60)
     except AssertionError as exc:
@@ -598,15 +592,7 @@ def _run_pod(
 
 def _delete_pod(env: Env, name: str) -> None:
     env.core.delete_namespaced_pod(name, NS)
-
-    def gone() -> bool:
-        try:
-            env.core.read_namespaced_pod(name, NS)
-        except client.ApiException as exc:
-            return exc.status == 404
-        return False
-
-    wait_for(f"pod {name} gone", gone, timeout=90)
+    wait_for(f"pod {name} gone", gone(lambda: env.core.read_namespaced_pod(name, NS)), timeout=90)
 
 
 def _in_pod(env: Env, name: str, path: str) -> str:
