@@ -27,6 +27,7 @@ from kubext_scheduler import config as scheduler_config
 from kubext_scheduler import profiles_file as scheduler_profiles
 from kubext_webhooks import config as webhooks_config
 from kubext_webhooks import manifests as webhook_manifests
+from kubext_webhooks import policy as webhooks_policy
 
 CONFIG_MODELS = {
     "operator": operator_config.Config,
@@ -641,6 +642,35 @@ def test_webhooks_config_cannot_contradict_the_chart(helm: Helm) -> None:
         namespace=NAMESPACE,
         values={"config": {"service_name": "rel-webhooks"}},
     )
+
+
+def test_webhooks_policy_value_replaces_the_built_in_policy(helm: Helm) -> None:
+    default = render(helm, "webhooks", "default")
+    assert service_config(default, "webhooks").policy.path is None  # the built-in policy
+    assert not [o for o in default.objects if o["metadata"]["name"] == f"{RELEASE}-webhooks-policy"]
+
+    policy = yaml.safe_load((REPO / "services/webhooks/deploy/policy.yaml").read_text())
+    policy["spec"]["rules"]["allowedRegistries"]["registries"].append("registry.example:5000")
+    rendered = helm.template(
+        "webhooks", release=RELEASE, namespace=NAMESPACE, values={"policy": policy}
+    )
+    cfg = service_config(rendered, "webhooks")
+    text = rendered.one("ConfigMap", f"{RELEASE}-webhooks-policy")["data"]["policy.yaml"]
+    # The service's own parser reads what it will find there.
+    parsed = webhooks_policy.parse_policy(text, source="policy.yaml")
+    assert "registry.example:5000" in parsed.spec.rules.allowed_registries.registries
+    deployment = rendered.one("Deployment")
+    (mount,) = (m for m in service_container(deployment)["volumeMounts"] if m["name"] == "policy")
+    assert cfg.policy.path == f"{mount['mountPath']}/policy.yaml"
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["policy"]["configMap"]["name"] == f"{RELEASE}-webhooks-policy"
+    # A config.policy.path of the user's own would be ignored: refused instead.
+    with pytest.raises(HelmError, match=r"config\.policy\.path: the chart sets it"):
+        helm.template(
+            "webhooks",
+            release=RELEASE,
+            values={"policy": policy, "config": {"policy": {"path": "/mine.yaml"}}},
+        )
 
 
 def test_webhooks_with_cert_manager(helm: Helm) -> None:

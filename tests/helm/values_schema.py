@@ -32,6 +32,7 @@ OPAQUE = {
     "commonLabels",
     "annotations",
     "config",
+    "policy",  # the webhooks' PodPolicy (the service validates it)
     "plugin",
     # A KubeSchedulerConfiguration profile's plugin set and plugins' args (the service
     # validates them at start).

@@ -14,6 +14,15 @@ tls:
     validating_webhook_configurations: {{ include "webhooks.validatingNames" . }}
     mutating_webhook_configurations: {{ include "webhooks.mutatingNames" . }}
     custom_resource_definitions: {{ include "webhooks.crdNames" . }}
+{{- if .Values.policy }}
+policy:
+  path: {{ include "webhooks.policyDir" . }}/policy.yaml
+{{- end }}
+{{- end -}}
+
+{{/* Where .Values.policy is mounted. */}}
+{{- define "webhooks.policyDir" -}}
+/etc/kubext-policy
 {{- end -}}
 
 {{/* The Secret with the serving certificate (the service's own, or cert-manager's). */}}
