@@ -1,4 +1,4 @@
-"""The netlink edge: bridge, veth, addresses and routes through pyroute2.
+"""The netlink edge: bridge, veth, addresses and routes through ``rtnl`` (plain rtnetlink).
 
 Every call maps a pyroute2 NetlinkError to a CNIError naming the object, and every
 "already exists"/"not found" that is part of an ensure/delete is treated as success.
@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import struct
 import threading
 import time
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
-from kubext_cni import netns
+from kubext_cni import netns, rtnl
 from kubext_cni.core import errors
 from kubext_cni.core.plan import Plan
 from kubext_cni.core.result import IPInterface, Route
+from kubext_cni.rtnl import NetlinkError
 
 IFA_F_NODAD = 0x02  # the kernel skips duplicate address detection for this address
 IFF_PROMISC = 0x100
 RT_TABLE_MAIN = 254
 RTPROT_KERNEL = 2
+_FAMILY = {4: 2, 6: 10}  # AF_INET, AF_INET6
+_CREATE = rtnl.NLM_F_ACK | rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL
 # Seconds between operstate checks, doubling from 1 ms: carrier usually comes within a few ms
 # of the peer going up (the first 10 ms sleep was a quarter of an ADD). Bounded (~2 s) like
 # the reference's 0, 50, 500, 1000, 1000 ms.
@@ -45,10 +46,9 @@ def _kind(link: Any) -> str | None:
     return info.get_attr("IFLA_INFO_KIND") if info else None
 
 
-# Host sockets kept for the next call (a new IPRoute costs ~2 ms, a request on a kept one
-# 0.4): one per concurrent call, up to this many kept. Only the host's: a container's
-# socket is bound to its namespace.
-_HOST_POOL: list[IPRoute] = []
+# Host sockets kept for the next call: one per concurrent call, up to this many kept. Only
+# the host's: a container's socket is bound to its namespace.
+_HOST_POOL: list[rtnl.Socket] = []
 _HOST_POOL_LOCK = threading.Lock()
 HOST_POOL_MAX = 16
 
@@ -56,7 +56,7 @@ HOST_POOL_MAX = 16
 class Links:
     """Netlink on one namespace: the host's, or a container's when opened inside it."""
 
-    def __init__(self, ipr: IPRoute, where: str, *, pooled: bool = False) -> None:
+    def __init__(self, ipr: rtnl.Socket, where: str, *, pooled: bool = False) -> None:
         self.ipr = ipr
         self.where = where
         self._pooled = pooled
@@ -66,13 +66,13 @@ class Links:
         """The host namespace's (call it on the host side, never inside ``netns.entered``)."""
         with _HOST_POOL_LOCK:
             ipr = _HOST_POOL.pop() if _HOST_POOL else None
-        return cls(ipr or IPRoute(groups=0), "host", pooled=True)
+        return cls(ipr or rtnl.Socket(), "host", pooled=True)
 
     @classmethod
     def inside(cls, ns: netns.NetNS) -> Links:
         """A socket created inside ``ns`` stays bound to it after the thread comes back."""
         with netns.entered(ns):
-            ipr = IPRoute(groups=0)
+            ipr = rtnl.Socket()
         return cls(ipr, ns.path)
 
     def close(self, *, reusable: bool = True) -> None:
@@ -88,15 +88,20 @@ class Links:
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         # A NetlinkError leaves the socket usable; anything else may have left a reply
-        # unread on it: do not hand that one to the next call.
+        # unread on it: do not hand that one to the next call (rtnl skips stale replies
+        # anyway; this keeps the pool clean of half-read sockets).
         clean = exc_type is None or issubclass(exc_type, errors.CNIError | NetlinkError)
         self.close(reusable=clean)
 
     # Links --------------------------------------------------------------------------------
 
+    def _get_link(self, body: bytes) -> Any:
+        skip_stats = rtnl.u32(rtnl.IFLA_EXT_MASK, rtnl.RTEXT_FILTER_SKIP_STATS)
+        return self.ipr.get(rtnl.RTM_GETLINK, body + skip_stats)
+
     def get(self, name: str) -> Any | None:
         try:
-            return self.ipr.link("get", ifname=name)[0]
+            return self._get_link(rtnl.ifinfo() + rtnl.text(rtnl.IFLA_IFNAME, name))
         except NetlinkError as exc:
             if exc.code == errno.ENODEV:
                 return None
@@ -104,7 +109,7 @@ class Links:
 
     def get_index(self, index: int) -> Any | None:
         try:
-            return self.ipr.link("get", index=index)[0]
+            return self._get_link(rtnl.ifinfo(index))
         except NetlinkError as exc:
             if exc.code == errno.ENODEV:
                 return None
@@ -113,7 +118,7 @@ class Links:
     def delete(self, name: str) -> bool:
         """Delete a link by name; False when it was already gone."""
         try:
-            self.ipr.link("del", ifname=name)
+            self.ipr.request(rtnl.RTM_DELLINK, rtnl.ifinfo() + rtnl.text(rtnl.IFLA_IFNAME, name))
         except NetlinkError as exc:
             if exc.code == errno.ENODEV:
                 return False
@@ -128,11 +133,12 @@ class Links:
         link = self.get(name)
         created = link is None
         if created:
-            spec: dict[str, Any] = {"ifname": name, "kind": "bridge"}
+            body = rtnl.ifinfo() + rtnl.text(rtnl.IFLA_IFNAME, name)
             if mtu:
-                spec["mtu"] = mtu
+                body += rtnl.u32(rtnl.IFLA_MTU, mtu)
+            body += rtnl.attr(rtnl.IFLA_LINKINFO, rtnl.text(rtnl.IFLA_INFO_KIND, "bridge"))
             try:
-                self.ipr.link("add", **spec)
+                self.ipr.request(rtnl.RTM_NEWLINK, body, _CREATE)
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:  # created meanwhile outside our lock: fine
                     raise _fail(f"create bridge {name!r}", exc) from None
@@ -146,18 +152,25 @@ class Links:
         try:
             if created:
                 # Pin the bridge MAC: otherwise it follows the lowest port MAC as pods churn.
-                self.ipr.link(
-                    "set", index=link["index"], address=_attr(link, "IFLA_ADDRESS"), state="up"
+                self._set_flags(
+                    link["index"],
+                    rtnl.IFF_UP,
+                    rtnl.attr(rtnl.IFLA_ADDRESS, rtnl.mac_bytes(_attr(link, "IFLA_ADDRESS"))),
                 )
                 # We own the bridge's routes; router advertisements must not add any.
                 netns.write_sysctl(f"net/ipv6/conf/{name}/accept_ra", "0")
             elif link["flags"] & 1 == 0:  # IFF_UP
-                self.ipr.link("set", index=link["index"], state="up")
+                self._set_flags(link["index"], rtnl.IFF_UP)
             if promisc and not link["flags"] & IFF_PROMISC:
-                self.ipr.link("set", index=link["index"], flags=IFF_PROMISC, change=IFF_PROMISC)
+                self._set_flags(link["index"], IFF_PROMISC)
         except NetlinkError as exc:
             raise _fail(f"bring up bridge {name!r}", exc) from None
         return link, created
+
+    def _set_flags(self, index: int, flags: int, attrs: bytes = b"") -> None:
+        """Set ``flags`` (IFF_UP, IFF_PROMISC) on a link, others unchanged, with ``attrs``."""
+        body = rtnl.ifinfo(index, flags=flags, change=flags) + attrs
+        self.ipr.request(rtnl.RTM_SETLINK, body)
 
     def create_veth(
         self,
@@ -170,20 +183,26 @@ class Links:
         mac: str | None,
     ) -> None:
         """One request: the host end enslaved and up, its peer created inside the container."""
-        peer: dict[str, Any] = {"ifname": ifname, "net_ns_fd": ns.fd}
-        spec: dict[str, Any] = {
-            "ifname": host_name,
-            "kind": "veth",
-            "peer": peer,
-            "master": bridge_index,
-            "state": "up",
-        }
-        if mtu:
-            spec["mtu"] = peer["mtu"] = mtu
-        if mac:
-            peer["address"] = mac
+        mtu_attr = rtnl.u32(rtnl.IFLA_MTU, mtu) if mtu else b""
+        peer = (
+            rtnl.ifinfo()
+            + rtnl.text(rtnl.IFLA_IFNAME, ifname)
+            + rtnl.u32(rtnl.IFLA_NET_NS_FD, ns.fd)
+            + mtu_attr
+            + (rtnl.attr(rtnl.IFLA_ADDRESS, rtnl.mac_bytes(mac)) if mac else b"")
+        )
+        kind = rtnl.text(rtnl.IFLA_INFO_KIND, "veth") + rtnl.attr(
+            rtnl.IFLA_INFO_DATA, rtnl.attr(rtnl.VETH_INFO_PEER, peer)
+        )
+        body = (
+            rtnl.ifinfo(flags=rtnl.IFF_UP, change=rtnl.IFF_UP)  # up as it is created
+            + rtnl.text(rtnl.IFLA_IFNAME, host_name)
+            + rtnl.u32(rtnl.IFLA_MASTER, bridge_index)
+            + mtu_attr
+            + rtnl.attr(rtnl.IFLA_LINKINFO, kind)
+        )
         try:
-            self.ipr.link("add", **spec)
+            self.ipr.request(rtnl.RTM_NEWLINK, body, _CREATE)
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:
                 raise errors.CNIError(
@@ -195,7 +214,11 @@ class Links:
 
     def set_hairpin(self, index: int, name: str) -> None:
         try:
-            self.ipr.brport("set", index=index, mode=1)
+            mode = rtnl.attr(rtnl.IFLA_BRPORT_MODE, b"\x01")
+            body = rtnl.ifinfo(index, family=rtnl.AF_BRIDGE) + rtnl.attr(
+                rtnl.IFLA_PROTINFO | rtnl.NLA_F_NESTED, mode
+            )
+            self.ipr.request(rtnl.RTM_SETLINK, body)
         except NetlinkError as exc:
             raise _fail(f"set hairpin mode on {name!r}", exc) from None
 
@@ -214,21 +237,30 @@ class Links:
 
     def addresses(self, index: int, family: int | None = None) -> list[IPInterface]:
         try:
-            msgs = self.ipr.get_addr(index=index, **({"family": family} if family else {}))
+            head = struct.pack("=BBBBi", _FAMILY.get(family or 0, 0), 0, 0, 0, 0)
+            msgs = self.ipr.dump(rtnl.RTM_GETADDR, head)
         except NetlinkError as exc:
             raise _fail(f"list addresses of link {index} in {self.where}", exc) from None
-        return [ipaddress.ip_interface(f"{_attr(m, 'IFA_ADDRESS')}/{m['prefixlen']}") for m in msgs]
+        return [
+            ipaddress.ip_interface(
+                f"{_attr(m, 'IFA_ADDRESS') or _attr(m, 'IFA_LOCAL')}/{m['prefixlen']}"
+            )
+            for m in msgs
+            if m["index"] == index
+        ]
+
+    def _address_request(self, kind: int, index: int, address: IPInterface, flags: int) -> None:
+        ip = rtnl.attr(rtnl.IFA_LOCAL, address.ip.packed)
+        ip += rtnl.attr(rtnl.IFA_ADDRESS, address.ip.packed)
+        head = struct.pack(
+            "=BBBBi", _FAMILY[address.version], address.network.prefixlen, flags, 0, index
+        )
+        self.ipr.request(kind, head + ip, _CREATE if kind == rtnl.RTM_NEWADDR else rtnl.NLM_F_ACK)
 
     def add_address(self, index: int, address: IPInterface, *, nodad: bool) -> None:
         flags = IFA_F_NODAD if nodad and address.version == 6 else 0
         try:
-            self.ipr.addr(
-                "add",
-                index=index,
-                address=str(address.ip),
-                prefixlen=address.network.prefixlen,
-                flags=flags,
-            )
+            self._address_request(rtnl.RTM_NEWADDR, index, address, flags)
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:
                 return
@@ -236,9 +268,7 @@ class Links:
 
     def delete_address(self, index: int, address: IPInterface) -> None:
         try:
-            self.ipr.addr(
-                "del", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
-            )
+            self._address_request(rtnl.RTM_DELADDR, index, address, 0)
         except NetlinkError as exc:
             if exc.code in (errno.EADDRNOTAVAIL, errno.ENOENT):
                 return
@@ -247,21 +277,39 @@ class Links:
     # Routes -------------------------------------------------------------------------------
 
     def add_route(self, index: int, route: Route, gateway: Any) -> None:
-        spec: dict[str, Any] = {"dst": str(route.dst), "oif": index}
+        table = route.table if route.table is not None else RT_TABLE_MAIN
+        head = struct.pack(
+            "=BBBBBBBBI",
+            _FAMILY[route.dst.version],
+            route.dst.prefixlen,
+            0,
+            0,
+            table if table < 256 else rtnl.RT_TABLE_COMPAT,
+            rtnl.RTPROT_STATIC,
+            route.scope or 0,
+            rtnl.RTN_UNICAST,
+            0,
+        )
+        attrs = (
+            rtnl.attr(rtnl.RTA_DST, route.dst.network_address.packed)
+            if route.dst.prefixlen
+            else b""
+        )
+        attrs += rtnl.u32(rtnl.RTA_OIF, index)
         if gateway is not None:
-            spec["gateway"] = str(gateway)
+            attrs += rtnl.attr(rtnl.RTA_GATEWAY, ipaddress.ip_address(gateway).packed)
         if route.priority:
-            spec["priority"] = route.priority
-        if route.table is not None:
-            spec["table"] = route.table
-        if route.scope is not None:
-            spec["scope"] = route.scope
-        if route.mtu or route.advmss:
-            spec["metrics"] = {
-                k: v for k, v in (("RTAX_MTU", route.mtu), ("RTAX_ADVMSS", route.advmss)) if v
-            }
+            attrs += rtnl.u32(rtnl.RTA_PRIORITY, route.priority)
+        attrs += rtnl.u32(rtnl.RTA_TABLE, table)
+        metrics = b"".join(
+            rtnl.u32(kind, value)
+            for kind, value in ((rtnl.RTAX_MTU, route.mtu), (rtnl.RTAX_ADVMSS, route.advmss))
+            if value
+        )
+        if metrics:
+            attrs += rtnl.attr(rtnl.RTA_METRICS, metrics)
         try:
-            self.ipr.route("add", **spec)
+            self.ipr.request(rtnl.RTM_NEWROUTE, head + attrs, _CREATE)
         except NetlinkError as exc:
             via = f" via {gateway}" if gateway is not None else ""
             raise _fail(f"add route {route.dst}{via} in {self.where}", exc) from None
@@ -271,10 +319,13 @@ class Links:
         out = []
         for family in (4, 6):
             try:
-                msgs = self.ipr.get_routes(family=2 if family == 4 else 10)
+                head = struct.pack("=BBBBBBBBI", _FAMILY[family], 0, 0, 0, 0, 0, 0, 0, 0)
+                msgs = self.ipr.dump(rtnl.RTM_GETROUTE, head)
             except NetlinkError as exc:
                 raise _fail(f"list routes in {self.where}", exc) from None
             for m in msgs:
+                if m["type"] != rtnl.RTN_UNICAST:
+                    continue
                 dst = _attr(m, "RTA_DST") or ("0.0.0.0" if family == 4 else "::")
                 gw = _attr(m, "RTA_GATEWAY")
                 out.append(
@@ -313,7 +364,7 @@ class Links:
         # carrier (operstate UP, awaited next) comes while the addresses are added. No
         # DAD either way: accept_dad is 0 by now and the addresses are NODAD.
         try:
-            self.ipr.link("set", index=index, state="up")
+            self._set_flags(index, rtnl.IFF_UP)
         except NetlinkError as exc:
             raise _fail(f"set {plan.ifname!r} up in {self.where}", exc) from None
         for ip in plan.ips:
