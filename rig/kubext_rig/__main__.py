@@ -40,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         help="like --services, running the packages with this interpreter (PYTHONPATH)",
     )
     p_up.add_argument("--no-samples", action="store_true", help="with --services: skip examples/")
+    p_up.add_argument(
+        "--releases",
+        action="store_true",
+        help="with --services and the real node: the services as Helm releases on that node",
+    )
     p_down = sub.add_parser("down", help="stop every process the rig started")
     p_down.add_argument("--keep-data", action="store_true", help="keep etcd data for the next up")
     sub.add_parser("status", help="each component's state, as JSON")
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if args.services or args.services_from_source:
                 dist = Path(args.services).resolve() if args.services else None
-                stack.up(info, dist=dist, samples=not args.no_samples)
+                stack.up(info, dist=dist, samples=not args.no_samples, as_releases=args.releases)
             print(f"export KUBECONFIG={info.kubeconfig}")
         elif args.cmd == "down":
             stack.down(cluster.ClusterInfo(cluster.state_dir()))

@@ -665,9 +665,11 @@ def _down_locked(root: Path, *, wipe: bool) -> None:
     node.release_host(root)
     _note_path(root).unlink(missing_ok=True)
     if wipe:
-        # The CSI driver's volumes and state go with the objects in etcd that name them.
-        for sub in ("etcd", "pids", "node/csi"):
+        # The CSI driver's volumes and state go with the objects in etcd that name them; the
+        # cni release's dirs (releases.cni_dir) with the release.
+        for sub in ("etcd", "pids", "node/csi", "cni-release"):
             shutil.rmtree(root / sub, ignore_errors=True)
+        (root / "services" / "releases.json").unlink(missing_ok=True)
 
 
 def down(*, root: Path | None = None, wipe: bool = True) -> None:

@@ -130,3 +130,33 @@ def tag_and_push(source: str, target: str) -> None:
         if res.returncode != 0:
             detail = (res.stderr.strip().splitlines() or ["no output"])[-1]
             raise ImageError(f"podman {args[0]} {target} failed: {detail}")
+
+
+MANIFEST_TYPES = ", ".join(
+    (
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    )
+)
+
+
+def remote_digest(ref: str) -> str:
+    """The digest (``sha256:...``) the registry serves ``ref`` (``host:port/path:tag``) under: a
+    release pinned to it rolls its pods when a rebuilt image is pushed under the same tag."""
+    host, _, rest = ref.partition("/")
+    path, _, tag = rest.rpartition(":")
+    request = urllib.request.Request(
+        f"http://{host}/v2/{path}/manifests/{tag}",
+        method="HEAD",
+        headers={"Accept": MANIFEST_TYPES},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            digest = resp.headers.get("Docker-Content-Digest", "")
+    except (urllib.error.URLError, OSError) as exc:
+        raise ImageError(f"the registry has no manifest for {ref}: {exc}") from None
+    if not digest.startswith("sha256:"):
+        raise ImageError(f"the registry gave no digest for {ref}")
+    return digest

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from kubext_rig import cluster, images, node, tools
+from kubext_rig import cluster, images, node, real_node_csi, releases, tools
 from kubext_rig import samples as real_samples
 
 WEBHOOKS_PORT = 18443 + cluster.PORT_OFFSET
@@ -150,13 +150,8 @@ def _components(
 
 
 def pod_policy(registry: str | None) -> dict[str, object]:
-    """The webhooks' pod policy (services/webhooks/deploy/policy.yaml) with the registries the
-    samples' images come from added: ``localhost`` (podman's name for what is built here, which
-    the kwok fakes never pull) and the real node's registry, by its real name."""
-    policy = yaml.safe_load((_repo() / "services/webhooks/deploy/policy.yaml").read_text())
-    allowed = policy["spec"]["rules"]["allowedRegistries"]["registries"]
-    allowed += [r for r in ("localhost", registry) if r and r not in allowed]
-    return dict(policy)
+    """The webhooks' pod policy trusting the samples' registries (``releases.pod_policy``)."""
+    return releases.pod_policy(_repo(), registry)
 
 
 def deviceplugin_component(info: cluster.ClusterInfo, dist: Path | None) -> cluster.Component:
@@ -219,16 +214,27 @@ def device_ids(oci_spec: dict[str, object]) -> list[str]:
     return []
 
 
-def up(info: cluster.ClusterInfo, *, dist: Path | None, samples: bool = True) -> None:
+def up(
+    info: cluster.ClusterInfo,
+    *,
+    dist: Path | None,
+    samples: bool = True,
+    as_releases: bool = False,
+) -> None:
     """Install CRDs and admission configuration, start the services, apply the samples.
 
     ``dist`` holds the services' pexes; None runs them from source (PYTHONPATH must reach them).
-    With the real node the samples run there for real (their images pushed to its registry,
-    the Database on our CSI driver's volumes), and ``up`` waits for them; a sample that does not
-    become Ready fails it, after the status table says why."""
+    With ``as_releases`` and the real node, every service is a Helm release whose pods run on
+    that node from the images `./pants package services/<svc>:image` built (``releases``); else
+    they run as host processes. With the real node the samples run there for real (their images
+    pushed to its registry, the Database on our CSI driver's volumes), and ``up`` waits for them;
+    a sample that does not become Ready fails it, after the status table says why."""
     repo = _repo()
     real = node.enabled(info.root)
     registry = images.registry_for(cluster.PORT_OFFSET) if real else None
+    if as_releases and not real:
+        cluster.say("no real node: the services run as host processes, not as Helm releases")
+    as_releases = as_releases and real
     pushed: dict[str, str] = {}
     if real and samples:
         assert registry is not None
@@ -236,17 +242,24 @@ def up(info: cluster.ClusterInfo, *, dist: Path | None, samples: bool = True) ->
         local = [webapp_sample_image(repo), *real_samples.POSTGRES_IMAGES]
         pushed = real_samples.push_local_images(registry, local, say=cluster.say)
     url = f"https://127.0.0.1:{WEBHOOKS_PORT}"
-    _apply_crds(info, repo / "services/operator/deploy/crds", url)
+    # As releases the CRD's conversion goes to the webhooks' Service (as in the file).
+    _apply_crds(info, repo / "services/operator/deploy/crds", None if as_releases else url)
     cluster.kubectl(info, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
     cluster.kubectl(info, "apply", "-f", "-", stdin=json.dumps(ns))
-    for comp in _components(info, dist, registry=registry):
-        start(info, comp)
-        if comp.name == "kubext-webhooks":
-            # Registered only once the server answers: failurePolicy Fail would block pods before.
-            _register_webhooks(info, dist, url)
-        elif comp.name == "kubext-csi":
-            real_samples.ensure_storage(info)
+    if as_releases:
+        assert registry is not None
+        install_releases(info, registry)
+    else:
+        releases.mark_installed(info.root, [])
+        for comp in _components(info, dist, registry=registry):
+            start(info, comp)
+            if comp.name == "kubext-webhooks":
+                # Registered only once the server answers: failurePolicy Fail would block pods
+                # before.
+                _register_webhooks(info, dist, url)
+            elif comp.name == "kubext-csi":
+                real_samples.ensure_storage(info)
     if not real:
         cluster.say(NO_GPU_SAMPLE)
     if not samples:
@@ -292,10 +305,97 @@ def table(rows: list[Row]) -> str:
 
 
 def service_rows(root: Path) -> list[Row]:
+    if releases.installed(root):
+        info = cluster.ClusterInfo(root)
+        return [
+            Row(f"release {releases.release_name(svc)}", st.healthy, st.detail)
+            for svc, st in release_states(info, releases.installed(root)).items()
+        ]
     return [
         Row(name, state == "healthy", f"host process, {state}")
         for name, state in status(root).items()
     ]
+
+
+def install_releases(info: cluster.ClusterInfo, registry: str) -> None:
+    """Each service's chart as a Helm release on the real node (``releases``), in order, each
+    waited for; host-process configs of an earlier `up` removed (they would show as stopped)."""
+    repo = _repo()
+    for name in SERVICES:
+        (info.root / "services" / f"{name.removeprefix('kubext-')}.yaml").unlink(missing_ok=True)
+    pushed = images.push(list(releases.ORDER), registry=registry, say=cluster.say)
+    releases.mark_installed(info.root, list(releases.ORDER))
+    for svc in releases.ORDER:
+        if svc == "csi":
+            _drop_unmanaged_storage(info)
+        chart_values = releases.values(
+            svc,
+            image=pushed[svc],
+            digest=images.remote_digest(pushed[svc]),
+            root=info.root,
+            registry=registry,
+            repo=repo,
+        )
+        cluster.say(f"installing release {releases.release_name(svc)} (helm/{svc})")
+        t = time.monotonic()
+        try:
+            releases.install(info, svc, chart_values, repo)
+            # helm's --wait can pass a DaemonSet before its controller has counted the node.
+            _wait_release_healthy(info, svc)
+        except cluster.RigError as exc:
+            state = release_states(info, [svc])[svc]
+            raise cluster.RigError(f"{exc}\n{releases.release_name(svc)}: {state.detail}") from None
+        seconds = time.monotonic() - t
+        if svc == "webhooks":
+            # Until the pods have injected their CA the API server cannot call them, and the
+            # fail-closed webhooks refuse what they cover.
+            _wait_ca_bundles(info)
+        cluster.say(f"release {releases.release_name(svc)} Ready ({seconds:.0f} s)")
+
+
+def _wait_release_healthy(info: cluster.ClusterInfo, svc: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not release_states(info, [svc])[svc].healthy:
+        if time.monotonic() > deadline:
+            raise cluster.RigError(
+                f"release {releases.release_name(svc)} not Ready after {timeout:.0f} s"
+            )
+        time.sleep(1)
+
+
+def _drop_unmanaged_storage(info: cluster.ClusterInfo) -> None:
+    """The CSIDriver and StorageClass a host-process `up` applied on this cluster (its data kept)
+    are the csi release's to own: helm refuses objects it did not make."""
+    for kind, name in (
+        ("csidriver", real_node_csi.DRIVER),
+        ("storageclass", real_samples.STORAGE_CLASS),
+    ):
+        found = _get_json(info, kind, name)
+        labels = (found.get("metadata") or {}).get("labels") or {}
+        if "error" not in found and labels.get("app.kubernetes.io/managed-by") != "Helm":
+            cluster.kubectl(info, "delete", kind, name, "--ignore-not-found")
+
+
+def release_states(
+    info: cluster.ClusterInfo, services: list[str]
+) -> dict[str, releases.ReleaseState]:
+    """Each release's pods and workloads as the API server has them (one kubectl call)."""
+    names = ",".join(releases.release_name(svc) for svc in services)
+    found = _get_json(
+        info, "deployments,daemonsets,pods", "-n", releases.NAMESPACE,
+        "-l", f"app.kubernetes.io/instance in ({names})",
+    ).get("items", [])  # fmt: skip
+    out = {}
+    for svc in services:
+        mine = [
+            o for o in found
+            if ((o.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/instance")
+            == releases.release_name(svc)
+        ]  # fmt: skip
+        workloads = [o for o in mine if o.get("kind") in ("Deployment", "DaemonSet")]
+        pods = [o for o in mine if o.get("kind") == "Pod"]
+        out[svc] = releases.release_state(svc, workloads, pods, pod_problems(pods, node.NODE_NAME))
+    return out
 
 
 CUSTOM_SCHEDULED = "web-custom-scheduled"
@@ -675,15 +775,17 @@ def _wait_ca_bundles(info: cluster.ClusterInfo, timeout: float = 60) -> None:
     time.sleep(1)  # the API server's webhook informers pick the change up within a moment
 
 
-def _apply_crds(info: cluster.ClusterInfo, directory: Path, url: str) -> None:
-    """The operator's CRDs, with conversion pointed at the host's webhook server (it keeps the
-    caBundle current); server-side apply keeps the caBundle field the service owns."""
+def _apply_crds(info: cluster.ClusterInfo, directory: Path, url: str | None) -> None:
+    """The operator's CRDs, with conversion pointed at the host's webhook server at ``url`` (None:
+    at the webhooks' Service, as in the files); the service keeps the caBundle current, and
+    server-side apply keeps that field of the service's."""
     crds = [yaml.safe_load(p.read_text()) for p in sorted(directory.glob("*.yaml"))]
     for crd in crds:
         webhook = crd["spec"].get("conversion", {}).get("webhook")
         if webhook:
-            webhook["clientConfig"] = {"url": f"{url}/convert"}
-            _point_conversion_at(info, crd["metadata"]["name"], f"{url}/convert")
+            if url is not None:
+                webhook["clientConfig"] = {"url": f"{url}/convert"}
+            _point_conversion_at(info, crd["metadata"]["name"], webhook["clientConfig"])
     cluster.kubectl(
         info,
         "apply",
@@ -696,11 +798,16 @@ def _apply_crds(info: cluster.ClusterInfo, directory: Path, url: str) -> None:
     )
 
 
-def _point_conversion_at(info: cluster.ClusterInfo, name: str, url: str) -> None:
-    """An existing CRD whose conversion ``service`` another manager set (the operator chart,
-    ``kubectl apply`` of the CRD file) would keep it under our apply, beside our ``url``: invalid
-    ("exactly one of url or service"). A merge patch swaps them first (the caBundle stays)."""
-    patch = {"spec": {"conversion": {"webhook": {"clientConfig": {"service": None, "url": url}}}}}
+def _point_conversion_at(
+    info: cluster.ClusterInfo, name: str, client_config: dict[str, Any]
+) -> None:
+    """An existing CRD whose conversion ``service`` (or ``url``) another manager set (the operator
+    chart, ``kubectl apply`` of the CRD file, a host-process `up`) would keep it under our apply,
+    beside ours: invalid ("exactly one of url or service"). A merge patch swaps them first (the
+    caBundle stays)."""
+    other = "service" if "url" in client_config else "url"
+    wanted = {other: None, **{k: v for k, v in client_config.items() if k in ("url", "service")}}
+    patch = {"spec": {"conversion": {"webhook": {"clientConfig": wanted}}}}
     try:
         cluster.kubectl(info, "patch", "crd", name, "--type=merge", "-p", json.dumps(patch))
     except cluster.RigError as exc:
@@ -710,7 +817,14 @@ def _point_conversion_at(info: cluster.ClusterInfo, name: str, url: str) -> None
 
 def status(root: Path) -> dict[str, str]:
     """The services' states, as ``cluster.status`` gives the control plane's: for a cluster that
-    ``up --services`` set up (their configs exist) or that still has a service's PID file."""
+    ``up --services`` set up (their configs exist) or that still has a service's PID file; as
+    releases, from their pods (stopped with the API server)."""
+    installed = releases.installed(root)
+    if installed:
+        if cluster.running_pid(root, "kube-apiserver") is None:
+            return {releases.status_key(svc): "stopped" for svc in installed}
+        states = release_states(cluster.ClusterInfo(root), installed)
+        return {releases.status_key(svc): st.state for svc, st in states.items()}
     out = {}
     for name in SERVICES:
         config = root / "services" / f"{name.removeprefix('kubext-')}.yaml"

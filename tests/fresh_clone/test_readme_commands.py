@@ -1,10 +1,14 @@
 """The README's main command from a fresh clone, exactly as a new user types it.
 
 What is real: a `git clone` of the checkout's HEAD, its own `./pants` bootstrap and Pants daemon,
-the packaged service pexes, and the rig's real etcd, kube-apiserver, controller-manager,
-kube-scheduler and kwok on ports of their own; the samples' pods are kwok fakes (no container
-runs). The clone shares the machine's caches (~/.cache/kubext, Pants' caches), as a user's second
-checkout would. Run by `./kubext test` (which sets KUBEXT_CLONE_FROM) after the other tests."""
+the service images Pants builds with podman and the pexes, the rig's real etcd, kube-apiserver,
+controller-manager, kube-scheduler and kwok on ports of their own and, when no other cluster holds
+it, the machine's real node (containerd, kubelet, kube-proxy, its registry): every service is then
+a Helm release whose pods run there from images pulled from that registry, and the samples run
+there for real. Fakes: the kwok nodes, which the seed's custom-scheduler pod and Deployment are
+bound to (no container runs); without the real node, the services are host processes and every
+sample's pod is a kwok fake. The clone shares the machine's caches (~/.cache/kubext, Pants'
+caches), as a user's second checkout would. Run by `./kubext test` (which sets KUBEXT_CLONE_FROM) after the other tests."""
 
 from __future__ import annotations
 
@@ -26,7 +30,21 @@ OFFSET = 2000  # beside `./kubext up`'s cluster (0) and the test cluster (1000)
 # The rig's and the stack's ports at that offset (rig/kubext_rig/cluster.py, stack.py).
 PORTS = {
     p + OFFSET
-    for p in (12379, 12380, 16443, 17257, 17259, 17247, 18443, 18080, 18081, 18082, 18083, 18084)
+    for p in (
+        12379,
+        12380,
+        16443,
+        17257,
+        17259,
+        17247,
+        18443,
+        18080,
+        18081,
+        18082,
+        18083,
+        18084,
+        18085,
+    )
 }
 
 pytestmark = pytest.mark.skipif(
@@ -155,26 +173,34 @@ def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(clone
         st = _kubext(clone, env, "status", timeout=120)
         states = json.loads(st.stdout)
         assert st.returncode == 0, st.stdout
-        for name in (
-            "etcd",
-            "kube-apiserver",
-            "kwok",
-            "kubext-webhooks",
-            "kubext-operator",
-            "kubext-scheduler",
-        ):
+        for name in ("etcd", "kube-apiserver", "kwok"):
             assert states.get(name) == "healthy", states
+        # Host processes without the real node; with it, Helm releases (the rig's own CNI
+        # daemon is kubext-cni).
+        services = ["webhooks", "operator", "scheduler"]
         if owner:
             assert "without a real node" in states["real-node"] and "kubelet" not in states
             # No kubelet for the device plugin: not started, the gpu sample skipped (one line).
             assert "kubext-deviceplugin" not in states, states
             assert up.stderr.count("kubext-deviceplugin and kubext-csi not started") == 1
+            assert up.stderr.count("the services run as host processes, not as Helm releases") == 1
+            keys = [f"kubext-{svc}" for svc in services]
         else:
-            assert states.get("kubext-deviceplugin") == "healthy", states
-            assert states.get("kubext-csi") == "healthy", states
+            services += ["csi", "deviceplugin", "cni"]
+            keys = [f"release/kubext-{svc}" for svc in services]
+            assert states.get("kubext-cni") == "healthy", states
+        for key in keys:
+            assert states.get(key) == "healthy", (key, states)
+        if not owner:
             assert "gpu sample Running on kubext-node-0" in up.stderr, up.stderr[-3000:]
             # The samples ran for real: the status table's rows, and the cluster agrees.
             table = _table(up.stderr)
+            # Every service a Helm release, its pods Ready on the real node from its registry.
+            for svc in ("webhooks", "csi", "deviceplugin", "operator", "scheduler", "cni"):
+                row = table.get(f"release kubext-{svc}", "")
+                assert row.startswith("yes") and "Ready on kubext-node-0" in row, (svc, row)
+                assert f"/kubext/{svc}@sha256:" in row, row  # pinned to what was pushed
+            assert not list((state / "pids").glob("kubext-*.pid"))  # no host process of ours
             for row in (
                 "webapp default/hello",
                 "database default/orders",
@@ -203,14 +229,25 @@ def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(clone
             != "",
             timeout=120,
         )
-        # ... and a component that died is reported as stopped, with a non-zero exit.
-        pid = int((state / "pids" / "kubext-operator.pid").read_text().split()[0])
-        os.killpg(pid, signal.SIGKILL)
-        _wait("the operator gone", lambda: not _alive(pid), timeout=30)
+        # ... and a component that died is reported as stopped, with a non-zero exit: the host
+        # process killed, or the release's Deployment scaled to nothing.
+        if owner:
+            pid = int((state / "pids" / "kubext-operator.pid").read_text().split()[0])
+            os.killpg(pid, signal.SIGKILL)
+            _wait("the operator gone", lambda: not _alive(pid), timeout=30)
+        else:
+            kubectl("-n", "kubext-system", "scale", "deployment/kubext-operator", "--replicas=0")
+            _wait(
+                "the operator's pods gone",
+                lambda: kubectl(
+                    "-n", "kubext-system", "get", "pods", "-o", "name",
+                    "-l", "app.kubernetes.io/instance=kubext-operator",
+                ).strip() == "",
+                timeout=120,
+            )  # fmt: skip
         st = _kubext(clone, env, "status", timeout=120)
-        assert (
-            st.returncode == 3 and json.loads(st.stdout)["kubext-operator"] == "stopped"
-        ), st.stdout
+        operator_key = "kubext-operator" if owner else "release/kubext-operator"
+        assert st.returncode == 3 and json.loads(st.stdout)[operator_key] == "stopped", st.stdout
     finally:
         down = _kubext(clone, env, "down", timeout=300)
     assert down.returncode == 0, down.stderr[-3000:]

@@ -23,6 +23,8 @@ from kubext_csi import provisioner as csi_provisioner
 from kubext_csi import validation as csi_validation
 from kubext_deviceplugin import config as deviceplugin_config
 from kubext_operator import config as operator_config
+from kubext_rig import node as rig_node
+from kubext_rig import releases
 from kubext_scheduler import config as scheduler_config
 from kubext_scheduler import profiles_file as scheduler_profiles
 from kubext_webhooks import config as webhooks_config
@@ -1378,3 +1380,68 @@ def test_deviceplugin_mounts_host_dev_and_cdi_dirs_only_for_resources_that_need_
     assert "/dev" not in host.values()
     with pytest.raises(HelmError, match="config.device_plugin_dir: the chart sets it"):
         pod_of({"config": {"device_plugin_dir": "/elsewhere"}})
+
+
+def test_the_main_commands_releases_render_and_each_service_loads_its_config(
+    helm: Helm, tmp_path: Path
+) -> None:
+    """`./kubext up`'s values for each release (kubext_rig.releases), rendered by the chart and
+    read by the service's own config model: every pod on the real node from the registry."""
+    registry = "127.0.0.1:20000"
+    crd = yaml.safe_load((CHARTS_DIR / "operator/crds/databases.db.example.com.yaml").read_text())
+    conversion = crd["spec"]["conversion"]["webhook"]["clientConfig"]["service"]
+    for svc in releases.ORDER:
+        name = releases.release_name(svc)
+        image = f"{registry}/kubext/{svc}:9.9.9"
+        digest = "sha256:" + "5e" * 32
+        values = releases.values(
+            svc, image=image, digest=digest, root=tmp_path, registry=registry, repo=REPO
+        )
+        rendered = helm.template(svc, release=name, namespace=releases.NAMESPACE, values=values)
+        cfg = CONFIG_MODELS[svc].model_validate(rendered.config(f"{name}-config"))
+        for workload in rendered.workloads():
+            pod = workload["spec"]["template"]["spec"]
+            assert pod["nodeSelector"]["kubernetes.io/hostname"] == rig_node.NODE_NAME, svc
+            assert {"key": rig_node.TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"} in pod[
+                "tolerations"
+            ], svc
+            ours = service_container(workload)
+            # Pinned: a rebuilt image pushed under the same tag rolls the pods.
+            assert ours["image"] == f"{registry}/kubext/{svc}@{digest}", svc
+            # No upstream sidecar: their images cannot be pulled here.
+            assert [c["name"] for c in pod["containers"]] == [ours["name"]], svc
+        if svc == "webhooks":
+            # The Service the operator chart's Database CRD sends conversions to.
+            assert (rendered.one("Service")["metadata"]["name"], releases.NAMESPACE) == (
+                conversion["name"],
+                conversion["namespace"],
+            )
+            assert cfg.tls.inject.custom_resource_definitions == [crd["metadata"]["name"]]
+            text = rendered.one("ConfigMap", f"{name}-policy")["data"]["policy.yaml"]
+            policy = webhooks_policy.parse_policy(text, source="policy.yaml")
+            assert registry in policy.spec.rules.allowed_registries.registries
+        elif svc == "csi":
+            storage_class = rendered.one("StorageClass")
+            assert storage_class["metadata"]["name"] == "kubext-local"
+            assert (
+                storage_class["metadata"]["annotations"][
+                    "storageclass.kubernetes.io/is-default-class"
+                ]
+                == "true"
+            )
+            assert cfg.registration.enabled and cfg.provisioner.enabled
+            assert Path(cfg.state_dir).is_relative_to(tmp_path)
+        elif svc == "deviceplugin":
+            [resource] = cfg.resources
+            assert (resource.name, resource.simulated.count) == ("example.com/gpu", 4)
+        elif svc == "operator":
+            assert cfg.pod_placement.node_selector == {"kubernetes.io/hostname": rig_node.NODE_NAME}
+            assert cfg.database.images["postgresql"] == f"{registry}/kubext/postgres:{{major}}"
+        elif svc == "scheduler":
+            path = tmp_path / "scheduler.yaml"
+            path.write_text(rendered.one("ConfigMap", f"{name}-profiles")["data"]["scheduler.yaml"])
+            frameworks = scheduler_profiles.load(str(path)).frameworks
+            assert list(frameworks) == ["custom-scheduler"]
+            assert frameworks["custom-scheduler"].score_weights["NodeResourceFit"] == 50
+        elif svc == "cni":
+            assert Path(cfg.socket_path).is_relative_to(tmp_path / "cni-release")

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import http.server
 import subprocess
+import threading
 
 import pytest
 
@@ -59,3 +61,36 @@ def test_a_missing_image_fails_before_any_push_naming_the_package_command(
 def test_a_registry_that_is_down_is_one_line_naming_it() -> None:
     with pytest.raises(images.ImageError, match=r"^the registry at 127.0.0.1:1 does not answer"):
         images.check_registry("127.0.0.1:1")
+
+
+class _Registry(http.server.BaseHTTPRequestHandler):
+    """A registry's manifest endpoint: one image, served under its digest."""
+
+    seen: list[tuple[str, str, str]] = []
+
+    def do_HEAD(self) -> None:
+        type(self).seen.append((self.command, self.path, self.headers.get("Accept", "")))
+        if self.path == "/v2/kubext/operator/manifests/0.1.0":
+            self.send_response(200)
+            self.send_header("Docker-Content-Digest", "sha256:" + "ab" * 32)
+        else:
+            self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_digest_is_what_the_registry_serves_the_tag_under() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        assert images.remote_digest(f"{host}/kubext/operator:0.1.0") == "sha256:" + "ab" * 32
+        method, path, accept = _Registry.seen[-1]
+        assert (method, path) == ("HEAD", "/v2/kubext/operator/manifests/0.1.0")
+        assert "application/vnd.oci.image.manifest.v1+json" in accept  # what podman pushes
+        with pytest.raises(images.ImageError, match="no manifest for .*/kubext/csi:0.1.0"):
+            images.remote_digest(f"{host}/kubext/csi:0.1.0")
+    finally:
+        server.shutdown()
