@@ -74,6 +74,9 @@ class Kept:
 
     info: NodeInfo
     generation: int = 0
+    # The lineage of ``info`` (NodeInfo.lineage): a later NodeInfo of it, at this
+    # generation, is the same to the node-local plugins.
+    lineage: object = None
     verdicts: dict[bytes, Status] = dataclasses.field(default_factory=dict)
     # Key -> (the Score plugins that ran, their raw scores, the weighted sum of the scores of
     # those that do not normalise: final once worked out).
@@ -100,19 +103,28 @@ class NodeMemo:
 
     def __init__(self) -> None:
         self._kept: dict[str, Kept] = {}
+        # ``get(name)``: the record of a node, or None; the dict's own method (the cycle's
+        # loops call it once per node: a method of ours around it was 4% of the process).
+        self.get = self._kept.get
 
     def __len__(self) -> int:
         return len(self._kept)
 
-    def get(self, name: str) -> Kept | None:
-        return self._kept.get(name)
-
     def of(self, info: NodeInfo, node_count: int) -> Kept:
-        """What is kept of the node as ``info`` (a fresh record once it changed);
+        """What is kept of the node as ``info`` (a fresh record once it changed; the record of
+        an earlier NodeInfo of its lineage at the same generation carries over);
         ``node_count``: the cluster's nodes, to drop those gone from it now and then."""
         kept = self._kept.get(info.name)
+        if (
+            kept is not None
+            and kept.info is not info
+            and kept.lineage is info.lineage
+            and kept.generation == info.generation
+        ):
+            kept.info = info
         if kept is None or kept.info is not info or kept.generation != info.generation:
-            kept = self._kept[info.name] = Kept(info, info.generation)
-            if len(self._kept) > 2 * node_count + 64:
-                self._kept = {info.name: kept}  # nodes gone from the cluster
+            kept = Kept(info, info.generation, info.lineage)
+            if len(self._kept) >= 2 * node_count + 64:
+                self._kept.clear()  # nodes gone from the cluster
+            self._kept[info.name] = kept
         return kept

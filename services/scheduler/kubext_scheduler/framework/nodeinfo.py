@@ -77,6 +77,12 @@ class NodeInfo:
     # Counts the changes made in place (add_pod, remove_pod): what framework.memo keeps of a
     # node is worked out on one NodeInfo at one generation.
     generation: int = dataclasses.field(default=0, init=False, repr=False, compare=False)
+    # Shared by the NodeInfos of one node that the node-local plugins cannot tell apart (a
+    # pod's status changed: the same node, sums, ports and pod count), so what framework.memo
+    # kept of one holds for the next; any other new NodeInfo (a clone included) starts its own.
+    lineage: object = dataclasses.field(
+        default_factory=object, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self.name = name_of(self.node)
@@ -131,6 +137,9 @@ class NodeInfo:
         if has_pod_affinity(new):
             info.pods_with_affinity = [p for p in info.pods_with_affinity if pod_key(p) != key]
             info.pods_with_affinity.append(new)
+        # The same spec: nothing a node-local plugin reads changed (each pod's bound and
+        # Running events would otherwise send its node's kept verdicts and scores away twice).
+        info.lineage, info.generation = self.lineage, self.generation
         return info
 
     def clone(self) -> NodeInfo:

@@ -129,3 +129,28 @@ def test_what_is_kept_outlives_cycles_that_score_a_few_of_many_nodes() -> None:
     schedule(fw, cache, pod("p2", nodeSelector={"pool": "a"}))
     assert filtered == [first]
     assert set(scored) == {first}
+
+
+def test_a_bound_pods_status_updates_keep_its_nodes_verdicts_and_scores() -> None:
+    fw, cache = framework(), cluster()
+    filtered, scored = counting_plugins(fw)
+    first = pod("p1", containers=[container(cpu="1")])
+    on = schedule(fw, cache, first)
+    assert on is not None
+    schedule(fw, cache, pod("p2", containers=[container(cpu="1")]))  # sees the assumption
+    filtered.clear()
+    scored.clear()
+    # The watch: p1 bound (the assumed spec), then Running (kwok's status): new NodeInfos of
+    # its node that the node-local plugins cannot tell from the one they last read.
+    bound = {**first, "spec": {**first["spec"], "nodeName": on}, "status": {"phase": "Pending"}}
+    cache.set_pod(bound)
+    cache.set_pod({**bound, "status": {"phase": "Running", "podIP": "10.0.0.9"}})
+    [info], _, _ = cache.node_infos([on])
+    assert [p["status"]["phase"] for p in info.pods if p["metadata"]["name"] == "p1"] == ["Running"]
+    third = schedule(fw, cache, pod("p3", containers=[container(cpu="1")]))
+    assert third is not None
+    assert on not in filtered and on not in scored
+    # A changed spec is read again.
+    cache.set_pod({**bound, "spec": {**bound["spec"], "priority": 5}})
+    schedule(fw, cache, pod("p4", containers=[container(cpu="1")]))
+    assert on in filtered
