@@ -1,7 +1,7 @@
 """The node daemon's plugin socket: the launcher's calls, served by ``plugin.run`` in threads.
 
 A thick-plugin design (as Multus and Cilium use): the runtime still execs a tiny plugin
-per call, but pyroute2 and the plugin code stay imported here. Each call is served by one
+per call, but the plugin code stays imported here and its host netlink sockets open. Each call is served by one
 of a set of threads waiting in ``accept()``; it may enter a container's netns (setns is per
 thread) and always comes back before it serves again.
 Wire format: a 4-byte big-endian length, then the binary request/reply ``shim`` defines

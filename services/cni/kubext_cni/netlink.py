@@ -1,6 +1,6 @@
 """The netlink edge: bridge, veth, addresses and routes through ``rtnl`` (plain rtnetlink).
 
-Every call maps a pyroute2 NetlinkError to a CNIError naming the object, and every
+Every call maps a NetlinkError (the kernel's errno) to a CNIError naming the object, and every
 "already exists"/"not found" that is part of an ensure/delete is treated as success.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import struct
 import threading
 import time
@@ -372,6 +373,57 @@ class Links:
         for route in plan.routes:
             self.add_route(index, route, plan.route_gateway(route))
         return link
+
+
+# Seconds between looks at a link being deleted (one GETLINK, ~10 us each).
+_GONE_POLL = 0.0002
+log = logging.getLogger("kubext_cni.netlink")
+
+
+def delete_inside(ns: netns.NetNS, name: str) -> bool:
+    """Delete link ``name`` in ``ns``; returns once it is gone there (False: it was not).
+
+    RTM_DELLINK answers only at the end of the kernel's netdev_run_todo, an rcu_barrier()
+    and the wait for the device's last references: ~15 ms here, most of a DEL, and the
+    reference bridge waits for it. The kernel has unlisted both veth ends and removed
+    their addresses and bridge port about 1 ms in (and released rtnl), so this call does
+    not wait for the memory to be freed: the request runs in a thread that owns its
+    socket, while this one looks the name up on a second socket until it is gone or the
+    request has answered. An error of the request (the kernel refuses before it unlists
+    anything) is raised here as ``delete`` raises it.
+    """
+    with netns.entered(ns):
+        deleter = Links(rtnl.Socket(), ns.path)
+        try:
+            observer = Links(rtnl.Socket(), ns.path)
+        except BaseException:
+            deleter.close()
+            raise
+    answered = threading.Event()
+    outcome: list[Any] = []
+    gone_first = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome.append(deleter.delete(name))
+        except Exception as exc:
+            outcome.append(exc)
+            if gone_first.is_set():  # not seen so far: the kernel errs before it unlists
+                log.warning("deleting %r in %s failed after it was gone: %s", name, ns.path, exc)
+        finally:
+            deleter.close(reusable=False)
+            answered.set()
+
+    threading.Thread(target=run, name="cni-link-delete", daemon=True).start()
+    with observer:
+        while not answered.wait(_GONE_POLL):
+            if observer.get(name) is None:
+                gone_first.set()
+                return True  # unlisted: the kernel finishes in the thread
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return bool(result)
 
 
 def link_kind(link: Any) -> str | None:

@@ -3,7 +3,7 @@
 ``run(env, stdin)`` is the whole plugin as a function; the daemon calls it per request and
 the standalone entry point (``main``) calls it once. Order follows the reference bridge:
 config -> ADD -> DEL -> CHECK -> STATUS -> GC -> VERSION -> dispatch.
-Heavy imports (pyroute2) happen inside the verbs, so bad input is answered fast.
+The edges (netlink, netns, masquerade) are imported inside the verbs, so bad input is answered fast.
 """
 
 from __future__ import annotations
@@ -287,8 +287,8 @@ def cmd_del(ctx: Context) -> bytes:
         except errors.CNIError as exc:
             ctx.warn(f"DEL: {exc}; cleaning up the host side only")
             return
-        with ns, netlink.Links.inside(ns) as container:
-            container.delete(req.ifname)
+        with ns:
+            netlink.delete_inside(ns, req.ifname)
 
     def delete_host_veth() -> None:
         # Normally gone with its peer; still here when the netns path vanished first.
