@@ -838,9 +838,11 @@ def status(root: Path) -> dict[str, str]:
 
 
 def down(info: cluster.ClusterInfo) -> None:
-    """Unregister the admission webhooks before their server stops: fail-closed configurations
-    left pointing at a dead port would block every pod on a cluster that keeps its data."""
-    if cluster.running_pid(info.root, "kube-apiserver") is None:
+    """Unregister the host process's admission webhooks before it stops: fail-closed
+    configurations left pointing at a dead port would block every pod on a cluster that keeps
+    its data. As releases they stay: their pods come back with the node (kubext-system is never
+    sent to them), as on any cluster that restarts, and the release keeps its objects."""
+    if cluster.running_pid(info.root, "kube-apiserver") is None or releases.installed(info.root):
         return
     for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
         try:

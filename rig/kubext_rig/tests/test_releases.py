@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kubext_rig import node, releases, stack
+import pytest
+
+from kubext_rig import cluster, node, releases, stack
 
 IMAGE = "127.0.0.1:20000/kubext/operator:0.1.0"
 
@@ -70,3 +72,23 @@ def test_the_marker_names_the_releases_and_status_reports_them_stopped_without_a
     assert stack.status(tmp_path) == {f"release/kubext-{svc}": "stopped" for svc in releases.ORDER}
     releases.mark_installed(tmp_path, [])  # a host-process `up` on the same dir
     assert releases.installed(tmp_path) == []
+
+
+def test_down_keeps_a_releases_webhook_configurations_and_removes_a_host_processs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail-closed configurations of a host process would point at a dead port on a kept
+    cluster; a release's come back with its pods, and helm owns them."""
+    deleted: list[tuple[str, ...]] = []
+    monkeypatch.setattr(cluster, "running_pid", lambda root, name: 1)
+    monkeypatch.setattr(cluster, "kubectl", lambda info, *args, **kw: deleted.append(args) or "")
+    info = cluster.ClusterInfo(tmp_path)
+    releases.mark_installed(tmp_path, list(releases.ORDER))
+    stack.down(info)
+    assert deleted == []
+    releases.mark_installed(tmp_path, [])
+    stack.down(info)
+    assert [a[:2] for a in deleted] == [
+        ("delete", "validatingwebhookconfiguration"),
+        ("delete", "mutatingwebhookconfiguration"),
+    ]
