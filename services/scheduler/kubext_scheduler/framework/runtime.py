@@ -394,23 +394,23 @@ class Framework:
         """Add one plugin's scores (normalised, if it normalises) times its weight."""
         name, weight, normalize_score = plugin
         normalize_values = self._normalize_values.get(name) if normalize_score else None
+        names = [n.name for n in nodes]
         if normalize_values is not None:  # no NodeScore per node (the score loop's hot spot)
-            named = [(n.name, v) for n, v in zip(nodes, normalize_values(values), strict=True)]
+            out = normalize_values(values)
         elif normalize_score is not None:
-            scores = [NodeScore(n.name, v) for n, v in zip(nodes, values, strict=True)]
+            scores = [NodeScore(n, v) for n, v in zip(names, values, strict=True)]
             result = normalize_score(state, pod, scores)
             if not status.ok(result):
                 assert result is not None
                 return result.with_plugin(name)
-            named = [(s.name, s.score) for s in scores]
+            names, out = [s.name for s in scores], [s.score for s in scores]
         else:  # no NodeScore objects to build when nothing normalises them
-            named = [(n.name, v) for n, v in zip(nodes, values, strict=True)]
-        for node_name, value in named:
-            if not interfaces.MIN_NODE_SCORE <= value <= interfaces.MAX_NODE_SCORE:
-                raise ScoreRangeError(
-                    f"plugin {name} scored node {node_name} {value}, outside "
-                    f"[{interfaces.MIN_NODE_SCORE}, {interfaces.MAX_NODE_SCORE}]"
-                )
+            out = values
+        # Checked at C speed; the node is looked for only when some score is out of range.
+        if out and (min(out) < interfaces.MIN_NODE_SCORE or max(out) > interfaces.MAX_NODE_SCORE):
+            for node_name, value in zip(names, out, strict=True):
+                _check_range(name, node_name, value)
+        for node_name, value in zip(names, out, strict=True):
             totals[node_name] += value * weight
         return status.SUCCESS
 
@@ -478,11 +478,22 @@ class Framework:
                     records[i].keep_scores(key, *hit)
                     kept[i] = hit
         rows = cast("list[tuple[tuple[str, ...], tuple[int, ...], int]]", kept)
-        totals = {node.name: row[2] for node, row in zip(nodes, rows, strict=True)}
+        # A column of one value (TaintToleration's 0 where no node has a PreferNoSchedule
+        # taint) normalises, element by element, to one value: added to every node at once.
+        uniform, varying = 0, []
         for c, plugin in enumerate(active):
             if plugin[2] is None:
                 continue
             values = [row[1][c] for row in rows]
+            normalize_values = self._normalize_values.get(plugin[0])
+            if normalize_values is None or values.count(values[0]) != len(values):
+                varying.append((plugin, values))
+                continue
+            [value] = normalize_values(values[:1])
+            _check_range(plugin[0], nodes[0].name, value)
+            uniform += value * plugin[1]
+        totals = {node.name: row[2] + uniform for node, row in zip(nodes, rows, strict=True)}
+        for plugin, values in varying:
             added = self._normalized(state, pod, nodes, plugin, values, totals)
             if not added.is_success:
                 return {}, added
@@ -592,6 +603,14 @@ class Framework:
     def run_post_bind(self, state: CycleState, pod: Pod, node_name: str) -> None:
         for post_bind in self._post_bind:
             post_bind(state, pod, node_name)
+
+
+def _check_range(plugin: str, node_name: str, value: int) -> None:
+    if not interfaces.MIN_NODE_SCORE <= value <= interfaces.MAX_NODE_SCORE:
+        raise ScoreRangeError(
+            f"plugin {plugin} scored node {node_name} {value}, outside "
+            f"[{interfaces.MIN_NODE_SCORE}, {interfaces.MAX_NODE_SCORE}]"
+        )
 
 
 def post_error(post: Status) -> Status | None:

@@ -141,3 +141,54 @@ def test_run_score_builds_no_node_score_for_plugins_that_normalize_values(
     assert result.is_success and set(totals) == {i.name for i in infos}
     assert totals["soft"] < totals["big"]  # TaintToleration's normalised scores counted
     assert built == []
+
+
+def test_kept_scores_normalise_a_column_of_one_value_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    [fw] = profiles_file.load(None).frameworks.values()
+    taint = next(p for p in fw.plugins["score"] if p.name == "TaintToleration")
+    lengths: list[int] = []
+    real = fw._normalize_values["TaintToleration"]
+
+    def counted(values: list[int]) -> list[int]:
+        lengths.append(len(values))
+        return real(values)
+
+    monkeypatch.setitem(fw._normalize_values, "TaintToleration", counted)
+    assert isinstance(taint, tainttoleration.TaintToleration)
+    # No PreferNoSchedule taint anywhere: TaintToleration's raw scores are all 0.
+    infos = [NodeInfo.of(node(f"n{i}", cpu=str(i + 1))) for i in range(5)]
+    p = PODS["requests"]
+
+    def totals(key: bytes) -> dict[str, int]:
+        state = CycleState()
+        assert fw.run_pre_filter(state, p, infos).is_success
+        assert fw.run_pre_score(state, p, infos).is_success
+        found, result = fw.run_score(state, p, infos, key=key and fw.score_key(state, p))
+        assert result.is_success
+        return found
+
+    fresh = totals(b"")
+    assert lengths == [5]
+    lengths.clear()
+    assert totals(b"kept") == fresh and totals(b"kept") == fresh
+    assert lengths == [1, 1]
+    assert len(set(fresh.values())) > 1  # the other plugins still tell the nodes apart
+
+
+def test_a_score_out_of_range_names_its_node_on_either_path() -> None:
+    class Over(_Scorer):
+        name = "Over"
+
+        def normalize_score(self, state: CycleState, p: Pod, scores: Any) -> None:
+            raise AssertionError("normalize_values is used")
+
+        def normalize_values(self, values: list[int]) -> list[int]:
+            return [101 for _ in values]
+
+    fw = Framework(scheduler_name="s", plugins={"score": [Over(batch=False)]}, score_weights={})
+    infos = [NodeInfo.of(node(f"n{i}")) for i in range(3)]
+    for key in (b"", b"k"):
+        with pytest.raises(runtime.ScoreRangeError, match="plugin Over scored node n0 101"):
+            fw.run_score(CycleState(), pod(), infos, key=key)
