@@ -186,12 +186,17 @@ class Snapshot:
     by_name: Mapping[str, NodeInfo] | None = dataclasses.field(
         default=None, repr=False, compare=False
     )
+    # The nodes with pods with (anti-)affinity, where the caller keeps them listed (the
+    # cache's, shared: never changed); else listed from ``nodes`` when first asked for.
+    pod_affinity_nodes: Sequence[NodeInfo] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self._by_name = (
             self.by_name if self.by_name is not None else {info.name: info for info in self.nodes}
         )
-        self._with_pod_affinity: list[NodeInfo] | None = None
+        self._with_pod_affinity = self.pod_affinity_nodes
 
     def labels_of_namespace(self, namespace: str) -> Mapping[str, str]:
         """A namespace's labels; one not (yet) seen still has the label the API server puts on
@@ -232,7 +237,7 @@ class Snapshot:
     def get(self, name: str) -> NodeInfo | None:
         return self._by_name.get(name)
 
-    def with_pod_affinity(self) -> list[NodeInfo]:
+    def with_pod_affinity(self) -> Sequence[NodeInfo]:
         """The nodes with pods with (anti-)affinity, listed once per snapshot."""
         if self._with_pod_affinity is None:
             self._with_pod_affinity = [n for n in self.nodes if n.pods_with_affinity]

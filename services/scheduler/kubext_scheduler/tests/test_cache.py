@@ -197,3 +197,34 @@ def test_snapshots_follow_every_change_and_an_earlier_one_stays_as_it_was() -> N
     # What the earlier cycles were handed did not change under them.
     assert first.nodes == first_nodes and listed(first) == [("a", []), ("b", []), ("c", [])]
     assert listed(second) == [("a", []), ("b", ["p1"]), ("c", [])]
+
+
+def test_the_nodes_with_pods_with_affinity_are_listed_again_only_when_one_changes() -> None:
+    anti = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{}]}}
+
+    def listed() -> list[str]:
+        snapshot, _ = cache.snapshot()
+        expected = [n.name for n in snapshot.nodes if n.pods_with_affinity]
+        assert [n.name for n in snapshot.with_pod_affinity()] == expected
+        return expected
+
+    cache = ClusterCache()
+    cache.replace_nodes([node(f"n{i}") for i in range(5)])
+    assert listed() == []
+    with_anti = pod("a", node_name="n1")
+    with_anti["spec"]["affinity"] = anti
+    cache.set_pod(with_anti)
+    assert listed() == ["n1"]
+    first, _ = cache.snapshot()
+    cache.set_pod(pod("plain", node_name="n3"))  # a node without such pods: the same list
+    second, _ = cache.snapshot()
+    assert second.nodes[3] is not first.nodes[3]
+    assert second.with_pod_affinity() is first.with_pod_affinity()
+    cache.set_pod({**with_anti, "status": {"phase": "Running"}})  # its node's NodeInfo anew
+    third, _ = cache.snapshot()
+    assert third.with_pod_affinity() == [third.nodes[1]] and third.nodes[1] is not first.nodes[1]
+    cache.delete_pod(with_anti)
+    assert listed() == []
+    cache.set_pod(bound({**with_anti, "metadata": {"name": "b", "uid": "b"}}, "n4"))
+    cache.replace_nodes([node(f"n{i}") for i in range(6)])  # a node more: the view anew
+    assert listed() == ["n4"]
