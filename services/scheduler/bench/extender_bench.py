@@ -138,8 +138,7 @@ def serve(port: int, nodes: int, bound: int) -> None:
 
     app.router.routes.append(Route("/empty", empty, methods=["POST"]))
     # As __main__ serves it.
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    uvicorn.Server(config).run()
+    uvicorn.Server(extender.server_config(app, host="127.0.0.1", port=port)).run()
 
 
 # --- the client (parent: kube-scheduler's part) ---------------------------------------------

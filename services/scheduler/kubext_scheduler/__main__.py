@@ -150,13 +150,7 @@ def serve(cfg: config.Config) -> int:
         )
         app = extender.app(served)
         extender_server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=cfg.extender.host,
-                port=cfg.extender.port,
-                log_config=None,
-                access_log=False,
-            )
+            extender.server_config(app, host=cfg.extender.host, port=cfg.extender.port)
         )
         thread = threading.Thread(target=extender_server.run, name="extender", daemon=True)
         thread.start()

@@ -524,6 +524,57 @@ def _json(reply: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(reply), status_code, media_type="application/json")
 
 
+class _CoalescedWrites:
+    """A transport that sends what one turn of the event loop writes as one send(): uvicorn
+    writes a response's head and its body apart, two syscalls and two loopback segments per
+    request (py-spy of the extender under its HTTP bench: 30% of the process in those writes).
+    Everything else is the wrapped transport's."""
+
+    def __init__(self, transport: Any, loop: Any) -> None:
+        self._transport, self._loop = transport, loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(bytes(data))
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def server_config(served: Starlette, *, host: str, port: int) -> Any:
+    """The uvicorn.Config the extender is served with (httptools, one send per response)."""
+    import asyncio
+
+    import uvicorn
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class Protocol(HttpToolsProtocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            coalesced = _CoalescedWrites(transport, asyncio.get_running_loop())
+            super().connection_made(coalesced)  # type: ignore[arg-type]
+
+    return uvicorn.Config(
+        served, host=host, port=port, http=Protocol, log_config=None, access_log=False
+    )
+
+
 def app(extender: Extender) -> Starlette:
     def with_error_field(verb: str, call: Callable[[bytes], dict[str, Any]]) -> Any:
         """A verb whose reply has ``error``: every failure is answered there (HTTP 200)."""

@@ -600,3 +600,89 @@ def test_preempt_without_a_cache_is_a_400() -> None:
     reply = client().post("/preempt", json={"pod": PREEMPTOR, "nodeNameToMetaVictims": {}})
     assert reply.status_code == 400
     assert "node cache" in reply.json()["Error"]
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str) -> str:
+        return f"extra {name}"
+
+
+class _Loop:
+    def __init__(self) -> None:
+        self.soon: list[Any] = []
+
+    def call_soon(self, callback: Any) -> None:
+        self.soon.append(callback)
+
+    def turn(self) -> None:
+        soon, self.soon = self.soon, []
+        for callback in soon:
+            callback()
+
+
+def test_what_one_turn_of_the_loop_writes_is_sent_at_once() -> None:
+    transport, loop = _Transport(), _Loop()
+    coalesced = extender._CoalescedWrites(transport, loop)
+    coalesced.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    coalesced.write(b"{}")
+    assert transport.writes == []
+    loop.turn()
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+    assert coalesced.get_extra_info("peername") == "extra peername"
+    coalesced.write(b"last")
+    coalesced.close()  # what is pending goes before the close
+    assert transport.writes[1:] == [b"last"] and transport.closed
+    loop.turn()
+    assert len(transport.writes) == 2
+    transport.closed = False
+    coalesced.write(b"late")
+    transport.closed = True  # the peer went meanwhile: nothing is written
+    loop.turn()
+    assert len(transport.writes) == 2
+
+
+def test_the_served_extender_answers_over_http_with_keep_alive() -> None:
+    import http.client
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ext = make(cache=cache_of([node("a"), node("b")]))
+    server = uvicorn.Server(extender.server_config(extender.app(ext), host="127.0.0.1", port=port))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for names in (["a", "b"], ["b"]):  # two requests on one connection
+            conn.request("POST", "/filter", body=json.dumps(by_names(pod("p"), names)))
+            reply = conn.getresponse()
+            assert reply.status == 200
+            assert json.loads(reply.read())["NodeNames"] == names
+        conn.request("POST", "/prioritize", body=b"not json")
+        reply = conn.getresponse()
+        assert reply.status == 400 and "not JSON" in json.loads(reply.read())["Error"]
+        conn.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
