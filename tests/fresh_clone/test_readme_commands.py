@@ -200,7 +200,9 @@ def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(clone
                 row = table.get(f"release kubext-{svc}", "")
                 assert row.startswith("yes") and "Ready on kubext-node-0" in row, (svc, row)
                 assert f"/kubext/{svc}@sha256:" in row, row  # pinned to what was pushed
-            assert not list((state / "pids").glob("kubext-*.pid"))  # no host process of ours
+            # No service runs as a host process (kubext-cni.pid is the rig's node daemon).
+            hosted = ("webhooks", "csi", "deviceplugin", "operator", "scheduler")
+            assert [s for s in hosted if (state / "pids" / f"kubext-{s}.pid").exists()] == []
             for row in (
                 "webapp default/hello",
                 "database default/orders",
