@@ -1,6 +1,8 @@
 """The services on the local control plane, for the main command (`./kubext up`).
 
-The operator, the webhooks and the scheduler run as host processes against the rig's API server:
+With the real node and ``as_releases`` (what `./kubext up` asks for), every service is a Helm
+release whose pods run on that node (``install_releases``, values in ``releases``). Otherwise the
+operator, the webhooks and the scheduler run as host processes against the rig's API server:
 the webhooks on https://127.0.0.1:<port> with their self-managed TLS, registered with url
 clientConfigs; the operator and the scheduler (standalone, the seed's `custom-scheduler` profile,
 Lease leader election) with the admin kubeconfig. With the real node, the device plugin too
