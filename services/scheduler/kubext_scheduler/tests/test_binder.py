@@ -3,11 +3,15 @@ its connection back in the pool (an unread one left each next request a new TLS 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import pytest
 from kubernetes import client
 
+from kubext_scheduler import cluster
 from kubext_scheduler.cluster import KubeBinder
+from kubext_scheduler.scheduler import BindError
 from kubext_scheduler.tests.objects import pod
 
 
@@ -35,10 +39,21 @@ class RecordingCore:
         return call
 
 
-def test_every_api_response_is_read_to_the_end() -> None:
+def test_every_api_response_is_read_to_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
     binder = KubeBinder(client.ApiClient(), component="kubext-scheduler", instance="i")
     core = RecordingCore()
     binder.core = core  # type: ignore[assignment]
+    posted: list[str] = []
+
+    def post(api: Any, path: str, body: Any) -> bytes:  # read to the end by urllib3 itself
+        posted.append(
+            f"binding {body['metadata']['name']}"
+            if "/binding" in path
+            else f"event {body['reason']}"
+        )
+        return b'{"metadata": {"name": "e1"}}'
+
+    monkeypatch.setattr(cluster, "post_json", post)
     p = pod("p")
     binder.bind(p, "n1")
     binder.scheduled(p, "n1")
@@ -47,6 +62,87 @@ def test_every_api_response_is_read_to_the_end() -> None:
     binder.nominate(p, "n1")
     binder.preempt(pod("victim"), preemptor=p, node_name="n1")
     verbs = [verb for verb, _ in core.responses]
-    assert "create_namespaced_pod_binding" in verbs and "patch_namespaced_event" in verbs
-    assert "delete_namespaced_pod" in verbs
+    assert "patch_namespaced_event" in verbs and "delete_namespaced_pod" in verbs
     assert [verb for verb, r in core.responses if not r.read] == []
+    assert posted == [
+        "binding p",
+        "event Scheduled",
+        "event FailedScheduling",
+        "event Preempted",
+    ]
+
+
+class _Api:
+    """The API server's pods/binding and events (POST only), recording what came."""
+
+    def __init__(self, refuse: bytes = b"") -> None:
+        import http.server
+        import threading
+
+        self.requests: list[tuple[str, Any, dict[str, Any]]] = []
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                api.requests.append((self.path, self.headers, body))
+                status, reply = (409, refuse) if refuse else (201, b'{"metadata":{"name":"e"}}')
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        cfg = client.Configuration(host=f"http://127.0.0.1:{self.server.server_address[1]}")
+        cfg.api_key = {"BearerToken": "t0ken"}
+        cfg.api_key_prefix = {"BearerToken": "Bearer"}
+        self.client = client.ApiClient(cfg)
+
+
+def test_binding_and_events_are_posted_without_the_generated_methods(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def generated(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the generated method (pydantic validation per call) was used")
+
+    monkeypatch.setattr(client.CoreV1Api, "create_namespaced_pod_binding", generated)
+    monkeypatch.setattr(client.CoreV1Api, "create_namespaced_event", generated)
+    api = _Api()
+    try:
+        binder = KubeBinder(api.client, component="kubext-scheduler", instance="i")
+        p = pod("p")
+        binder.bind(p, "n1")
+        binder.scheduled(p, "n1")
+        (bind_path, headers, binding), (event_path, _, event) = api.requests
+        assert bind_path == "/api/v1/namespaces/default/pods/p/binding"
+        assert headers["Authorization"] == "Bearer t0ken"
+        assert headers["Content-Type"] == "application/json"
+        assert binding == {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": "p", "namespace": "default", "uid": p["metadata"]["uid"]},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"},
+        }
+        assert event_path == "/api/v1/namespaces/default/events"
+        assert event["reason"] == "Scheduled" and event["involvedObject"]["name"] == "p"
+        assert event["message"] == "Successfully assigned default/p to n1"
+    finally:
+        api.server.shutdown()
+
+
+def test_a_refused_binding_is_a_bind_error_with_the_api_servers_message() -> None:
+    api = _Api(refuse=b'{"kind":"Status","message":"pod p is already assigned to node n2"}')
+    try:
+        binder = KubeBinder(api.client, component="kubext-scheduler", instance="i")
+        with pytest.raises(BindError, match="^pod p is already assigned to node n2$"):
+            binder.bind(pod("p"), "n1")
+        binder.scheduled(pod("p"), "n1")  # an Event refused: logged, never raised
+    finally:
+        api.server.shutdown()
