@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from kubext_cni import libnft
 from kubext_cni.core import errors, iptables, nft
 from kubext_cni.core.netconf import NetConf
 from kubext_cni.core.result import IPInterface
@@ -56,10 +57,22 @@ class _Run:
     stderr: str
 
 
+def _nft_in_process(args: list[str], stdin: str) -> _Run | None:
+    """``nft [-j] <command>`` or ``nft -f -`` through libnftables; None: exec it."""
+    json_output = args[:1] == ["-j"]
+    rest = args[1:] if json_output else args
+    result = libnft.run(stdin if rest == ["-f", "-"] else " ".join(rest), json_output=json_output)
+    return None if result is None else _Run(result.ok, result.stdout, result.stderr)
+
+
 def _run(tool: str, args: list[str], stdin: str = "") -> _Run:
     binary = _which(tool)
     if binary is None:
         raise errors.CNIError(errors.MASQUERADE_FAILURE, f"{tool} is not installed")
+    if tool == "nft":
+        done = _nft_in_process(args, stdin)
+        if done is not None:
+            return done
     try:
         proc = subprocess.run(
             [binary, *args],
