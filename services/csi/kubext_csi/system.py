@@ -244,22 +244,57 @@ def _detach_pending(name: str) -> bool:
         return False
 
 
+def _loop_backing_identity(name: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the loop device's backing file, from the kernel (LOOP_GET_STATUS64);
+    None when nothing is attached. Unlike ``backing_file``, which names the file as seen from
+    the mount the attaching process opened it through, this is the same in every mount
+    namespace: a driver container that restarted sees its predecessor's devices under a path of
+    a mount it cannot reach ("/volumes/<id>.img")."""
+    try:
+        fd = os.open(f"/dev/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = fcntl.ioctl(fd, LOOP_GET_STATUS64, bytes(_LOOP_INFO64.size))
+    except OSError:  # ENXIO: nothing attached
+        return None
+    finally:
+        os.close(fd)
+    device, inode = _LOOP_INFO64.unpack_from(info)[:2]
+    return device, inode
+
+
 def loops_for(image: Path, *, detaching: bool = False) -> list[str]:
-    """The loop devices (/dev/loopN) whose backing file is ``image``.
+    """The loop devices (/dev/loopN) whose backing file is ``image``: the same file (device and
+    inode) while it exists, else (deleted) by its path.
 
     Devices whose detach is pending are left out unless ``detaching``: they are going away and
     must not be handed out again.
     """
+    try:
+        st = os.stat(image)
+        wanted_identity: tuple[int, int] | None = (st.st_dev, st.st_ino)
+    except OSError:
+        wanted_identity = None
     wanted = str(image)
     found = []
     for entry in SYS_BLOCK.glob("loop*"):
-        if _loop_backing(entry.name) == wanted and (detaching or not _detach_pending(entry.name)):
+        if not (entry / "loop").is_dir():  # nothing attached
+            continue
+        if wanted_identity is not None:
+            ours = _loop_backing_identity(entry.name) == wanted_identity
+        else:
+            ours = _loop_backing(entry.name) == wanted
+        if ours and (detaching or not _detach_pending(entry.name)):
             found.append(f"/dev/{entry.name}")
     return sorted(found)
 
 
 # Loop ioctls (linux/loop.h), used directly: no losetup process per stage and unstage.
 LOOP_CLR_FD, LOOP_SET_CAPACITY, LOOP_CONFIGURE, LOOP_CTL_GET_FREE = 0x4C01, 0x4C07, 0x4C0A, 0x4C82
+LOOP_GET_STATUS64 = 0x4C05
+# struct loop_info64: lo_device, lo_inode, lo_rdevice, lo_offset, lo_sizelimit, then the rest.
+_LOOP_INFO64 = struct.Struct("=QQQQQ IIII 64s64s32s QQ")
 # struct loop_config: fd, block_size, struct loop_info64 (232 bytes), 8 reserved u64.
 _LOOP_CONFIG = struct.Struct("=II QQQQQ IIII 64s64s32s QQ 8Q")
 LO_FLAGS_DIRECT_IO = 0x10
@@ -483,8 +518,19 @@ def release_under(root: Path) -> None:
     for mount_point in sorted(set(inside), key=len, reverse=True):
         with contextlib.suppress(errors.CsiError):
             unmount(mount_point)
+    # Files below root by identity too: a device another mount namespace attached names its
+    # file by a path of that namespace's (see _loop_backing_identity).
+    identities = set()
+    for directory, dirs, files in os.walk(prefix):
+        dirs[:] = [d for d in dirs if not os.path.ismount(os.path.join(directory, d))]
+        for name in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(directory, name))
+                identities.add((st.st_dev, st.st_ino))
     for entry in SYS_BLOCK.glob("loop*"):
         backing = _loop_backing(entry.name)
-        if backing and backing.startswith(prefix):
+        if backing is None:
+            continue
+        if backing.startswith(prefix) or _loop_backing_identity(entry.name) in identities:
             with contextlib.suppress(errors.CsiError):
                 _loop_ioctl(f"/dev/{entry.name}", LOOP_CLR_FD, "detaching")

@@ -4,6 +4,7 @@ loop devices and re-mounts staging and target paths from its state."""
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -122,3 +123,45 @@ def test_restart_removes_half_created_files(tools: None, workdir: Path) -> None:
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         run.stop()
+
+
+def _attached_through_another_mount(workdir: Path, image: Path) -> str:
+    """A loop device on ``image`` attached through a bind mount that is then gone, as a driver
+    container's devices look to the next container (and to the host): the kernel names the
+    file by a path of that mount ("/v.img"), not by ``image``."""
+    other = workdir / "other-namespace"
+    other.mkdir(exist_ok=True)
+    subprocess.run(["mount", "--bind", str(image.parent), str(other)], check=True)
+    try:
+        device = subprocess.run(
+            ["losetup", "--find", "--show", str(other / image.name)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    finally:
+        subprocess.run(["umount", "--lazy", str(other)], check=True)
+    assert system._loop_backing(device.removeprefix("/dev/")) != str(image)
+    return device
+
+
+def test_a_loop_device_attached_through_another_mount_is_found_reused_and_detached(
+    tools: None, workdir: Path
+) -> None:
+    image = workdir / "images" / "v.img"
+    image.parent.mkdir(parents=True)
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    device = _attached_through_another_mount(workdir, image)
+    try:
+        assert system.loops_for(image) == [device]
+        assert system.attach_loop(image) == device  # not a second device on the same file
+        system.detach_loops(image)
+        assert system.loops_for(image, detaching=True) == []
+        assert not Path(f"/sys/block/{device.removeprefix('/dev/')}/loop").exists()
+        # release_under (a node's state dir uninstalled) finds such a device too.
+        device = _attached_through_another_mount(workdir, image)
+        system.release_under(workdir)
+        assert system.loops_for(image, detaching=True) == []
+    finally:
+        subprocess.run(["losetup", "--detach", device], check=False)
