@@ -20,6 +20,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -817,13 +818,36 @@ def _unmount(root: Path) -> None:
 
 
 def our_loop_devices(root: Path) -> list[str]:
-    """Loop devices whose backing file is under ``root``."""
-    out = _run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"], check=False)
+    """Loop devices whose backing file is under ``root``: by its path, or by its inode, since a
+    device the CSI driver attached in a container names its file by a path of the container's
+    mount ("/volumes/<id>.img"), which a restarted container and the host cannot reach."""
+    out = _run(
+        ["losetup", "--list", "--json", "--output", "NAME,BACK-INO,BACK-MAJ:MIN,BACK-FILE"],
+        check=False,
+    )
+    files = _file_identities(root)
     found = []
-    for line in out.stdout.splitlines():
-        device, _, backing = line.strip().partition(" ")
-        if backing.strip().startswith(f"{root}/"):
-            found.append(device)
+    for dev in json.loads(out.stdout or "{}").get("loopdevices", []):
+        major, _, minor = str(dev.get("back-maj:min") or "").strip().partition(":")
+        inode = dev.get("back-ino")
+        identity = None
+        if major.isdigit() and minor.isdigit() and isinstance(inode, int):
+            identity = (os.makedev(int(major), int(minor)), inode)
+        if str(dev.get("back-file") or "").startswith(f"{root}/") or identity in files:
+            found.append(str(dev["name"]))
+    return found
+
+
+def _file_identities(root: Path) -> set[tuple[int, int]]:
+    """(st_dev, st_ino) of the regular files below ``root``, not descending into mounts."""
+    found = set()
+    for directory, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not os.path.ismount(os.path.join(directory, d))]
+        for name in names:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(directory, name))
+                if stat.S_ISREG(st.st_mode):
+                    found.add((st.st_dev, st.st_ino))
     return found
 
 

@@ -678,6 +678,12 @@ def run_gpu_sample(
     """Apply the gpu sample and wait until it runs on the real node; say and return the device
     IDs its container got."""
     t = time.monotonic()
+    earlier = _get_json(info, "pod", GPU_SAMPLE, "-n", namespace)
+    if (earlier.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
+        # A bare pod stays Failed for good: after a restart of the node the kubelet re-admits
+        # its pods before the device plugin has registered again ("UnexpectedAdmissionError",
+        # as upstream's kubelet does), so it is made anew.
+        cluster.kubectl(info, "delete", "pod", GPU_SAMPLE, "-n", namespace, "--wait=true")
     cluster.kubectl(info, "apply", "-f", "-", stdin=json.dumps(gpu_sample_pod(namespace)))
     deadline = time.monotonic() + timeout
     while True:

@@ -145,7 +145,7 @@ def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(clone
     if os.environ.get("KUBEXT_CACHE"):
         env["KUBEXT_CACHE"] = os.environ["KUBEXT_CACHE"]
     _stop_leftovers(state)
-    links, tables = _links(), _nft_tables()
+    links, tables, loops = _links(), _nft_tables(), _loop_devices()
     assert not PORTS & _listening_ports(), "the fresh-clone cluster's ports are taken already"
     owner = _real_node_owner()
 
@@ -265,6 +265,7 @@ def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(clone
     assert _links() - links == set()
     assert _nft_tables() - tables == set()
     assert _loop_devices_under(state) == []
+    assert _loop_devices() - loops == set()
     st = _kubext(clone, env, "status", timeout=120)
     assert st.returncode == 3 and set(json.loads(st.stdout).values()) == {"stopped"}, st.stdout
 
@@ -277,6 +278,16 @@ def _table(stderr: str) -> dict[str, str]:
         if m:
             rows[m.group(1)] = f"{m.group(2)}  {m.group(3)}"
     return rows
+
+
+def _loop_devices() -> set[tuple[str, int]]:
+    """Every attached loop device with its backing inode: a device the CSI driver's pod attached
+    names its file by a path of the pod's mount, which no path check under the state dir sees."""
+    out = subprocess.run(
+        ["losetup", "--list", "--json", "--output", "NAME,BACK-INO"], capture_output=True, text=True
+    )
+    devices = json.loads(out.stdout or "{}").get("loopdevices", [])
+    return {(d["name"], d.get("back-ino") or 0) for d in devices}
 
 
 def _loop_devices_under(root: Path) -> list[str]:
