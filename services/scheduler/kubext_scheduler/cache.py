@@ -505,9 +505,13 @@ class ClusterCache:
     def all_node_infos(self) -> list[NodeInfo]:
         """Every readable node's current NodeInfo (shared, by name), for PreFilters that look
         at the whole cluster."""
+        return self.all_node_infos_with_pod_affinity()[0]
+
+    def all_node_infos_with_pod_affinity(self) -> tuple[list[NodeInfo], list[NodeInfo]]:
+        """all_node_infos, and those of them with pods with (anti-)affinity (shared)."""
         with self._lock:
             self._refresh()
-            return list(self._readable()[0])
+            return list(self._readable()[0]), self._affinity_nodes()
 
     def pods_on(self, names: Sequence[str]) -> list[Obj]:
         """The bound and assumed pods on the named nodes (the extender's PodSource)."""

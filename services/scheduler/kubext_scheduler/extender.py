@@ -295,11 +295,6 @@ class Extender:
                 broken[name] = f"node {name} cannot be read: {exc}"
         return infos, broken, []
 
-    def _cluster(self, infos: Sequence[NodeInfo]) -> Sequence[NodeInfo]:
-        """What PreFilter sees: every node of the cluster (spread and affinity count pods on
-        nodes kube-scheduler did not send), else the candidates."""
-        return self.cache.all_node_infos() if self.cache is not None else infos
-
     def _cluster_by_name(self) -> dict[str, NodeInfo]:
         assert self.cache is not None
         return {info.name: info for info in self.cache.all_node_infos()}
@@ -336,7 +331,14 @@ class Extender:
         failed = {name: f"node {name} is not in the extender's node cache" for name in unknown}
         unresolvable: dict[str, str] = dict(broken)
         state = CycleState()
-        pre = self.framework.run_pre_filter(state, args.pod, self._cluster(infos))
+        # What PreFilter sees: every node of the cluster (spread and affinity count pods on
+        # nodes kube-scheduler did not send) with those with pods with affinity listed by the
+        # cache (InterPodAffinity listed them from 1,000 nodes per /filter: 7% of the extender
+        # in py-spy under extender_bench), else the candidates.
+        cluster: Sequence[NodeInfo] = infos
+        if self.cache is not None:
+            cluster, state.pod_affinity_nodes = self.cache.all_node_infos_with_pod_affinity()
+        pre = self.framework.run_pre_filter(state, args.pod, cluster)
         by_name = {info.name: info for info in infos} if args.names is not None else None
         self._remember(_Cycle(args.pod, state, pre.is_success, by_name, by_name is not None))
         if pre.code is Code.ERROR:

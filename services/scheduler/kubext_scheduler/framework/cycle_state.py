@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from kubext_scheduler.framework.nodeinfo import Snapshot
+    from collections.abc import Sequence
+
+    from kubext_scheduler.framework.nodeinfo import NodeInfo, Snapshot
 
 
 class StateData(Protocol):
@@ -38,6 +40,9 @@ class CycleState:
         # PreScore and PostFilter see only some nodes but count pods on all (upstream's
         # SnapshotSharedLister). None when a caller runs single points (the extender).
         self.snapshot: Snapshot | None = None
+        # Without a snapshot: the nodes with pods with (anti-)affinity among those PreFilter
+        # is given, where the caller keeps them listed (the extender's cache), else None.
+        self.pod_affinity_nodes: Sequence[NodeInfo] | None = None
 
     def write(self, name: str, value: StateData) -> None:
         self._data[name] = value
@@ -66,4 +71,5 @@ class CycleState:
         copy.skip_filter = set(self.skip_filter)
         copy.skip_score = set(self.skip_score)
         copy.snapshot = self.snapshot
+        copy.pod_affinity_nodes = self.pod_affinity_nodes
         return copy

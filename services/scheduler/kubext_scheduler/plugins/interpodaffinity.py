@@ -139,6 +139,8 @@ def _with_pod_affinity(state: CycleState, nodes: Sequence[NodeInfo]) -> Sequence
     snapshot = state.snapshot
     if snapshot is not None and snapshot.nodes is nodes:
         return snapshot.with_pod_affinity()
+    if snapshot is None and state.pod_affinity_nodes is not None:
+        return state.pod_affinity_nodes
     return [node for node in nodes if node.pods_with_affinity]
 
 

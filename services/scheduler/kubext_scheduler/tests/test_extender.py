@@ -686,3 +686,34 @@ def test_the_served_extender_answers_over_http_with_keep_alive() -> None:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_filter_reads_the_caches_list_of_nodes_with_pods_with_affinity() -> None:
+    term = {"labelSelector": {"matchLabels": {"app": "x"}}, "topologyKey": "kubernetes.io/hostname"}
+    guard = pod(
+        "guard",
+        node_name="a",
+        affinity={"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}},
+    )
+    cache = cache_of([node("a"), node("b"), node("c")], [guard])
+    ext = make(cache=cache)
+    seen: list[Any] = []
+    real = ext.framework.run_pre_filter
+
+    def pre_filter(state: Any, p: Any, nodes: Any) -> Any:
+        seen.append(state.pod_affinity_nodes)
+        return real(state, p, nodes)
+
+    ext.framework.run_pre_filter = pre_filter  # type: ignore[method-assign]
+    http = TestClient(extender.app(ext))
+    x = pod("x")
+    x["metadata"]["labels"] = {"app": "x"}
+    reply = http.post("/filter", json=by_names(x, ["a", "b", "c"])).json()
+    assert reply["NodeNames"] == ["b", "c"] and "anti-affinity" in reply["FailedNodes"]["a"]
+    [listed] = seen
+    assert [info.name for info in listed] == ["a"]
+    # A pod without the label: the guard's term does not reject it anywhere.
+    assert http.post("/filter", json=by_names(pod("y"), ["a", "b"])).json()["NodeNames"] == [
+        "a",
+        "b",
+    ]
