@@ -20,6 +20,9 @@ from kubext_scheduler.queue import SchedulingQueue
 from kubext_scheduler.scheduler import Scheduler
 
 log = logging.getLogger("kubext_scheduler")
+# The threads the extender's /bind runs on at most (Starlette's run_in_threadpool: anyio's
+# default thread limiter).
+EXTENDER_BIND_THREADS = 40
 
 
 def serve(cfg: config.Config) -> int:
@@ -48,8 +51,12 @@ def serve(cfg: config.Config) -> int:
             # A connection each for the 7 watches, the binding threads (bind, then the Event),
             # leader election and the extender's binds: with fewer kept open, requests beyond
             # them opened (and TLS-handshook) a connection each, a third of a binding's time.
+            # The extender binds on Starlette's thread pool (anyio's default: 40 threads):
+            # without room for them the full bench logged 110 "Connection pool is full".
+            extender_binds = EXTENDER_BIND_THREADS if cfg.extender.enabled else 0
             api = kubeclient.api_client(
-                kubeconfig=cfg.kubeconfig, pool_maxsize=16 + cfg.standalone.bind_workers
+                kubeconfig=cfg.kubeconfig,
+                pool_maxsize=16 + cfg.standalone.bind_workers + extender_binds,
             )
         except kubeclient.KubeConfigError as exc:
             print(f"kubext-scheduler: {exc}", file=sys.stderr)

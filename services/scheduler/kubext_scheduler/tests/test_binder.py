@@ -146,3 +146,32 @@ def test_a_refused_binding_is_a_bind_error_with_the_api_servers_message() -> Non
         binder.scheduled(pod("p"), "n1")  # an Event refused: logged, never raised
     finally:
         api.server.shutdown()
+
+
+@pytest.mark.parametrize("extender", [True, False])
+def test_the_api_pool_has_a_connection_for_each_extender_bind_thread(
+    monkeypatch: pytest.MonkeyPatch, extender: bool
+) -> None:
+    import anyio
+    import anyio.to_thread
+
+    from kubext import kubeclient
+    from kubext_scheduler import __main__ as main
+    from kubext_scheduler import config
+
+    async def default_threads() -> int:
+        return int(anyio.to_thread.current_default_thread_limiter().total_tokens)
+
+    assert anyio.run(default_threads) == main.EXTENDER_BIND_THREADS  # what /bind runs on
+    sizes: list[int] = []
+
+    def api_client(**kwargs: Any) -> None:
+        sizes.append(kwargs["pool_maxsize"])
+        raise kubeclient.KubeConfigError("stop here")
+
+    monkeypatch.setattr(kubeclient, "api_client", api_client)
+    cfg = config.Config.model_validate(
+        {"extender": {"enabled": extender}, "standalone": {"bind_workers": 8}}
+    )
+    assert main.serve(cfg) == 2
+    assert sizes == [16 + 8 + (main.EXTENDER_BIND_THREADS if extender else 0)]
