@@ -152,8 +152,8 @@ def test_a_refused_binding_is_a_bind_error_with_the_api_servers_message() -> Non
 def test_the_api_pool_has_a_connection_for_each_extender_bind_thread(
     monkeypatch: pytest.MonkeyPatch, extender: bool
 ) -> None:
-    import anyio
-    import anyio.to_thread
+    import anyio  # pants: no-infer-dep (starlette's own dependency)
+    import anyio.to_thread  # pants: no-infer-dep
 
     from kubext import kubeclient
     from kubext_scheduler import __main__ as main
