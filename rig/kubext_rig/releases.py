@@ -49,7 +49,8 @@ ORDER = ("webhooks", "csi", "deviceplugin", "operator", "scheduler", "cni")
 INSTALL_TIMEOUT_S = 300  # a cold pull of ~200 MB and the pex unpacking, on a busy machine
 MARKER = "releases.json"  # under <state>/services: which releases `up` installed
 SCHEDULER_PROFILE = "services/scheduler/deploy/custom-scheduler.yaml"
-GPU_DEVICES = 4
+GPU_RESOURCE = "example.com/gpu"
+GPU_DEVICES = 4  # simulated: gpu-0 .. gpu-3, each a container's KUBEXT_DEVICES, no device node
 CNI_HEALTH_PORT = 18085  # plus the port offset: the cni pod is on the host network
 
 
@@ -119,7 +120,7 @@ def _csi(*, root: Path, **_: Any) -> dict[str, Any]:
 
 
 def _deviceplugin(**_: Any) -> dict[str, Any]:
-    resource = {"name": "example.com/gpu", "backend": "simulated"}
+    resource = {"name": GPU_RESOURCE, "backend": "simulated"}
     return {
         "devicePluginDir": str(node.DEVICE_PLUGINS_DIR),
         "config": {"resources": [{**resource, "simulated": {"count": GPU_DEVICES}}]},

@@ -53,8 +53,8 @@ HEALTH = {
 WEBAPP_SAMPLE_DIR = "images/webapp-sample"  # `./pants package images/webapp-sample:image`
 # The seed's profile name (12.5.2): its sample pod and Deployment (examples/) ask for it.
 SCHEDULER_NAME = "custom-scheduler"
-GPU_RESOURCE = "example.com/gpu"
-GPU_DEVICES = 4  # simulated: gpu-0 .. gpu-3, each a container's KUBEXT_DEVICES, no device node
+GPU_RESOURCE = releases.GPU_RESOURCE
+GPU_DEVICES = releases.GPU_DEVICES
 GPU_SAMPLE = "gpu-sample"
 # Without the real node there is no kubelet for the device plugin: one line says so.
 NO_GPU_SAMPLE = (
