@@ -41,7 +41,11 @@ class Controller:
     def child_upsert(self, kind: str, body: dict[str, Any]) -> None:
         owner = self.cache.upsert_child(views.child_view(kind, body))
         if owner is not None and self.cache.owner(owner) is not None:
-            self.queue.add(owner)
+            # A rollout that completed goes in the queue's first lane: the owner's status write
+            # (one round trip) must not wait behind a burst of new owners' first reconciles.
+            # Other changes keep their turn: a WebApp whose rollout is slower than the settle
+            # time would otherwise write Pending before Running (a write the queue's wait saves).
+            self.queue.add(owner, soon=views.rolled_out(kind, body))
 
     def child_delete(self, kind: str, namespace: str, name: str) -> None:
         key = (kind, namespace, name)

@@ -131,6 +131,24 @@ def _facts(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def rolled_out(kind: str, body: Mapping[str, Any]) -> bool:
+    """A Deployment or StatefulSet whose controller has seen its spec and has every wanted
+    replica updated and ready: what its owner's status waits for."""
+    if kind not in ("Deployment", "StatefulSet"):
+        return False
+    spec, status, meta = (
+        body.get("spec") or {},
+        body.get("status") or {},
+        body.get("metadata") or {},
+    )
+    wanted = int(spec.get("replicas", 1) or 0)
+    return (
+        int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+        and int(status.get("readyReplicas") or 0) >= wanted
+        and int(status.get("updatedReplicas") or 0) >= wanted
+    )
+
+
 def child_view(kind: str, body: Mapping[str, Any]) -> ChildView:
     meta = body.get("metadata") or {}
     ref = _controller(meta)

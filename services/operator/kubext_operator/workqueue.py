@@ -1,6 +1,13 @@
 """An asyncio work queue with client-go's semantics: a key is queued at most once, never handed
 to two workers at once, re-queued if it changed while being processed, and retried with
-per-key exponential backoff."""
+per-key exponential backoff.
+
+Two lanes, each first in first out: keys added ``soon`` are handed out before the others. The
+controller queues an owner soon when its Deployment's rollout completed: during a burst of new
+objects the queue holds hundreds of first reconciles (each waits for its children's creation,
+the Service's ClusterIP allocation being the slowest), and a WebApp whose Deployment has just
+become ready would otherwise wait behind all of them for a status write of one round trip. A key waiting in the later lane that is added soon
+moves up (its old place is skipped when reached)."""
 
 from __future__ import annotations
 
@@ -29,7 +36,10 @@ class WorkQueue(Generic[K]):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
+        self._soon: collections.deque[K] = collections.deque()
         self._queue: collections.deque[K] = collections.deque()
+        self._in_soon: set[K] = set()
+        self._waiting = 0  # keys in a lane (a key moved up leaves a stale place behind)
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
         self._added_at: dict[K, float] = {}
@@ -40,19 +50,33 @@ class WorkQueue(Generic[K]):
         self._shut = False
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return self._waiting
 
-    def add(self, key: K) -> None:
-        """Queue ``key`` unless it is already waiting; a key being processed is queued after."""
-        if self._shut or key in self._dirty:
+    def add(self, key: K, *, soon: bool = False) -> None:
+        """Queue ``key`` unless it is already waiting; a key being processed is queued after.
+        ``soon``: in the first lane (a key already waiting in the other one moves up)."""
+        if self._shut:
+            return
+        if key in self._dirty:
+            if soon and key not in self._in_soon and key not in self._processing:
+                self._in_soon.add(key)
+                self._soon.append(key)  # its place in the later lane is now stale
+            elif soon and key in self._processing:
+                self._in_soon.add(key)  # done() puts it in the first lane
             return
         metrics.QUEUE_ADDS.labels(self.name).inc()
         self._dirty.add(key)
         self._added_at.setdefault(key, self._clock())
+        if soon:
+            self._in_soon.add(key)
         if key in self._processing:
             return
-        self._queue.append(key)
-        metrics.QUEUE_DEPTH.labels(self.name).set(len(self._queue))
+        self._enqueue(key)
+
+    def _enqueue(self, key: K) -> None:
+        (self._soon if key in self._in_soon else self._queue).append(key)
+        self._waiting += 1
+        metrics.QUEUE_DEPTH.labels(self.name).set(self._waiting)
         self._nonempty.set()
 
     def add_after(self, key: K, delay: float) -> None:
@@ -89,14 +113,30 @@ class WorkQueue(Generic[K]):
     def failures(self, key: K) -> int:
         return self._failures[key]
 
+    def _pop(self) -> K | None:
+        """The next waiting key, soon lane first; None when both lanes are empty."""
+        if self._soon:  # never stale: a key in it is handed out from here
+            key = self._soon.popleft()
+            self._in_soon.discard(key)
+            return key
+        while self._queue:
+            key = self._queue.popleft()
+            if key in self._dirty and key not in self._processing and key not in self._in_soon:
+                return key
+            # else a stale place: the key moved up to the soon lane (and may be handed out)
+        return None
+
     async def get(self) -> K:
-        while not self._queue:
+        while True:
+            key = self._pop()
+            if key is not None:
+                break
             if self._shut:
                 raise ShutDown
             self._nonempty.clear()
             await self._nonempty.wait()
-        key = self._queue.popleft()
-        metrics.QUEUE_DEPTH.labels(self.name).set(len(self._queue))
+        self._waiting -= 1
+        metrics.QUEUE_DEPTH.labels(self.name).set(self._waiting)
         added = self._added_at.pop(key, None)
         if added is not None:
             metrics.QUEUE_LATENCY.labels(self.name).observe(max(0.0, self._clock() - added))
@@ -108,9 +148,7 @@ class WorkQueue(Generic[K]):
         """Processing of ``key`` ended; if it was added meanwhile, it goes back in the queue."""
         self._processing.discard(key)
         if key in self._dirty:
-            self._queue.append(key)
-            metrics.QUEUE_DEPTH.labels(self.name).set(len(self._queue))
-            self._nonempty.set()
+            self._enqueue(key)
 
     async def shutdown(self) -> None:
         self._shut = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from kubext_operator import store, views
 from kubext_operator.planning import common
 from kubext_operator.planning import database as db_plan
@@ -83,3 +85,21 @@ def test_store_indexes_children_by_owner_and_forgets_them() -> None:
     assert [c.kind for c in cache.children_of(owner)] == ["Deployment"]
     assert cache.delete_child(("Deployment", "ns", "shop")) == owner
     assert cache.children_of(owner) == [] and len(cache) == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "generation", "expected"),
+    [
+        ({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 3}, 2, True),
+        ({"observedGeneration": 2, "readyReplicas": 2, "updatedReplicas": 3}, 2, False),
+        ({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 2}, 2, False),
+        ({"observedGeneration": 1, "readyReplicas": 3, "updatedReplicas": 3}, 2, False),
+        ({}, 1, False),  # just created: its controller has not looked at it yet
+    ],
+)
+def test_rolled_out_needs_the_spec_seen_and_every_replica_updated_and_ready(
+    status: dict, generation: int, expected: bool
+) -> None:
+    body = {"metadata": {"generation": generation}, "spec": {"replicas": 3}, "status": status}
+    assert views.rolled_out("Deployment", body) is expected
+    assert views.rolled_out("Service", body) is False

@@ -76,3 +76,56 @@ def test_shutdown_releases_waiting_workers() -> None:
         return False
 
     assert run(scenario())
+
+
+def test_soon_keys_are_handed_out_before_the_others() -> None:
+    async def scenario() -> list[str]:
+        q: workqueue.WorkQueue[str] = workqueue.WorkQueue("t")
+        for key in ("new-1", "new-2", "new-3"):
+            q.add(key)
+        q.add("ready", soon=True)
+        return [await q.get() for _ in range(4)]
+
+    assert run(scenario()) == ["ready", "new-1", "new-2", "new-3"]
+
+
+def test_a_waiting_key_added_soon_moves_up_once() -> None:
+    async def scenario() -> list[object]:
+        q: workqueue.WorkQueue[str] = workqueue.WorkQueue("t")
+        for key in ("a", "b", "c"):
+            q.add(key)
+        q.add("c", soon=True)
+        q.add("c", soon=True)
+        got = [await q.get() for _ in range(3)]
+        return [*got, len(q)]
+
+    # "c" is handed out once, first; its old place behind "b" is skipped.
+    assert run(scenario()) == ["c", "a", "b", 0]
+
+
+def test_a_key_added_soon_while_processing_comes_back_first() -> None:
+    async def scenario() -> list[str]:
+        q: workqueue.WorkQueue[str] = workqueue.WorkQueue("t")
+        q.add("a")
+        q.add("b")
+        key = await q.get()
+        q.add("a", soon=True)  # its child changed while a worker had it
+        q.done(key)
+        return [key, await q.get(), await q.get()]
+
+    assert run(scenario()) == ["a", "a", "b"]
+
+
+def test_moved_key_processed_then_requeued_is_handed_out_once() -> None:
+    async def scenario() -> list[object]:
+        q: workqueue.WorkQueue[str] = workqueue.WorkQueue("t")
+        q.add("a")
+        q.add("b")
+        q.add("b", soon=True)  # "b" now also has a stale place behind "a"
+        first = await q.get()
+        q.add("b")  # while a worker has it
+        q.done(first)
+        got = [first, await q.get(), await q.get()]
+        return [*got, len(q), q._pop()]
+
+    assert run(scenario()) == ["b", "a", "b", 0, None]
