@@ -9,7 +9,9 @@ QPS/burst and worker count. In one run, for each GOGC setting (Go's default, 100
 (own state dir and ports, so the shared test cluster is not disturbed); the GOGC applies to the
 rig's Go components and to the peer alike (ours is Python). Each run measures:
 
-- time from the first create until every WebApp's Ready condition is True;
+- time from the first create until every WebApp's Ready condition is True, and where it goes:
+  from the bench's own watches, when each WebApp's Deployment appeared, when all its replicas
+  were ready, and when the WebApp turned Ready (the last step is the operator's reaction);
 - API writes the operator made per new WebApp (Events counted apart);
 - writes when a restarted operator relists everything and a periodic resync (15 s) re-reconciles
   it all with nothing changed (0 expected);
@@ -35,8 +37,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).resolve().parent
@@ -44,7 +49,7 @@ os.environ.setdefault("KUBEXT_RIG_DIR", str(Path.home() / ".cache/kubext/bench-o
 os.environ.setdefault("KUBEXT_RIG_PORT_OFFSET", "300")
 RIG_GOGC = os.environ.get("KUBEXT_RIG_GOGC", "400")  # what kubext_rig.cluster.component_env uses
 
-from kubernetes import client, config  # noqa: E402
+from kubernetes import client, config, watch  # noqa: E402
 
 from kubext_rig import cluster  # noqa: E402
 
@@ -140,6 +145,93 @@ def ready_latencies(custom: client.CustomObjectsApi, namespace: str) -> list[flo
 
 def _stamp(text: str) -> float:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+class Timeline:
+    """When the bench's own watches first saw each WebApp's Deployment, that Deployment with all
+    replicas ready, and the WebApp Ready (one clock, sub-second), so that the time an operator
+    takes to react to a ready Deployment shows apart from the rollout's own."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.deployed: dict[str, float] = {}
+        self.available: dict[str, float] = {}
+        self.ready: dict[str, float] = {}
+        self._stop = threading.Event()
+        apps, custom = client.AppsV1Api(api), client.CustomObjectsApi(api)
+        self._threads = [
+            threading.Thread(
+                target=self._follow,
+                args=(apps.list_namespaced_deployment, (namespace,), self._deployment),
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._follow,
+                args=(
+                    custom.list_namespaced_custom_object,
+                    (GROUP, VERSION, namespace, PLURAL),
+                    self._webapp,
+                ),
+                daemon=True,
+            ),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _follow(
+        self, lister: Callable[..., Any], args: tuple, seen: Callable[[Any, float], None]
+    ) -> None:
+        version = ""
+        while not self._stop.is_set():
+            try:
+                for event in watch.Watch().stream(
+                    lister, *args, resource_version=version, timeout_seconds=5
+                ):
+                    obj = event["object"]
+                    meta = obj["metadata"] if isinstance(obj, dict) else obj.metadata
+                    version = (
+                        meta["resourceVersion"] if isinstance(meta, dict) else meta.resource_version
+                    )
+                    seen(obj, time.monotonic())
+            except Exception:  # a 410 or a dropped stream: list again
+                version = ""
+
+    def _deployment(self, obj: client.V1Deployment, at: float) -> None:
+        name = obj.metadata.name
+        self.deployed.setdefault(name, at)
+        ready = (obj.status.ready_replicas or 0) if obj.status else 0
+        if ready >= (obj.spec.replicas or 0):
+            self.available.setdefault(name, at)
+
+    def _webapp(self, obj: dict, at: float) -> None:
+        if is_ready(obj):
+            self.ready.setdefault(obj["metadata"]["name"], at)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def summary(self, started: float) -> str:
+        """Percentiles of each step: create -> Deployment seen, -> all its replicas ready, ->
+        the WebApp Ready; and the five slowest WebApps' timelines (seconds from the first create)."""
+
+        def pct(values: list[float]) -> str:
+            v = sorted(values) or [float("nan")]
+            return f"p50 {v[len(v) // 2]:.2f}, p90 {v[len(v) * 9 // 10]:.2f}, max {v[-1]:.2f}"
+
+        names = [n for n in self.ready if n in self.available and n in self.deployed]
+        lag = {n: self.ready[n] - self.available[n] for n in names}
+        lines = [
+            "timeline (s, the bench's watches): first create -> Deployment seen "
+            + pct([self.deployed[n] - started for n in names]),
+            "  Deployment seen -> its replicas ready "
+            + pct([self.available[n] - self.deployed[n] for n in names]),
+            "  replicas ready -> WebApp Ready " + pct(list(lag.values())),
+        ]
+        for n in sorted(names, key=lag.__getitem__)[-5:]:
+            lines.append(
+                f"  slow: {n} Deployment {self.deployed[n] - started:.2f}, replicas ready "
+                f"{self.available[n] - started:.2f}, Ready {self.ready[n] - started:.2f}"
+            )
+        return "\n".join(lines)
 
 
 def writes(op: Operator) -> tuple[float, float]:
@@ -260,6 +352,7 @@ def run_one(side: str, gogc: str, args: argparse.Namespace, peer_binary: Path | 
             assert op.proc is not None
             pids = {name: cluster.running_pid(info.root, name) for name in COMPONENTS}
             pids["operator"] = op.proc.pid
+            timeline = Timeline(custom.api_client, namespace)
             cpu_before = cpu_seconds(pids)
             started = time.monotonic()
             create(custom, namespace, range(args.count), args.replicas)
@@ -280,6 +373,8 @@ def run_one(side: str, gogc: str, args: argparse.Namespace, peer_binary: Path | 
             print(
                 f"created {args.count} WebApps in {created_s:.1f} s; all Ready after {result.ready_s:.1f} s"
             )
+            timeline.stop()
+            print(timeline.summary(started))
             each = ready_latencies(custom, namespace)
             print(
                 f"each WebApp from creation to Ready: p50 {each[len(each) // 2]:.0f} s, "
