@@ -5,9 +5,9 @@ per-key exponential backoff.
 Two lanes, each first in first out: keys added ``soon`` are handed out before the others. The
 controller queues an owner soon when its Deployment's rollout completed: during a burst of new
 objects the queue holds hundreds of first reconciles (each waits for its children's creation,
-the Service's ClusterIP allocation being the slowest), and a WebApp whose Deployment has just
-become ready would otherwise wait behind all of them for a status write of one round trip. A key waiting in the later lane that is added soon
-moves up (its old place is skipped when reached)."""
+the Service's being the slowest), and a WebApp whose Deployment has just become ready would
+otherwise wait behind all of them for a status write of one round trip. A key waiting in the
+later lane that is added soon moves up (its old place is skipped when reached)."""
 
 from __future__ import annotations
 
