@@ -252,6 +252,16 @@ def kubelet_config(root: Path) -> dict[str, object]:
         "failCgroupV1": False,  # 1.35 refuses cgroup v1 otherwise; these machines are v1
         "cgroupDriver": "cgroupfs",  # no systemd here
         "failSwapOn": False,
+        # A development node on the machine's one busy disk: the kubelet's defaults
+        # (imagefs.available 15%, nodefs.available 10%) tainted it disk-pressure at 14% free
+        # and nothing was scheduled there; kind turns them off, this keeps 2% for the machine.
+        # Setting any of them drops the defaults of the others: memory's is restated.
+        "evictionHard": {
+            "memory.available": "100Mi",
+            "nodefs.available": "2%",
+            "nodefs.inodesFree": "2%",
+            "imagefs.available": "2%",
+        },
         "containerRuntimeEndpoint": f"unix://{_socket(root)}",
         "address": NODE_IP,
         "port": KUBELET_PORT,

@@ -59,6 +59,12 @@ def test_kubelet_and_kube_proxy_configs(tmp_path: Path) -> None:
     kubelet = node.kubelet_config(tmp_path)
     assert kubelet["failCgroupV1"] is False and kubelet["cgroupDriver"] == "cgroupfs"
     assert kubelet["failSwapOn"] is False and kubelet["clusterDNS"] == []
+    # A busy shared disk does not taint the node disk-pressure (the defaults are 10-15%).
+    assert {k: v for k, v in kubelet["evictionHard"].items() if k != "memory.available"} == {
+        "nodefs.available": "2%",
+        "nodefs.inodesFree": "2%",
+        "imagefs.available": "2%",
+    }
     assert kubelet["address"] == node.NODE_IP
     assert (
         kubelet["containerRuntimeEndpoint"] == f"unix://{tmp_path}/node/containerd/containerd.sock"
