@@ -665,11 +665,12 @@ def _down_locked(root: Path, *, wipe: bool) -> None:
     node.release_host(root)
     _note_path(root).unlink(missing_ok=True)
     if wipe:
-        # The CSI driver's volumes and state go with the objects in etcd that name them; the
-        # cni release's dirs (releases.cni_dir) with the release.
-        for sub in ("etcd", "pids", "node/csi", "cni-release"):
+        # The CSI driver's volumes and state go with the objects in etcd that name them, and
+        # so does the cni release's hold on the pod network (node.release_network).
+        for sub in ("etcd", "pids", "node/csi"):
             shutil.rmtree(root / sub, ignore_errors=True)
         (root / "services" / "releases.json").unlink(missing_ok=True)
+        node.forget_release(root)
 
 
 def down(*, root: Path | None = None, wipe: bool = True) -> None:

@@ -112,6 +112,52 @@ def ipam_dir(root: Path) -> Path:
     return _dir(root) / "cni" / "ipam" / NETWORK
 
 
+def cni_bin_dir(root: Path) -> Path:
+    """containerd's CNI bin dir: the plugins and the kubext-bridge launcher."""
+    return _dir(root) / "cni" / "bin"
+
+
+def cni_conf_dir(root: Path) -> Path:
+    """containerd's CNI conf dir: it uses the first network config list in name order."""
+    return _dir(root) / "cni" / "net.d"
+
+
+def _rig_conflist(root: Path) -> Path:
+    return cni_conf_dir(root) / "10-kubext-rig.conflist"
+
+
+def _released_marker(root: Path) -> Path:
+    return _dir(root) / "cni" / "released"
+
+
+def network_released(root: Path) -> bool:
+    """Whether the pod network is the cni release's (``release_network``), not the rig's daemon."""
+    return _released_marker(root).exists()
+
+
+def release_network(root: Path) -> None:
+    """Hand the pod network to the cni release, as a cluster's CNI DaemonSet owns its nodes':
+    its daemon serves the same socket with the same IPAM data (so the pods running now keep
+    their addresses and their DEL still works), and its init container writes its own conflist
+    (``drop_rig_conflist`` once it is Ready). The rig's daemon stops first (it removes its socket
+    as it goes); a pod created until the release's daemon serves gets the launcher's "try again
+    later" and the kubelet retries. From then on the node starts without the rig's daemon, until
+    ``forget_release`` (a wiping `down`)."""
+    _released_marker(root).parent.mkdir(parents=True, exist_ok=True)
+    _released_marker(root).write_text("kubext-cni\n")
+    _stop(root, "kubext-cni")
+
+
+def drop_rig_conflist(root: Path) -> None:
+    """The rig's own conflist, once the release's is in the conf dir (the same network)."""
+    _rig_conflist(root).unlink(missing_ok=True)
+
+
+def forget_release(root: Path) -> None:
+    """The next node start brings the rig's own daemon and conflist again."""
+    _released_marker(root).unlink(missing_ok=True)
+
+
 class _Host:
     """host.json: what the machine had before up, so down restores exactly that."""
 
@@ -166,8 +212,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         SystemdCgroup = false
         Root = "{d / "containerd" / "runc"}"
   [{cri}.cni]
-    bin_dir = "{d / "cni" / "bin"}"
-    conf_dir = "{d / "cni" / "net.d"}"
+    bin_dir = "{cni_bin_dir(root)}"
+    conf_dir = "{cni_conf_dir(root)}"
   # One hosts.toml per registry: the rig's own is plain HTTP (registry_hosts_toml).
   [{cri}.registry]
     config_path = "{registry_hosts_dir(root)}"
@@ -238,7 +284,7 @@ def cni_daemon_config(root: Path) -> dict[str, object]:
     return {
         "health": {"host": "127.0.0.1", "port": CNI_HEALTH_PORT},
         "socket_path": str(cni_socket(root)),
-        "cni_bin_dir": str(_dir(root) / "cni" / "bin"),
+        "cni_bin_dir": str(cni_bin_dir(root)),
         # The launcher's shebang: the host's python3 (stdlib only, run with -SI).
         "plugin_python": str(host_python if host_python.exists() else Path(sys.executable)),
     }
@@ -492,12 +538,16 @@ def _write_configs(root: Path) -> None:
         target = d / "cni" / "bin" / plugin
         target.unlink(missing_ok=True)
         target.symlink_to(tools.binary(plugin))
-    # As the chart's init container does it: write, then rename (containerd watches the dir).
-    conf = d / "cni" / "net.d" / "10-kubext-rig.conflist"
-    tmp = conf.with_name(f".{conf.name}.tmp")
-    tmp.write_text(json.dumps(cni_conflist(root), indent=2))
-    tmp.replace(conf)
-    (d / "cni" / "kubext-cni.yaml").write_text(yaml.safe_dump(cni_daemon_config(root)))
+    if not network_released(root):  # else the release's conflist and launcher stay as they are
+        conf = _rig_conflist(root)
+        for other in cni_conf_dir(root).iterdir():  # a release's, from before a wiping down
+            if other != conf:
+                other.unlink()
+        # As the chart's init container does it: write, then rename (containerd watches the dir).
+        tmp = conf.with_name(f".{conf.name}.tmp")
+        tmp.write_text(json.dumps(cni_conflist(root), indent=2))
+        tmp.replace(conf)
+        (d / "cni" / "kubext-cni.yaml").write_text(yaml.safe_dump(cni_daemon_config(root)))
     (d / "kubelet-config.yaml").write_text(yaml.safe_dump(kubelet_config(root)))
     (d / "kube-proxy-config.yaml").write_text(yaml.safe_dump(kube_proxy_config(root)))
     p = root / "pki"
@@ -512,7 +562,10 @@ def _write_configs(root: Path) -> None:
 
 
 def _components(root: Path) -> list[cluster.Component]:
+    """In start order; without the rig's CNI daemon once the network is the release's (the
+    kubelet starts that DaemonSet's pod on the host network, which needs no CNI)."""
     d = _dir(root)
+    cni = [] if network_released(root) else [_cni_daemon(root)]
     return [
         _registry(root),
         cluster.Component(
@@ -520,7 +573,7 @@ def _components(root: Path) -> list[cluster.Component]:
             ["containerd", f"--config={d / 'containerd' / 'config.toml'}", "--log-level=warn"],
             f"unix://{_socket(root)}",
         ),
-        _cni_daemon(root),
+        *cni,
         cluster.Component(
             "kubelet",
             [
@@ -573,6 +626,11 @@ def _cni_daemon(root: Path) -> cluster.Component:
 
 def start_cni_daemon(root: Path, timeout: float = 60) -> int:
     """(Re)start kubext-cni alone, as a DaemonSet would after it died; its PID."""
+    if network_released(root):
+        raise cluster.RigError(
+            "real node: the pod network is the cni release's (kubext-cni in kubext-system); "
+            "restart its pod instead of the rig's daemon"
+        )
     comp = _cni_daemon(root)
     pid = cluster.running_pid(root, comp.name)
     if pid is None:

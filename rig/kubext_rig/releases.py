@@ -20,10 +20,12 @@ What each release is configured to do here:
   registry (``samples.operator_config``);
 - scheduler: standalone, the seed's ``custom-scheduler`` profile
   (services/scheduler/deploy/custom-scheduler.yaml);
-- cni: its DaemonSet (host network) writes the launcher and the conflist into a directory of the
-  rig's (``cni-release/`` under the state dir), its daemon serving there. The node's pods keep the
-  rig's own kubext-bridge daemon (the same code, a host process started with the node): the
-  node's network exists before any release can run.
+- cni: installed first and the node's pod network from then on, as a CNI DaemonSet is on a
+  cluster: the rig's own daemon (which networked the node until then) stops
+  (``node.release_network``); the release's pod, on the host network, installs its launcher into
+  containerd's CNI bin dir, writes its conflist (the same network: bridge, range, IPAM data,
+  portmap) into containerd's conf dir and serves the launcher's socket; every pod after it gets
+  its address from the release's daemon.
 """
 
 from __future__ import annotations
@@ -43,9 +45,10 @@ from kubext_rig import cluster, images, node, real_node_csi, tools
 from kubext_rig import samples as real_samples
 
 NAMESPACE = "kubext-system"
-# Webhooks first (the operator's CRD conversion and every admitted pod go through them); storage
-# and devices before the samples need them; cni last.
-ORDER = ("webhooks", "csi", "deviceplugin", "operator", "scheduler", "cni")
+# The network first (every other pod needs it; its own pod is on the host network, and the
+# webhooks leave the release namespace out); then the webhooks (the operator's CRD conversion and
+# every admitted pod go through them); storage and devices before the samples need them.
+ORDER = ("cni", "webhooks", "csi", "deviceplugin", "operator", "scheduler")
 INSTALL_TIMEOUT_S = 300  # a cold pull of ~200 MB and the pex unpacking, on a busy machine
 MARKER = "releases.json"  # under <state>/services: which releases `up` installed
 SCHEDULER_PROFILE = "services/scheduler/deploy/custom-scheduler.yaml"
@@ -62,11 +65,6 @@ def release_name(svc: str) -> str:
 def status_key(svc: str) -> str:
     """``status``'s name for the release (the rig's own CNI daemon is ``kubext-cni``)."""
     return f"release/{release_name(svc)}"
-
-
-def cni_dir(root: Path) -> Path:
-    """The cni release's host dirs (bin, net.d, run, state) on the real node."""
-    return root / "cni-release"
 
 
 # --- pure: values --------------------------------------------------------------------------------
@@ -137,13 +135,27 @@ def _scheduler(*, repo: Path, **_: Any) -> dict[str, Any]:
     return {"schedulerName": name, "profiles": profiles}
 
 
-def _cni(*, root: Path, **_: Any) -> dict[str, Any]:
-    base = cni_dir(root)
+def _cni(*, root: Path, repo: Path, **_: Any) -> dict[str, Any]:
+    """The node's network as the rig's daemon served it (``node.cni_conflist``), so the pods
+    running at the handover keep their addresses: containerd's dirs, the same socket (its path
+    is in the launcher) and the IPAM data dir, mounted at the same path in the pod. The chart's
+    own plugin options the rig's list does not set are nulled (helm merges maps, and its
+    isDefaultGateway and mtu would change the network)."""
+    conflist = node.cni_conflist(root)
+    bridge, *chain = conflist["plugins"]  # type: ignore[misc]
+    chart = yaml.safe_load((repo / "helm" / "cni" / "values.yaml").read_text())["cni"]["plugin"]
     return {
-        "cni": {"binDir": str(base / "bin"), "confDir": str(base / "net.d")},
-        "stateDir": str(base / "state"),
+        "cni": {
+            "binDir": str(node.cni_bin_dir(root)),
+            "confDir": str(node.cni_conf_dir(root)),
+            "cniVersion": conflist["cniVersion"],
+            "networkName": conflist["name"],
+            "plugin": {**dict.fromkeys(chart), **{k: v for k, v in bridge.items() if k != "type"}},
+            "chain": chain,
+        },
+        "stateDir": bridge["ipam"]["dataDir"],
         "config": {
-            "socket_path": str(base / "run" / "plugin.sock"),
+            "socket_path": str(node.cni_socket(root)),
             "health": {"port": CNI_HEALTH_PORT + cluster.PORT_OFFSET},
         },
     }

@@ -330,6 +330,8 @@ def install_releases(info: cluster.ClusterInfo, registry: str) -> None:
     for svc in releases.ORDER:
         if svc == "csi":
             _drop_unmanaged_storage(info)
+        if svc == "cni":
+            node.release_network(info.root)  # the rig's daemon stops; the release's serves
         chart_values = releases.values(
             svc,
             image=pushed[svc],
@@ -348,6 +350,8 @@ def install_releases(info: cluster.ClusterInfo, registry: str) -> None:
             state = release_states(info, [svc])[svc]
             raise cluster.RigError(f"{exc}\n{releases.release_name(svc)}: {state.detail}") from None
         seconds = time.monotonic() - t
+        if svc == "cni":
+            node.drop_rig_conflist(info.root)  # the release's conflist is the node's now
         if svc == "webhooks":
             # Until the pods have injected their CA the API server cannot call them, and the
             # fail-closed webhooks refuse what they cover.

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,9 @@ import pytest
 
 SOURCE = os.environ.get("KUBEXT_CLONE_FROM")
 OFFSET = 2000  # beside `./kubext up`'s cluster (0) and the test cluster (1000)
+# The cni release's health and metrics port (kubext_rig.releases.CNI_HEALTH_PORT, plus the
+# offset): its pod is on the host network.
+CNI_RELEASE_PORT = 18085 + OFFSET
 # The rig's and the stack's ports at that offset (rig/kubext_rig/cluster.py, stack.py).
 PORTS = {
     p + OFFSET
@@ -175,8 +179,8 @@ def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(clone
         assert st.returncode == 0, st.stdout
         for name in ("etcd", "kube-apiserver", "kwok"):
             assert states.get(name) == "healthy", states
-        # Host processes without the real node; with it, Helm releases (the rig's own CNI
-        # daemon is kubext-cni).
+        # Host processes without the real node; with it, Helm releases (and the rig's own CNI
+        # daemon, kubext-cni, has handed the pod network to the cni release).
         services = ["webhooks", "operator", "scheduler"]
         if owner:
             assert "without a real node" in states["real-node"] and "kubelet" not in states
@@ -188,7 +192,7 @@ def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(clone
         else:
             services += ["csi", "deviceplugin", "cni"]
             keys = [f"release/kubext-{svc}" for svc in services]
-            assert states.get("kubext-cni") == "healthy", states
+            assert "kubext-cni" not in states, states
         for key in keys:
             assert states.get(key) == "healthy", (key, states)
         if not owner:
@@ -200,9 +204,20 @@ def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(clone
                 row = table.get(f"release kubext-{svc}", "")
                 assert row.startswith("yes") and "Ready on kubext-node-0" in row, (svc, row)
                 assert f"/kubext/{svc}@sha256:" in row, row  # pinned to what was pushed
-            # No service runs as a host process (kubext-cni.pid is the rig's node daemon).
-            hosted = ("webhooks", "csi", "deviceplugin", "operator", "scheduler")
+            # No service runs as a host process, the rig's CNI daemon included.
+            hosted = ("webhooks", "csi", "deviceplugin", "operator", "scheduler", "cni")
             assert [s for s in hosted if (state / "pids" / f"kubext-{s}.pid").exists()] == []
+            # The pod network is the cni release's: its conflist alone in containerd's conf
+            # dir, and its daemon served an ADD for every pod on the node's pod network.
+            conf_dir = state / "node" / "cni" / "net.d"
+            assert sorted(p.name for p in conf_dir.iterdir()) == ["10-kubext.conflist"]
+            networked = kubectl(
+                "get", "pods", "-A", "--field-selector", "spec.nodeName=kubext-node-0",
+                "-o", "jsonpath={range .items[?(@.status.podIP)]}{.spec.hostNetwork}{' '}{end}",
+            ).split()  # fmt: skip
+            pod_network = [h for h in networked if h != "true"]
+            assert len(pod_network) >= 10, networked  # the samples and the releases' pods
+            assert _cni_adds_served(CNI_RELEASE_PORT) >= len(pod_network)
             for row in (
                 "webapp default/hello",
                 "database default/orders",
@@ -268,6 +283,15 @@ def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(clone
     assert _loop_devices() - loops == set()
     st = _kubext(clone, env, "status", timeout=120)
     assert st.returncode == 3 and set(json.loads(st.stdout).values()) == {"stopped"}, st.stdout
+
+
+def _cni_adds_served(port: int) -> float:
+    """kubext_cni_requests_total{command="ADD",code="0"} of the daemon serving on ``port``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = re.search(r'^kubext_cni_requests_total\{command="ADD",code="0"\} (\S+)$', text, re.M)
+    assert found, text[-3000:]
+    return float(found.group(1))
 
 
 def _table(stderr: str) -> dict[str, str]:

@@ -1444,4 +1444,17 @@ def test_the_main_commands_releases_render_and_each_service_loads_its_config(
             assert list(frameworks) == ["custom-scheduler"]
             assert frameworks["custom-scheduler"].score_weights["NodeResourceFit"] == 50
         elif svc == "cni":
-            assert Path(cfg.socket_path).is_relative_to(tmp_path / "cni-release")
+            # The node's network as the rig's own daemon served it: same socket (baked into
+            # the launcher), same conflist (bridge, range, IPAM data dir, portmap), containerd's
+            # dirs, the IPAM data mounted where the conflist names it.
+            assert Path(cfg.socket_path) == rig_node.cni_socket(tmp_path)
+            network = rendered.one("ConfigMap", f"{name}-network")["data"]
+            assert json.loads(network["10-kubext.conflist"]) == rig_node.cni_conflist(tmp_path)
+            host_paths = {
+                v["name"]: v["hostPath"]["path"]
+                for v in rendered.one("DaemonSet")["spec"]["template"]["spec"]["volumes"]
+                if "hostPath" in v
+            }
+            assert host_paths["cni-bin"] == str(rig_node.cni_bin_dir(tmp_path))
+            assert host_paths["cni-net"] == str(rig_node.cni_conf_dir(tmp_path))
+            assert host_paths["cni-state"] == str(rig_node.ipam_dir(tmp_path).parent)

@@ -122,6 +122,28 @@ def test_the_cni_daemon_installs_the_launcher_where_containerd_looks(tmp_path: P
     assert ("inet", "kubext-cni") in node.NFT_TABLES  # down drops the masquerade table
 
 
+def test_the_pod_network_handed_to_the_cni_release_stays_its_own_until_a_wiping_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node.tools, "binary", lambda name, **_: tmp_path / "bin" / name)
+    names = lambda: [c.name for c in node._components(tmp_path)]  # noqa: E731
+    assert "kubext-cni" in names() and not node.network_released(tmp_path)
+    conf_dir = node.cni_conf_dir(tmp_path)
+    conf_dir.mkdir(parents=True)
+    (conf_dir / "10-kubext-rig.conflist").write_text("{}")
+    node.release_network(tmp_path)
+    assert node.network_released(tmp_path)
+    # The kubelet starts the release's pod (host network): the node needs no daemon of ours.
+    assert names() == ["registry", "containerd", "kubelet", "kube-proxy"]
+    with pytest.raises(cluster.RigError, match="the cni release's"):
+        node.start_cni_daemon(tmp_path)
+    (conf_dir / "10-kubext.conflist").write_text("{}")  # the release's init container's
+    node.drop_rig_conflist(tmp_path)
+    assert [p.name for p in conf_dir.iterdir()] == ["10-kubext.conflist"]
+    node.forget_release(tmp_path)
+    assert "kubext-cni" in names() and not node.network_released(tmp_path)
+
+
 def test_a_package_that_cannot_be_installed_is_one_line_naming_the_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
