@@ -503,12 +503,25 @@ def prepare_host(root: Path, *, required: bool = True) -> bool:
             )
         }
         host.save()
+    _share_netns_dir(host)
     if not _link_exists(LINK):
         # A bridge without ports serves as the dummy link: these kernels have no dummy driver.
         _run(["ip", "link", "add", LINK, "type", "bridge"])
     _run(["ip", "addr", "replace", f"{NODE_IP}/32", "dev", LINK])
     _run(["ip", "link", "set", LINK, "up"])
     return True
+
+
+def _share_netns_dir(host: _Host) -> None:
+    """/run/netns as a shared mount of its own, as `ip netns add` makes it: the cni release's
+    pod mounts it HostToContainer to see the pods' namespaces containerd mounts there, which
+    containerd refuses under a private mount (this machine's / is one). Undone by down."""
+    NETNS_DIR.mkdir(exist_ok=True)
+    if not os.path.ismount(NETNS_DIR):
+        _run(["mount", "--bind", str(NETNS_DIR), str(NETNS_DIR)])
+        host.data["netns_mount"] = True
+        host.save()
+    _run(["mount", "--make-shared", str(NETNS_DIR)])
 
 
 def _sysctl(key: str) -> str:
@@ -534,10 +547,15 @@ def _write_configs(root: Path) -> None:
     (d / "registry" / "config.yaml").write_text(yaml.safe_dump(registry_config(root)))
     # The plugins kubext-bridge delegates to or is chained with (the reference bridge too, for
     # comparisons); the daemon writes the kubext-bridge launcher beside them when it starts.
+    # Real files, not links into the rig's cache: the cni release's daemon, in a container with
+    # only this dir mounted, finds host-local here as containerd does.
     for plugin in ("bridge", "host-local", "portmap", "loopback"):
-        target = d / "cni" / "bin" / plugin
+        target = cni_bin_dir(root) / plugin
         target.unlink(missing_ok=True)
-        target.symlink_to(tools.binary(plugin))
+        try:
+            os.link(tools.binary(plugin), target)
+        except OSError:  # another filesystem
+            shutil.copy2(tools.binary(plugin), target)
     if not network_released(root):  # else the release's conflist and launcher stay as they are
         conf = _rig_conflist(root)
         for other in cni_conf_dir(root).iterdir():  # a release's, from before a wiping down
@@ -942,6 +960,8 @@ def release_host(root: Path) -> None:
     for path in (DEVICE_PLUGINS_DIR, DEVICE_PLUGINS_DIR.parent, logs, Path("/run/containerd")):
         if not existed.get(str(path), True) and path.exists():
             shutil.rmtree(path, ignore_errors=True)
+    if host.data.get("netns_mount") and os.path.ismount(NETNS_DIR):
+        _run(["umount", str(NETNS_DIR)], check=False)
     if (
         not existed.get(str(NETNS_DIR), True)
         and NETNS_DIR.is_dir()
