@@ -307,11 +307,12 @@ def table(rows: list[Row]) -> str:
 
 
 def service_rows(root: Path) -> list[Row]:
-    if releases.installed(root):
-        info = cluster.ClusterInfo(root)
+    installed = releases.installed(root)
+    if installed:
+        states = release_states(cluster.ClusterInfo(root), installed)
         return [
             Row(f"release {releases.release_name(svc)}", st.healthy, st.detail)
-            for svc, st in release_states(info, releases.installed(root)).items()
+            for svc, st in states.items()
         ]
     return [
         Row(name, state == "healthy", f"host process, {state}")

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
-import urllib3
+import urllib3  # pants: no-infer-dep (kubernetes brings it; locked)
 from kubernetes import client
 from kubernetes.watch.watch import iter_resp_lines
 
