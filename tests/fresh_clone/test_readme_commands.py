@@ -213,9 +213,10 @@ def test_the_main_command_works_from_a_fresh_clone_and_down_leaves_nothing(clone
             assert sorted(p.name for p in conf_dir.iterdir()) == ["10-kubext.conflist"]
             networked = kubectl(
                 "get", "pods", "-A", "--field-selector", "spec.nodeName=kubext-node-0",
-                "-o", "jsonpath={range .items[?(@.status.podIP)]}{.spec.hostNetwork}{' '}{end}",
+                "-o",
+                "jsonpath={range .items[?(@.status.podIP)]}{.metadata.name}={.spec.hostNetwork} {end}",
             ).split()  # fmt: skip
-            pod_network = [h for h in networked if h != "true"]
+            pod_network = [p for p in networked if not p.endswith("=true")]
             assert len(pod_network) >= 10, networked  # the samples and the releases' pods
             assert _cni_adds_served(CNI_RELEASE_PORT) >= len(pod_network)
             for row in (
