@@ -308,6 +308,12 @@ def kubelet_config(root: Path) -> dict[str, object]:
             "nodefs.inodesFree": "2%",
             "imagefs.available": "2%",
         },
+        # No image GC: at the default 85% it removed the imported pause image (the sandbox of
+        # every pod, never pullable) when a cold run beside the warm caches filled the disk to
+        # 89% as the kubelet counts it (this disk reserves most of its blocks). `down` removes
+        # every image with containerd's state.
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
         "containerRuntimeEndpoint": f"unix://{_socket(root)}",
         "address": NODE_IP,
         "port": KUBELET_PORT,

@@ -98,7 +98,24 @@ def test_real_node_runs_pods() -> None:
     `test_real_node_down.py`'s check)."""
     with real_node_testing.machine_lock(), real_node_testing.up(STATE) as real_node:
         check_healthy(real_node)
+        _check_kubelet_keeps_images_and_disk(real_node)
         run_pods(real_node, set(), set())
+
+
+def _check_kubelet_keeps_images_and_disk(real_node: real_node_testing.RealNode) -> None:
+    """The running kubelet's own configuration (/configz through the API server): no image GC
+    (it removed the imported pause image on a nearly full disk) and eviction only below 2%."""
+    with real_node.api_client() as api:
+        # Raw: the client would turn the JSON into a dict and then into its str().
+        raw = client.CoreV1Api(api).connect_get_node_proxy_with_path(
+            node.NODE_NAME, "configz", _preload_content=False
+        )
+    config = json.loads(raw.data)["kubeletconfig"]
+    assert (config["imageGCHighThresholdPercent"], config["imageGCLowThresholdPercent"]) == (
+        100,
+        99,
+    ), config
+    assert config["evictionHard"]["imagefs.available"] == "2%", config["evictionHard"]
 
 
 def check_healthy(real_node: real_node_testing.RealNode) -> None:

@@ -65,6 +65,8 @@ def test_kubelet_and_kube_proxy_configs(tmp_path: Path) -> None:
         "nodefs.inodesFree": "2%",
         "imagefs.available": "2%",
     }
+    # Nor does it delete the images the rig imported (pause is every pod's sandbox).
+    assert kubelet["imageGCHighThresholdPercent"] == 100
     assert kubelet["address"] == node.NODE_IP
     assert (
         kubelet["containerRuntimeEndpoint"] == f"unix://{tmp_path}/node/containerd/containerd.sock"
