@@ -97,10 +97,12 @@ class StubKubelet:
 # constant): in a mount namespace of its own, a tmpfs over /var/lib carries that path, bound to
 # our dir, so the host's kubelet dir is never touched; a tmpfs over /tmp takes the files its
 # Allocate creates (/tmp/Dev-N).
+# The binary is opened first and run through its descriptor: the tmpfs mounts hide whatever
+# is below /var/lib and /tmp, the cache (KUBEXT_CACHE, HOME) included when it lives there.
 _SAMPLE_NAMESPACE = (
-    "mount -t tmpfs tmpfs /var/lib && mkdir -p /var/lib/kubelet/device-plugins"
+    "exec 3< {binary} && mount -t tmpfs tmpfs /var/lib && mkdir -p /var/lib/kubelet/device-plugins"
     " && mount --bind {dir} /var/lib/kubelet/device-plugins && mount -t tmpfs tmpfs /tmp"
-    " && exec {binary}"
+    " && exec /proc/self/fd/3"
 )
 SAMPLE_RESOURCE = "example.com/resource"
 
