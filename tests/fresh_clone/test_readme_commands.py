@@ -290,9 +290,13 @@ def _cni_adds_served(port: int) -> float:
     """kubext_cni_requests_total{command="ADD",code="0"} of the daemon serving on ``port``."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         text = r.read().decode()
-    found = re.search(r'^kubext_cni_requests_total\{command="ADD",code="0"\} (\S+)$', text, re.M)
-    assert found, text[-3000:]
-    return float(found.group(1))
+    found = [
+        float(value)
+        for labels, value in re.findall(r"^kubext_cni_requests_total\{(.*)\} (\S+)$", text, re.M)
+        if set(labels.split(",")) == {'command="ADD"', 'code="0"'}
+    ]
+    assert len(found) == 1, text[-3000:]
+    return found[0]
 
 
 def _table(stderr: str) -> dict[str, str]:
