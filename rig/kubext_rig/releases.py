@@ -142,7 +142,9 @@ def _cni(*, root: Path, repo: Path, **_: Any) -> dict[str, Any]:
     own plugin options the rig's list does not set are nulled (helm merges maps, and its
     isDefaultGateway and mtu would change the network)."""
     conflist = node.cni_conflist(root)
-    bridge, *chain = conflist["plugins"]  # type: ignore[misc]
+    plugins = conflist["plugins"]
+    assert isinstance(plugins, list)
+    bridge, *chain = plugins
     chart = yaml.safe_load((repo / "helm" / "cni" / "values.yaml").read_text())["cni"]["plugin"]
     return {
         "cni": {
