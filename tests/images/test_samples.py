@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import socket
 import subprocess
 import time
 import urllib.error
@@ -26,7 +27,6 @@ from pathlib import Path
 import pytest
 
 from kubext_operator.planning import backup, engines, monitoring
-from kubext_rig.testing import free_port
 
 WEB_VERSION = Path("images/webapp-sample/VERSION").read_text().strip()
 WEB_IMAGE = f"localhost/kubext/webapp-sample:{WEB_VERSION}"
@@ -44,6 +44,12 @@ def podman(
     return subprocess.run(
         ["podman", *args], capture_output=True, text=True, timeout=timeout, input=stdin
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture
