@@ -10,6 +10,9 @@ so does ours when reading. The four verbs:
   ``Nodes.items`` and the cache adds each node's pods.
 - ``/prioritize``: ExtenderArgs -> HostPriorityList, scores 0..10 (MaxExtenderPriority); after
   the pod's ``/filter``, on that filter's NodeInfos and CycleState (kube-scheduler's one cycle).
+  The names a ``/filter`` passed are scored as soon as its answer is written, while
+  kube-scheduler runs its own Score plugins; the ``/prioritize`` of those names that follows
+  gets that answer (the same NodeInfos and state: the same scores).
 - ``/bind``: ExtenderBindingArgs -> ExtenderBindingResult: ``pods/binding`` through the
   ``Binder`` port (an API refusal is the result's ``Error``; kube-scheduler then reports
   FailedScheduling and retries). The node is checked again (pods bound since the filter, which
@@ -29,6 +32,7 @@ then ignores this extender's scores, or fails that preemption attempt, and says 
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import logging
@@ -223,10 +227,25 @@ class _Cycle:
     state: CycleState
     # PreFilter passed (else /bind checks from scratch).
     pre_filtered: bool
-    # The candidates /filter read, by name (dropped once the cycle is no longer recent).
-    nodes: dict[str, NodeInfo] | None
+    # The candidates /filter read (dropped once the cycle is no longer recent).
+    candidates: list[NodeInfo] | None
     # The cache's NodeInfos were read (by names): its raw scores may be kept.
     by_names: bool = False
+    # The names /filter passed (by names) and their NodeInfos, in the order sent; and
+    # /prioritize's answer for them once score_ahead worked it out.
+    feasible: list[str] | None = None
+    feasible_infos: list[NodeInfo] | None = None
+    ahead: tuple[list[str], bytes] | None = None
+    _by_name: dict[str, NodeInfo] | None = None
+
+    def nodes(self) -> dict[str, NodeInfo] | None:
+        """The candidates by name (None once dropped)."""
+        if self._by_name is None and self.candidates is not None:
+            self._by_name = {info.name: info for info in self.candidates}
+        return self._by_name
+
+    def drop_nodes(self) -> None:
+        self.candidates = self.feasible_infos = self._by_name = None
 
 
 class Extender:
@@ -256,6 +275,8 @@ class Extender:
         self._with_nodes: collections.deque[_Cycle] = collections.deque()
         self._recent_lock = threading.Lock()
         self._bind_lock = threading.Lock()  # check-then-assume of one binding at a time
+        self._prioritized = False  # a /prioritize came: score_ahead is worth its work
+        self._ahead: _Cycle | None = None  # the last /filter's cycle, for work_ahead
 
     # --- nodes ------------------------------------------------------------------------------
 
@@ -310,7 +331,7 @@ class Extender:
                 self._recent.popitem(last=False)
             # Only the last few keep their candidates (a cycle's are ~half the cluster).
             if len(self._with_nodes) == RECENT_CYCLES:
-                self._with_nodes.popleft().nodes = None
+                self._with_nodes.popleft().drop_nodes()
             self._with_nodes.append(cycle)
 
     def _cycle_of(self, pod: Obj) -> _Cycle | None:
@@ -339,42 +360,46 @@ class Extender:
         if self.cache is not None:
             cluster, state.pod_affinity_nodes = self.cache.all_node_infos_with_pod_affinity()
         pre = self.framework.run_pre_filter(state, args.pod, cluster)
-        by_name = {info.name: info for info in infos} if args.names is not None else None
-        self._remember(_Cycle(args.pod, state, pre.is_success, by_name, by_name is not None))
+        by_names = args.names is not None
+        cycle = _Cycle(args.pod, state, pre.is_success, infos if by_names else None, by_names)
+        self._remember(cycle)
         if pre.code is Code.ERROR:
             return {"Nodes": None, "NodeNames": None, "FailedNodes": {}, "Error": pre.message}
-        feasible = set()
         framework, pod = self.framework, args.pod
         # Only NodeInfos of the cache are kept by signature: full nodes' are built anew.
-        key = framework.filter_key(state, pod) if by_name is not None and pre.is_success else b""
-        node_count = self.cache.node_count() if self.cache is not None else 0
-        passed, success, error = pre.is_success, Code.SUCCESS, Code.ERROR
-        for name, info in by_name.items() if by_name is not None else _named(infos):
-            if not passed:
-                result = pre
-            elif key:
-                result = framework.run_filter_kept(state, pod, info, key, node_count)
-            else:
-                result = framework.run_filter(state, pod, info)
+        key = framework.filter_key(state, pod) if by_names and pre.is_success else b""
+        if not pre.is_success:
+            results: Sequence[Status] = [pre] * len(infos)
+        elif key:
+            node_count = self.cache.node_count() if self.cache is not None else 0
+            results = framework.run_filters_kept(state, pod, infos, key, node_count)
+        else:
+            results = [framework.run_filter(state, pod, info) for info in infos]
+        feasible: list[NodeInfo] = []  # in the order of the names (or nodes) sent
+        success, error = Code.SUCCESS, Code.ERROR
+        for info, result in zip(infos, results, strict=True):
             code = result.code
             if code is success:
-                feasible.add(name)
+                feasible.append(info)
             elif code is error:
                 return {"Nodes": None, "NodeNames": None, "FailedNodes": {}, "Error": _why(result)}
             elif code is Code.UNSCHEDULABLE_AND_UNRESOLVABLE:
-                unresolvable[name] = result.message
+                unresolvable[info.name] = result.message
             else:
-                failed[name] = result.message
+                failed[info.name] = result.message
         reply: dict[str, Any] = {
             "FailedNodes": failed,
             "FailedAndUnresolvableNodes": unresolvable,
             "Error": "",
         }
-        if args.names is not None:
+        if by_names:
             reply["Nodes"] = None
-            reply["NodeNames"] = [n for n in args.names if n in feasible]
+            reply["NodeNames"] = cycle.feasible = [info.name for info in feasible]
+            cycle.feasible_infos = feasible
+            self._ahead = cycle
         else:
-            items = [n for n in args.nodes or () if name_of(n) in feasible]
+            passed = {info.name for info in feasible}
+            items = [n for n in args.nodes or () if name_of(n) in passed]
             reply["Nodes"] = {"apiVersion": "v1", "kind": "NodeList", "items": items}
             reply["NodeNames"] = None
         return reply
@@ -382,6 +407,40 @@ class Extender:
     def prioritize(self, body: bytes) -> list[dict[str, Any]]:
         """Raises BadRequest; every node gets a score 0..10 (unreadable or unknown ones 0).
         After the pod's /filter (by node names): on its NodeInfos and CycleState."""
+        args, cycle = self._prioritize_args(body)
+        return self._priorities(args, cycle)
+
+    def prioritize_reply(self, body: bytes) -> bytes:
+        """prioritize as JSON: the list score_ahead worked out when these are the names the
+        pod's /filter passed (the same NodeInfos and CycleState: the same scores)."""
+        args, cycle = self._prioritize_args(body)
+        self._prioritized = True
+        ahead = cycle.ahead if cycle is not None else None
+        if ahead is not None and ahead[0] == args.names:
+            return ahead[1]
+        return orjson.dumps(self._priorities(args, cycle))
+
+    def score_ahead(self, cycle: _Cycle) -> None:
+        """Score the nodes the pod's /filter passed before kube-scheduler asks: it sends them to
+        /prioritize after its own Score plugins, and this runs meanwhile (on the other core),
+        off its serial cycle. Only once a /prioritize came (an extender without
+        prioritizeVerb is never asked) and for more than one node (one is not scored)."""
+        names = cycle.feasible
+        if not self._prioritized or cycle.ahead is not None or names is None or len(names) < 2:
+            return
+        try:
+            scores = self._priorities(ExtenderArgs(cycle.pod, None, names), cycle)
+        except BadRequest:
+            return  # /prioritize works it out again and answers the error
+        cycle.ahead = (names, orjson.dumps(scores))
+
+    def work_ahead(self) -> None:
+        """score_ahead of the last /filter's cycle (called once its answer is sent)."""
+        cycle, self._ahead = self._ahead, None
+        if cycle is not None:
+            self.score_ahead(cycle)
+
+    def _prioritize_args(self, body: bytes) -> tuple[ExtenderArgs, _Cycle | None]:
         cycle: _Cycle | None = None
 
         def filtered(pod: Obj) -> bool:
@@ -389,10 +448,16 @@ class Extender:
             cycle = self._cycle_of(pod)
             return cycle is not None
 
-        args = parse_args(body, read=filtered)
-        seen = cycle.nodes if cycle is not None and cycle.pre_filtered else None
+        return parse_args(body, read=filtered), cycle
+
+    def _priorities(self, args: ExtenderArgs, cycle: _Cycle | None) -> list[dict[str, Any]]:
+        seen = cycle.nodes() if cycle is not None and cycle.pre_filtered else None
         by_names = False
-        if seen is not None and args.names is not None:
+        if seen is not None and args.names is not None and args.names == cycle.feasible:
+            # kube-scheduler's usual call: the names this pod's /filter passed.
+            assert cycle is not None and cycle.feasible_infos is not None
+            state, infos, by_names = cycle.state, list(cycle.feasible_infos), cycle.by_names
+        elif seen is not None and args.names is not None:
             assert cycle is not None
             state, infos = cycle.state, [seen[n] for n in args.names if n in seen]
             by_names = cycle.by_names
@@ -510,10 +575,6 @@ class Extender:
         return [pod_key(v) for v in needed]
 
 
-def _named(infos: Sequence[NodeInfo]) -> list[tuple[str, NodeInfo]]:
-    return [(info.name, info) for info in infos]
-
-
 def _version(node: Obj) -> str:
     return str((node.get("metadata") or {}).get("resourceVersion") or "")
 
@@ -524,6 +585,19 @@ def _why(result: Status) -> str:
 
 def _json(reply: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(reply), status_code, media_type="application/json")
+
+
+class _ThenResponse(Response):
+    """A JSON response that queues ``then`` on the event loop once it is written: the write's
+    flush (_CoalescedWrites) is queued first, so the answer leaves before ``then`` runs."""
+
+    def __init__(self, content: bytes, then: Callable[[], None]) -> None:
+        super().__init__(content, media_type="application/json")
+        self._then = then
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await super().__call__(scope, receive, send)
+        asyncio.get_running_loop().call_soon(self._then)
 
 
 class _CoalescedWrites:
@@ -562,8 +636,6 @@ class _CoalescedWrites:
 
 def server_config(served: Starlette, *, host: str, port: int) -> Any:
     """The uvicorn.Config the extender is served with (httptools, one send per response)."""
-    import asyncio
-
     import uvicorn
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -578,8 +650,11 @@ def server_config(served: Starlette, *, host: str, port: int) -> Any:
 
 
 def app(extender: Extender) -> Starlette:
-    def with_error_field(verb: str, call: Callable[[bytes], dict[str, Any]]) -> Any:
-        """A verb whose reply has ``error``: every failure is answered there (HTTP 200)."""
+    def with_error_field(
+        verb: str, call: Callable[[bytes], dict[str, Any]], then: Callable[[], None] | None = None
+    ) -> Any:
+        """A verb whose reply has ``error``: every failure is answered there (HTTP 200);
+        ``then`` runs once the answer is written."""
 
         async def route(request: Request) -> Response:
             body = await request.body()
@@ -596,16 +671,20 @@ def app(extender: Extender) -> Starlette:
                     "extender answered an error", extra={"verb": verb, "error": reply["Error"]}
                 )
             REQUESTS.labels(verb, "error" if reply.get("Error") else "ok").inc()
-            return _json(reply)
+            return _json(reply) if then is None else _ThenResponse(orjson.dumps(reply), then)
 
         return route
 
     def without_error_field(verb: str, call: Callable[[bytes], Any]) -> Any:
-        """HostPriorityList and ExtenderPreemptionResult have no error field: HTTP 400."""
+        """HostPriorityList and ExtenderPreemptionResult have no error field: HTTP 400.
+        ``call`` may answer JSON already encoded."""
 
         async def route(request: Request) -> Response:
             try:
-                reply = _json(call(await request.body()))
+                answer = call(await request.body())
+                if not isinstance(answer, bytes):
+                    answer = orjson.dumps(answer)
+                reply = Response(answer, media_type="application/json")
                 REQUESTS.labels(verb, "ok").inc()
                 return reply
             except BadRequest as exc:
@@ -620,10 +699,14 @@ def app(extender: Extender) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/filter", with_error_field("filter", extender.filter), methods=["POST"]),
+            Route(
+                "/filter",
+                with_error_field("filter", extender.filter, extender.work_ahead),
+                methods=["POST"],
+            ),
             Route(
                 "/prioritize",
-                without_error_field("prioritize", extender.prioritize),
+                without_error_field("prioritize", extender.prioritize_reply),
                 methods=["POST"],
             ),
             Route("/bind", with_error_field("bind", extender.bind), methods=["POST"]),

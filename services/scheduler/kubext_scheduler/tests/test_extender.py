@@ -388,6 +388,78 @@ def test_alike_pods_reuse_the_raw_scores_on_nodes_unchanged_since() -> None:
     assert third["c"] < first["c"]
 
 
+def counted_extender(cache: ClusterCache) -> tuple[extender.Extender, list[str]]:
+    [fw] = profiles_file.load(None).frameworks.values()
+    _, calls = counting_plugins(fw)  # the nodes each Score plugin scores
+    return extender.Extender(fw, cache=cache), calls
+
+
+def test_the_filtered_names_are_scored_ahead_and_prioritize_answers_that() -> None:
+    names = ["a", "b", "c", "d"]
+    ext, calls = counted_extender(scoring_cache())
+    fresh = client(cache=scoring_cache())
+    ext.prioritize_reply(json.dumps(by_names(pod("first"), names)).encode())  # one was asked
+    p = pod("p", containers=[container(cpu="300m", memory="1Gi")])
+    body = json.dumps(by_names(p, names)).encode()
+    assert ext.filter(body)["NodeNames"] == names
+    before = len(calls)
+    ext.work_ahead()  # what the served /filter queues once its answer is written
+    assert len(calls) > before  # scored here, not in /prioritize
+
+    def scored_again(*_: Any) -> None:
+        raise AssertionError("/prioritize scored the names scored ahead again")
+
+    ext._priorities = scored_again  # type: ignore[method-assign]
+    answer = ext.prioritize_reply(body)
+    assert json.loads(answer) == fresh.post("/prioritize", content=body).json()
+
+
+def test_nothing_is_scored_ahead_until_a_prioritize_came() -> None:
+    # An extender configured without prioritizeVerb is never asked: no work for nothing.
+    ext, calls = counted_extender(scoring_cache())
+    ext.filter(json.dumps(by_names(pod("p"), ["a", "b", "c", "d"])).encode())
+    ext.work_ahead()
+    assert calls == []
+
+
+def test_a_prioritize_of_other_names_than_filtered_is_scored_anew() -> None:
+    ext, calls = counted_extender(scoring_cache())
+    fresh = client(cache=scoring_cache())
+    ext.prioritize_reply(json.dumps(by_names(pod("first"), ["a", "b"])).encode())
+    p = pod("p", containers=[container(cpu="300m", memory="1Gi")])
+    ext.filter(json.dumps(by_names(p, ["a", "b", "c", "d"])).encode())
+    ext.work_ahead()
+    assert calls  # the four were scored ahead
+    body = json.dumps(by_names(p, ["d", "a"])).encode()
+    answer = json.loads(ext.prioritize_reply(body))
+    assert [h["Host"] for h in answer] == ["d", "a"]  # not the four scored ahead
+    assert answer == fresh.post("/prioritize", content=body).json()
+
+
+def test_the_filter_answer_is_written_before_the_work_queued_after_it() -> None:
+    import asyncio
+
+    order: list[str] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":  # as _CoalescedWrites queues its flush
+                loop.call_soon(order.append, "written")
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        response = extender._ThenResponse(b"{}", lambda: order.append("then"))
+        await response({"type": "http"}, receive, send)
+        assert order == []
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert order == ["written", "then"]
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [
