@@ -436,6 +436,22 @@ def test_a_prioritize_of_other_names_than_filtered_is_scored_anew() -> None:
     assert answer == fresh.post("/prioritize", content=body).json()
 
 
+def test_only_the_recent_cycles_keep_what_was_scored_ahead() -> None:
+    names = ["a", "b", "c", "d"]
+    ext, _ = counted_extender(scoring_cache())
+    ext.prioritize_reply(json.dumps(by_names(pod("first"), names)).encode())
+    cycles = []
+    for i in range(extender.RECENT_CYCLES + 1):
+        p = pod(f"p{i}")
+        ext.filter(json.dumps(by_names(p, names)).encode())
+        ext.work_ahead()
+        cycles.append(ext._cycle_of(p))
+    oldest, newest = cycles[0], cycles[-1]
+    assert oldest is not None and newest is not None
+    assert oldest.ahead is None and oldest.feasible is None and oldest.nodes() is None
+    assert newest.ahead is not None and newest.feasible == names
+
+
 def test_the_filter_answer_is_written_before_the_work_queued_after_it() -> None:
     import asyncio
 
