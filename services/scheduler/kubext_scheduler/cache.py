@@ -10,6 +10,7 @@ two cycles never count the same free room twice (kube-scheduler's assume cache).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -61,6 +62,23 @@ def _namespaced_key(obj: Obj) -> str:
     return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
+# Node changes kept for changes_between (a reader this far behind starts over).
+CHANGES_KEPT = 65536
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheView:
+    """ClusterCache.view: the readable NodeInfos in name order and by name, those with pods
+    with (anti-)affinity, why each unreadable node is left out, and the mark of the cache's
+    change log they are as of (all shared: read them, never change them)."""
+
+    nodes: list[NodeInfo]
+    by_name: Mapping[str, NodeInfo]
+    with_pod_affinity: list[NodeInfo]
+    broken: Mapping[str, str]
+    mark: int
+
+
 class ClusterCache:
     """Thread-safe: informer threads write, the scheduling loop and the extender read.
 
@@ -96,6 +114,12 @@ class ClusterCache:
         # them each cycle: listing them from 1,000 nodes was 4% of the process), listed again
         # only when a node that has or had such a pod changed.
         self._view_affinity: list[NodeInfo] | None = None
+        # The nodes whose NodeInfo changed for the node-local plugins (a status-only update
+        # keeps NodeInfo.lineage: not one), in order: a reader keeps what it worked out per
+        # node as of a mark and drops the nodes named since (changes_between). Trimmed from
+        # the front; ``_changes_start`` is the mark of its first entry.
+        self._changes: list[str] = []
+        self._changes_start = 0
         # Namespace name -> labels (InterPodAffinity's namespaceSelector), and the
         # PodDisruptionBudgets by namespace/name (DefaultPreemption). Each change replaces the
         # whole mapping/tuple, so a snapshot shares them without copying.
@@ -152,9 +176,19 @@ class ClusterCache:
         else:
             self._infos[name] = changed
             self._view_changed.add(name)
+            if changed.lineage is not info.lineage or changed.generation != info.generation:
+                self._changed(name)
+
+    def _changed(self, name: str) -> None:
+        self._changes.append(name)
+        if len(self._changes) > CHANGES_KEPT:
+            drop = len(self._changes) // 2
+            del self._changes[:drop]
+            self._changes_start += drop
 
     def _refresh(self) -> None:
         for name in self._dirty:
+            self._changed(name)
             node = self._nodes.get(name)
             readable = self._infos.pop(name, None) is not None
             self._broken.pop(name, None)
@@ -501,6 +535,28 @@ class ClusterCache:
                 else:
                     unknown.append(name)
         return infos, broken, unknown
+
+    def view(self) -> CacheView:
+        """The readable NodeInfos now (shared), for a reader that keeps what it worked out
+        per node (the extender's /filter)."""
+        with self._lock:
+            self._refresh()
+            nodes, by_name = self._readable()
+            return CacheView(
+                nodes,
+                by_name,
+                self._affinity_nodes(),
+                dict(self._broken),
+                self._changes_start + len(self._changes),
+            )
+
+    def changes_between(self, since: int, until: int) -> list[str] | None:
+        """The nodes whose NodeInfo changed after mark ``since`` up to mark ``until``
+        (CacheView.mark); None when ``since`` is older than the changes kept."""
+        with self._lock:
+            if since < self._changes_start:
+                return None
+            return self._changes[since - self._changes_start : until - self._changes_start]
 
     def all_node_infos(self) -> list[NodeInfo]:
         """Every readable node's current NodeInfo (shared, by name), for PreFilters that look

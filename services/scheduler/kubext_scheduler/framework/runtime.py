@@ -213,25 +213,6 @@ class Framework:
             record.keep_verdict(key, result)
         return result
 
-    def run_filters_kept(
-        self, state: CycleState, pod: Pod, nodes: Sequence[NodeInfo], key: bytes, node_count: int
-    ) -> list[Status]:
-        """run_filter_kept of each node, inlined (the extender's /filter loop)."""
-        record_of, kept_record, run_filter = self.memo.of, self.memo.get, self.run_filter
-        error = Code.ERROR
-        results = []
-        for node in nodes:
-            record = kept_record(node.name)
-            if record is None or record.info is not node or record.generation != node.generation:
-                record = record_of(node, node_count)
-            result = record.verdicts.get(key)
-            if result is None:
-                result = run_filter(state, pod, node)
-                if result.code is not error:
-                    record.keep_verdict(key, result)
-            results.append(result)
-        return results
-
     def filter_key(self, state: CycleState, pod: Pod) -> bytes:
         """The key the pod's verdicts are kept under, after PreFilter; b"" when some Filter
         that is not node-local runs for it (nothing is kept then)."""

@@ -149,14 +149,45 @@ def test_alike_pods_reuse_the_verdicts_on_nodes_unchanged_since() -> None:
     ).json()
     assert third["NodeNames"] == ["c"] and "Insufficient CPU" in third["FailedNodes"]["a"]
     assert calls == ["a", "b", "c", "a"]
-    # What was kept of a's old NodeInfo is gone with it (one record per node).
-    [current], _, _ = cache.node_infos(["a"])
-    kept = ext.framework.memo.get("a")
-    assert len(ext.framework.memo) == 3 and kept is not None and kept.info is current
+    # What was kept of a's old NodeInfo is gone with it: one verdict per node and key.
+    [kept] = ext._verdicts.values()
+    assert sorted(kept.by_name) == ["a", "b", "c"]
+    assert "Insufficient CPU" in kept.by_name["a"].message
+    # q's status changing (its Running update) changes nothing the Filters read; the node
+    # itself changing does.
+    running = bound(pod("q", containers=[container(cpu="1500m")]), "a")
+    cache.set_pod({**running, "status": {"phase": "Running"}})
+    p5 = pod("p5", containers=[container(cpu="1")])
+    assert http.post("/filter", json=by_names(p5, ["a", "b", "c"])).json() == third
+    assert calls == ["a", "b", "c", "a"]
+    cache.set_node(node("b"))  # the taint removed
+    fourth = http.post("/filter", json=by_names(p5, ["a", "b", "c"])).json()
+    assert fourth["NodeNames"] == ["b", "c"] and calls == ["a", "b", "c", "a", "b"]
+    del calls[4:]
     # A pod asking more is filtered on its own.
     bigger = pod("p4", containers=[container(cpu="2")])
     assert http.post("/filter", json=by_names(bigger, ["c"])).json()["NodeNames"] == ["c"]
     assert calls[4:] == ["c"]
+
+
+def test_a_reader_behind_the_change_log_filters_every_node_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kubext_scheduler import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "CHANGES_KEPT", 4)
+    cache = cache_of([node(n) for n in "abc"])
+    ext = make(cache=cache)
+    calls = counting_filters(ext)
+    http = TestClient(extender.app(ext))
+    names = ["a", "b", "c"]
+    http.post("/filter", json=by_names(pod("p1"), names))
+    assert calls == names
+    for i in range(6):  # more changes of a than the log keeps
+        cache.set_pod(bound(pod(f"q{i}", containers=[container(cpu="10m")]), "a"))
+        cache.view()  # each read as its own change
+    assert http.post("/filter", json=by_names(pod("p2"), names)).json()["NodeNames"] == names
+    assert calls == names + names
 
 
 def test_pods_with_spread_constraints_are_filtered_afresh() -> None:
