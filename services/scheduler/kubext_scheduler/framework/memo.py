@@ -6,8 +6,9 @@ not its volumes. While every other Filter (Score) plugin of the profile is skipp
 (PreFilter's or PreScore's Skip), pods alike in what those read get the same verdicts (raw
 scores) on a node whose NodeInfo has not changed since, so they are kept per pod signature
 (upstream's opportunistic batching signs pods for the same reason). NormalizeScore reads every
-candidate and is redone for each cycle. The standalone cycle (``Framework.schedule``) and the
-extender's verbs keep them here.
+candidate and is redone for each cycle. The standalone cycle (``Framework.schedule``) keeps
+verdicts and raw scores here, the extender its raw scores (its /filter keeps its verdicts by
+node name, dropped by the cache's change log: ``Extender._kept_verdicts``).
 """
 
 from __future__ import annotations
