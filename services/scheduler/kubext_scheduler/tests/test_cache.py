@@ -228,3 +228,33 @@ def test_the_nodes_with_pods_with_affinity_are_listed_again_only_when_one_change
     cache.set_pod(bound({**with_anti, "metadata": {"name": "b", "uid": "b"}}, "n4"))
     cache.replace_nodes([node(f"n{i}") for i in range(6)])  # a node more: the view anew
     assert listed() == ["n4"]
+
+
+def test_the_change_log_names_the_nodes_whose_node_info_changed_for_the_plugins() -> None:
+    cache = ClusterCache()
+    cache.replace_nodes([node("a"), node("b"), node("c")])
+    start = cache.view().mark
+    q = bound(pod("q", containers=[container(cpu="1")]), "a")
+    cache.set_pod(q)
+    cache.set_pod({**q, "status": {"phase": "Running"}})  # status only: no change
+    cache.set_node(node("b", cpu="8"))
+    cache.assume(pod("r"), "c")
+    view = cache.view()
+    # A pod's change is logged at once; a node's own when the cache next reads it.
+    assert cache.changes_between(start, view.mark) == ["a", "c", "b"]
+    assert view.by_name["a"].requested.milli_cpu == 1000
+    assert cache.changes_between(view.mark, view.mark) == []
+
+
+def test_a_mark_older_than_the_changes_kept_reads_as_everything_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cache_module, "CHANGES_KEPT", 8)
+    cache = ClusterCache()
+    cache.replace_nodes([node("a")])
+    start = cache.view().mark
+    for i in range(10):
+        cache.set_pod(bound(pod(f"q{i}"), "a"))
+    mark = cache.view().mark
+    assert cache.changes_between(start, mark) is None
+    assert cache.changes_between(mark - 2, mark) == ["a", "a"]
