@@ -478,8 +478,8 @@ class Extender:
             cycle.feasible_infos = feasible
             self._ahead = cycle
         else:
-            passed = {info.name for info in feasible}
-            items = [n for n in args.nodes or () if name_of(n) in passed]
+            feasible_names = {info.name for info in feasible}
+            items = [n for n in args.nodes or () if name_of(n) in feasible_names]
             reply["Nodes"] = {"apiVersion": "v1", "kind": "NodeList", "items": items}
             reply["NodeNames"] = None
         return reply
@@ -531,14 +531,17 @@ class Extender:
         return parse_args(body, read=filtered), cycle
 
     def _priorities(self, args: ExtenderArgs, cycle: _Cycle | None) -> list[dict[str, Any]]:
-        seen = cycle.nodes() if cycle is not None and cycle.pre_filtered else None
+        usable = cycle is not None and cycle.pre_filtered and cycle.candidates is not None
         by_names = False
-        if seen is not None and args.names is not None and args.names == cycle.feasible:
-            # kube-scheduler's usual call: the names this pod's /filter passed.
+        if usable and args.names is not None and args.names == cycle.feasible:
+            # kube-scheduler's usual call: the names this pod's /filter passed (no candidates
+            # by name built for it).
             assert cycle is not None and cycle.feasible_infos is not None
             state, infos, by_names = cycle.state, list(cycle.feasible_infos), cycle.by_names
-        elif seen is not None and args.names is not None:
+        elif usable and args.names is not None:
             assert cycle is not None
+            seen = cycle.nodes()
+            assert seen is not None
             state, infos = cycle.state, [seen[n] for n in args.names if n in seen]
             by_names = cycle.by_names
             if len(infos) < len(args.names):  # names its /filter was not sent
