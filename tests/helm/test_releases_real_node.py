@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ from kubernetes import client
 from test_helm_install import leftovers, new_release  # pants: no-infer-dep
 
 from kubext_rig import images, node, real_node_csi, real_node_testing, tools
-from kubext_rig.testing import gone, wait_for
+from kubext_rig.testing import free_port, gone, wait_for
 
 STATE = real_node_testing.state_for(tools.cache_dir() / "rn-helm")
 INSTALL_TIMEOUT = "300s"  # a cold pull of ~200 MB and the pex unpacking, on a busy machine
@@ -209,12 +208,6 @@ def _rig_network_still_works(run: Run) -> None:
 def _ready(core: client.CoreV1Api, ns: str, name: str) -> bool:
     conditions = core.read_namespaced_pod(name, ns).status.conditions or []
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _csi_values(run: Run) -> dict[str, Any]:

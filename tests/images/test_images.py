@@ -17,7 +17,6 @@ import base64
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from kubext_rig.testing import free_port
 
 SERVICES = ["operator", "webhooks", "scheduler", "cni", "csi", "deviceplugin"]
 UID = "65532"
@@ -56,12 +57,6 @@ RESTRICTED += ["--security-opt=no-new-privileges"]
 def logs(name: str) -> str:
     out = podman("logs", name)
     return (out.stdout + out.stderr)[-3000:]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -27,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from kubext_operator.planning import backup, engines, monitoring
+from kubext_rig.testing import free_port
 
 WEB_VERSION = Path("images/webapp-sample/VERSION").read_text().strip()
 WEB_IMAGE = f"localhost/kubext/webapp-sample:{WEB_VERSION}"
@@ -44,12 +44,6 @@ def podman(
     return subprocess.run(
         ["podman", *args], capture_output=True, text=True, timeout=timeout, input=stdin
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -38,7 +37,7 @@ import pytest
 from kubernetes import client
 
 from kubext_rig import node, real_node_testing, tools
-from kubext_rig.testing import wait_for
+from kubext_rig.testing import free_port, wait_for
 
 CHECKOUT = os.environ.get("KUBEXT_CHECKOUT")
 STATE = real_node_testing.state_for(tools.cache_dir() / "rn-tilt")
@@ -55,12 +54,6 @@ pytestmark = [
         not CHECKOUT, reason="run by ./kubext test, which names the checkout in KUBEXT_CHECKOUT"
     ),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _copy_checkout(source: Path, into: Path) -> Path:
@@ -220,7 +213,7 @@ def test_a_saved_source_reaches_the_running_pod_without_an_image_build(
 ) -> None:
     real_node, work = rig
     repo = work / "repo"
-    tilt, port = str(tools.binary("tilt")), _free_port()
+    tilt, port = str(tools.binary("tilt")), free_port()
     env = _tilt_env(work, real_node.info.kubeconfig)
     log = (work / "tilt-up.log").open("w")
     t0 = time.monotonic()
