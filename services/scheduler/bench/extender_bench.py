@@ -1,7 +1,7 @@
 """Micro-benchmark of the extender over HTTP: what kube-scheduler's calls cost our process.
 
 No cluster. A child process serves the extender as ``kubext-scheduler`` does (uvicorn, the
-Starlette app of ``extender.app``) over a ClusterCache of ``--nodes`` nodes shaped as
+ASGI app of ``extender.app``) over a ClusterCache of ``--nodes`` nodes shaped as
 scheduler_bench.py's (cycle_bench.build_cache, ``--bound`` pods per node) and a binder that
 binds nothing (the API call is not measured; the cache work around it is). The parent plays
 kube-scheduler with one keep-alive connection, one pod after the other as its scheduling
@@ -9,7 +9,7 @@ cycle does: ``/filter`` with the names its own filters would send (``--send`` no
 by default numFeasibleNodesToFind of ``--nodes``: 420 of 1,000, taken round the nodes as
 its nextStartNodeIndex does), ``/prioritize`` with the feasible ones, then ``/bind`` to the
 best. The pods are JSON as kube-scheduler's Go encoder sends them (the admission defaults,
-the projected service-account volume, managedFields). ``/empty`` (a route answering ``{}``,
+the projected service-account volume, managedFields). ``/empty`` (a verb answering ``{}``,
 added in the child) gives the HTTP edge's own cost per request.
 
     python services/scheduler/bench/extender_bench.py [--nodes 1000] [--pods 200]
@@ -119,8 +119,6 @@ def go_pod(i: int) -> dict[str, Any]:
 
 def serve(port: int, nodes: int, bound: int) -> None:
     import uvicorn
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
 
     from kubext_scheduler import extender, profiles_file
 
@@ -132,11 +130,10 @@ def serve(port: int, nodes: int, bound: int) -> None:
     [framework] = profiles_file.load(None).frameworks.values()
     app = extender.app(extender.Extender(framework, cache=cache, binder=NoBinder()))  # type: ignore[arg-type]
 
-    async def empty(request: Any) -> JSONResponse:
-        await request.body()
-        return JSONResponse({})
+    async def empty(body: bytes) -> extender.Answer:
+        return 200, b"{}", None
 
-    app.router.routes.append(Route("/empty", empty, methods=["POST"]))
+    app.verbs["/empty"] = empty  # the verbs' own edge, answering {}
     # As __main__ serves it.
     uvicorn.Server(extender.server_config(app, host="127.0.0.1", port=port)).run()
 

@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 import pytest
 from starlette.testclient import TestClient
 
@@ -440,7 +441,7 @@ def test_the_filtered_names_are_scored_ahead_and_prioritize_answers_that() -> No
     def scored_again(*_: Any) -> None:
         raise AssertionError("/prioritize scored the names scored ahead again")
 
-    ext._priorities = scored_again  # type: ignore[method-assign]
+    ext._scores = scored_again  # type: ignore[method-assign]
     answer = ext.prioritize_reply(body)
     assert json.loads(answer) == fresh.post("/prioritize", content=body).json()
 
@@ -487,24 +488,59 @@ def test_the_filter_answer_is_written_before_the_work_queued_after_it() -> None:
     import asyncio
 
     order: list[str] = []
+    queued: list[Any] = []
+    ext = make(cache=cache_of([node("a"), node("b")]))
+    ext.work_ahead = lambda: order.append("then")  # type: ignore[method-assign]
+    served = extender.app(ext)
+    body = json.dumps(by_names(pod("p"), ["a", "b"])).encode()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
 
         async def send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.body":  # as _CoalescedWrites queues its flush
+            queued.append(message)
+            if message["type"] == "http.response.body":  # as CoalescedWrites queues its flush
                 loop.call_soon(order.append, "written")
 
         async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b""}
+            return {"type": "http.request", "body": body}
 
-        response = extender._ThenResponse(b"{}", lambda: order.append("then"))
-        await response({"type": "http"}, receive, send)
+        scope = {"type": "http", "method": "POST", "path": "/filter", "headers": []}
+        await served(scope, receive, send)
         assert order == []
         await asyncio.sleep(0)
 
     asyncio.run(main())
     assert order == ["written", "then"]
+    start, sent = queued
+    assert start["status"] == 200
+    assert dict(start["headers"])[b"content-length"] == str(len(sent["body"])).encode()
+    assert json.loads(sent["body"])["NodeNames"] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("names", "scores"),
+    [
+        pytest.param(["a", "b"], [0, 10], id="plain"),
+        pytest.param(['q"uote', "back\\slash", "ünï", "tab\t"], [3, 4, 5, 6], id="escaped"),
+        pytest.param([], [], id="none"),
+        pytest.param(["a"], [11], id="out-of-range"),
+    ],
+)
+def test_the_host_priority_list_is_the_json_of_its_dicts(
+    names: list[str], scores: list[int]
+) -> None:
+    expected = [{"Host": n, "Score": s} for n, s in zip(names, scores, strict=True)]
+    for _ in range(2):  # the second time from the kept prefixes
+        encoded = extender._host_priority_list(names, scores)
+        assert encoded == orjson.dumps(expected)
+        assert json.loads(encoded) == expected
+
+
+def test_other_methods_and_paths_get_starlettes_answers() -> None:
+    http = client()
+    assert http.get("/filter").status_code == 405
+    assert http.post("/nope", content=b"{}").status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -719,58 +755,6 @@ def test_preempt_without_a_cache_is_a_400() -> None:
     reply = client().post("/preempt", json={"pod": PREEMPTOR, "nodeNameToMetaVictims": {}})
     assert reply.status_code == 400
     assert "node cache" in reply.json()["Error"]
-
-
-class _Transport:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def get_extra_info(self, name: str) -> str:
-        return f"extra {name}"
-
-
-class _Loop:
-    def __init__(self) -> None:
-        self.soon: list[Any] = []
-
-    def call_soon(self, callback: Any) -> None:
-        self.soon.append(callback)
-
-    def turn(self) -> None:
-        soon, self.soon = self.soon, []
-        for callback in soon:
-            callback()
-
-
-def test_what_one_turn_of_the_loop_writes_is_sent_at_once() -> None:
-    transport, loop = _Transport(), _Loop()
-    coalesced = extender._CoalescedWrites(transport, loop)
-    coalesced.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
-    coalesced.write(b"{}")
-    assert transport.writes == []
-    loop.turn()
-    assert transport.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
-    assert coalesced.get_extra_info("peername") == "extra peername"
-    coalesced.write(b"last")
-    coalesced.close()  # what is pending goes before the close
-    assert transport.writes[1:] == [b"last"] and transport.closed
-    loop.turn()
-    assert len(transport.writes) == 2
-    transport.closed = False
-    coalesced.write(b"late")
-    transport.closed = True  # the peer went meanwhile: nothing is written
-    loop.turn()
-    assert len(transport.writes) == 2
 
 
 def test_the_served_extender_answers_over_http_with_keep_alive() -> None:
