@@ -438,6 +438,8 @@ class Extender:
             cluster, state.pod_affinity_nodes = view.nodes, view.with_pod_affinity
         elif self.cache is not None:
             cluster, state.pod_affinity_nodes = self.cache.all_node_infos_with_pod_affinity()
+        if self.cache is not None:
+            state.node_count = len(cluster)  # what the memo keeps is pruned by it
         pre = self.framework.run_pre_filter(state, args.pod, cluster)
         by_names = args.names is not None
         cycle = _Cycle(args.pod, state, pre.is_success, infos if by_names else None, by_names)

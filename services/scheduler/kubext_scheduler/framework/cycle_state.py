@@ -40,6 +40,9 @@ class CycleState:
         # PreScore and PostFilter see only some nodes but count pods on all (upstream's
         # SnapshotSharedLister). None when a caller runs single points (the extender).
         self.snapshot: Snapshot | None = None
+        # Without a snapshot: the cluster's node count where the caller knows it (the
+        # extender's cache), which the memo is pruned by.
+        self.node_count: int | None = None
         # Without a snapshot: the nodes with pods with (anti-)affinity among those PreFilter
         # is given, where the caller keeps them listed (the extender's cache), else None.
         self.pod_affinity_nodes: Sequence[NodeInfo] | None = None

@@ -441,9 +441,15 @@ class Framework:
         normalising plugins' columns are normalised for each cycle."""
         active = [(s[0], s[4], s[3]) for s in self._score if s[0] not in state.skip_score]
         plugins = tuple(name for name, _, _ in active)
-        # The cluster's size, not the candidates' (fewer than the nodes kept).
+        # The cluster's size, not the candidates' (fewer than the nodes kept). Unknown: none is
+        # dropped (the memo's own size was taken for it once, and the memo was cleared
+        # whenever it had grown to twice that and 64: the extender scored 350 of its 420
+        # nodes afresh for each pod).
         snapshot = state.snapshot
-        count = len(snapshot.nodes) if snapshot is not None else len(self.memo)
+        if snapshot is not None:
+            count = len(snapshot.nodes)
+        else:
+            count = state.node_count or len(self.memo) + len(nodes)
         kept_record, record_of = self.memo.get, self.memo.of
         records: list[memo.Kept] = []
         kept: list[tuple[tuple[str, ...], tuple[int, ...], int] | None] = []

@@ -420,6 +420,29 @@ def test_alike_pods_reuse_the_raw_scores_on_nodes_unchanged_since() -> None:
     assert third["c"] < first["c"]
 
 
+def test_what_is_scored_is_kept_for_clusters_larger_than_a_request() -> None:
+    # kube-scheduler sends windows of the nodes, round the cluster: what one window scored
+    # is still kept when the window comes round again (the memo was once pruned by its own
+    # size, and cleared itself before it held a cluster of 200).
+    cache = cache_of([node(f"n{i:03d}") for i in range(200)])
+    ext, calls = counted_extender(cache)
+    names = [f"n{i:03d}" for i in range(200)]
+    windows = [names[start : start + 80] for start in range(0, 200, 40)]
+
+    def prioritize(name: str, window: list[str]) -> None:
+        body = json.dumps(by_names(pod(name), window)).encode()
+        assert ext.filter(body)["NodeNames"] == window
+        ext.prioritize_reply(body)
+
+    for i, window in enumerate(windows):
+        prioritize(f"first-{i}", window)
+    assert set(calls) == set(names)
+    calls.clear()
+    for i, window in enumerate(windows):
+        prioritize(f"again-{i}", window)
+    assert calls == []
+
+
 def counted_extender(cache: ClusterCache) -> tuple[extender.Extender, list[str]]:
     [fw] = profiles_file.load(None).frameworks.values()
     _, calls = counting_plugins(fw)  # the nodes each Score plugin scores
