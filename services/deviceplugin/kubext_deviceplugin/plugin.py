@@ -207,6 +207,9 @@ class ResourcePlugin:
         finally:
             self.registered.clear()
             stopping.set()
+            # The streams end now, not at their next wake: the stop's grace was once spent
+            # waiting for them, half a second of every re-registration.
+            self.state.wake()
             grpc_server.stop(grace=0.5).wait()
             self.socket = None
             path.unlink(missing_ok=True)

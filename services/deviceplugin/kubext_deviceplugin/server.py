@@ -47,11 +47,22 @@ class ResourceState:
     def snapshot(self) -> model.Inventory:
         return self._inventory
 
-    def wait(self, seen: int, timeout: float) -> tuple[model.Inventory, int]:
-        """The inventory and its version, once the version is no longer ``seen`` (or timeout)."""
+    def wait(
+        self, seen: int, timeout: float, stopping: threading.Event | None = None
+    ) -> tuple[model.Inventory, int]:
+        """The inventory and its version, once the version is no longer ``seen``, ``stopping``
+        is set and wake() was called, or ``timeout`` passed."""
         with self._changed:
-            self._changed.wait_for(lambda: self._version != seen, timeout=timeout)
+            self._changed.wait_for(
+                lambda: self._version != seen or (stopping is not None and stopping.is_set()),
+                timeout=timeout,
+            )
             return self._inventory, self._version
+
+    def wake(self) -> None:
+        """Wake every waiter to look at its ``stopping`` again."""
+        with self._changed:
+            self._changed.notify_all()
 
 
 def _devices(inventory: model.Inventory) -> list[api_pb2.Device]:
@@ -121,7 +132,9 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
     def ListAndWatch(self, request, context) -> Iterator[api_pb2.ListAndWatchResponse]:
         seen = 0
         while context.is_active() and not self._stopping.is_set():
-            inventory, version = self._state.wait(seen, WATCH_WAKE_SECONDS)
+            inventory, version = self._state.wait(seen, WATCH_WAKE_SECONDS, self._stopping)
+            if self._stopping.is_set():
+                return
             if version != seen:  # the whole list, at start and after every change
                 seen = version
                 yield api_pb2.ListAndWatchResponse(devices=_devices(inventory))

@@ -18,7 +18,8 @@ import pytest
 from kubext_proto.deviceplugin.v1beta1 import api_pb2
 
 from .. import __main__ as entry
-from .. import config
+from .. import config, server
+from ..core import model
 from .fake_kubelet import FakeKubelet
 
 EMPTY = api_pb2.Empty()
@@ -288,3 +289,23 @@ def test_registration_waits_for_the_kubelet(tree: Path) -> None:
             kubelet.stop()
     finally:
         plugin.close()
+
+
+def test_a_watch_ends_when_its_server_stops_not_at_its_next_wake() -> None:
+    # A kubelet restart stops the server: its ListAndWatch streams must end at once, or the
+    # stop's grace is spent waiting for them before the plugin can register again.
+    state, stopping = server.ResourceState(), threading.Event()
+    state.update(model.Inventory())
+    seen = state.wait(0, 0)[1]
+    returned = threading.Event()
+
+    def watch() -> None:
+        state.wait(seen, 60.0, stopping)
+        returned.set()
+
+    waiter = threading.Thread(target=watch, daemon=True)
+    waiter.start()
+    assert not returned.wait(0.3)  # nothing changed: it waits
+    stopping.set()
+    state.wake()
+    assert returned.wait(10), "the watch waited on after wake()"
