@@ -716,9 +716,7 @@ class ExtenderApp:
         async def unreachable(request: Request) -> Response:  # POSTs never get here
             raise AssertionError(request.url.path)
 
-        self.rest = Starlette(
-            routes=[Route(path, unreachable, methods=["POST"]) for path in verbs]
-        )
+        self.rest = Starlette(routes=[Route(path, unreachable, methods=["POST"]) for path in verbs])
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
