@@ -22,7 +22,7 @@ import uvicorn
 from kubernetes import client
 
 from kubext import health as kubext_health
-from kubext import kubeclient
+from kubext import httpserve, kubeclient
 from kubext_webhooks import app, certs, config, kube, policy, policy_store, ports, tlsctx
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ async def run(
             host=cfg.host,
             port=cfg.port,
             ssl_context_factory=lambda *_: tls.context,
-            http="httptools",
+            http=httpserve.httptools_protocol(),  # one TLS record and send per response
             loop="none",
             lifespan="off",
             log_config=None,
