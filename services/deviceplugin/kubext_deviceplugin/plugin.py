@@ -215,8 +215,12 @@ class ResourcePlugin:
             path.unlink(missing_ok=True)
 
     def _dial_self(self, path: Path) -> None:
-        with grpc.insecure_channel(f"unix:{path}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=DIAL_TIMEOUT_SECONDS)
+        """Our socket accepts a connection before the kubelet is told to dial it. A plain
+        connect: grpc's channel_ready_future polls the channel's state every 0.2 s, which
+        was two thirds of each re-registration."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(DIAL_TIMEOUT_SECONDS)
+            probe.connect(str(path))
 
     def _register(self, endpoint: str) -> None:
         request = api_pb2.RegisterRequest(
