@@ -258,6 +258,50 @@ def writes_by_kind(op: Operator) -> str:
     return ", ".join(parts)
 
 
+def apiserver_requests(api: client.ApiClient) -> dict[tuple[str, str], float]:
+    """The API server's requests so far by (verb, resource), from its own
+    apiserver_request_total, and the watch events it sent by ("WATCH-EVENTS", kind) with their
+    bytes by ("WATCH-BYTES", kind): whatever the operator's own counters miss (a library's
+    writes, lists, watches) shows here."""
+    response = api.rest_client.pool_manager.request("GET", api.configuration.host + "/metrics")
+    counts: dict[tuple[str, str], float] = {}
+    for line in response.data.decode().splitlines():  # the admin's client certificate
+        name, _, rest = line.partition("{")
+        if name not in (
+            "apiserver_request_total",
+            "apiserver_watch_events_total",
+            "apiserver_watch_events_sizes_sum",
+        ):
+            continue
+        labels_text, _, value = rest.rpartition("} ")
+        labels = dict(
+            (k, v.strip('"')) for k, _, v in (p.partition("=") for p in labels_text.split('",'))
+        )
+        if name == "apiserver_request_total":
+            sub = labels.get("subresource")
+            key = (
+                labels.get("verb", "?"),
+                labels.get("resource", "?") + (f"/{sub}" if sub else ""),
+            )
+        else:
+            kind = labels.get("kind") or labels.get("resource") or "?"
+            key = ("WATCH-EVENTS" if name.endswith("total") else "WATCH-BYTES", kind)
+        counts[key] = counts.get(key, 0.0) + float(value)
+    return counts
+
+
+def requests_during(
+    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float], count: int
+) -> str:
+    """The API server's requests per WebApp between two apiserver_requests(), largest first."""
+    moved = {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
+    parts = []
+    for (verb, resource), n in sorted(moved.items(), key=lambda i: -i[1])[:14]:
+        shown = f"{n / count / 1e3:.1f} kB" if verb == "WATCH-BYTES" else f"{n / count:.2f}"
+        parts.append(f"{verb} {resource} {shown}")
+    return ", ".join(parts)
+
+
 def cpu_seconds(pids: dict[str, int | None]) -> dict[str, float]:
     """User + system CPU seconds each process has used so far."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -353,6 +397,7 @@ def run_one(side: str, gogc: str, args: argparse.Namespace, peer_binary: Path | 
             pids = {name: cluster.running_pid(info.root, name) for name in COMPONENTS}
             pids["operator"] = op.proc.pid
             timeline = Timeline(custom.api_client, namespace)
+            requests_before = apiserver_requests(custom.api_client)
             cpu_before = cpu_seconds(pids)
             started = time.monotonic()
             create(custom, namespace, range(args.count), args.replicas)
@@ -366,6 +411,7 @@ def run_one(side: str, gogc: str, args: argparse.Namespace, peer_binary: Path | 
             result.ready_s = time.monotonic() - started
             cpu_used = {k: v - cpu_before[k] for k, v in cpu_seconds(pids).items()}
             result.cpu_s = cpu_used["operator"]
+            requests_after = apiserver_requests(custom.api_client)
             time.sleep(2)
             objects, events = writes(op)
             result.writes, result.events = objects / args.count, events / args.count
@@ -400,6 +446,11 @@ def run_one(side: str, gogc: str, args: argparse.Namespace, peer_binary: Path | 
                 f"(+{result.events:.2f} Events); by resource and verb: {writes_by_kind(op)}"
             )
             print(f"operator peak RSS: {result.rss_mb:.0f} MB")
+            print(
+                "the API server's requests per WebApp until all Ready (every client, the "
+                "bench's own creates and watches too): "
+                + requests_during(requests_before, requests_after, args.count)
+            )
         finally:
             op.stop()
 
