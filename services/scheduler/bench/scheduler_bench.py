@@ -1,6 +1,7 @@
 """Benchmark: our scheduler against the real kube-scheduler on 1,000 kwok nodes, 5,000 pods each.
 
-Three runs on one cluster of its own (not the shared test cluster):
+Three runs, each on a fresh cluster of its own (not the shared test cluster; ``--same-cluster``
+for one cluster, which makes each run slower than the one before it):
 
 1. ``standalone``: our scheduler binds the pods itself (default plugin set);
 2. ``kube-scheduler``: a second real kube-scheduler (the rig's pinned binary) with the default
@@ -14,8 +15,8 @@ gets its node. Figures: pods/s from the first binding to the last (the steady ra
 start-up and list), the wall time from the scheduler's start to the last binding, the
 scheduler's CPU seconds and peak RSS (kube-scheduler and our extender apart in run 3), and the
 placement: every constraint held (node capacity, nodeSelector, NoSchedule taints) and the
-spread (pods per schedulable node: max - min, and the standard deviation). The pods are then
-deleted, so each run starts from empty nodes.
+spread (pods per schedulable node: max - min, and the standard deviation). Each run starts
+from empty nodes (with ``--same-cluster`` the pods are deleted after each run).
 
     python services/scheduler/bench/scheduler_bench.py [--nodes 1000] [--pods 5000]
 
@@ -46,6 +47,7 @@ REPO = Path(__file__).resolve().parents[3]
 os.environ.setdefault("KUBEXT_RIG_DIR", str(Path.home() / ".cache/kubext/bench-scheduler"))
 os.environ.setdefault("KUBEXT_RIG_PORT_OFFSET", "4300")
 
+import urllib3  # noqa: E402
 import yaml  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 from kubernetes.watch.watch import iter_resp_lines  # noqa: E402
@@ -249,6 +251,13 @@ class BindWatch:
         self.thread.start()
 
     def _run(self) -> None:
+        try:
+            self._follow()
+        except (urllib3.exceptions.HTTPError, client.ApiException, OSError):
+            if not self.stop.is_set():  # once stopped, its cluster may go down under it
+                raise
+
+    def _follow(self) -> None:
         while not self.stop.is_set():
             resp = self.core.list_namespaced_pod(
                 self.namespace,
@@ -540,11 +549,35 @@ def run(
     return result
 
 
+def fresh_cluster(nodes: int) -> tuple[cluster.ClusterInfo, client.CoreV1Api]:
+    """A new cluster with ``nodes`` kwok nodes Ready, and a client of it. A killed bench leaves
+    its cluster (and maybe a terminating namespace of 5,000 pods): always from a new one, as
+    `up --fresh`."""
+    info = cluster.up(nodes=1, fresh=True)
+    t = time.monotonic()
+    create_nodes(info, nodes)
+    print(
+        f"{ready_bench_nodes(info)}/{nodes} kwok nodes Ready after {time.monotonic() - t:.1f} s",
+        flush=True,
+    )
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=info.kubeconfig, client_configuration=cfg)
+    cfg.connection_pool_maxsize = 32
+    return info, client.CoreV1Api(client.ApiClient(cfg))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--pods", type=int, default=5000)
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
+    parser.add_argument(
+        "--same-cluster",
+        action="store_true",
+        help="run every scheduler on one cluster, the pods deleted between runs (by default each "
+        "gets a fresh one: on one cluster each run is slower than the one before, the extender "
+        "run three times in a row 101, 91, 88 pods/s)",
+    )
     parser.add_argument(
         "--run-timeout",
         type=float,
@@ -559,29 +592,20 @@ def main() -> int:
     logs = Path(tempfile.mkdtemp(prefix="scheduler-bench-"))
     print(f"cluster {os.environ['KUBEXT_RIG_DIR']}, logs {logs}", flush=True)
     print(f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
-    # A killed bench leaves its cluster (and maybe a terminating namespace of 5,000 pods): start
-    # from a new one, as `up --fresh`.
-    info = cluster.up(nodes=1, fresh=True)
+    profiles = {
+        "standalone": "kubext-bench",
+        "kube-scheduler": "bench-kube",
+        "extender": "bench-extender",
+    }
+    results = {}
+    info: cluster.ClusterInfo | None = None
     try:
-        t = time.monotonic()
-        create_nodes(info, opts.nodes)
-        print(
-            f"{ready_bench_nodes(info)}/{opts.nodes} kwok nodes Ready after "
-            f"{time.monotonic() - t:.1f} s",
-            flush=True,
-        )
-        cfg = client.Configuration()
-        config.load_kube_config(config_file=info.kubeconfig, client_configuration=cfg)
-        cfg.connection_pool_maxsize = 32
-        core = client.CoreV1Api(client.ApiClient(cfg))
-        profiles = {
-            "standalone": "kubext-bench",
-            "kube-scheduler": "bench-kube",
-            "extender": "bench-extender",
-        }
-        results = {}
-        for name in opts.only:
-            last = name == opts.only[-1]
+        for i, name in enumerate(opts.only):
+            if info is None or not opts.same_cluster:
+                if info is not None:
+                    cluster.down(root=info.root)
+                info, core = fresh_cluster(opts.nodes)
+            last = i == len(opts.only) - 1
             results[name] = run(
                 name,
                 info,
@@ -590,10 +614,10 @@ def main() -> int:
                 opts.pods,
                 profiles[name],
                 opts.run_timeout,
-                clean=opts.keep or not last,
+                clean=opts.keep or (opts.same_cluster and not last),
             )
     finally:
-        if not opts.keep:
+        if info is not None and not opts.keep:
             cluster.down(root=info.root)
     print(f"load average at the end {os.getloadavg()[0]:.1f}", flush=True)
     rate = {name: r["pods_per_s"] for name, r in results.items()}
